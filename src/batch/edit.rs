@@ -1,0 +1,262 @@
+//! Applies SET / REMOVE / RENAME edits to one event by splicing: the event's top-level
+//! members are kept as byte ranges of the original text, edits replace or add ranges, and
+//! the result is written once. Untouched members keep their exact bytes (numbers, escapes,
+//! key order); only the separators between top-level members are normalised to `,`.
+//!
+//! Cost per edited event: one walk of its top-level structural positions, plus a rescan of
+//! any nested object an edit goes into. The top-level scratch is reused across events.
+
+use sluicebox_abi as abi;
+
+use crate::parse::index::{self, path_components};
+use crate::parse::scalar;
+
+/// One edit, as decoded from a record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op<'a> {
+    Set(&'a [u8], &'a [u8]),
+    Remove(&'a [u8]),
+    Rename(&'a [u8], &'a [u8]),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Piece {
+    /// A range of the original text.
+    Orig(u32, u32),
+    /// A range of the editor's own buffer.
+    Own(u32, u32),
+}
+
+/// Reusable editing state for one object level.
+#[derive(Default)]
+pub(crate) struct ObjEditor {
+    /// (key with its quotes, value)
+    members: Vec<(Piece, Piece)>,
+    own: Vec<u8>,
+}
+
+impl ObjEditor {
+    fn load(&mut self, text: &[u8], s: &[u32]) -> Result<(), String> {
+        self.members.clear();
+        self.own.clear();
+        let members = &mut self.members;
+        index::members(text, s, 0, |m| {
+            let (ks, ke) = (m.key.0 - 1, m.key.1 + 1);
+            members.push((Piece::Orig(ks as u32, ke as u32), Piece::Orig(m.value.0 as u32, m.value.1 as u32)));
+            true
+        })
+        .ok_or_else(|| "event is not an object".to_string())?;
+        Ok(())
+    }
+
+    fn bytes<'t>(&'t self, text: &'t [u8], p: Piece) -> &'t [u8] {
+        match p {
+            Piece::Orig(a, b) => &text[a as usize..b as usize],
+            Piece::Own(a, b) => &self.own[a as usize..b as usize],
+        }
+    }
+
+    fn own(&mut self, b: &[u8]) -> Piece {
+        let a = self.own.len() as u32;
+        self.own.extend_from_slice(b);
+        Piece::Own(a, self.own.len() as u32)
+    }
+
+    fn own_key(&mut self, comp: &[u8]) -> Piece {
+        let a = self.own.len() as u32;
+        // Path components come from checked UTF-8 paths.
+        let k = String::from_utf8_lossy(comp);
+        let _ = serde_json::to_writer(&mut self.own, &*k);
+        Piece::Own(a, self.own.len() as u32)
+    }
+
+    fn find(&self, text: &[u8], comp: &[u8]) -> Option<usize> {
+        (0..self.members.len()).rev().find(|&i| {
+            let k = self.bytes(text, self.members[i].0);
+            index::key_eq(&k[1..k.len() - 1], comp)
+        })
+    }
+
+    fn remove_all(&mut self, text: &[u8], comp: &[u8]) {
+        let mut i = 0;
+        while i < self.members.len() {
+            let k = self.bytes(text, self.members[i].0);
+            if index::key_eq(&k[1..k.len() - 1], comp) {
+                self.members.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Sets `comps` (a path already split) to `value`.
+    fn set(&mut self, text: &[u8], comps: &[Vec<u8>], value: &[u8], depth: usize) -> Result<(), String> {
+        let (first, rest) = comps.split_first().ok_or("empty path")?;
+        let new_val = if rest.is_empty() {
+            value.to_vec()
+        } else {
+            match self.find(text, first) {
+                Some(i) if self.bytes(text, self.members[i].1).first() == Some(&b'{') => {
+                    let inner = self.bytes(text, self.members[i].1).to_vec();
+                    edit_nested(&inner, |ed, t| ed.set(t, rest, value, depth + 1), depth)?
+                }
+                _ => build_nested(rest, value),
+            }
+        };
+        let v = self.own(&new_val);
+        match self.find(text, first) {
+            Some(i) => self.members[i].1 = v,
+            None => {
+                let k = self.own_key(first);
+                self.members.push((k, v));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, text: &[u8], comps: &[Vec<u8>], depth: usize) -> Result<(), String> {
+        let (first, rest) = comps.split_first().ok_or("empty path")?;
+        if rest.is_empty() {
+            self.remove_all(text, first);
+            return Ok(());
+        }
+        if let Some(i) = self.find(text, first)
+            && self.bytes(text, self.members[i].1).first() == Some(&b'{')
+        {
+            let inner = self.bytes(text, self.members[i].1).to_vec();
+            let new_val = edit_nested(&inner, |ed, t| ed.remove(t, rest, depth + 1), depth)?;
+            self.members[i].1 = self.own(&new_val);
+        }
+        Ok(())
+    }
+
+    fn get(&self, text: &[u8], comps: &[Vec<u8>]) -> Option<Vec<u8>> {
+        let (first, rest) = comps.split_first()?;
+        let i = self.find(text, first)?;
+        let v = self.bytes(text, self.members[i].1);
+        if rest.is_empty() {
+            return Some(v.to_vec());
+        }
+        let mut s = Vec::new();
+        scalar::validate(v, usize::MAX, &mut s).ok()?;
+        let mut path = Vec::new();
+        for (n, c) in rest.iter().enumerate() {
+            if n > 0 {
+                path.push(b'.');
+            }
+            for &b in c {
+                if b == b'.' || b == b'\\' {
+                    path.push(b'\\');
+                }
+                path.push(b);
+            }
+        }
+        let f = index::lookup(v, &s, &path)?;
+        let start = f.start as usize - usize::from(f.kind == abi::KIND_STRING);
+        let end = f.start as usize + f.raw.len() + usize::from(f.kind == abi::KIND_STRING);
+        Some(v[start..end].to_vec())
+    }
+
+    fn write(&self, text: &[u8], out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (n, &(k, v)) in self.members.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(self.bytes(text, k));
+            out.push(b':');
+            out.extend_from_slice(self.bytes(text, v));
+        }
+        out.push(b'}');
+    }
+}
+
+fn edit_nested(
+    inner: &[u8],
+    f: impl FnOnce(&mut ObjEditor, &[u8]) -> Result<(), String>,
+    depth: usize,
+) -> Result<Vec<u8>, String> {
+    if depth > 256 {
+        return Err("edit path too deep".into());
+    }
+    let mut s = Vec::new();
+    scalar::validate(inner, usize::MAX, &mut s).map_err(|e| e.to_string())?;
+    let mut ed = ObjEditor::default();
+    ed.load(inner, &s)?;
+    f(&mut ed, inner)?;
+    let mut out = Vec::with_capacity(inner.len() + 16);
+    ed.write(inner, &mut out);
+    Ok(out)
+}
+
+fn build_nested(comps: &[Vec<u8>], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in comps {
+        out.push(b'{');
+        let _ = serde_json::to_writer(&mut out, &*String::from_utf8_lossy(c));
+        out.push(b':');
+    }
+    out.extend_from_slice(value);
+    out.extend(std::iter::repeat_n(b'}', comps.len()));
+    out
+}
+
+fn split(path: &[u8]) -> Vec<Vec<u8>> {
+    path_components(path).map(|c| c.into_owned()).collect()
+}
+
+/// Applies `ops` in order to the object `text` (with structural positions `s`) and writes
+/// the edited event to `out`.
+pub(crate) fn apply_edits<'a>(
+    ed: &mut ObjEditor,
+    text: &[u8],
+    s: &[u32],
+    ops: impl Iterator<Item = Op<'a>>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    ed.load(text, s)?;
+    for op in ops {
+        match op {
+            Op::Set(path, value) => ed.set(text, &split(path), value, 0)?,
+            Op::Remove(path) => ed.remove(text, &split(path), 0)?,
+            Op::Rename(from, to) => {
+                let from = split(from);
+                if let Some(v) = ed.get(text, &from) {
+                    ed.remove(text, &from, 0)?;
+                    ed.set(text, &split(to), &v, 0)?;
+                }
+            }
+        }
+    }
+    ed.write(text, out);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str, ops: &[Op<'_>]) -> String {
+        let mut s = Vec::new();
+        scalar::validate(text.as_bytes(), 1024, &mut s).unwrap();
+        let mut out = Vec::new();
+        apply_edits(&mut ObjEditor::default(), text.as_bytes(), &s, ops.iter().copied(), &mut out).unwrap();
+        let r = String::from_utf8(out).unwrap();
+        serde_json::from_str::<serde_json::Value>(&r).expect("edited event is JSON");
+        r
+    }
+
+    #[test]
+    fn set_remove_rename_keep_untouched_bytes() {
+        let t = r#"{"n": 1e400, "msg":"hi \u00e9", "x":{"y":1}}"#;
+        assert_eq!(run(t, &[Op::Set(b"env", b"\"prod\"")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1},"env":"prod"}"#);
+        assert_eq!(run(t, &[Op::Rename(b"msg", b"message")]), r#"{"n": 1e400,"x":{"y":1},"message":"hi \u00e9"}"#);
+        assert_eq!(run(t, &[Op::Remove(b"x.y")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{}}"#);
+        assert_eq!(run(t, &[Op::Set(b"x.z.w", b"[1]")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1,"z":{"w":[1]}}}"#);
+        assert_eq!(run(t, &[Op::Set(b"n", b"2"), Op::Remove(b"msg")]), r#"{"n":2,"x":{"y":1}}"#);
+        assert_eq!(run(t, &[Op::Rename(b"x.y", b"top")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{},"top":1}"#);
+        assert_eq!(run(t, &[Op::Rename(b"absent", b"top")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1}}"#);
+        assert_eq!(run(r#"{"a":1,"a":2}"#, &[Op::Remove(b"a")]), "{}");
+        assert_eq!(run("{}", &[Op::Set(b"a\\.b", b"1")]), r#"{"a.b":1}"#);
+    }
+}

@@ -1,0 +1,256 @@
+//! Batches: many events in one contiguous buffer plus per-event offsets, the unit every stage
+//! works on. Filters see a batch through [`Events`] and answer with [`Decisions`].
+
+mod decisions;
+mod edit;
+
+pub use decisions::Decisions;
+pub(crate) use decisions::{DecisionError, check_decisions, records};
+pub(crate) use edit::{ObjEditor, Op, apply_edits};
+
+use crate::parse::index::{self, FieldRef};
+
+/// Bytes of padding kept after the last event, so simd-json may read past the end.
+pub const PADDING: usize = simd_json::INPUT_PADDING;
+
+/// Sentinel for [`EventMeta::s_len`]: the event's structural positions are not computed yet
+/// (it was edited and no later stage has needed them).
+pub(crate) const STALE: u32 = u32::MAX;
+
+/// Where one event's bytes and structural positions live inside its [`Batch`]. 40 bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct EventMeta {
+    /// Offset of the event's bytes in `Batch::data`.
+    pub start: u32,
+    /// Length of the event's bytes (no newline, no trailing `\r`).
+    pub len: u32,
+    /// Offset of its structural positions in `Batch::structurals`.
+    pub s_start: u32,
+    /// Number of its structural positions, or [`STALE`].
+    pub s_len: u32,
+    /// 1-based input line number.
+    pub line: u64,
+    /// Byte offset of the line's start in the input.
+    pub offset: u64,
+    /// Index + 1 into `Batch::routes`, or 0 for the default output.
+    pub route: u32,
+    /// Whether a filter changed the event (it is then no longer the input's bytes).
+    pub changed: bool,
+}
+
+/// One rejected event: why, where it came from, and its bytes.
+///
+/// Cost: owns a copy of the raw bytes (at most `dead_letter_raw_max`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Human-readable reason.
+    pub reason: String,
+    /// 1-based input line number.
+    pub line: u64,
+    /// Byte offset of the line's start in the input.
+    pub offset: u64,
+    /// The filter that rejected it, if a filter did.
+    pub filter: Option<String>,
+    /// The original line (possibly truncated, see `truncated`).
+    pub raw: Vec<u8>,
+    /// Whether `raw` holds only a prefix of the line.
+    pub truncated: bool,
+}
+
+impl DeadLetter {
+    /// Renders the dead letter as one JSON object (no newline): `reason`, `line`, `offset`,
+    /// `filter` (when set), `raw` (invalid UTF-8 replaced by U+FFFD) and `raw_truncated`
+    /// (when true).
+    pub fn to_json(&self, out: &mut Vec<u8>) {
+        use serde_json::Value;
+        out.extend_from_slice(b"{\"reason\":");
+        let s = |v: &str, out: &mut Vec<u8>| {
+            // Writing a string Value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &Value::String(v.to_string()));
+        };
+        s(&self.reason, out);
+        out.extend_from_slice(format!(",\"line\":{},\"offset\":{}", self.line, self.offset).as_bytes());
+        if let Some(f) = &self.filter {
+            out.extend_from_slice(b",\"filter\":");
+            s(f, out);
+        }
+        out.extend_from_slice(b",\"raw\":");
+        s(&String::from_utf8_lossy(&self.raw), out);
+        if self.truncated {
+            out.extend_from_slice(b",\"raw_truncated\":true");
+        }
+        out.push(b'}');
+    }
+}
+
+/// A batch of events: one contiguous byte buffer, per-event offsets, and the structural
+/// positions found by the parse.
+///
+/// Cost: owns its buffers; a pipeline recycles batches, so in the steady state nothing is
+/// allocated per batch or per event. `Send`, not shared.
+#[derive(Default)]
+pub struct Batch {
+    /// Event bytes back to back (separators and `\r` excluded from event ranges), then
+    /// [`PADDING`] bytes. Edited events are appended after.
+    pub(crate) data: Vec<u8>,
+    pub(crate) events: Vec<EventMeta>,
+    pub(crate) structurals: Vec<u32>,
+    pub(crate) dead: Vec<DeadLetter>,
+    pub(crate) routes: Vec<String>,
+    /// Per-batch counters, summed by the pipeline.
+    pub(crate) stats: crate::Stats,
+    /// Position of the batch in the stream, for ordered output with several workers.
+    pub(crate) seq: u64,
+    /// Scratch for the stage that rebuilds `events`.
+    pub(crate) next_events: Vec<EventMeta>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of live events (not yet dropped or dead-lettered).
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether there are no live events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Clears the batch for reuse, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.events.clear();
+        self.structurals.clear();
+        self.dead.clear();
+        self.routes.clear();
+        self.stats = crate::Stats::default();
+        self.next_events.clear();
+    }
+
+    /// A view of all live events.
+    pub fn events(&self) -> Events<'_> {
+        Events { batch: self, range: 0..self.events.len() }
+    }
+
+    pub(crate) fn events_range(&self, range: std::ops::Range<usize>) -> Events<'_> {
+        Events { batch: self, range }
+    }
+
+    /// The dead letters this batch collected so far.
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead
+    }
+
+    /// Bytes of a live event.
+    pub(crate) fn bytes(&self, m: &EventMeta) -> &[u8] {
+        &self.data[m.start as usize..(m.start + m.len) as usize]
+    }
+
+    /// Makes sure every live event's structural positions are computed (edited events'
+    /// are computed lazily, only when a later stage needs them).
+    pub(crate) fn refresh_structurals(&mut self, max_depth: usize) {
+        let mut scratch = Vec::new();
+        for i in 0..self.events.len() {
+            if self.events[i].s_len != STALE {
+                continue;
+            }
+            let m = self.events[i];
+            let bytes = &self.data[m.start as usize..(m.start + m.len) as usize];
+            // Edited events were produced from validated parts; validate anyway so a bug can
+            // only ever dead-letter, never corrupt.
+            match crate::parse::scalar::validate(bytes, max_depth, &mut scratch) {
+                Ok(()) => {
+                    self.events[i].s_start = self.structurals.len() as u32;
+                    self.events[i].s_len = scratch.len() as u32;
+                    self.structurals.extend_from_slice(&scratch);
+                }
+                Err(e) => {
+                    // Unreachable in practice: edits keep events valid. Keep an empty index
+                    // rather than lose the event.
+                    debug_assert!(false, "edited event became invalid: {e}");
+                    self.events[i].s_start = self.structurals.len() as u32;
+                    self.events[i].s_len = 0;
+                }
+            }
+        }
+    }
+}
+
+/// A read-only view of some live events of a batch, handed to [`crate::Filter::process`].
+///
+/// Cost: two words; indexing is O(1), field lookup walks the event's structural positions.
+#[derive(Clone)]
+pub struct Events<'a> {
+    pub(crate) batch: &'a Batch,
+    pub(crate) range: std::ops::Range<usize>,
+}
+
+impl<'a> Events<'a> {
+    /// Number of events in the view.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+
+    /// The `i`th event of the view.
+    ///
+    /// # Panics
+    /// If `i >= self.len()`.
+    pub fn get(&self, i: usize) -> EventRef<'a> {
+        assert!(i < self.len(), "event index {i} out of range {}", self.len());
+        let meta = &self.batch.events[self.range.start + i];
+        EventRef { batch: self.batch, meta }
+    }
+
+    /// Iterates the events of the view in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'a>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// One event: its bytes, its origin, and field lookup by path.
+#[derive(Clone, Copy)]
+pub struct EventRef<'a> {
+    batch: &'a Batch,
+    meta: &'a EventMeta,
+}
+
+impl<'a> EventRef<'a> {
+    /// The event's JSON text, exactly as it arrived unless a filter changed it.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.batch.bytes(self.meta)
+    }
+
+    /// 1-based input line number.
+    pub fn line(&self) -> u64 {
+        self.meta.line
+    }
+
+    /// Byte offset of the input line's start.
+    pub fn offset(&self) -> u64 {
+        self.meta.offset
+    }
+
+    pub(crate) fn structurals(&self) -> &'a [u32] {
+        let m = self.meta;
+        if m.s_len == STALE {
+            return &[];
+        }
+        &self.batch.structurals[m.s_start as usize..(m.s_start + m.s_len) as usize]
+    }
+
+    /// Looks up a field by path (see `sluicebox_abi::path_syntax`), e.g. `"http.method"`.
+    /// Returns `None` when the path is absent.
+    pub fn field(&self, path: &str) -> Option<FieldRef<'a>> {
+        index::lookup(self.bytes(), self.structurals(), path.as_bytes())
+    }
+}

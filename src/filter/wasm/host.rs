@@ -1,0 +1,345 @@
+//! One live instance: its store, limits, host imports, and the checked batch call.
+
+use std::time::{Duration, Instant};
+
+use sluicebox_abi as abi;
+use wasmtime::{Caller, Linker, Memory, Store, TypedFunc};
+
+use super::marshal::{self, Projection, Scratch};
+use super::{EPOCH_TICK, WasmConfig, WasmModule};
+use crate::batch::{Decisions, Events};
+use crate::error::{Error, Kind, Result};
+
+/// The error a memory cap raises inside wasmtime; recognised when classifying traps.
+#[derive(Debug)]
+pub(crate) struct MemoryExceeded {
+    pub limit: usize,
+    pub desired: usize,
+}
+
+impl std::fmt::Display for MemoryExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "memory limit exceeded: the module asked for {} bytes, its cap is {} bytes", self.desired, self.limit)
+    }
+}
+
+impl std::error::Error for MemoryExceeded {}
+
+/// Per-store state: the memory cap and the log rate limiter.
+pub(crate) struct HostState {
+    memory_limit: usize,
+    log_window: Instant,
+    log_count: u32,
+    log_dropped: u64,
+    module: String,
+}
+
+/// Log messages allowed per module instance per second; the rest are counted and dropped.
+const LOG_PER_SECOND: u32 = 20;
+/// Longest log message forwarded (longer ones are cut).
+const LOG_MAX: usize = 4096;
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            return Err(wasmtime::Error::new(MemoryExceeded { limit: self.memory_limit, desired }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The host functions every filter may import (only `sluicebox.log`).
+pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+            let now = Instant::now();
+            let st = caller.data_mut();
+            if now.duration_since(st.log_window) >= Duration::from_secs(1) {
+                if st.log_dropped > 0 {
+                    tracing::warn!(module = %st.module, dropped = st.log_dropped, "filter log messages dropped by the rate limit");
+                }
+                st.log_window = now;
+                st.log_count = 0;
+                st.log_dropped = 0;
+            }
+            if st.log_count >= LOG_PER_SECOND {
+                st.log_dropped += 1;
+                return;
+            }
+            st.log_count += 1;
+            let Some(mem) = caller.get_export(abi::EXPORT_MEMORY).and_then(|e| e.into_memory()) else { return };
+            let data = mem.data(&caller);
+            let (p, l) = (ptr as u32 as usize, (len as u32 as usize).min(LOG_MAX));
+            let Some(bytes) = p.checked_add(l).and_then(|end| data.get(p..end)) else {
+                tracing::warn!(module = %caller.data().module, "filter log call with an out-of-bounds message");
+                return;
+            };
+            let msg = String::from_utf8_lossy(bytes);
+            let module = &caller.data().module;
+            match level {
+                0 => tracing::error!(module = %module, "{msg}"),
+                1 => tracing::warn!(module = %module, "{msg}"),
+                2 => tracing::info!(module = %module, "{msg}"),
+                _ => tracing::debug!(module = %module, "{msg}"),
+            }
+        })
+        .map_err(|e| Error::new(Kind::Config, format!("defining host functions: {e}")))?;
+    Ok(linker)
+}
+
+/// A live instance and what the host knows about it.
+pub(crate) struct Live {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<(i32, i32), i32>,
+    filter: TypedFunc<i32, i32>,
+    /// The batch buffer inside guest memory, reused across calls.
+    buf: u32,
+    buf_cap: u32,
+    pub projection: Option<Projection>,
+    /// Set when a trap, deadline or limit hit left the instance unusable.
+    pub poisoned: bool,
+    deadline_ticks: u64,
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
+}
+
+impl Live {
+    fn store(module: &WasmModule, memory_limit: usize) -> Store<HostState> {
+        let engine = module.pre.module().engine();
+        let state = HostState {
+            memory_limit,
+            log_window: Instant::now(),
+            log_count: 0,
+            log_dropped: 0,
+            module: module.name.clone(),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| s);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Instantiates just far enough to call `sluicebox_abi_version`.
+    pub(crate) fn probe_version(module: &WasmModule) -> Result<u32> {
+        let load = |m: String| Error::new(Kind::ModuleLoad, m);
+        let mut store = Self::store(module, 64 << 20);
+        store.set_epoch_deadline(ticks(Duration::from_secs(1)));
+        let inst = module.pre.instantiate(&mut store).map_err(|e| load(format!("cannot instantiate: {}", describe(&e))))?;
+        let f = inst
+            .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
+            .map_err(|e| load(format!("{}: {e}", abi::EXPORT_ABI_VERSION)))?;
+        let v = f.call(&mut store, ()).map_err(|e| load(format!("{} failed: {}", abi::EXPORT_ABI_VERSION, describe(&e))))?;
+        Ok(v as u32)
+    }
+
+    /// Instantiates, runs `_initialize` and `sluicebox_init`, and reads the field declaration.
+    pub(crate) fn new(module: &WasmModule, config: &WasmConfig, params: &[u8]) -> Result<Live> {
+        let init_err = |m: String| Error::new(Kind::ModuleInit, format!("{}: {m}", module.name));
+        let mut store = Self::store(module, config.memory_limit);
+        store.set_epoch_deadline(ticks(config.deadline.max(Duration::from_secs(1))));
+        let inst = module.pre.instantiate(&mut store).map_err(|e| init_err(format!("cannot instantiate: {}", describe(&e))))?;
+        let memory = inst
+            .get_memory(&mut store, abi::EXPORT_MEMORY)
+            .ok_or_else(|| init_err("no memory export".into()))?;
+        let typed = |store: &mut Store<HostState>, name: &str| {
+            inst.get_typed_func::<i32, i32>(&mut *store, name).map_err(|e| init_err(format!("{name}: {e}")))
+        };
+        let alloc = inst
+            .get_typed_func::<(i32, i32), i32>(&mut store, abi::EXPORT_ALLOC)
+            .map_err(|e| init_err(format!("{}: {e}", abi::EXPORT_ALLOC)))?;
+        let filter = typed(&mut store, abi::EXPORT_FILTER)?;
+        if module.has_initialize {
+            let f = inst
+                .get_typed_func::<(), ()>(&mut store, abi::EXPORT_WASI_INITIALIZE)
+                .map_err(|e| init_err(format!("_initialize: {e}")))?;
+            f.call(&mut store, ()).map_err(|e| init_err(format!("_initialize failed: {}", describe(&e))))?;
+        }
+        let mut live = Live {
+            store,
+            memory,
+            alloc,
+            filter,
+            buf: 0,
+            buf_cap: 0,
+            projection: None,
+            poisoned: false,
+            deadline_ticks: ticks(config.deadline),
+        };
+        if module.has_init {
+            let init = typed(&mut live.store, abi::EXPORT_INIT)?;
+            let size = 20 + params.len();
+            let p = live.alloc(size).map_err(|e| init_err(e.to_string()))?;
+            let block = abi::InitBlock { abi_version: abi::ABI_VERSION, params_ptr: p + 20, params_len: params.len() as u32, message_ptr: 0, message_len: 0 };
+            let mut bytes = Vec::with_capacity(size);
+            for w in [block.abi_version, block.params_ptr, block.params_len, 0, 0] {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
+            bytes.extend_from_slice(params);
+            live.write(p, &bytes).map_err(|e| init_err(e.to_string()))?;
+            let status = init.call(&mut live.store, p as i32).map_err(|e| init_err(format!("sluicebox_init failed: {}", describe(&e))))?;
+            if status != abi::STATUS_OK {
+                let msg = live.message(p + 12).unwrap_or_else(|e| format!("(unreadable message: {e})"));
+                let code = abi::ErrorCode::from_i32(status).map_or("unknown status", |c| c.name());
+                return Err(init_err(format!("rejected its configuration ({status}, {code}): {msg}")));
+            }
+        }
+        if module.has_fields {
+            let f = inst
+                .get_typed_func::<(), i32>(&mut live.store, abi::EXPORT_FIELDS)
+                .map_err(|e| init_err(format!("{}: {e}", abi::EXPORT_FIELDS)))?;
+            let p = f.call(&mut live.store, ()).map_err(|e| init_err(format!("sluicebox_fields failed: {}", describe(&e))))?;
+            let decl = live.read(p as u32, 12).map_err(|e| init_err(format!("sluicebox_fields: {e}")))?;
+            let w = |o: usize| u32::from_le_bytes([decl[o], decl[o + 1], decl[o + 2], decl[o + 3]]);
+            let (pp, pl, flags) = (w(0), w(4), w(8));
+            let paths = live.read(pp, pl as usize).map_err(|e| init_err(format!("sluicebox_fields paths: {e}")))?;
+            live.projection = Some(Projection::parse(&paths, flags).map_err(|e| init_err(format!("sluicebox_fields: {e}")))?);
+        }
+        live.store.set_epoch_deadline(live.deadline_ticks);
+        Ok(live)
+    }
+
+    /// Reads `len` bytes at `ptr` of guest memory, bounds-checked.
+    fn read(&self, ptr: u32, len: usize) -> std::result::Result<Vec<u8>, String> {
+        let data = self.memory.data(&self.store);
+        let start = ptr as usize;
+        start
+            .checked_add(len)
+            .and_then(|end| data.get(start..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("range {start:#x}+{len} is outside guest memory ({} bytes)", data.len()))
+    }
+
+    fn write(&mut self, ptr: u32, bytes: &[u8]) -> std::result::Result<(), String> {
+        let data = self.memory.data_mut(&mut self.store);
+        let start = ptr as usize;
+        let len = data.len();
+        start
+            .checked_add(bytes.len())
+            .and_then(|end| data.get_mut(start..end))
+            .map(|d| d.copy_from_slice(bytes))
+            .ok_or_else(|| format!("range {start:#x}+{} is outside guest memory ({len} bytes)", bytes.len()))
+    }
+
+    /// Reads the `(ptr, len)` message pair at `at` and checks it is UTF-8.
+    fn message(&self, at: u32) -> std::result::Result<String, String> {
+        let pair = self.read(at, 8)?;
+        let ptr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
+        let len = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]) as usize;
+        if len == 0 {
+            return Ok("(no message)".into());
+        }
+        let bytes = self.read(ptr, len.min(64 << 10))?;
+        String::from_utf8(bytes).map_err(|e| format!("message is not UTF-8: {e}"))
+    }
+
+    /// Calls the guest allocator and checks the result.
+    fn alloc(&mut self, size: usize) -> Result<u32> {
+        let size32 = i32::try_from(size).map_err(|_| Error::filter_failed(format!("batch of {size} bytes is too large for a 32-bit guest")))?;
+        let p = self.alloc.call(&mut self.store, (size32, 8)).map_err(|e| {
+            self.poisoned = true;
+            Error::filter_failed(format!("sluicebox_alloc({size}) failed: {}", describe(&e)))
+        })?;
+        let p = p as u32;
+        let mem = self.memory.data_size(&self.store);
+        if p == 0 {
+            return Err(Error::filter_failed(format!("sluicebox_alloc({size}) returned 0 (out of memory)")));
+        }
+        if p % 8 != 0 || (p as usize).checked_add(size).is_none_or(|end| end > mem) {
+            return Err(Error::filter_failed(format!(
+                "bad result: sluicebox_alloc({size}, 8) returned {p:#x}, which is misaligned or outside guest memory ({mem} bytes)"
+            )));
+        }
+        Ok(p)
+    }
+
+    /// One batch call: marshal, call with a deadline, check and copy the answer.
+    pub(crate) fn call(&mut self, events: &Events<'_>, decisions: &mut Decisions, scratch: &mut Scratch, config: &WasmConfig) -> Result<()> {
+        let n = events.len();
+        let layout = scratch.build(events, self.projection.as_ref());
+        let need = layout.total;
+        if need > self.buf_cap as usize {
+            let cap = need.next_power_of_two().max(64 << 10);
+            self.buf = self.alloc(cap)?;
+            self.buf_cap = cap as u32;
+        }
+        let base = self.buf;
+        {
+            let mem = self.memory.data_mut(&mut self.store);
+            let region = mem
+                .get_mut(base as usize..base as usize + need)
+                .ok_or_else(|| Error::filter_failed("bad result: the batch buffer no longer fits guest memory"))?;
+            marshal::write(region, base, scratch, &layout, events);
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let status = match self.filter.call(&mut self.store, base as i32) {
+            Ok(s) => s,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(Error::filter_failed(describe_with_deadline(&e, config)));
+            }
+        };
+        if status != abi::STATUS_OK {
+            let msg = self.message(base + abi::HEADER_OUT_OFFSET + 12).unwrap_or_else(|e| format!("(unreadable message: {e})"));
+            let code = abi::ErrorCode::from_i32(status).map_or("unknown status", |c| c.name());
+            return Err(Error::filter_failed(format!("module returned {status} ({code}): {msg}")));
+        }
+        let out = self.read(base + abi::HEADER_OUT_OFFSET, 12).map_err(Error::filter_failed)?;
+        let w = |o: usize| u32::from_le_bytes([out[o], out[o + 1], out[o + 2], out[o + 3]]);
+        let (vp, rp, rl) = (w(0), w(4), w(8) as usize);
+        let mem = self.memory.data(&self.store);
+        let bad = |what: &str, p: u32, l: usize| {
+            Error::filter_failed(format!("bad result: {what} at {p:#x}+{l} is outside guest memory ({} bytes)", mem.len()))
+        };
+        decisions.verdicts.clear();
+        if vp == 0 {
+            decisions.verdicts.resize(n, abi::Verdict::Keep as u8);
+        } else {
+            let v = (vp as usize).checked_add(n).and_then(|e| mem.get(vp as usize..e)).ok_or_else(|| bad("verdicts", vp, n))?;
+            decisions.verdicts.extend_from_slice(v);
+        }
+        decisions.records.clear();
+        if rl > 0 {
+            if rl > config.max_records_bytes {
+                return Err(Error::filter_failed(format!("bad result: {rl} bytes of records exceed the cap of {}", config.max_records_bytes)));
+            }
+            if rp == 0 {
+                return Err(Error::filter_failed("bad result: records_len is set but records_ptr is 0"));
+            }
+            let r = (rp as usize).checked_add(rl).and_then(|e| mem.get(rp as usize..e)).ok_or_else(|| bad("records", rp, rl))?;
+            decisions.records.extend_from_slice(r);
+        }
+        Ok(())
+    }
+}
+
+fn describe_with_deadline(e: &wasmtime::Error, config: &WasmConfig) -> String {
+    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        return format!("deadline exceeded: the batch call ran longer than {:?}", config.deadline);
+    }
+    describe(e)
+}
+
+/// A one-line description of a wasmtime error or trap.
+pub(crate) fn describe(e: &wasmtime::Error) -> String {
+    for cause in e.chain() {
+        if let Some(m) = cause.downcast_ref::<MemoryExceeded>() {
+            return m.to_string();
+        }
+    }
+    if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
+        return match t {
+            wasmtime::Trap::Interrupt => "deadline exceeded".into(),
+            wasmtime::Trap::StackOverflow => "stack overflow: the module exceeded the wasm stack limit".into(),
+            t => format!("trap: {t}"),
+        };
+    }
+    format!("{e}")
+}

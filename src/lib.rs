@@ -1,0 +1,67 @@
+//! sluicebox streams NDJSON events through a SIMD JSON core and sandboxed WebAssembly
+//! filters to pluggable sinks.
+//!
+//! ```
+//! use sluicebox::{DropWhere, Pipeline, PipelineConfig, WriterSink};
+//!
+//! let input = "{\"level\":\"INFO\",\"msg\":\"started\"}\n{\"level\":\"DEBUG\",\"msg\":\"x\"}\n";
+//! let mut out = Vec::new();
+//! let report = Pipeline::new(PipelineConfig::default())?
+//!     .with_filter(DropWhere::drop_debug())
+//!     .run(input.as_bytes(), WriterSink::new(&mut out))?;
+//! assert_eq!(out, b"{\"level\":\"INFO\",\"msg\":\"started\"}\n");
+//! assert!(report.stats.is_balanced());
+//! # Ok::<(), sluicebox::Error>(())
+//! ```
+//!
+//! # Core concepts
+//!
+//! One event's path is **source → frame → parse → batch → filter → sink**:
+//!
+//! - A **source** is any [`std::io::Read`] ([`Pipeline::run`]) or [`tokio::io::AsyncRead`]
+//!   ([`Pipeline::run_async`]).
+//! - The **frame** stage ([`frame::Framer`]) reads straight into a batch buffer and cuts
+//!   lines with `memchr`. Cheap: no copy of a well-formed line.
+//! - The **parse** stage ([`parse::Parser`]) validates each event with simd-json, in place,
+//!   and keeps its structural positions, so fields are found later without parsing again.
+//!   Rejected lines are dead-lettered with a precise reason, line and offset.
+//! - A [`Batch`] holds up to 1,024 events in one buffer. It is recycled: no allocation per
+//!   event in the steady state. Not shared between threads.
+//! - A [`Filter`] sees a whole batch ([`Events`]) and answers with [`Decisions`]: keep, drop,
+//!   fail, edits, replacement events, routes. Native Rust filters ([`DropWhere`],
+//!   [`TagService`]) and wasm modules ([`WasmFilter`]) implement the same trait. An event no
+//!   filter changed leaves byte for byte.
+//! - A [`Sink`] receives each batch's surviving events in order ([`WriterSink`], [`NullSink`],
+//!   [`CollectSink`]). The dead letter is a sink too.
+//! - A [`Pipeline`] wires them, isolates failing events (a trap loses nothing), and returns a
+//!   [`Report`] whose [`Stats`] obey `received + created == emitted + filtered + dead_lettered`.
+//!
+//! # Wasm filters
+//!
+//! [`WasmFilter`] runs a module that speaks the batch ABI of `docs/abi.md` (constants in the
+//! `sluicebox-abi` crate): one call per batch, a host-built field index instead of a JSON
+//! parser in the guest, answers as verdicts and edits. Modules are compiled once per
+//! process by a shared [`wasm::Engine`] and sandboxed: epoch deadline, memory cap, stack
+//! cap, no WASI, checked imports, every returned pointer and length checked.
+//!
+//! # Errors
+//!
+//! Every fallible call returns [`Error`], which has a [`Kind`]. Bad events are never errors:
+//! they are dead-lettered and the run goes on.
+
+pub mod batch;
+mod error;
+pub mod filter;
+pub mod frame;
+pub mod loggen;
+pub mod parse;
+pub mod pipeline;
+pub mod sink;
+
+pub use batch::{Batch, DeadLetter, Decisions, EventRef, Events};
+pub use error::{Error, Kind, Result};
+pub use filter::wasm::{self, WasmConfig, WasmFilter};
+pub use filter::{DropWhere, Filter, TagService};
+pub use parse::index::FieldRef;
+pub use pipeline::{Pipeline, PipelineConfig, Report, Stats};
+pub use sink::{CollectSink, Flow, NullSink, OutEvent, Output, Sink, WriterSink};

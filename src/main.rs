@@ -1,0 +1,340 @@
+//! The `sluicebox` command: `filter` (NDJSON in, NDJSON out), `demo` (the main job on
+//! generated logs), `gen` (write a generated corpus) and `bench` (measure scenarios).
+
+mod bench;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sluicebox::wasm::{WasmModule, default_cache_dir};
+use sluicebox::{Kind, Pipeline, PipelineConfig, Report, WasmConfig, WriterSink};
+
+/// The drop_debug filter in hand-written WAT, embedded so the demo runs on a fresh machine.
+pub const DROP_DEBUG_WAT: &str = include_str!("../examples/wat/drop_debug.wat");
+/// A filter that reads nothing and keeps everything.
+pub const NOOP_WAT: &str = include_str!("../examples/wat/noop.wat");
+
+#[derive(Parser)]
+#[command(name = "sluicebox", version, about = "Stream NDJSON through sandboxed WebAssembly filters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read NDJSON, run it through the filter modules, write NDJSON.
+    Filter(FilterArgs),
+    /// The main job: generated logs through a real wasm filter, with a summary and speed.
+    Demo(DemoArgs),
+    /// Write generated log events as NDJSON.
+    Gen(GenArgs),
+    /// Measure baselines and pipelines side by side on the same bytes.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Tuning {
+    /// Worker threads that parse and filter (output order is kept).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Most events per batch.
+    #[arg(long, default_value_t = 1024)]
+    batch_events: usize,
+    /// Most bytes per batch.
+    #[arg(long, default_value_t = 1 << 20)]
+    batch_bytes: usize,
+    /// Longest line accepted; longer lines are dead-lettered as oversized.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_line_bytes: usize,
+    /// CPU deadline per batch call of each module, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    deadline_ms: u64,
+    /// Memory cap of each module, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_limit_mib: usize,
+    /// Module parameters, KEY=VALUE, given to every module's init.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Do not use the compiled-module cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl Tuning {
+    pub(crate) fn pipeline_config(&self) -> PipelineConfig {
+        PipelineConfig {
+            workers: self.workers,
+            max_batch_events: self.batch_events,
+            max_batch_bytes: self.batch_bytes,
+            max_line_bytes: self.max_line_bytes,
+            ..PipelineConfig::default()
+        }
+    }
+
+    pub(crate) fn wasm_config(&self) -> Result<WasmConfig, String> {
+        let mut params = BTreeMap::new();
+        for p in &self.params {
+            let (k, v) = p.split_once('=').ok_or_else(|| format!("--param {p:?}: expected KEY=VALUE"))?;
+            params.insert(k.to_string(), v.to_string());
+        }
+        Ok(WasmConfig {
+            params,
+            deadline: Duration::from_millis(self.deadline_ms),
+            memory_limit: self.memory_limit_mib << 20,
+            ..WasmConfig::default()
+        })
+    }
+
+    pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache { None } else { default_cache_dir() }
+    }
+}
+
+#[derive(Args)]
+struct FilterArgs {
+    /// Input NDJSON file (default: stdin).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Output NDJSON file (default: stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Dead-letter NDJSON file: one object per rejected event with reason, line, offset, raw.
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Filter module (.wasm or .wat); repeat to chain modules in order.
+    #[arg(long = "module")]
+    modules: Vec<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Number of generated events.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Use this module instead of the embedded drop_debug filter.
+    #[arg(long)]
+    module: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Number of events.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Generate at least this many bytes instead of a number of events.
+    #[arg(long)]
+    bytes: Option<usize>,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// A failure of the command itself, with its exit code.
+pub(crate) struct Fail {
+    code: u8,
+    message: String,
+}
+
+impl From<sluicebox::Error> for Fail {
+    fn from(e: sluicebox::Error) -> Self {
+        let code = match e.kind() {
+            Kind::ModuleLoad | Kind::ModuleInit | Kind::Config => 2,
+            _ => 1,
+        };
+        Fail { code, message: e.to_string() }
+    }
+}
+
+impl Fail {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Fail { code: 2, message: message.into() }
+    }
+    fn io(what: &str, e: io::Error) -> Self {
+        Fail { code: 1, message: format!("{what}: {e}") }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Filter(a) => cmd_filter(a),
+        Command::Demo(a) => cmd_demo(a),
+        Command::Gen(a) => cmd_gen(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("sluicebox: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Filter modules log through `tracing`; print their messages on stderr.
+fn tracing_init() {
+    struct Stderr;
+    impl tracing::Subscriber for Stderr {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            *m.level() <= tracing::Level::INFO
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            struct V(String);
+            impl tracing::field::Visit for V {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0.insert_str(0, &format!("{v:?} "));
+                    } else {
+                        self.0.push_str(&format!("{}={v:?} ", f.name()));
+                    }
+                }
+            }
+            let mut v = V(String::new());
+            e.record(&mut v);
+            eprintln!("sluicebox: {}: {}", e.metadata().level(), v.0.trim_end());
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let _ = tracing::subscriber::set_global_default(Stderr);
+}
+
+pub(crate) fn load_modules(paths: &[PathBuf], tuning: &Tuning, pipeline: &mut Pipeline) -> Result<(), Fail> {
+    let config = tuning.wasm_config().map_err(Fail::usage)?;
+    let cache = tuning.cache_dir();
+    for p in paths {
+        let module = WasmModule::from_file(p, cache.as_deref())?;
+        pipeline.push_filter(Box::new(config.build(&module)?));
+    }
+    Ok(())
+}
+
+/// Counts bytes read and moves a progress bar, per read call (never per event).
+struct Progress<R> {
+    inner: R,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
+    let mut pipeline = Pipeline::new(a.tuning.pipeline_config())?;
+    load_modules(&a.modules, &a.tuning, &mut pipeline)?;
+    let input: Box<dyn Read + Send> = match &a.input {
+        Some(p) => Box::new(File::open(p).map_err(|e| Fail::io(&format!("cannot open input {}", p.display()), e))?),
+        None => Box::new(io::stdin()),
+    };
+    let bar = io::stderr().is_terminal().then(|| {
+        let len = a.input.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+        let bar = match len {
+            Some(l) => indicatif::ProgressBar::new(l),
+            None => indicatif::ProgressBar::no_length(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let input = Progress { inner: input, bar: bar.clone() };
+    let output: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(File::create(p).map_err(|e| Fail::io(&format!("cannot create output {}", p.display()), e))?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let sink = WriterSink::new(output);
+    let report = match &a.dead_letter {
+        Some(p) => {
+            let f = File::create(p).map_err(|e| Fail::io(&format!("cannot create dead letter {}", p.display()), e))?;
+            pipeline.run_with_dead_letter(input, sink, WriterSink::new(f).described_as("writing dead letters"))?
+        }
+        None => pipeline.run(input, sink)?,
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    print_report(&report);
+    Ok(())
+}
+
+pub(crate) fn print_report(report: &Report) {
+    eprintln!("sluicebox: {}", report.stats.summary(report.elapsed));
+    for d in &report.first_dead_letters {
+        let raw = String::from_utf8_lossy(&d.raw[..d.raw.len().min(80)]).into_owned();
+        eprintln!("sluicebox: dead letter: line {} (offset {}): {}: {raw:?}", d.line, d.offset, d.reason);
+    }
+    if report.stats.dead_lettered > report.first_dead_letters.len() as u64 && !report.first_dead_letters.is_empty() {
+        eprintln!("sluicebox: (give --dead-letter PATH to keep every rejected event)");
+    }
+}
+
+fn cmd_demo(a: DemoArgs) -> Result<(), Fail> {
+    eprintln!("sluicebox demo: generating {} realistic log events...", a.events);
+    let corpus = sluicebox::loggen::corpus(a.events, 42);
+    let (name, module) = match &a.module {
+        Some(p) => (p.display().to_string(), WasmModule::from_file(p, a.tuning.cache_dir().as_deref())?),
+        None => ("embedded drop_debug.wat".to_string(), WasmModule::from_bytes("drop_debug", DROP_DEBUG_WAT.as_bytes(), None)?),
+    };
+    let config = a.tuning.wasm_config().map_err(Fail::usage)?;
+    let filter = config.build(&module)?;
+    let fields = filter.declared_fields();
+    let mut pipeline = Pipeline::new(a.tuning.pipeline_config())?.with_filter(filter);
+    eprintln!(
+        "sluicebox demo: {:.1} MB through wasm filter {name} (reads fields {:?}), {} worker(s), output discarded",
+        corpus.len() as f64 / 1e6,
+        fields.unwrap_or_default(),
+        a.tuning.workers
+    );
+    let report = pipeline.run(&corpus[..], sluicebox::NullSink)?;
+    print_report(&report);
+    let s = &report.stats;
+    let secs = report.elapsed.as_secs_f64();
+    println!(
+        "demo: {} events in, {} out, {} dropped as DEBUG, {} dead-lettered; {:.0} ns/event, {:.0} MB/s; balanced: {}",
+        s.received,
+        s.emitted,
+        s.filtered,
+        s.dead_lettered,
+        secs * 1e9 / s.received.max(1) as f64,
+        corpus.len() as f64 / secs / 1e6,
+        s.is_balanced()
+    );
+    Ok(())
+}
+
+fn cmd_gen(a: GenArgs) -> Result<(), Fail> {
+    let data = match a.bytes {
+        Some(b) => sluicebox::loggen::corpus_bytes(b, a.seed),
+        None => sluicebox::loggen::corpus(a.events, a.seed),
+    };
+    match &a.output {
+        Some(p) => std::fs::write(p, &data).map_err(|e| Fail::io(&format!("cannot write {}", p.display()), e)),
+        None => io::stdout().lock().write_all(&data).map_err(|e| Fail::io("writing stdout", e)),
+    }
+}

@@ -1,0 +1,61 @@
+//! Pipeline settings with their defaults. Plain data: validated by [`PipelineConfig::validate`]
+//! and turned into a running pipeline by [`crate::Pipeline::new`].
+
+use crate::error::{Error, Result};
+
+/// Bounds on batches and lines. Every field has a documented default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Most events in one batch. Default 1,024: large enough that one wasm call per batch
+    /// costs about a nanosecond per event, small enough to stay in L2.
+    pub max_batch_events: usize,
+    /// Most bytes of events in one batch (a single longer line still forms its own batch).
+    /// Default 1 MiB.
+    pub max_batch_bytes: usize,
+    /// Longest line accepted. A longer line is dead-lettered as oversized, with only its first
+    /// [`PipelineConfig::dead_letter_raw_max`] bytes kept; memory stays bounded and the lines
+    /// after it still flow. Default 1 MiB.
+    pub max_line_bytes: usize,
+    /// Deepest JSON nesting accepted. Default 1,024 (simdjson's default).
+    pub max_depth: usize,
+    /// Most bytes of a rejected line copied into its dead letter's `raw`. Default 64 KiB.
+    pub dead_letter_raw_max: usize,
+    /// Worker threads that parse and filter. Default 1: everything runs on the calling
+    /// thread. With N > 1 a reader thread feeds N workers through bounded channels and the
+    /// output keeps input order.
+    pub workers: usize,
+    /// Consecutive failed filter calls (with no success between them) that trip the breaker
+    /// and stop the run with [`crate::Kind::FilterBroken`]. Default 64.
+    pub breaker_threshold: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 1024,
+            max_batch_bytes: 1 << 20,
+            max_line_bytes: 1 << 20,
+            max_depth: simd_json::DEFAULT_MAX_DEPTH,
+            dead_letter_raw_max: 64 << 10,
+            workers: 1,
+            breaker_threshold: 64,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks that every value is in range.
+    ///
+    /// # Errors
+    /// [`crate::Kind::Config`] naming the field and its allowed range.
+    pub fn validate(&self) -> Result<()> {
+        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(Error::config(what.to_string())) };
+        check((1..=1 << 20).contains(&self.max_batch_events), "max_batch_events must be 1..=1048576")?;
+        check((1..=1 << 30).contains(&self.max_batch_bytes), "max_batch_bytes must be 1..=1 GiB")?;
+        check((1..=1 << 30).contains(&self.max_line_bytes), "max_line_bytes must be 1..=1 GiB")?;
+        check((1..=65_535).contains(&self.max_depth), "max_depth must be 1..=65535")?;
+        check((1..=256).contains(&self.workers), "workers must be 1..=256")?;
+        check(self.breaker_threshold >= 1, "breaker_threshold must be at least 1")?;
+        Ok(())
+    }
+}

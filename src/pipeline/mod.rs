@@ -1,0 +1,319 @@
+//! The pipeline wires the stages: source → frame → parse → batch → filter → sink. It owns
+//! no logic of its own beyond ordering, failure isolation and counting.
+
+mod config;
+mod stage;
+mod stats;
+
+pub use config::PipelineConfig;
+pub use stats::Stats;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, DeadLetter, EventMeta};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::frame::{Framer, Need};
+use crate::sink::{Flow, Output, Sink};
+use stage::Stage;
+
+/// How many dead letters a [`Report`] keeps when the run has no dead-letter sink.
+pub const REPORT_DEAD_LETTERS: usize = 5;
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The run's counters; [`Stats::is_balanced`] holds.
+    pub stats: Stats,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// The first few dead letters, when the run had no dead-letter sink.
+    pub first_dead_letters: Vec<DeadLetter>,
+}
+
+/// A configured chain of filters, ready to run over any number of inputs in turn.
+///
+/// Cost: building is cheap; each run reuses its batches. `Send`; one run at a time.
+///
+/// # Examples
+/// ```
+/// use sluicebox::{CollectSink, DropWhere, Pipeline, PipelineConfig};
+///
+/// let input = b"{\"level\":\"INFO\",\"msg\":\"up\"}\n{\"level\":\"DEBUG\"}\nnot json\n";
+/// let mut sink = CollectSink::new();
+/// let mut pipeline = Pipeline::new(PipelineConfig::default())?.with_filter(DropWhere::drop_debug());
+/// let report = pipeline.run(&input[..], &mut sink)?;
+/// assert_eq!((report.stats.emitted, report.stats.filtered, report.stats.dead_lettered), (1, 1, 1));
+/// assert!(report.stats.is_balanced());
+/// # Ok::<(), sluicebox::Error>(())
+/// ```
+pub struct Pipeline {
+    config: PipelineConfig,
+    filters: Vec<Box<dyn Filter>>,
+}
+
+impl Pipeline {
+    /// A pipeline with no filters (it validates and passes events through).
+    ///
+    /// # Errors
+    /// [`crate::Kind::Config`] when the configuration is out of range.
+    pub fn new(config: PipelineConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config, filters: Vec::new() })
+    }
+
+    /// Appends a filter to the chain; filters run in the order added.
+    pub fn with_filter(mut self, filter: impl Filter + 'static) -> Self {
+        self.filters.push(Box::new(filter));
+        self
+    }
+
+    /// Appends a boxed filter to the chain.
+    pub fn push_filter(&mut self, filter: Box<dyn Filter>) {
+        self.filters.push(filter);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// Runs `input` through the chain into `sink`; rejected events are counted and the
+    /// first few kept in the [`Report`].
+    ///
+    /// # Errors
+    /// [`crate::Kind::Input`] if reading fails, [`crate::Kind::Sink`] if the sink fails,
+    /// [`crate::Kind::FilterBroken`] if a filter's breaker trips. Bad events are never errors.
+    pub fn run<R: Read + Send, S: Sink>(&mut self, input: R, mut sink: S) -> Result<Report> {
+        self.run_inner(input, &mut sink, None)
+    }
+
+    /// Like [`Pipeline::run`], with rejected events rendered as NDJSON dead letters
+    /// (`reason`, `line`, `offset`, `filter`, `raw`) into `dead_letter`.
+    ///
+    /// # Errors
+    /// As [`Pipeline::run`].
+    pub fn run_with_dead_letter<R: Read + Send, S: Sink, D: Sink>(&mut self, input: R, mut sink: S, mut dead_letter: D) -> Result<Report> {
+        self.run_inner(input, &mut sink, Some(&mut dead_letter))
+    }
+
+    /// Runs an async reader through the chain on the calling task. Parsing and filtering
+    /// are CPU work done inline between reads, so drive this from a task that may block
+    /// (e.g. `spawn_blocking` or a dedicated runtime) when latency elsewhere matters.
+    /// Always single-worker.
+    ///
+    /// # Errors
+    /// As [`Pipeline::run`].
+    pub async fn run_async<R, S>(&mut self, mut input: R, mut sink: S, mut dead_letter: Option<&mut dyn Sink>) -> Result<Report>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        S: Sink,
+    {
+        use tokio::io::AsyncReadExt;
+        let started = Instant::now();
+        let mut out = Outlet::new(&mut sink, dead_letter.take());
+        let mut stage = Stage::new(&self.config, std::mem::take(&mut self.filters));
+        let mut framer = self.framer();
+        let mut batch = Batch::new();
+        let result: Result<()> = async {
+            loop {
+                framer.begin(&mut batch);
+                let mut need = framer.step(&mut batch);
+                while need == Need::Read {
+                    let start = Framer::spare(&mut batch);
+                    let n = input.read(&mut batch.data[start..]).await.map_err(Error::input)?;
+                    need = framer.commit(&mut batch, start, n);
+                }
+                stage.process(&mut batch)?;
+                if out.deliver(&mut batch)? == Flow::Stop || framer.finished() {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        self.filters = stage.into_filters();
+        result?;
+        out.finish(started)
+    }
+
+    fn framer(&self) -> Framer {
+        let c = &self.config;
+        Framer::new(c.max_batch_events, c.max_batch_bytes, c.max_line_bytes, c.dead_letter_raw_max)
+    }
+
+    fn run_inner<R: Read + Send>(&mut self, input: R, sink: &mut dyn Sink, dead: Option<&mut dyn Sink>) -> Result<Report> {
+        let started = Instant::now();
+        let mut out = Outlet::new(sink, dead);
+        if self.config.workers <= 1 {
+            let mut stage = Stage::new(&self.config, std::mem::take(&mut self.filters));
+            let r = run_single(input, self.framer(), &mut stage, &mut out);
+            self.filters = stage.into_filters();
+            r?;
+        } else {
+            self.run_workers(input, &mut out)?;
+        }
+        out.finish(started)
+    }
+
+    fn run_workers<R: Read + Send>(&mut self, mut input: R, out: &mut Outlet<'_, '_>) -> Result<()> {
+        use crossbeam_channel::bounded;
+        let workers = self.config.workers;
+        let mut stages = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let forked = self.filters.iter().map(|f| f.fork()).collect::<Result<Vec<_>>>()?;
+            stages.push(Stage::new(&self.config, forked));
+        }
+        let mut framer = self.framer();
+        let in_flight = workers * 2;
+        std::thread::scope(|sc| -> Result<()> {
+            let (free_tx, free_rx) = bounded::<Batch>(in_flight + 1);
+            let (work_tx, work_rx) = bounded::<Batch>(in_flight);
+            let (done_tx, done_rx) = bounded::<(Batch, Result<()>)>(in_flight);
+            for _ in 0..in_flight {
+                let _ = free_tx.send(Batch::new());
+            }
+            let reader = sc.spawn(move || -> Result<()> {
+                let mut seq = 0u64;
+                while let Ok(mut batch) = free_rx.recv() {
+                    framer.begin(&mut batch);
+                    let mut need = framer.step(&mut batch);
+                    while need == Need::Read {
+                        let start = Framer::spare(&mut batch);
+                        let n = read_retrying(&mut input, &mut batch.data[start..])?;
+                        need = framer.commit(&mut batch, start, n);
+                    }
+                    batch.seq = seq;
+                    seq += 1;
+                    if work_tx.send(batch).is_err() || framer.finished() {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+            for mut stage in stages {
+                let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+                sc.spawn(move || {
+                    while let Ok(mut batch) = work_rx.recv() {
+                        let r = stage.process(&mut batch);
+                        if done_tx.send((batch, r)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop((work_rx, done_tx));
+            // Deliver in input order.
+            let mut pending: std::collections::BTreeMap<u64, Batch> = Default::default();
+            let mut next = 0u64;
+            let mut result = Ok(());
+            'recv: for (batch, r) in done_rx.iter() {
+                if let Err(e) = r {
+                    result = Err(e);
+                    break;
+                }
+                pending.insert(batch.seq, batch);
+                while let Some(mut b) = pending.remove(&next) {
+                    next += 1;
+                    match out.deliver(&mut b) {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Stop) => break 'recv,
+                        Err(e) => {
+                            result = Err(e);
+                            break 'recv;
+                        }
+                    }
+                    let _ = free_tx.send(b);
+                }
+            }
+            drop(free_tx);
+            drop(done_rx);
+            let read = reader.join().unwrap_or_else(|_| Err(Error::new(crate::Kind::Input, "reader thread panicked")));
+            result.and(read)
+        })
+    }
+}
+
+fn read_retrying<R: Read>(input: &mut R, buf: &mut [u8]) -> Result<usize> {
+    loop {
+        match input.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::input(e)),
+        }
+    }
+}
+
+fn run_single<R: Read>(mut input: R, mut framer: Framer, stage: &mut Stage, out: &mut Outlet<'_, '_>) -> Result<()> {
+    let mut batch = Batch::new();
+    loop {
+        framer.begin(&mut batch);
+        let mut need = framer.step(&mut batch);
+        while need == Need::Read {
+            let start = Framer::spare(&mut batch);
+            let n = read_retrying(&mut input, &mut batch.data[start..])?;
+            need = framer.commit(&mut batch, start, n);
+        }
+        stage.process(&mut batch)?;
+        if out.deliver(&mut batch)? == Flow::Stop || framer.finished() {
+            return Ok(());
+        }
+    }
+}
+
+/// The output side of a run: the sink, the dead letter, and the run's counters.
+struct Outlet<'a, 'b> {
+    sink: &'a mut dyn Sink,
+    dead: Option<&'b mut dyn Sink>,
+    stats: Stats,
+    first_dead: Vec<DeadLetter>,
+    dead_text: Vec<u8>,
+    dead_meta: Vec<EventMeta>,
+}
+
+impl<'a, 'b> Outlet<'a, 'b> {
+    fn new(sink: &'a mut dyn Sink, dead: Option<&'b mut dyn Sink>) -> Self {
+        Self { sink, dead, stats: Stats::default(), first_dead: Vec::new(), dead_text: Vec::new(), dead_meta: Vec::new() }
+    }
+
+    /// Sends a processed batch's events and dead letters on, and counts them.
+    fn deliver(&mut self, batch: &mut Batch) -> Result<Flow> {
+        let mut s = batch.stats;
+        s.batches = 1;
+        s.emitted = batch.events.len() as u64;
+        for m in &batch.events {
+            s.unchanged += u64::from(!m.changed);
+            s.bytes_out += u64::from(m.len) + 1;
+        }
+        self.stats.add(&s);
+        if !batch.dead.is_empty() {
+            if let Some(dead) = self.dead.as_deref_mut() {
+                self.dead_text.clear();
+                self.dead_meta.clear();
+                for d in &batch.dead {
+                    let start = self.dead_text.len();
+                    d.to_json(&mut self.dead_text);
+                    let len = self.dead_text.len() - start;
+                    self.dead_meta.push(EventMeta { start: start as u32, len: len as u32, line: d.line, offset: d.offset, changed: true, ..Default::default() });
+                }
+                dead.write(&Output { data: &self.dead_text, events: &self.dead_meta, routes: &[] })?;
+            } else {
+                let room = REPORT_DEAD_LETTERS.saturating_sub(self.first_dead.len());
+                self.first_dead.extend(batch.dead.iter().take(room).cloned());
+            }
+        }
+        if batch.events.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        self.sink.write(&Output { data: &batch.data, events: &batch.events, routes: &batch.routes })
+    }
+
+    fn finish(mut self, started: Instant) -> Result<Report> {
+        self.sink.finish(&self.stats)?;
+        if let Some(d) = self.dead.as_deref_mut() {
+            d.finish(&self.stats)?;
+        }
+        debug_assert!(self.stats.is_balanced(), "conservation law violated: {:?}", self.stats);
+        Ok(Report { stats: self.stats, elapsed: started.elapsed(), first_dead_letters: self.first_dead })
+    }
+}

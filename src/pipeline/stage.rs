@@ -1,0 +1,231 @@
+//! One worker's processing of a batch: parse, then each filter in turn, isolating failures.
+//!
+//! Failure isolation: when a filter call fails (trap, deadline, memory cap, bad answer), the
+//! events are split in halves and each half retried, recursively, until the failing events
+//! are alone; those are dead-lettered with the failure's reason, and every other event gets
+//! its normal answer. A breaker stops the run after `breaker_threshold` consecutive failed
+//! calls with no success between them, so a filter that fails on everything cannot loop.
+
+use sluicebox_abi::{self as abi, Verdict};
+
+use crate::batch::{Batch, DeadLetter, Decisions, apply_edits, check_decisions};
+use crate::batch::{DecisionError, STALE};
+use crate::error::{Error, Kind, Result};
+use crate::filter::Filter;
+use crate::parse::Parser;
+
+use super::PipelineConfig;
+
+pub(crate) struct Stage {
+    parser: Parser,
+    filters: Vec<Box<dyn Filter>>,
+    /// Consecutive failed calls per filter.
+    failures: Vec<u32>,
+    whole: Decisions,
+    part: Decisions,
+    ranges: Vec<(usize, usize)>,
+    editor: crate::batch::ObjEditor,
+    edited: Vec<u8>,
+    max_depth: usize,
+    raw_max: usize,
+    breaker: u32,
+}
+
+impl Stage {
+    pub(crate) fn new(config: &PipelineConfig, filters: Vec<Box<dyn Filter>>) -> Self {
+        Self {
+            parser: Parser::new(config.max_depth, config.dead_letter_raw_max),
+            failures: vec![0; filters.len()],
+            filters,
+            whole: Decisions::new(),
+            part: Decisions::new(),
+            ranges: Vec::new(),
+            editor: Default::default(),
+            edited: Vec::new(),
+            max_depth: config.max_depth,
+            raw_max: config.dead_letter_raw_max,
+            breaker: config.breaker_threshold,
+        }
+    }
+
+    pub(crate) fn into_filters(self) -> Vec<Box<dyn Filter>> {
+        self.filters
+    }
+
+    /// Parses and filters one framed batch in place.
+    pub(crate) fn process(&mut self, batch: &mut Batch) -> Result<()> {
+        self.parser.parse_batch(batch);
+        for fi in 0..self.filters.len() {
+            if batch.events.is_empty() {
+                break;
+            }
+            if fi > 0 {
+                batch.refresh_structurals(self.max_depth);
+            }
+            self.run_filter(fi, batch)?;
+            self.apply(fi, batch);
+        }
+        Ok(())
+    }
+
+    /// Gets an answer for every event of the batch from filter `fi` into `self.whole`.
+    fn run_filter(&mut self, fi: usize, batch: &mut Batch) -> Result<()> {
+        let n = batch.events.len();
+        self.whole.reset(n);
+        self.ranges.clear();
+        self.ranges.push((0, n));
+        while let Some((a, b)) = self.ranges.pop() {
+            self.part.reset(b - a);
+            let filter = &mut self.filters[fi];
+            let result = filter.process(&batch.events_range(a..b), &mut self.part).and_then(|()| {
+                check_decisions(&self.part.verdicts, &self.part.records, b - a, self.max_depth)
+                    .map_err(|DecisionError(m)| Error::filter_failed(format!("bad result: {m}")))
+            });
+            match result {
+                Ok(()) => {
+                    self.failures[fi] = 0;
+                    if (a, b) == (0, n) {
+                        std::mem::swap(&mut self.whole, &mut self.part);
+                    } else {
+                        merge(&mut self.whole, &self.part, a);
+                    }
+                }
+                Err(e) if e.kind() == Kind::FilterFailed => {
+                    batch.stats.filter_failures += 1;
+                    self.failures[fi] += 1;
+                    if self.failures[fi] >= self.breaker {
+                        return Err(Error::new(
+                            Kind::FilterBroken,
+                            format!(
+                                "filter {} failed {} times in a row; last failure: {e}",
+                                self.filters[fi].name(),
+                                self.failures[fi]
+                            ),
+                        ));
+                    }
+                    if b - a == 1 {
+                        self.whole.fail(a, &format!("filter failed: {e}"));
+                    } else {
+                        let mid = a + (b - a) / 2;
+                        self.ranges.push((mid, b));
+                        self.ranges.push((a, mid));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `self.whole` to the batch: drops, dead letters, edits, replacements, routes.
+    fn apply(&mut self, fi: usize, batch: &mut Batch) {
+        let name = self.filters[fi].name();
+        let n = batch.events.len();
+        let mut next = std::mem::take(&mut batch.next_events);
+        next.clear();
+        let all: Vec<_> = crate::batch::records(&self.whole.records).map_while(|r| r.ok()).collect();
+        let mut ri = 0usize;
+        for i in 0..n {
+            let mut m = batch.events[i];
+            let begin = ri;
+            while ri < all.len() && all[ri].event as usize == i {
+                ri += 1;
+            }
+            let recs = &all[begin..ri];
+            if let Some(r) = recs.iter().rev().find(|r| r.op == abi::OP_ROUTE) {
+                m.route = route_id(&mut batch.routes, r.a);
+            }
+            let verdict = Verdict::from_u8(self.whole.verdicts[i]).unwrap_or(Verdict::Keep);
+            match verdict {
+                Verdict::Keep => next.push(m),
+                Verdict::Drop => batch.stats.filtered += 1,
+                Verdict::Fail => {
+                    let reason = recs
+                        .iter()
+                        .find(|r| r.op == abi::OP_FAIL)
+                        .map(|r| String::from_utf8_lossy(r.b).into_owned())
+                        .unwrap_or_else(|| "flagged as failed by the filter".into());
+                    dead_letter(batch, &m, reason, name, self.raw_max);
+                }
+                Verdict::Edit => {
+                    let ops = recs.iter().filter_map(|r| match r.op {
+                        abi::OP_SET => Some(crate::batch::Op::Set(r.a, r.b)),
+                        abi::OP_REMOVE => Some(crate::batch::Op::Remove(r.a)),
+                        abi::OP_RENAME => Some(crate::batch::Op::Rename(r.a, r.b)),
+                        _ => None,
+                    });
+                    if !recs.iter().any(|r| matches!(r.op, abi::OP_SET | abi::OP_REMOVE | abi::OP_RENAME)) {
+                        next.push(m);
+                        continue;
+                    }
+                    self.edited.clear();
+                    let text = batch.bytes(&m);
+                    let s = &batch.structurals[m.s_start as usize..(m.s_start + m.s_len) as usize];
+                    match apply_edits(&mut self.editor, text, s, ops, &mut self.edited) {
+                        Ok(()) => {
+                            m.start = batch.data.len() as u32;
+                            m.len = self.edited.len() as u32;
+                            m.s_len = STALE;
+                            m.changed = true;
+                            batch.data.extend_from_slice(&self.edited);
+                            next.push(m);
+                        }
+                        Err(reason) => dead_letter(batch, &m, format!("edit failed: {reason}"), name, self.raw_max),
+                    }
+                }
+                Verdict::Replace => {
+                    let mut k = 0u64;
+                    for r in recs.iter().filter(|r| r.op == abi::OP_EMIT) {
+                        let mut e = m;
+                        e.start = batch.data.len() as u32;
+                        e.len = r.b.len() as u32;
+                        e.s_len = STALE;
+                        e.changed = true;
+                        batch.data.extend_from_slice(r.b);
+                        next.push(e);
+                        k += 1;
+                    }
+                    if k == 0 {
+                        batch.stats.filtered += 1;
+                    } else {
+                        batch.stats.created += k - 1;
+                    }
+                }
+            }
+        }
+        drop(all);
+        std::mem::swap(&mut batch.events, &mut next);
+        batch.next_events = next;
+    }
+}
+
+fn dead_letter(batch: &mut Batch, m: &crate::batch::EventMeta, reason: String, filter: &str, raw_max: usize) {
+    let raw = batch.bytes(m);
+    let cut = raw.len().min(raw_max);
+    batch.dead.push(DeadLetter {
+        reason,
+        line: m.line,
+        offset: m.offset,
+        filter: Some(filter.to_string()),
+        raw: raw[..cut].to_vec(),
+        truncated: cut < raw.len(),
+    });
+    batch.stats.dead_lettered += 1;
+}
+
+fn route_id(routes: &mut Vec<String>, name: &[u8]) -> u32 {
+    let name = String::from_utf8_lossy(name);
+    if let Some(i) = routes.iter().position(|r| *r == name) {
+        return i as u32 + 1;
+    }
+    routes.push(name.into_owned());
+    routes.len() as u32
+}
+
+/// Copies a part's answer (for events `a..`) into the whole batch's answer.
+fn merge(whole: &mut Decisions, part: &Decisions, a: usize) {
+    whole.verdicts[a..a + part.verdicts.len()].copy_from_slice(&part.verdicts);
+    for r in crate::batch::records(&part.records).map_while(|r| r.ok()) {
+        whole.push_record(a + r.event as usize, r.op, r.a, r.b);
+    }
+}

@@ -1,0 +1,112 @@
+//! Sink stage: where events leave. Modelled on ripgrep's `Sink`: push-based, each call says
+//! whether to go on, an error stops the run without [`Sink::finish`], and optional methods
+//! have defaults. The dead letter is a sink too: it receives one JSON object per rejected
+//! event.
+
+mod builtin;
+
+pub use builtin::{CollectSink, NullSink, WriterSink};
+
+use crate::batch::EventMeta;
+use crate::error::Result;
+use crate::pipeline::Stats;
+
+/// Whether the pipeline should keep going after a sink call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep sending batches.
+    Continue,
+    /// Stop reading input; the pipeline calls [`Sink::finish`] and returns normally.
+    Stop,
+}
+
+/// The events of one batch that leave through a sink, in input order.
+///
+/// Cost: a borrowed view; iterating is O(1) per event.
+pub struct Output<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) events: &'a [EventMeta],
+    pub(crate) routes: &'a [String],
+}
+
+/// One event in an [`Output`].
+#[derive(Clone, Copy, Debug)]
+pub struct OutEvent<'a> {
+    /// The event's JSON text, without a newline.
+    pub bytes: &'a [u8],
+    /// 1-based input line it came from.
+    pub line: u64,
+    /// Byte offset of that input line.
+    pub offset: u64,
+    /// The output a filter routed it to, if any.
+    pub route: Option<&'a str>,
+    /// Whether it is byte-for-byte the input line.
+    pub unchanged: bool,
+}
+
+impl<'a> Output<'a> {
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = OutEvent<'a>> + 'a {
+        let (data, routes) = (self.data, self.routes);
+        self.events.iter().map(move |m| OutEvent {
+            bytes: &data[m.start as usize..(m.start + m.len) as usize],
+            line: m.line,
+            offset: m.offset,
+            route: (m.route as usize).checked_sub(1).and_then(|r| routes.get(r)).map(String::as_str),
+            unchanged: !m.changed,
+        })
+    }
+}
+
+/// A destination for events.
+///
+/// Contract:
+/// - [`Sink::write`] is called once per batch that has events to leave, in input order.
+///   Return [`Flow::Stop`] to end the run early (the pipeline still calls `finish`).
+/// - An `Err` from any method stops the run at once; `finish` is then **not** called, and the
+///   pipeline returns that error.
+/// - [`Sink::finish`] is called exactly once after the last batch of a run that did not
+///   fail: flush here. Its default does nothing.
+pub trait Sink {
+    /// Receives one batch's events.
+    ///
+    /// # Errors
+    /// Any error stops the run.
+    fn write(&mut self, out: &Output<'_>) -> Result<Flow>;
+
+    /// Called once at the end of a successful run with the final statistics.
+    ///
+    /// # Errors
+    /// Any error fails the run.
+    fn finish(&mut self, _stats: &Stats) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
+        (**self).write(out)
+    }
+    fn finish(&mut self, stats: &Stats) -> Result<()> {
+        (**self).finish(stats)
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
+        (**self).write(out)
+    }
+    fn finish(&mut self, stats: &Stats) -> Result<()> {
+        (**self).finish(stats)
+    }
+}
