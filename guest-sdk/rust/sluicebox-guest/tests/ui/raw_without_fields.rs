@@ -1,0 +1,8 @@
+use sluicebox_guest::prelude::*;
+
+#[filter(raw = true)]
+fn keep(event: &Event) -> bool {
+    event.contains("level")
+}
+
+fn main() {}
