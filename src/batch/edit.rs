@@ -30,8 +30,8 @@ enum Piece {
 /// Reusable editing state for one object level.
 #[derive(Default)]
 pub(crate) struct ObjEditor {
-    /// (key with its quotes, value)
-    members: Vec<(Piece, Piece)>,
+    /// (key with its quotes, value, the original `key : value` text while untouched)
+    members: Vec<(Piece, Piece, Option<Piece>)>,
     own: Vec<u8>,
 }
 
@@ -42,7 +42,11 @@ impl ObjEditor {
         let members = &mut self.members;
         index::members(text, s, 0, |m| {
             let (ks, ke) = (m.key.0 - 1, m.key.1 + 1);
-            members.push((Piece::Orig(ks as u32, ke as u32), Piece::Orig(m.value.0 as u32, m.value.1 as u32)));
+            members.push((
+                Piece::Orig(ks as u32, ke as u32),
+                Piece::Orig(m.value.0 as u32, m.value.1 as u32),
+                Some(Piece::Orig(ks as u32, m.value.1 as u32)),
+            ));
             true
         })
         .ok_or_else(|| "event is not an object".to_string())?;
@@ -105,10 +109,10 @@ impl ObjEditor {
         };
         let v = self.own(&new_val);
         match self.find(text, first) {
-            Some(i) => self.members[i].1 = v,
+            Some(i) => self.members[i] = (self.members[i].0, v, None),
             None => {
                 let k = self.own_key(first);
-                self.members.push((k, v));
+                self.members.push((k, v, None));
             }
         }
         Ok(())
@@ -125,7 +129,8 @@ impl ObjEditor {
         {
             let inner = self.bytes(text, self.members[i].1).to_vec();
             let new_val = edit_nested(&inner, |ed, t| ed.remove(t, rest, depth + 1), depth)?;
-            self.members[i].1 = self.own(&new_val);
+            let v = self.own(&new_val);
+            self.members[i] = (self.members[i].0, v, None);
         }
         Ok(())
     }
@@ -159,9 +164,13 @@ impl ObjEditor {
 
     fn write(&self, text: &[u8], out: &mut Vec<u8>) {
         out.push(b'{');
-        for (n, &(k, v)) in self.members.iter().enumerate() {
+        for (n, &(k, v, whole)) in self.members.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
+            }
+            if let Some(w) = whole {
+                out.extend_from_slice(self.bytes(text, w));
+                continue;
             }
             out.extend_from_slice(self.bytes(text, k));
             out.push(b':');
@@ -242,7 +251,7 @@ mod tests {
         let mut out = Vec::new();
         apply_edits(&mut ObjEditor::default(), text.as_bytes(), &s, ops.iter().copied(), &mut out).unwrap();
         let r = String::from_utf8(out).unwrap();
-        serde_json::from_str::<serde_json::Value>(&r).expect("edited event is JSON");
+        scalar::validate(r.as_bytes(), 1024, &mut Vec::new()).expect("edited event is JSON");
         r
     }
 

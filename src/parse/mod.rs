@@ -100,6 +100,9 @@ impl Parser {
         // Rejected by simd-json: explain precisely, or accept what only it refuses.
         match scalar::validate(line, self.max_depth, &mut self.scalar_structurals) {
             Ok(()) => check_object(line, &self.scalar_structurals).map(|()| true),
+            Err(e) if e.kind == scalar::SyntaxErrorKind::TooDeep => {
+                Err(format!("invalid JSON: nesting deeper than the maximum of {} levels at byte {}", self.max_depth, e.offset))
+            }
             Err(e) => Err(e.to_string()),
         }
     }

@@ -1,0 +1,93 @@
+//! The `sluicebox` command end to end: a generated mixed corpus through `filter`.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sluicebox-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Parses `received=N emitted=N ...` from the summary line.
+fn counter(stderr: &str, name: &str) -> u64 {
+    let key = format!("{name}=");
+    let at = stderr.find(&key).unwrap_or_else(|| panic!("no {name} in {stderr}")) + key.len();
+    stderr[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn mixed_corpus_through_the_cli() {
+    let good = sluicebox::loggen::corpus(5000, 11);
+    let mut input = Vec::new();
+    let mut bad_lines = Vec::new();
+    let mut expected = Vec::new();
+    for (i, l) in good.split_inclusive(|&b| b == b'\n').enumerate() {
+        let line_no = input.iter().filter(|&&b| b == b'\n').count() + 1;
+        if i % 500 == 7 {
+            input.extend_from_slice(b"{\"oops\": tru}\n");
+            bad_lines.push(line_no as u64);
+            continue;
+        }
+        if i % 700 == 3 {
+            input.extend_from_slice(b"\n");
+        }
+        input.extend_from_slice(l);
+        expected.extend_from_slice(l);
+    }
+    let (inp, out, dl) = (tmp("in.ndjson"), tmp("out.ndjson"), tmp("dead.ndjson"));
+    std::fs::write(&inp, &input).unwrap();
+    let o = bin()
+        .args(["filter", "--input"]).arg(&inp)
+        .arg("--output").arg(&out)
+        .arg("--dead-letter").arg(&dl)
+        .output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), expected, "passthrough must be byte-identical");
+    let (r, e, f, d) = (counter(&stderr, "received"), counter(&stderr, "emitted"), counter(&stderr, "filtered"), counter(&stderr, "dead_lettered"));
+    assert_eq!(r, e + f + d);
+    assert_eq!(d, bad_lines.len() as u64);
+    let dead = std::fs::read_to_string(&dl).unwrap();
+    let lines: Vec<u64> = dead.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, bad_lines);
+    assert!(stderr.contains("MB/s"));
+}
+
+#[test]
+fn wasm_module_through_the_cli_and_load_errors_exit_2() {
+    let input = sluicebox::loggen::corpus(2000, 1);
+    let o = bin()
+        .args(["filter", "--module", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wat/drop_debug.wat"), "--no-cache"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            let mut stdin = c.stdin.take().unwrap();
+            let writer = std::thread::spawn(move || stdin.write_all(&input));
+            let out = c.wait_with_output();
+            writer.join().unwrap()?;
+            out
+        })
+        .unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(!out.contains("\"DEBUG\""));
+    assert!(out.lines().count() > 1000);
+
+    let bad = tmp("bad.wasm");
+    std::fs::write(&bad, b"definitely not wasm").unwrap();
+    let o = bin().args(["filter", "--module"]).arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    assert!(err.contains("bad magic"), "{err}");
+
+    let o = bin().args(["filter", "--input", "/nonexistent/file"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}

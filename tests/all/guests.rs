@@ -1,0 +1,205 @@
+//! Hostile guests, written in WAT: each is contained, the conservation law holds, the poison
+//! events are dead-lettered with their line, and the process stays healthy.
+
+use std::time::Duration;
+
+use sluicebox::{Kind, PipelineConfig, WasmConfig};
+
+use crate::common::*;
+
+const IF_POISON: &str = "(if (i32.eq (call $field (local.get $h) (local.get $i) (i32.const 0)) (i32.const 3))";
+
+fn fast() -> WasmConfig {
+    WasmConfig { deadline: Duration::from_millis(20), ..Default::default() }
+}
+
+fn poison_guest(action: &str, extra: &str) -> String {
+    guest("poison", &format!("{IF_POISON} (then {action}))"), extra, "", 1)
+}
+
+/// Runs 1,000 events with one poison event through `wat`; checks 999 emitted and 1
+/// dead-lettered at the poison's line with a reason containing `reason`.
+fn contains_one_poison(wat: &str, config: &WasmConfig, reason: &str) {
+    let f = wasm("hostile", wat, config).unwrap();
+    let input = numbered(1000, &[613]);
+    let (r, out, dead) = run_with(PipelineConfig::default(), vec![Box::new(f)], &input);
+    assert_eq!(r.stats.emitted, 999, "{:?} {dead:?}", r.stats);
+    assert_eq!(r.stats.dead_lettered, 1);
+    assert_eq!(dead[0]["line"], 614);
+    assert_eq!(dead[0]["filter"], "hostile");
+    assert_eq!(dead[0]["raw"], "{\"i\":613,\"poison\":true}");
+    let why = dead[0]["reason"].as_str().unwrap();
+    assert!(why.contains(reason), "reason {why:?} should mention {reason:?}");
+    // Everyone else passed byte for byte, in order.
+    let expected: Vec<u8> = input.split_inclusive(|&b| b == b'\n').filter(|l| !l.starts_with(b"{\"i\":613,")).flatten().copied().collect();
+    assert_eq!(out, expected);
+    healthy();
+}
+
+#[test]
+fn trap_on_one_event_of_a_thousand() {
+    contains_one_poison(&poison_guest("unreachable", ""), &fast(), "unreachable");
+}
+
+#[test]
+fn infinite_loop_is_stopped_at_the_deadline() {
+    contains_one_poison(&poison_guest("(loop $spin (br $spin))", ""), &fast(), "deadline exceeded");
+}
+
+#[test]
+fn unbounded_memory_grow_is_capped() {
+    let config = WasmConfig { memory_limit: 4 << 20, ..fast() };
+    contains_one_poison(&poison_guest("(loop $g (drop (memory.grow (i32.const 1))) (br $g))", ""), &config, "memory limit exceeded");
+}
+
+#[test]
+fn deep_recursion_hits_the_stack_limit() {
+    let rec = "(func $rec (param i32) (result i32) (i32.add (call $rec (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))";
+    contains_one_poison(&poison_guest("(drop (call $rec (i32.const 0)))", rec), &fast(), "stack overflow");
+}
+
+#[test]
+fn guest_error_status_with_message_isolates_the_event() {
+    // Returns -1 with a message when the batch holds the poison event.
+    let extra = r#"(data (i32.const 3000) "poison seen")"#;
+    let action = "(i32.store offset=48 (local.get $h) (i32.const 3000)) (i32.store offset=52 (local.get $h) (i32.const 11)) (return (i32.const -1))";
+    contains_one_poison(&poison_guest(action, extra), &fast(), "poison seen");
+}
+
+/// A guest whose every answer is malformed: every event ends dead-lettered with a typed
+/// reason (no panic, no out-of-bounds read), then the process is healthy.
+fn every_answer_refused(after: &str, extra: &str, reason: &str) {
+    let wat = guest("poison", "", extra, after, 1);
+    let f = wasm("bad", &wat, &fast()).unwrap();
+    let input = numbered(20, &[]);
+    let (r, out, dead) = run_with(PipelineConfig::default(), vec![Box::new(f)], &input);
+    assert!(out.is_empty());
+    assert_eq!(r.stats.dead_lettered, 20, "{:?}", r.stats);
+    for d in &dead {
+        let why = d["reason"].as_str().unwrap();
+        assert!(why.contains(reason), "reason {why:?} should mention {reason:?}");
+    }
+    healthy();
+}
+
+#[test]
+fn out_of_range_verdicts_pointer() {
+    every_answer_refused("(i32.store offset=36 (local.get $h) (i32.const 0x7ffffff0))", "", "outside guest memory");
+}
+
+#[test]
+fn out_of_range_records() {
+    every_answer_refused(
+        "(i32.store offset=40 (local.get $h) (i32.const 0x7fff0000)) (i32.store offset=44 (local.get $h) (i32.const 0x100000))",
+        "",
+        "outside guest memory",
+    );
+}
+
+#[test]
+fn negative_records_length() {
+    every_answer_refused(
+        "(i32.store offset=40 (local.get $h) (i32.const 0x10)) (i32.store offset=44 (local.get $h) (i32.const -1))",
+        "",
+        "exceed the cap",
+    );
+}
+
+#[test]
+fn record_names_an_event_past_the_batch() {
+    // One SET record for event 5000.
+    let extra = r#"(data (i32.const 2048) "\88\13\00\00\01\00\00\00\01\00\00\00\01\00\00\00a1\00\00")"#;
+    every_answer_refused(
+        "(i32.store offset=40 (local.get $h) (i32.const 2048)) (i32.store offset=44 (local.get $h) (i32.const 20))",
+        extra,
+        "record names event 5000",
+    );
+}
+
+#[test]
+fn invalid_json_in_an_edit() {
+    // Event 0: verdict EDIT, record SET "a" = "{bad".
+    let extra = r#"(data (i32.const 2048) "\00\00\00\00\01\00\00\00\01\00\00\00\04\00\00\00a{bad\00\00\00")"#;
+    every_answer_refused(
+        "(i32.store8 (global.get $vbuf) (i32.const 2)) (i32.store offset=40 (local.get $h) (i32.const 2048)) (i32.store offset=44 (local.get $h) (i32.const 24))",
+        extra,
+        "not JSON",
+    );
+}
+
+#[test]
+fn invalid_utf8_in_a_message() {
+    let extra = r#"(data (i32.const 3000) "\ff\fe\fd")"#;
+    every_answer_refused(
+        "(i32.store offset=48 (local.get $h) (i32.const 3000)) (i32.store offset=52 (local.get $h) (i32.const 3)) (return (i32.const -1))",
+        extra,
+        "not UTF-8",
+    );
+}
+
+#[test]
+fn unknown_verdict_byte() {
+    every_answer_refused("(i32.store8 (global.get $vbuf) (i32.const 9))", "", "unknown verdict");
+}
+
+#[test]
+fn a_filter_that_always_traps_trips_the_breaker() {
+    let wat = guest("poison", "unreachable", "", "", 1);
+    let f = wasm("always", &wat, &fast()).unwrap();
+    let mut p = sluicebox::Pipeline::new(PipelineConfig::default()).unwrap().with_filter(f);
+    let err = p.run(&numbered(5000, &[])[..], sluicebox::NullSink).unwrap_err();
+    assert_eq!(err.kind(), Kind::FilterBroken);
+    assert!(err.to_string().contains("failed 64 times in a row"), "{err}");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    healthy();
+}
+
+#[test]
+fn load_errors_are_clear() {
+    let cases = [
+        (guest("poison", "", "", "", 2), "ABI version 2"),
+        (guest("poison", "", "", "", 1).replace("(export \"sluicebox_filter\")", ""), "missing export `sluicebox_filter`"),
+        (guest("poison", "", "", "", 1).replace("(memory (export \"memory\") 1)", "(import \"env\" \"foo\" (func))\n(memory (export \"memory\") 1)"), "unknown import `env.foo`"),
+        (guest("poison", "", "", "", 1).replace("(export \"sluicebox_alloc\")", "(export \"sluicebox_alloc\") (export \"x\")").replace("(param $size i32) (param $align i32) (result i32)\n    (local $p i32)", "(param $size i32) (param $align i32) (result i32)\n    (local $p i32)"), ""),
+    ];
+    for (wat, want) in cases.iter().take(3) {
+        let e = wasm("x", wat, &WasmConfig::default()).err().expect("load must fail");
+        assert_eq!(e.kind(), Kind::ModuleLoad);
+        assert!(e.to_string().contains(want), "{e} should mention {want}");
+    }
+    let e = sluicebox::wasm::WasmModule::from_bytes("x", b"\x7fELF not wasm", None).err().unwrap();
+    assert!(e.to_string().contains("bad magic"), "{e}");
+    healthy();
+}
+
+#[test]
+fn state_persists_across_batches_and_resets_after_a_trap() {
+    // Keeps events while a per-instance counter is even; traps on the poison event.
+    let per_event = format!(
+        "{IF_POISON} (then unreachable)) (local.set $v (i32.and (global.get $count) (i32.const 1))) (global.set $count (i32.add (global.get $count) (i32.const 1)))"
+    );
+    let wat = guest("poison", &per_event, "", "", 1);
+    let f = wasm("counter", &wat, &fast()).unwrap();
+    let config = PipelineConfig { max_batch_events: 1, ..Default::default() };
+    let (r, out, dead) = run_with(config, vec![Box::new(f)], &numbered(13, &[6]));
+    let kept: Vec<u64> = out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["i"].as_u64().unwrap())
+        .collect();
+    // 0..5 on the first instance (counter 0..5: keep even), 6 traps, 7.. on a fresh one.
+    assert_eq!(kept, vec![0, 2, 4, 7, 9, 11]);
+    assert_eq!((r.stats.dead_lettered, dead[0]["line"].as_u64()), (1, Some(7)));
+}
+
+#[test]
+fn the_documented_wat_example_runs() {
+    let f = wasm("drop_debug", DROP_DEBUG_WAT, &WasmConfig::default()).unwrap();
+    assert_eq!(f.declared_fields(), Some(vec!["level".to_string()]));
+    let input = sluicebox::loggen::corpus(10_000, 5);
+    let (wasm_r, wasm_out, _) = run_with(PipelineConfig::default(), vec![Box::new(f)], &input);
+    let (nat_r, nat_out, _) = run_with(PipelineConfig::default(), vec![Box::new(sluicebox::DropWhere::drop_debug())], &input);
+    assert_eq!(wasm_out, nat_out);
+    assert_eq!(wasm_r.stats.filtered, nat_r.stats.filtered);
+    assert!(wasm_r.stats.filtered > 1000);
+}
