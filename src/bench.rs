@@ -1,12 +1,282 @@
-//! `sluicebox bench`: scenarios measured side by side on the same bytes.
+//! `sluicebox bench`: baselines and pipelines measured in one process, on the same bytes,
+//! interleaved and repeated; medians reported. Names are stable so figures compare across
+//! versions.
+
+use std::path::PathBuf;
+use std::time::Instant;
 
 use clap::Args;
+use sluicebox::wasm::WasmModule;
+use sluicebox::{DropWhere, Pipeline, PipelineConfig, WasmConfig, WriterSink};
 
-use crate::Fail;
+use crate::{DROP_DEBUG_WAT, Fail, NOOP_WAT};
 
 #[derive(Args)]
-pub(crate) struct BenchArgs {}
+pub(crate) struct BenchArgs {
+    /// NDJSON corpus to measure on (default: generated log events).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Number of generated events when no corpus is given.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Extra modules to measure, each as scenario `module.<file stem>`.
+    #[arg(long = "module")]
+    modules: Vec<PathBuf>,
+    /// Worker threads for the pipeline scenarios.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Rounds over all scenarios; the median round is reported.
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Directory holding the example guests (`<dir>/rust/drop_debug.wasm`, ...).
+    #[arg(long, default_value = "target/guests")]
+    guests: PathBuf,
+    /// Only run scenarios whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub(crate) fn run(_a: BenchArgs) -> Result<(), Fail> {
-    Err(Fail::usage("bench is not built yet"))
+type Run<'a> = Box<dyn FnMut() -> Result<(), Fail> + 'a>;
+
+struct Scenario<'a> {
+    name: String,
+    note: String,
+    run: Run<'a>,
+    secs: Vec<f64>,
+}
+
+pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
+    let corpus = match &a.corpus {
+        Some(p) => std::fs::read(p).map_err(|e| Fail::usage(format!("cannot read corpus {}: {e}", p.display())))?,
+        None => sluicebox::loggen::corpus(a.events, 42),
+    };
+    let lines: Vec<(usize, usize)> = {
+        let mut v = Vec::new();
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &corpus) {
+            if nl > start {
+                v.push((start, nl - start));
+            }
+            start = nl + 1;
+        }
+        if start < corpus.len() {
+            v.push((start, corpus.len() - start));
+        }
+        v
+    };
+    let events = lines.len() as u64;
+    let bytes = corpus.len() as u64;
+    if !a.json {
+        eprintln!("sluicebox bench: {events} events, {:.1} MB, {} round(s), {} worker(s)", bytes as f64 / 1e6, a.rounds, a.workers);
+    }
+
+    let mut scenarios: Vec<Scenario<'_>> = Vec::new();
+
+    // baseline.memcpy
+    let mut copy = vec![0u8; corpus.len()];
+    scenarios.push(sc("baseline.memcpy", "copy the corpus once".into(), {
+        let corpus = &corpus;
+        Box::new(move || {
+            copy.copy_from_slice(corpus);
+            std::hint::black_box(&copy);
+            Ok(())
+        })
+    }));
+
+    // baseline.simd_json_tape: fill_tape_padded in place over the lines back to back.
+    let mut work = vec![0u8; corpus.len() + simd_json::INPUT_PADDING];
+    let mut buffers = simd_json::Buffers::new(4096);
+    let mut tape_store = Some(simd_json::Tape::null());
+    {
+        let (corpus, lines) = (&corpus, &lines);
+        scenarios.push(sc(
+            "baseline.simd_json_tape",
+            "simd-json fill_tape_padded per line, in place, reused Buffers and tape (copy of the corpus not timed)".into(),
+            Box::new(move || {
+                work[..corpus.len()].copy_from_slice(corpus);
+                let t0 = Instant::now();
+                let mut tape = tape_store.take().unwrap_or_else(simd_json::Tape::null).reset();
+                for &(s, l) in lines {
+                    let _ = simd_json::fill_tape_padded(&mut work[s..], l, &mut buffers, &mut tape);
+                    tape = tape.reset();
+                }
+                tape_store = Some(tape.reset());
+                TAPE_ADJUST.with(|c| c.set(t0.elapsed().as_secs_f64()));
+                Ok(())
+            }),
+        ));
+    }
+
+    // baseline.simd_json_value
+    let mut buffers2 = simd_json::Buffers::new(4096);
+    let mut line_buf = Vec::new();
+    {
+        let (corpus, lines) = (&corpus, &lines);
+        scenarios.push(sc(
+            "baseline.simd_json_value",
+            "simd-json to_borrowed_value_with_buffers per line (copied to a reused Vec)".into(),
+            Box::new(move || {
+                for &(s, l) in lines {
+                    line_buf.clear();
+                    line_buf.extend_from_slice(&corpus[s..s + l]);
+                    let v = simd_json::to_borrowed_value_with_buffers(&mut line_buf, &mut buffers2);
+                    std::hint::black_box(&v);
+                }
+                Ok(())
+            }),
+        ));
+    }
+
+    // baseline.serde_json_roundtrip
+    let mut out = Vec::new();
+    {
+        let (corpus, lines) = (&corpus, &lines);
+        scenarios.push(sc(
+            "baseline.serde_json_roundtrip",
+            "serde_json parse to Value + serialize per line".into(),
+            Box::new(move || {
+                for &(s, l) in lines {
+                    out.clear();
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&corpus[s..s + l]) {
+                        let _ = serde_json::to_writer(&mut out, &v);
+                    }
+                    std::hint::black_box(&out);
+                }
+                Ok(())
+            }),
+        ));
+    }
+
+    let config = PipelineConfig { workers: a.workers, ..PipelineConfig::default() };
+    scenarios.push(sc("pipeline.passthrough", "validate only, output to io::sink".into(), pipeline_run(Pipeline::new(config.clone())?, &corpus)));
+    scenarios.push(sc(
+        "pipeline.native_drop_debug",
+        "native Rust DropWhere(level=DEBUG)".into(),
+        pipeline_run(Pipeline::new(config.clone())?.with_filter(DropWhere::drop_debug()), &corpus),
+    ));
+    let wcfg = WasmConfig::default();
+    let noop = WasmModule::from_bytes("noop", NOOP_WAT.as_bytes(), None)?;
+    scenarios.push(sc(
+        "pipeline.wasm_noop",
+        "examples/wat/noop.wat: reads no fields, keeps all".into(),
+        pipeline_run(Pipeline::new(config.clone())?.with_filter(wcfg.build(&noop)?), &corpus),
+    ));
+    for (scenario, file, fallback) in [
+        ("pipeline.wasm_drop_debug", "drop_debug", Some(("examples/wat/drop_debug.wat", DROP_DEBUG_WAT))),
+        ("pipeline.wasm_tag_service", "tag_service", None),
+    ] {
+        let path = a.guests.join("rust").join(format!("{file}.wasm"));
+        let (module, note) = if path.exists() {
+            (WasmModule::from_file(&path, None)?, format!("{} (Rust SDK guest)", path.display()))
+        } else if let Some((name, wat)) = fallback {
+            (WasmModule::from_bytes(file, wat.as_bytes(), None)?, format!("{name} (Rust guest not built: run scripts/build-guests.sh rust)"))
+        } else {
+            if !a.json {
+                eprintln!("sluicebox bench: skipping {scenario}: {} not found (run scripts/build-guests.sh rust)", path.display());
+            }
+            continue;
+        };
+        scenarios.push(sc(scenario, note, pipeline_run(Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?), &corpus)));
+    }
+    for p in &a.modules {
+        let module = WasmModule::from_file(p, None)?;
+        let name = format!("module.{}", module.name());
+        scenarios.push(sc(&name, p.display().to_string(), pipeline_run(Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?), &corpus)));
+    }
+    if let Some(only) = &a.only {
+        scenarios.retain(|s| s.name.contains(only.as_str()));
+    }
+
+    // Warm up once, then interleave rounds.
+    for s in scenarios.iter_mut() {
+        (s.run)()?;
+    }
+    for _ in 0..a.rounds.max(1) {
+        for s in scenarios.iter_mut() {
+            let t0 = Instant::now();
+            TAPE_ADJUST.with(|c| c.set(f64::NAN));
+            (s.run)()?;
+            let mut secs = t0.elapsed().as_secs_f64();
+            let inner = TAPE_ADJUST.with(|c| c.get());
+            if !inner.is_nan() {
+                secs = inner;
+            }
+            s.secs.push(secs);
+        }
+    }
+
+    let results: Vec<(String, String, f64)> = scenarios
+        .iter_mut()
+        .map(|s| {
+            s.secs.sort_by(|x, y| x.total_cmp(y));
+            (s.name.clone(), s.note.clone(), s.secs[s.secs.len() / 2])
+        })
+        .collect();
+    let row = |secs: f64| (events as f64 / secs, bytes as f64 / secs / 1e6, secs * 1e9 / events as f64);
+    if a.json {
+        let res: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(name, note, secs)| {
+                let (eps, mbps, ns) = row(*secs);
+                serde_json::json!({"name": name, "events_per_s": eps.round(), "mb_per_s": (mbps * 10.0).round() / 10.0, "ns_per_event": (ns * 10.0).round() / 10.0, "note": note})
+            })
+            .collect();
+        let obj = serde_json::json!({
+            "corpus": {"events": events, "bytes": bytes, "source": a.corpus.as_ref().map_or("generated".to_string(), |p| p.display().to_string())},
+            "machine": machine(),
+            "config": {"workers": a.workers, "rounds": a.rounds, "batch_events": config.max_batch_events},
+            "results": res,
+        });
+        println!("{obj}");
+        return Ok(());
+    }
+    println!("{:<32} {:>14} {:>10} {:>10}  note", "scenario", "events/s", "MB/s", "ns/event");
+    for (name, note, secs) in &results {
+        let (eps, mbps, ns) = row(*secs);
+        println!("{name:<32} {eps:>14.0} {mbps:>10.1} {ns:>10.1}  {note}");
+    }
+    let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.2);
+    println!();
+    for (num, den, target) in [
+        ("pipeline.wasm_drop_debug", "baseline.simd_json_tape", 0.8),
+        ("pipeline.wasm_drop_debug", "baseline.simd_json_value", 2.0),
+        ("pipeline.wasm_noop", "pipeline.passthrough", 0.97),
+        ("pipeline.wasm_tag_service", "baseline.simd_json_value", 1.5),
+        ("pipeline.wasm_tag_service", "baseline.serde_json_roundtrip", 4.0),
+    ] {
+        if let (Some(n), Some(d)) = (get(num), get(den)) {
+            // Throughput ratio: time of the denominator over time of the numerator.
+            let ratio = d / n;
+            println!("{num} / {den} = {ratio:.2} (target >= {target}){}", if ratio >= target { "" } else { "  BELOW TARGET" });
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Scenarios that must exclude a setup step report their inner time here.
+    static TAPE_ADJUST: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NAN) };
+}
+
+fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map_or("unknown", str::trim);
+    serde_json::json!({
+        "cpu": model,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "sluicebox": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn sc<'a>(name: &str, note: String, run: Run<'a>) -> Scenario<'a> {
+    Scenario { name: name.to_string(), note, run, secs: Vec::new() }
+}
+
+fn pipeline_run(mut p: Pipeline, corpus: &[u8]) -> Run<'_> {
+    Box::new(move || p.run(corpus, WriterSink::new(std::io::sink())).map(|_| ()).map_err(Fail::from))
 }
