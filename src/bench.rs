@@ -50,7 +50,8 @@ struct Scenario<'a> {
 
 pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     let corpus = match &a.corpus {
-        Some(p) => std::fs::read(p).map_err(|e| Fail::usage(format!("cannot read corpus {}: {e}", p.display())))?,
+        Some(p) => std::fs::read(p)
+            .map_err(|e| Fail::usage(format!("cannot read corpus {}: {e}", p.display())))?,
         None => sluicebox::loggen::corpus(a.events, 42),
     };
     let lines: Vec<(usize, usize)> = {
@@ -70,7 +71,12 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     let events = lines.len() as u64;
     let bytes = corpus.len() as u64;
     if !a.json {
-        eprintln!("sluicebox bench: {events} events, {:.1} MB, {} round(s), {} worker(s)", bytes as f64 / 1e6, a.rounds, a.workers);
+        eprintln!(
+            "sluicebox bench: {events} events, {:.1} MB, {} round(s), {} worker(s)",
+            bytes as f64 / 1e6,
+            a.rounds,
+            a.workers
+        );
     }
 
     let mut scenarios: Vec<Scenario<'_>> = Vec::new();
@@ -150,41 +156,87 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         ));
     }
 
-    let config = PipelineConfig { workers: a.workers, ..PipelineConfig::default() };
-    scenarios.push(sc("pipeline.passthrough", "validate only, output to io::sink".into(), pipeline_run(Pipeline::new(config.clone())?, &corpus)));
+    let config = PipelineConfig {
+        workers: a.workers,
+        ..PipelineConfig::default()
+    };
+    scenarios.push(sc(
+        "pipeline.passthrough",
+        "validate only, output to io::sink".into(),
+        pipeline_run(Pipeline::new(config.clone())?, &corpus),
+    ));
     scenarios.push(sc(
         "pipeline.native_drop_debug",
         "native Rust DropWhere(level=DEBUG)".into(),
-        pipeline_run(Pipeline::new(config.clone())?.with_filter(DropWhere::drop_debug()), &corpus),
+        pipeline_run(
+            Pipeline::new(config.clone())?.with_filter(DropWhere::drop_debug()),
+            &corpus,
+        ),
     ));
     let wcfg = WasmConfig::default();
-    let noop = WasmModule::from_bytes("noop", NOOP_WAT.as_bytes(), None)?;
-    scenarios.push(sc(
-        "pipeline.wasm_noop",
-        "examples/wat/noop.wat: reads no fields, keeps all".into(),
-        pipeline_run(Pipeline::new(config.clone())?.with_filter(wcfg.build(&noop)?), &corpus),
-    ));
+    let want = |name: &str| a.only.as_ref().is_none_or(|o| name.contains(o.as_str()));
+    if want("pipeline.wasm_noop") {
+        let noop = WasmModule::from_bytes("noop", NOOP_WAT.as_bytes(), None)?;
+        scenarios.push(sc(
+            "pipeline.wasm_noop",
+            "examples/wat/noop.wat: reads no fields, keeps all".into(),
+            pipeline_run(
+                Pipeline::new(config.clone())?.with_filter(wcfg.build(&noop)?),
+                &corpus,
+            ),
+        ));
+    }
     for (scenario, file, fallback) in [
-        ("pipeline.wasm_drop_debug", "drop_debug", Some(("examples/wat/drop_debug.wat", DROP_DEBUG_WAT))),
+        (
+            "pipeline.wasm_drop_debug",
+            "drop_debug",
+            Some(("examples/wat/drop_debug.wat", DROP_DEBUG_WAT)),
+        ),
         ("pipeline.wasm_tag_service", "tag_service", None),
     ] {
+        if !want(scenario) {
+            continue;
+        }
         let path = a.guests.join("rust").join(format!("{file}.wasm"));
         let (module, note) = if path.exists() {
-            (WasmModule::from_file(&path, None)?, format!("{} (Rust SDK guest)", path.display()))
+            (
+                WasmModule::from_file(&path, None)?,
+                format!("{} (Rust SDK guest)", path.display()),
+            )
         } else if let Some((name, wat)) = fallback {
-            (WasmModule::from_bytes(file, wat.as_bytes(), None)?, format!("{name} (Rust guest not built: run scripts/build-guests.sh rust)"))
+            (
+                WasmModule::from_bytes(file, wat.as_bytes(), None)?,
+                format!("{name} (Rust guest not built: run scripts/build-guests.sh rust)"),
+            )
         } else {
             if !a.json {
-                eprintln!("sluicebox bench: skipping {scenario}: {} not found (run scripts/build-guests.sh rust)", path.display());
+                eprintln!(
+                    "sluicebox bench: skipping {scenario}: {} not found (run scripts/build-guests.sh rust)",
+                    path.display()
+                );
             }
             continue;
         };
-        scenarios.push(sc(scenario, note, pipeline_run(Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?), &corpus)));
+        scenarios.push(sc(
+            scenario,
+            note,
+            pipeline_run(
+                Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?),
+                &corpus,
+            ),
+        ));
     }
     for p in &a.modules {
         let module = WasmModule::from_file(p, None)?;
         let name = format!("module.{}", module.name());
-        scenarios.push(sc(&name, p.display().to_string(), pipeline_run(Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?), &corpus)));
+        scenarios.push(sc(
+            &name,
+            p.display().to_string(),
+            pipeline_run(
+                Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?),
+                &corpus,
+            ),
+        ));
     }
     if let Some(only) = &a.only {
         scenarios.retain(|s| s.name.contains(only.as_str()));
@@ -215,7 +267,13 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             (s.name.clone(), s.note.clone(), s.secs[s.secs.len() / 2])
         })
         .collect();
-    let row = |secs: f64| (events as f64 / secs, bytes as f64 / secs / 1e6, secs * 1e9 / events as f64);
+    let row = |secs: f64| {
+        (
+            events as f64 / secs,
+            bytes as f64 / secs / 1e6,
+            secs * 1e9 / events as f64,
+        )
+    };
     if a.json {
         let res: Vec<serde_json::Value> = results
             .iter()
@@ -233,7 +291,10 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         println!("{obj}");
         return Ok(());
     }
-    println!("{:<32} {:>14} {:>10} {:>10}  note", "scenario", "events/s", "MB/s", "ns/event");
+    println!(
+        "{:<32} {:>14} {:>10} {:>10}  note",
+        "scenario", "events/s", "MB/s", "ns/event"
+    );
     for (name, note, secs) in &results {
         let (eps, mbps, ns) = row(*secs);
         println!("{name:<32} {eps:>14.0} {mbps:>10.1} {ns:>10.1}  {note}");
@@ -245,12 +306,23 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         ("pipeline.wasm_drop_debug", "baseline.simd_json_value", 2.0),
         ("pipeline.wasm_noop", "pipeline.passthrough", 0.97),
         ("pipeline.wasm_tag_service", "baseline.simd_json_value", 1.5),
-        ("pipeline.wasm_tag_service", "baseline.serde_json_roundtrip", 4.0),
+        (
+            "pipeline.wasm_tag_service",
+            "baseline.serde_json_roundtrip",
+            4.0,
+        ),
     ] {
         if let (Some(n), Some(d)) = (get(num), get(den)) {
             // Throughput ratio: time of the denominator over time of the numerator.
             let ratio = d / n;
-            println!("{num} / {den} = {ratio:.2} (target >= {target}){}", if ratio >= target { "" } else { "  BELOW TARGET" });
+            println!(
+                "{num} / {den} = {ratio:.2} (target >= {target}){}",
+                if ratio >= target {
+                    ""
+                } else {
+                    "  BELOW TARGET"
+                }
+            );
         }
     }
     Ok(())
@@ -263,7 +335,11 @@ thread_local! {
 
 fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map_or("unknown", str::trim);
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown", str::trim);
     serde_json::json!({
         "cpu": model,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -274,9 +350,18 @@ fn machine() -> serde_json::Value {
 }
 
 fn sc<'a>(name: &str, note: String, run: Run<'a>) -> Scenario<'a> {
-    Scenario { name: name.to_string(), note, run, secs: Vec::new() }
+    Scenario {
+        name: name.to_string(),
+        note,
+        run,
+        secs: Vec::new(),
+    }
 }
 
 fn pipeline_run(mut p: Pipeline, corpus: &[u8]) -> Run<'_> {
-    Box::new(move || p.run(corpus, WriterSink::new(std::io::sink())).map(|_| ()).map_err(Fail::from))
+    Box::new(move || {
+        p.run(corpus, WriterSink::new(std::io::sink()))
+            .map(|_| ())
+            .map_err(Fail::from)
+    })
 }

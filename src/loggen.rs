@@ -13,7 +13,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator seeded with `seed` (0 is replaced by a fixed non-zero seed).
     pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -37,10 +41,29 @@ impl Rng {
     }
 }
 
-const LEVELS: &[&str] = &["DEBUG", "DEBUG", "DEBUG", "INFO", "INFO", "INFO", "INFO", "WARN", "ERROR", "INFO"];
-const SERVICES: &[&str] = &["checkout", "auth", "search", "payments", "inventory", "gateway", "profile", "notifications"];
+const LEVELS: &[&str] = &[
+    "DEBUG", "DEBUG", "DEBUG", "INFO", "INFO", "INFO", "INFO", "WARN", "ERROR", "INFO",
+];
+const SERVICES: &[&str] = &[
+    "checkout",
+    "auth",
+    "search",
+    "payments",
+    "inventory",
+    "gateway",
+    "profile",
+    "notifications",
+];
 const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE", "PATCH"];
-const PATHS: &[&str] = &["/api/v1/orders", "/api/v1/users/me", "/healthz", "/api/v2/search", "/api/v1/cart/items", "/login", "/static/app.js"];
+const PATHS: &[&str] = &[
+    "/api/v1/orders",
+    "/api/v1/users/me",
+    "/healthz",
+    "/api/v2/search",
+    "/api/v1/cart/items",
+    "/login",
+    "/static/app.js",
+];
 const STATUS: &[u16] = &[200, 200, 200, 200, 201, 204, 301, 400, 401, 404, 500, 503];
 const AGENTS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",

@@ -20,7 +20,11 @@ pub const DROP_DEBUG_WAT: &str = include_str!("../examples/wat/drop_debug.wat");
 pub const NOOP_WAT: &str = include_str!("../examples/wat/noop.wat");
 
 #[derive(Parser)]
-#[command(name = "sluicebox", version, about = "Stream NDJSON through sandboxed WebAssembly filters")]
+#[command(
+    name = "sluicebox",
+    version,
+    about = "Stream NDJSON through sandboxed WebAssembly filters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,9 @@ impl Tuning {
     pub(crate) fn wasm_config(&self) -> Result<WasmConfig, String> {
         let mut params = BTreeMap::new();
         for p in &self.params {
-            let (k, v) = p.split_once('=').ok_or_else(|| format!("--param {p:?}: expected KEY=VALUE"))?;
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("--param {p:?}: expected KEY=VALUE"))?;
             params.insert(k.to_string(), v.to_string());
         }
         Ok(WasmConfig {
@@ -92,7 +98,11 @@ impl Tuning {
     }
 
     pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
-        if self.no_cache { None } else { default_cache_dir() }
+        if self.no_cache {
+            None
+        } else {
+            default_cache_dir()
+        }
     }
 }
 
@@ -154,16 +164,25 @@ impl From<sluicebox::Error> for Fail {
             Kind::ModuleLoad | Kind::ModuleInit | Kind::Config => 2,
             _ => 1,
         };
-        Fail { code, message: e.to_string() }
+        Fail {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
 impl Fail {
     pub(crate) fn usage(message: impl Into<String>) -> Self {
-        Fail { code: 2, message: message.into() }
+        Fail {
+            code: 2,
+            message: message.into(),
+        }
     }
     fn io(what: &str, e: io::Error) -> Self {
-        Fail { code: 1, message: format!("{what}: {e}") }
+        Fail {
+            code: 1,
+            message: format!("{what}: {e}"),
+        }
     }
 }
 
@@ -218,7 +237,11 @@ fn tracing_init() {
     let _ = tracing::subscriber::set_global_default(Stderr);
 }
 
-pub(crate) fn load_modules(paths: &[PathBuf], tuning: &Tuning, pipeline: &mut Pipeline) -> Result<(), Fail> {
+pub(crate) fn load_modules(
+    paths: &[PathBuf],
+    tuning: &Tuning,
+    pipeline: &mut Pipeline,
+) -> Result<(), Fail> {
     let config = tuning.wasm_config().map_err(Fail::usage)?;
     let cache = tuning.cache_dir();
     for p in paths {
@@ -248,31 +271,51 @@ fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
     let mut pipeline = Pipeline::new(a.tuning.pipeline_config())?;
     load_modules(&a.modules, &a.tuning, &mut pipeline)?;
     let input: Box<dyn Read + Send> = match &a.input {
-        Some(p) => Box::new(File::open(p).map_err(|e| Fail::io(&format!("cannot open input {}", p.display()), e))?),
+        Some(p) => Box::new(
+            File::open(p)
+                .map_err(|e| Fail::io(&format!("cannot open input {}", p.display()), e))?,
+        ),
         None => Box::new(io::stdin()),
     };
     let bar = io::stderr().is_terminal().then(|| {
-        let len = a.input.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+        let len = a
+            .input
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len());
         let bar = match len {
             Some(l) => indicatif::ProgressBar::new(l),
             None => indicatif::ProgressBar::no_length(),
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
-    let input = Progress { inner: input, bar: bar.clone() };
+    let input = Progress {
+        inner: input,
+        bar: bar.clone(),
+    };
     let output: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(File::create(p).map_err(|e| Fail::io(&format!("cannot create output {}", p.display()), e))?),
+        Some(p) => Box::new(
+            File::create(p)
+                .map_err(|e| Fail::io(&format!("cannot create output {}", p.display()), e))?,
+        ),
         None => Box::new(io::stdout().lock()),
     };
     let sink = WriterSink::new(output);
     let report = match &a.dead_letter {
         Some(p) => {
-            let f = File::create(p).map_err(|e| Fail::io(&format!("cannot create dead letter {}", p.display()), e))?;
-            pipeline.run_with_dead_letter(input, sink, WriterSink::new(f).described_as("writing dead letters"))?
+            let f = File::create(p)
+                .map_err(|e| Fail::io(&format!("cannot create dead letter {}", p.display()), e))?;
+            pipeline.run_with_dead_letter(
+                input,
+                sink,
+                WriterSink::new(f).described_as("writing dead letters"),
+            )?
         }
         None => pipeline.run(input, sink)?,
     };
@@ -287,19 +330,33 @@ pub(crate) fn print_report(report: &Report) {
     eprintln!("sluicebox: {}", report.stats.summary(report.elapsed));
     for d in &report.first_dead_letters {
         let raw = String::from_utf8_lossy(&d.raw[..d.raw.len().min(80)]).into_owned();
-        eprintln!("sluicebox: dead letter: line {} (offset {}): {}: {raw:?}", d.line, d.offset, d.reason);
+        eprintln!(
+            "sluicebox: dead letter: line {} (offset {}): {}: {raw:?}",
+            d.line, d.offset, d.reason
+        );
     }
-    if report.stats.dead_lettered > report.first_dead_letters.len() as u64 && !report.first_dead_letters.is_empty() {
+    if report.stats.dead_lettered > report.first_dead_letters.len() as u64
+        && !report.first_dead_letters.is_empty()
+    {
         eprintln!("sluicebox: (give --dead-letter PATH to keep every rejected event)");
     }
 }
 
 fn cmd_demo(a: DemoArgs) -> Result<(), Fail> {
-    eprintln!("sluicebox demo: generating {} realistic log events...", a.events);
+    eprintln!(
+        "sluicebox demo: generating {} realistic log events...",
+        a.events
+    );
     let corpus = sluicebox::loggen::corpus(a.events, 42);
     let (name, module) = match &a.module {
-        Some(p) => (p.display().to_string(), WasmModule::from_file(p, a.tuning.cache_dir().as_deref())?),
-        None => ("embedded drop_debug.wat".to_string(), WasmModule::from_bytes("drop_debug", DROP_DEBUG_WAT.as_bytes(), None)?),
+        Some(p) => (
+            p.display().to_string(),
+            WasmModule::from_file(p, a.tuning.cache_dir().as_deref())?,
+        ),
+        None => (
+            "embedded drop_debug.wat".to_string(),
+            WasmModule::from_bytes("drop_debug", DROP_DEBUG_WAT.as_bytes(), None)?,
+        ),
     };
     let config = a.tuning.wasm_config().map_err(Fail::usage)?;
     let filter = config.build(&module)?;
@@ -334,7 +391,11 @@ fn cmd_gen(a: GenArgs) -> Result<(), Fail> {
         None => sluicebox::loggen::corpus(a.events, a.seed),
     };
     match &a.output {
-        Some(p) => std::fs::write(p, &data).map_err(|e| Fail::io(&format!("cannot write {}", p.display()), e)),
-        None => io::stdout().lock().write_all(&data).map_err(|e| Fail::io("writing stdout", e)),
+        Some(p) => std::fs::write(p, &data)
+            .map_err(|e| Fail::io(&format!("cannot write {}", p.display()), e)),
+        None => io::stdout()
+            .lock()
+            .write_all(&data)
+            .map_err(|e| Fail::io("writing stdout", e)),
     }
 }

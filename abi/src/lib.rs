@@ -329,7 +329,8 @@ const _: () = assert!(core::mem::size_of::<BatchHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<EventEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Node>() == 24);
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == RECORD_HEADER_LEN);
-const _: () = assert!(core::mem::offset_of!(BatchHeader, verdicts_ptr) == HEADER_OUT_OFFSET as usize);
+const _: () =
+    assert!(core::mem::offset_of!(BatchHeader, verdicts_ptr) == HEADER_OUT_OFFSET as usize);
 
 /// # Path syntax
 ///

@@ -36,7 +36,13 @@ impl Decisions {
     }
 
     pub(crate) fn push_record(&mut self, i: usize, op: u8, a: &[u8], b: &[u8]) {
-        let h = abi::RecordHeader { event: i as u32, op, reserved: [0; 3], a_len: a.len() as u32, b_len: b.len() as u32 };
+        let h = abi::RecordHeader {
+            event: i as u32,
+            op,
+            reserved: [0; 3],
+            a_len: a.len() as u32,
+            b_len: b.len() as u32,
+        };
         self.records.extend_from_slice(&h.event.to_le_bytes());
         self.records.extend_from_slice(&[h.op, 0, 0, 0]);
         self.records.extend_from_slice(&h.a_len.to_le_bytes());
@@ -131,11 +137,22 @@ pub(crate) fn records(stream: &[u8]) -> impl Iterator<Item = Result<Record<'_>, 
             return err(format!("record at byte {pos}: reserved bytes are not zero"));
         }
         let body = pos + RECORD_HEADER_LEN;
-        let Some(end) = body.checked_add(a_len).and_then(|x| x.checked_add(b_len)).filter(|&e| e <= stream.len()) else {
+        let Some(end) = body
+            .checked_add(a_len)
+            .and_then(|x| x.checked_add(b_len))
+            .filter(|&e| e <= stream.len())
+        else {
             failed = true;
-            return err(format!("record at byte {pos}: operand lengths {a_len}+{b_len} run past the stream"));
+            return err(format!(
+                "record at byte {pos}: operand lengths {a_len}+{b_len} run past the stream"
+            ));
         };
-        let rec = Record { event, op, a: &stream[body..body + a_len], b: &stream[body + a_len..end] };
+        let rec = Record {
+            event,
+            op,
+            a: &stream[body..body + a_len],
+            b: &stream[body + a_len..end],
+        };
         pos = abi::pad4(end);
         Some(Ok(rec))
     })
@@ -143,9 +160,17 @@ pub(crate) fn records(stream: &[u8]) -> impl Iterator<Item = Result<Record<'_>, 
 
 /// Checks an answer for `n` events: verdict bytes, record layout and order, which ops each
 /// verdict allows, UTF-8 of paths, names and reasons, and JSON of values and new events.
-pub(crate) fn check_decisions(verdicts: &[u8], stream: &[u8], n: usize, max_depth: usize) -> Result<(), DecisionError> {
+pub(crate) fn check_decisions(
+    verdicts: &[u8],
+    stream: &[u8],
+    n: usize,
+    max_depth: usize,
+) -> Result<(), DecisionError> {
     if verdicts.len() != n {
-        return Err(DecisionError(format!("{} verdicts for {n} events", verdicts.len())));
+        return Err(DecisionError(format!(
+            "{} verdicts for {n} events",
+            verdicts.len()
+        )));
     }
     for (i, &v) in verdicts.iter().enumerate() {
         if Verdict::from_u8(v).is_none() {
@@ -157,15 +182,23 @@ pub(crate) fn check_decisions(verdicts: &[u8], stream: &[u8], n: usize, max_dept
     for rec in records(stream) {
         let r = rec?;
         if r.event as usize >= n {
-            return Err(DecisionError(format!("record names event {} of a batch of {n}", r.event)));
+            return Err(DecisionError(format!(
+                "record names event {} of a batch of {n}",
+                r.event
+            )));
         }
         if r.event < last {
-            return Err(DecisionError(format!("records out of order: event {} after event {last}", r.event)));
+            return Err(DecisionError(format!(
+                "records out of order: event {} after event {last}",
+                r.event
+            )));
         }
         last = r.event;
         let v = Verdict::from_u8(verdicts[r.event as usize]).unwrap_or(Verdict::Keep);
         let utf8 = |what: &str, b: &[u8]| {
-            std::str::from_utf8(b).map(|_| ()).map_err(|e| DecisionError(format!("event {}: {what} is not UTF-8: {e}", r.event)))
+            std::str::from_utf8(b)
+                .map(|_| ())
+                .map_err(|e| DecisionError(format!("event {}: {what} is not UTF-8: {e}", r.event)))
         };
         let path = |b: &[u8]| {
             utf8("path", b)?;
@@ -177,8 +210,9 @@ pub(crate) fn check_decisions(verdicts: &[u8], stream: &[u8], n: usize, max_dept
         let allowed = match r.op {
             abi::OP_SET => {
                 path(r.a)?;
-                crate::parse::scalar::validate(r.b, max_depth, &mut scratch)
-                    .map_err(|e| DecisionError(format!("event {}: SET value is not JSON: {e}", r.event)))?;
+                crate::parse::scalar::validate(r.b, max_depth, &mut scratch).map_err(|e| {
+                    DecisionError(format!("event {}: SET value is not JSON: {e}", r.event))
+                })?;
                 v == Verdict::Edit
             }
             abi::OP_REMOVE => {
@@ -191,10 +225,14 @@ pub(crate) fn check_decisions(verdicts: &[u8], stream: &[u8], n: usize, max_dept
                 v == Verdict::Edit
             }
             abi::OP_EMIT => {
-                crate::parse::scalar::validate(r.b, max_depth, &mut scratch)
-                    .map_err(|e| DecisionError(format!("event {}: EMIT event is not JSON: {e}", r.event)))?;
+                crate::parse::scalar::validate(r.b, max_depth, &mut scratch).map_err(|e| {
+                    DecisionError(format!("event {}: EMIT event is not JSON: {e}", r.event))
+                })?;
                 if r.b.get(scratch.first().copied().unwrap_or(0) as usize) != Some(&b'{') {
-                    return Err(DecisionError(format!("event {}: EMIT event is not a JSON object", r.event)));
+                    return Err(DecisionError(format!(
+                        "event {}: EMIT event is not a JSON object",
+                        r.event
+                    )));
                 }
                 v == Verdict::Replace
             }
@@ -206,10 +244,18 @@ pub(crate) fn check_decisions(verdicts: &[u8], stream: &[u8], n: usize, max_dept
                 path(r.a)?;
                 matches!(v, Verdict::Keep | Verdict::Edit | Verdict::Replace)
             }
-            op => return Err(DecisionError(format!("event {}: unknown record op {op}", r.event))),
+            op => {
+                return Err(DecisionError(format!(
+                    "event {}: unknown record op {op}",
+                    r.event
+                )));
+            }
         };
         if !allowed {
-            return Err(DecisionError(format!("event {}: record op {} does not go with verdict {v:?}", r.event, r.op)));
+            return Err(DecisionError(format!(
+                "event {}: record op {} does not go with verdict {v:?}",
+                r.event, r.op
+            )));
         }
     }
     Ok(())
@@ -241,11 +287,21 @@ mod tests {
         let mut d = Decisions::new();
         d.reset(2);
         d.set(1, "a", "{bad");
-        assert!(check_decisions(&d.verdicts, &d.records, 2, 64).unwrap_err().0.contains("not JSON"));
+        assert!(
+            check_decisions(&d.verdicts, &d.records, 2, 64)
+                .unwrap_err()
+                .0
+                .contains("not JSON")
+        );
         d.reset(2);
         d.set(1, "a", "1");
         d.set(0, "a", "1");
-        assert!(check_decisions(&d.verdicts, &d.records, 2, 64).unwrap_err().0.contains("out of order"));
+        assert!(
+            check_decisions(&d.verdicts, &d.records, 2, 64)
+                .unwrap_err()
+                .0
+                .contains("out of order")
+        );
         d.reset(2);
         d.fail(1, "x");
         d.records[0] = 9; // event 9 of 2
@@ -257,13 +313,28 @@ mod tests {
         d.set(0, "a", "1");
         d.records[8] = 0xff; // a_len huge
         d.records[11] = 0x7f;
-        assert!(check_decisions(&d.verdicts, &d.records, 2, 64).unwrap_err().0.contains("run past"));
+        assert!(
+            check_decisions(&d.verdicts, &d.records, 2, 64)
+                .unwrap_err()
+                .0
+                .contains("run past")
+        );
         d.reset(2);
         d.drop(0);
         d.route(0, "x");
-        assert!(check_decisions(&d.verdicts, &d.records, 2, 64).unwrap_err().0.contains("does not go"));
+        assert!(
+            check_decisions(&d.verdicts, &d.records, 2, 64)
+                .unwrap_err()
+                .0
+                .contains("does not go")
+        );
         d.reset(1);
         d.emit(0, "[1]");
-        assert!(check_decisions(&d.verdicts, &d.records, 1, 64).unwrap_err().0.contains("not a JSON object"));
+        assert!(
+            check_decisions(&d.verdicts, &d.records, 1, 64)
+                .unwrap_err()
+                .0
+                .contains("not a JSON object")
+        );
     }
 }

@@ -54,10 +54,7 @@ impl ObjEditor {
     }
 
     fn bytes<'t>(&'t self, text: &'t [u8], p: Piece) -> &'t [u8] {
-        match p {
-            Piece::Orig(a, b) => &text[a as usize..b as usize],
-            Piece::Own(a, b) => &self.own[a as usize..b as usize],
-        }
+        piece(&self.own, text, p)
     }
 
     fn own(&mut self, b: &[u8]) -> Piece {
@@ -82,43 +79,51 @@ impl ObjEditor {
     }
 
     fn remove_all(&mut self, text: &[u8], comp: &[u8]) {
-        let mut i = 0;
-        while i < self.members.len() {
-            let k = self.bytes(text, self.members[i].0);
-            if index::key_eq(&k[1..k.len() - 1], comp) {
-                self.members.remove(i);
-            } else {
-                i += 1;
+        let own = &self.own;
+        self.members.retain(|m| {
+            let k = piece(own, text, m.0);
+            !index::key_eq(&k[1..k.len() - 1], comp)
+        });
+    }
+
+    /// Sets the top-level key `comp` to the value `v` (replacing the last occurrence).
+    fn set_piece(&mut self, text: &[u8], comp: &[u8], v: Piece) {
+        match self.find(text, comp) {
+            Some(i) => self.members[i] = (self.members[i].0, v, None),
+            None => {
+                let k = self.own_key(comp);
+                self.members.push((k, v, None));
             }
         }
     }
 
     /// Sets `comps` (a path already split) to `value`.
-    fn set(&mut self, text: &[u8], comps: &[Vec<u8>], value: &[u8], depth: usize) -> Result<(), String> {
+    fn set(
+        &mut self,
+        text: &[u8],
+        comps: &[&[u8]],
+        value: &[u8],
+        depth: usize,
+    ) -> Result<(), String> {
         let (first, rest) = comps.split_first().ok_or("empty path")?;
-        let new_val = if rest.is_empty() {
-            value.to_vec()
-        } else {
-            match self.find(text, first) {
-                Some(i) if self.bytes(text, self.members[i].1).first() == Some(&b'{') => {
-                    let inner = self.bytes(text, self.members[i].1).to_vec();
-                    edit_nested(&inner, |ed, t| ed.set(t, rest, value, depth + 1), depth)?
-                }
-                _ => build_nested(rest, value),
+        if rest.is_empty() {
+            let v = self.own(value);
+            self.set_piece(text, first, v);
+            return Ok(());
+        }
+        let new_val = match self.find(text, first) {
+            Some(i) if self.bytes(text, self.members[i].1).first() == Some(&b'{') => {
+                let inner = self.bytes(text, self.members[i].1).to_vec();
+                edit_nested(&inner, |ed, t| ed.set(t, rest, value, depth + 1), depth)?
             }
+            _ => build_nested(rest, value),
         };
         let v = self.own(&new_val);
-        match self.find(text, first) {
-            Some(i) => self.members[i] = (self.members[i].0, v, None),
-            None => {
-                let k = self.own_key(first);
-                self.members.push((k, v, None));
-            }
-        }
+        self.set_piece(text, first, v);
         Ok(())
     }
 
-    fn remove(&mut self, text: &[u8], comps: &[Vec<u8>], depth: usize) -> Result<(), String> {
+    fn remove(&mut self, text: &[u8], comps: &[&[u8]], depth: usize) -> Result<(), String> {
         let (first, rest) = comps.split_first().ok_or("empty path")?;
         if rest.is_empty() {
             self.remove_all(text, first);
@@ -135,7 +140,24 @@ impl ObjEditor {
         Ok(())
     }
 
-    fn get(&self, text: &[u8], comps: &[Vec<u8>]) -> Option<Vec<u8>> {
+    fn rename(&mut self, text: &[u8], from: &[&[u8]], to: &[&[u8]]) -> Result<(), String> {
+        if let ([f], [t]) = (from, to) {
+            // Top level to top level: move the value's bytes, copy nothing.
+            if let Some(i) = self.find(text, f) {
+                let v = self.members[i].1;
+                self.remove_all(text, f);
+                self.set_piece(text, t, v);
+            }
+            return Ok(());
+        }
+        if let Some(v) = self.get(text, from) {
+            self.remove(text, from, 0)?;
+            self.set(text, to, &v, 0)?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, text: &[u8], comps: &[&[u8]]) -> Option<Vec<u8>> {
         let (first, rest) = comps.split_first()?;
         let i = self.find(text, first)?;
         let v = self.bytes(text, self.members[i].1);
@@ -149,7 +171,7 @@ impl ObjEditor {
             if n > 0 {
                 path.push(b'.');
             }
-            for &b in c {
+            for &b in *c {
                 if b == b'.' || b == b'\\' {
                     path.push(b'\\');
                 }
@@ -180,6 +202,13 @@ impl ObjEditor {
     }
 }
 
+fn piece<'t>(own: &'t [u8], text: &'t [u8], p: Piece) -> &'t [u8] {
+    match p {
+        Piece::Orig(a, b) => &text[a as usize..b as usize],
+        Piece::Own(a, b) => &own[a as usize..b as usize],
+    }
+}
+
 fn edit_nested(
     inner: &[u8],
     f: impl FnOnce(&mut ObjEditor, &[u8]) -> Result<(), String>,
@@ -198,7 +227,7 @@ fn edit_nested(
     Ok(out)
 }
 
-fn build_nested(comps: &[Vec<u8>], value: &[u8]) -> Vec<u8> {
+fn build_nested(comps: &[&[u8]], value: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in comps {
         out.push(b'{');
@@ -210,8 +239,14 @@ fn build_nested(comps: &[Vec<u8>], value: &[u8]) -> Vec<u8> {
     out
 }
 
-fn split(path: &[u8]) -> Vec<Vec<u8>> {
-    path_components(path).map(|c| c.into_owned()).collect()
+/// Calls `f` with the components of `path`, without allocating for a plain top-level key.
+fn with_comps<R>(path: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    if memchr::memchr2(b'.', b'\\', path).is_none() {
+        return f(&[path]);
+    }
+    let owned: Vec<Vec<u8>> = path_components(path).map(|c| c.into_owned()).collect();
+    let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+    f(&refs)
 }
 
 /// Applies `ops` in order to the object `text` (with structural positions `s`) and writes
@@ -226,14 +261,10 @@ pub(crate) fn apply_edits<'a>(
     ed.load(text, s)?;
     for op in ops {
         match op {
-            Op::Set(path, value) => ed.set(text, &split(path), value, 0)?,
-            Op::Remove(path) => ed.remove(text, &split(path), 0)?,
+            Op::Set(path, value) => with_comps(path, |c| ed.set(text, c, value, 0))?,
+            Op::Remove(path) => with_comps(path, |c| ed.remove(text, c, 0))?,
             Op::Rename(from, to) => {
-                let from = split(from);
-                if let Some(v) = ed.get(text, &from) {
-                    ed.remove(text, &from, 0)?;
-                    ed.set(text, &split(to), &v, 0)?;
-                }
+                with_comps(from, |f| with_comps(to, |t| ed.rename(text, f, t)))?
             }
         }
     }
@@ -249,7 +280,14 @@ mod tests {
         let mut s = Vec::new();
         scalar::validate(text.as_bytes(), 1024, &mut s).unwrap();
         let mut out = Vec::new();
-        apply_edits(&mut ObjEditor::default(), text.as_bytes(), &s, ops.iter().copied(), &mut out).unwrap();
+        apply_edits(
+            &mut ObjEditor::default(),
+            text.as_bytes(),
+            &s,
+            ops.iter().copied(),
+            &mut out,
+        )
+        .unwrap();
         let r = String::from_utf8(out).unwrap();
         scalar::validate(r.as_bytes(), 1024, &mut Vec::new()).expect("edited event is JSON");
         r
@@ -258,13 +296,34 @@ mod tests {
     #[test]
     fn set_remove_rename_keep_untouched_bytes() {
         let t = r#"{"n": 1e400, "msg":"hi \u00e9", "x":{"y":1}}"#;
-        assert_eq!(run(t, &[Op::Set(b"env", b"\"prod\"")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1},"env":"prod"}"#);
-        assert_eq!(run(t, &[Op::Rename(b"msg", b"message")]), r#"{"n": 1e400,"x":{"y":1},"message":"hi \u00e9"}"#);
-        assert_eq!(run(t, &[Op::Remove(b"x.y")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{}}"#);
-        assert_eq!(run(t, &[Op::Set(b"x.z.w", b"[1]")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1,"z":{"w":[1]}}}"#);
-        assert_eq!(run(t, &[Op::Set(b"n", b"2"), Op::Remove(b"msg")]), r#"{"n":2,"x":{"y":1}}"#);
-        assert_eq!(run(t, &[Op::Rename(b"x.y", b"top")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{},"top":1}"#);
-        assert_eq!(run(t, &[Op::Rename(b"absent", b"top")]), r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1}}"#);
+        assert_eq!(
+            run(t, &[Op::Set(b"env", b"\"prod\"")]),
+            r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1},"env":"prod"}"#
+        );
+        assert_eq!(
+            run(t, &[Op::Rename(b"msg", b"message")]),
+            r#"{"n": 1e400,"x":{"y":1},"message":"hi \u00e9"}"#
+        );
+        assert_eq!(
+            run(t, &[Op::Remove(b"x.y")]),
+            r#"{"n": 1e400,"msg":"hi \u00e9","x":{}}"#
+        );
+        assert_eq!(
+            run(t, &[Op::Set(b"x.z.w", b"[1]")]),
+            r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1,"z":{"w":[1]}}}"#
+        );
+        assert_eq!(
+            run(t, &[Op::Set(b"n", b"2"), Op::Remove(b"msg")]),
+            r#"{"n":2,"x":{"y":1}}"#
+        );
+        assert_eq!(
+            run(t, &[Op::Rename(b"x.y", b"top")]),
+            r#"{"n": 1e400,"msg":"hi \u00e9","x":{},"top":1}"#
+        );
+        assert_eq!(
+            run(t, &[Op::Rename(b"absent", b"top")]),
+            r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1}}"#
+        );
         assert_eq!(run(r#"{"a":1,"a":2}"#, &[Op::Remove(b"a")]), "{}");
         assert_eq!(run("{}", &[Op::Set(b"a\\.b", b"1")]), r#"{"a.b":1}"#);
     }

@@ -69,7 +69,9 @@ impl DeadLetter {
             let _ = serde_json::to_writer(&mut *out, &Value::String(v.to_string()));
         };
         s(&self.reason, out);
-        out.extend_from_slice(format!(",\"line\":{},\"offset\":{}", self.line, self.offset).as_bytes());
+        out.extend_from_slice(
+            format!(",\"line\":{},\"offset\":{}", self.line, self.offset).as_bytes(),
+        );
         if let Some(f) = &self.filter {
             out.extend_from_slice(b",\"filter\":");
             s(f, out);
@@ -103,6 +105,10 @@ pub struct Batch {
     pub(crate) seq: u64,
     /// Scratch for the stage that rebuilds `events`.
     pub(crate) next_events: Vec<EventMeta>,
+    /// How many bytes of `data`'s current allocation are known initialised, and the
+    /// capacity that knowledge belongs to (see `Framer::spare`).
+    pub(crate) init_len: usize,
+    pub(crate) init_cap: usize,
 }
 
 impl Batch {
@@ -134,7 +140,10 @@ impl Batch {
 
     /// A view of all live events.
     pub fn events(&self) -> Events<'_> {
-        Events { batch: self, range: 0..self.events.len() }
+        Events {
+            batch: self,
+            range: 0..self.events.len(),
+        }
     }
 
     pub(crate) fn events_range(&self, range: std::ops::Range<usize>) -> Events<'_> {
@@ -206,9 +215,16 @@ impl<'a> Events<'a> {
     /// # Panics
     /// If `i >= self.len()`.
     pub fn get(&self, i: usize) -> EventRef<'a> {
-        assert!(i < self.len(), "event index {i} out of range {}", self.len());
+        assert!(
+            i < self.len(),
+            "event index {i} out of range {}",
+            self.len()
+        );
         let meta = &self.batch.events[self.range.start + i];
-        EventRef { batch: self.batch, meta }
+        EventRef {
+            batch: self.batch,
+            meta,
+        }
     }
 
     /// Iterates the events of the view in order.

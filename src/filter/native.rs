@@ -19,7 +19,11 @@ impl DropWhere {
     /// Drops events where `path` equals the string `value`.
     pub fn new(path: impl Into<String>, value: impl Into<String>) -> Self {
         let (path, value) = (path.into(), value.into());
-        Self { name: format!("native:drop_where({path}={value})"), path, value }
+        Self {
+            name: format!("native:drop_where({path}={value})"),
+            path,
+            value,
+        }
     }
 
     /// The `drop_debug` filter: drops events whose `level` is `DEBUG`.

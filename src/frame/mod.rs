@@ -80,10 +80,22 @@ impl Framer {
 
     /// Spare room to read into: grows the buffer by one chunk and returns where the read
     /// goes. The caller reads into `batch.data[start..]`, then calls [`Framer::commit`] with
-    /// the count.
+    /// the count. Bytes that were initialised before in the same allocation are not zeroed
+    /// again (zeroing 64 KiB per read showed up as 7% of a passthrough run).
     pub(crate) fn spare(batch: &mut Batch) -> usize {
         let start = batch.data.len();
-        batch.data.resize(start + READ_CHUNK, 0);
+        let want = start + READ_CHUNK;
+        if want <= batch.init_len && batch.data.capacity() == batch.init_cap {
+            // SAFETY: `init_len <= capacity` bytes of this allocation (same capacity, so no
+            // reallocation happened since) were initialised by an earlier `resize`, and
+            // truncating a `Vec<u8>` leaves the bytes past `len` in place. `u8` has no
+            // invalid bit patterns and no drop glue.
+            unsafe { batch.data.set_len(want) };
+        } else {
+            batch.data.resize(want, 0);
+            batch.init_len = batch.data.len();
+            batch.init_cap = batch.data.capacity();
+        }
         start
     }
 
@@ -141,7 +153,9 @@ impl Framer {
             }
             let (end, consumed) = match memchr::memchr(b'\n', &batch.data[line_start..]) {
                 Some(i) => (line_start + i, i + 1),
-                None if self.eof && line_start < batch.data.len() => (batch.data.len(), batch.data.len() - line_start),
+                None if self.eof && line_start < batch.data.len() => {
+                    (batch.data.len(), batch.data.len() - line_start)
+                }
                 None => {
                     if batch.data.len() - line_start > self.max_line {
                         self.oversized(batch, line_start);
@@ -163,7 +177,9 @@ impl Framer {
                 continue;
             }
             let line = &batch.data[line_start..content_end];
-            let blank = line.first().is_none_or(|&b| matches!(b, b' ' | b'\t' | b'\r'))
+            let blank = line
+                .first()
+                .is_none_or(|&b| matches!(b, b' ' | b'\t' | b'\r'))
                 && line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'));
             if blank {
                 batch.stats.skipped += 1;
@@ -191,7 +207,10 @@ impl Framer {
         let avail = &batch.data[line_start..];
         let cut = avail.len().min(self.raw_max);
         batch.dead.push(DeadLetter {
-            reason: format!("oversized: line is longer than the maximum of {} bytes", self.max_line),
+            reason: format!(
+                "oversized: line is longer than the maximum of {} bytes",
+                self.max_line
+            ),
             line: self.line,
             offset: self.offset,
             filter: None,
@@ -212,5 +231,4 @@ impl Framer {
         self.cursor = 0;
         Need::Done
     }
-
 }

@@ -35,7 +35,9 @@ impl<'a> FieldRef<'a> {
         quoted.push(b'"');
         quoted.extend_from_slice(self.raw);
         quoted.push(b'"');
-        serde_json::from_slice::<String>(&quoted).ok().map(Cow::Owned)
+        serde_json::from_slice::<String>(&quoted)
+            .ok()
+            .map(Cow::Owned)
     }
 
     /// Whether the value is the string `s` (compares decoded text).
@@ -109,7 +111,11 @@ pub(crate) fn value_at(bytes: &[u8], s: &[u32], vi: usize) -> Option<(u8, usize,
                 j += 1;
             }
             let end = s[j - 1] as usize + 1;
-            let kind = if c == b'{' { abi::KIND_OBJECT } else { abi::KIND_ARRAY };
+            let kind = if c == b'{' {
+                abi::KIND_OBJECT
+            } else {
+                abi::KIND_ARRAY
+            };
             Some((kind, start, end, j))
         }
         _ => {
@@ -130,9 +136,19 @@ pub(crate) fn value_at(bytes: &[u8], s: &[u32], vi: usize) -> Option<(u8, usize,
 /// Whether a raw key (between the quotes) equals `want` after JSON unescaping.
 #[inline]
 pub(crate) fn key_eq(raw: &[u8], want: &[u8]) -> bool {
-    if memchr::memchr(b'\\', raw).is_none() {
+    // An escape sequence is at least two bytes for one character, so a raw key that decodes
+    // to `want` is either `want` itself or longer than it.
+    if raw.len() <= want.len() {
         return raw == want;
     }
+    if memchr::memchr(b'\\', raw).is_none() {
+        return false;
+    }
+    key_eq_escaped(raw, want)
+}
+
+#[cold]
+fn key_eq_escaped(raw: &[u8], want: &[u8]) -> bool {
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
@@ -154,7 +170,12 @@ pub(crate) struct Member {
 
 /// Calls `f` for each member of the object whose `{` is structural `oi`, in order; stops
 /// early when `f` returns false. Returns the structural index after the object's `}`.
-pub(crate) fn members(bytes: &[u8], s: &[u32], oi: usize, mut f: impl FnMut(Member) -> bool) -> Option<usize> {
+pub(crate) fn members(
+    bytes: &[u8],
+    s: &[u32],
+    oi: usize,
+    mut f: impl FnMut(Member) -> bool,
+) -> Option<usize> {
     if *bytes.get(*s.get(oi)? as usize)? != b'{' {
         return None;
     }
@@ -167,7 +188,12 @@ pub(crate) fn members(bytes: &[u8], s: &[u32], oi: usize, mut f: impl FnMut(Memb
         let colon = *s.get(j + 1)? as usize;
         let ke = trim_end(bytes, ks, colon);
         let (kind, vs, ve, next) = value_at(bytes, s, j + 2)?;
-        let m = Member { key: (ks + 1, ke.saturating_sub(1).max(ks + 1)), vi: j + 2, kind, value: (vs, ve) };
+        let m = Member {
+            key: (ks + 1, ke.saturating_sub(1).max(ks + 1)),
+            vi: j + 2,
+            kind,
+            value: (vs, ve),
+        };
         if !f(m) {
             return Some(next);
         }
@@ -245,15 +271,31 @@ pub fn lookup<'a>(bytes: &'a [u8], s: &[u32], path: &[u8]) -> Option<FieldRef<'a
 pub(crate) fn field_of(bytes: &[u8], kind: u8, vs: usize, ve: usize) -> FieldRef<'_> {
     if kind == abi::KIND_STRING {
         let raw = &bytes[vs + 1..ve - 1];
-        FieldRef { kind, raw, start: (vs + 1) as u32, escaped: memchr::memchr(b'\\', raw).is_some() }
+        FieldRef {
+            kind,
+            raw,
+            start: (vs + 1) as u32,
+            escaped: memchr::memchr(b'\\', raw).is_some(),
+        }
     } else {
-        FieldRef { kind, raw: &bytes[vs..ve], start: vs as u32, escaped: false }
+        FieldRef {
+            kind,
+            raw: &bytes[vs..ve],
+            start: vs as u32,
+            escaped: false,
+        }
     }
 }
 
 /// Appends the full-mode index of one event (every value below the top-level object, depth
 /// first; see [`sluicebox_abi::Node`]) to `out`. Offsets are `base` + offset in the event.
-pub(crate) fn full_index(bytes: &[u8], s: &[u32], base: u32, out: &mut Vec<abi::Node>, stack: &mut Vec<(usize, bool)>) {
+pub(crate) fn full_index(
+    bytes: &[u8],
+    s: &[u32],
+    base: u32,
+    out: &mut Vec<abi::Node>,
+    stack: &mut Vec<(usize, bool)>,
+) {
     stack.clear();
     let first = out.len();
     // (node index of the open container or usize::MAX for the top level, is_object)
@@ -281,7 +323,10 @@ pub(crate) fn full_index(bytes: &[u8], s: &[u32], base: u32, out: &mut Vec<abi::
             _ => {}
         }
         let depth = (stack.len() - 1) as u16;
-        let mut node = abi::Node { depth, ..Default::default() };
+        let mut node = abi::Node {
+            depth,
+            ..Default::default()
+        };
         if is_obj {
             let ks = pos;
             let colon = s.get(j + 1).map_or(bytes.len(), |&p| p as usize);
@@ -299,7 +344,11 @@ pub(crate) fn full_index(bytes: &[u8], s: &[u32], base: u32, out: &mut Vec<abi::
         let vpos = vpos as usize;
         match bytes[vpos] {
             c @ (b'{' | b'[') => {
-                node.kind = if c == b'{' { abi::KIND_OBJECT } else { abi::KIND_ARRAY };
+                node.kind = if c == b'{' {
+                    abi::KIND_OBJECT
+                } else {
+                    abi::KIND_ARRAY
+                };
                 node.value_start = base + vpos as u32;
                 out.push(node);
                 stack.push((out.len() - 1, c == b'{'));
@@ -370,7 +419,9 @@ mod tests {
 
     #[test]
     fn escaped_path_components() {
-        let comps: Vec<_> = path_components(br"a\.b.c\\d").map(|c| c.into_owned()).collect();
+        let comps: Vec<_> = path_components(br"a\.b.c\\d")
+            .map(|c| c.into_owned())
+            .collect();
         assert_eq!(comps, vec![b"a.b".to_vec(), br"c\d".to_vec()]);
         let t = br#"{"a.b":{"c":3}}"#;
         let s = structurals(t);
@@ -384,15 +435,34 @@ mod tests {
         let mut out = Vec::new();
         full_index(t, &s, 100, &mut out, &mut Vec::new());
         let kinds: Vec<u8> = out.iter().map(|n| n.kind).collect();
-        assert_eq!(kinds, vec![abi::KIND_NUMBER, abi::KIND_OBJECT, abi::KIND_ARRAY, abi::KIND_TRUE, abi::KIND_NULL, abi::KIND_STRING]);
+        assert_eq!(
+            kinds,
+            vec![
+                abi::KIND_NUMBER,
+                abi::KIND_OBJECT,
+                abi::KIND_ARRAY,
+                abi::KIND_TRUE,
+                abi::KIND_NULL,
+                abi::KIND_STRING
+            ]
+        );
         let depth: Vec<u16> = out.iter().map(|n| n.depth).collect();
         assert_eq!(depth, vec![0, 0, 1, 2, 2, 0]);
         let end: Vec<u32> = out.iter().map(|n| n.end).collect();
         assert_eq!(end, vec![1, 5, 5, 4, 5, 6]);
         let b = out[1];
-        assert_eq!(&t[(b.value_start - 100) as usize..(b.value_start - 100 + b.value_len) as usize], br#"{"c":[true,null]}"#);
-        assert_eq!(&t[(b.key_start - 100) as usize..(b.key_start - 100 + b.key_len) as usize], b"b");
-        assert_eq!(out[5].flags & abi::FLAG_VALUE_ESCAPED, abi::FLAG_VALUE_ESCAPED);
+        assert_eq!(
+            &t[(b.value_start - 100) as usize..(b.value_start - 100 + b.value_len) as usize],
+            br#"{"c":[true,null]}"#
+        );
+        assert_eq!(
+            &t[(b.key_start - 100) as usize..(b.key_start - 100 + b.key_len) as usize],
+            b"b"
+        );
+        assert_eq!(
+            out[5].flags & abi::FLAG_VALUE_ESCAPED,
+            abi::FLAG_VALUE_ESCAPED
+        );
         assert_eq!(out[3].flags & abi::FLAG_NO_KEY, abi::FLAG_NO_KEY);
     }
 }

@@ -51,7 +51,11 @@ impl Parser {
             let verdict = self.validate(&mut batch.data, start, len);
             match verdict {
                 Ok(from_scalar) => {
-                    let s: &[u32] = if from_scalar { &self.scalar_structurals } else { self.buffers.structural_indexes() };
+                    let s: &[u32] = if from_scalar {
+                        &self.scalar_structurals
+                    } else {
+                        self.buffers.structural_indexes()
+                    };
                     m.s_start = batch.structurals.len() as u32;
                     m.s_len = s.len() as u32;
                     batch.structurals.extend_from_slice(s);
@@ -100,9 +104,10 @@ impl Parser {
         // Rejected by simd-json: explain precisely, or accept what only it refuses.
         match scalar::validate(line, self.max_depth, &mut self.scalar_structurals) {
             Ok(()) => check_object(line, &self.scalar_structurals).map(|()| true),
-            Err(e) if e.kind == scalar::SyntaxErrorKind::TooDeep => {
-                Err(format!("invalid JSON: nesting deeper than the maximum of {} levels at byte {}", self.max_depth, e.offset))
-            }
+            Err(e) if e.kind == scalar::SyntaxErrorKind::TooDeep => Err(format!(
+                "invalid JSON: nesting deeper than the maximum of {} levels at byte {}",
+                self.max_depth, e.offset
+            )),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -119,7 +124,10 @@ impl Parser {
 fn check_object(line: &[u8], s: &[u32]) -> Result<(), String> {
     match s.first().map(|&p| line[p as usize]) {
         Some(b'{') => Ok(()),
-        Some(c) => Err(format!("not an object: the event is a JSON {}, and an event must be a JSON object", kind_name(c))),
+        Some(c) => Err(format!(
+            "not an object: the event is a JSON {}, and an event must be a JSON object",
+            kind_name(c)
+        )),
         None => Err("not an object: empty".into()),
     }
 }

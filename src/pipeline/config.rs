@@ -49,13 +49,34 @@ impl PipelineConfig {
     /// # Errors
     /// [`crate::Kind::Config`] naming the field and its allowed range.
     pub fn validate(&self) -> Result<()> {
-        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(Error::config(what.to_string())) };
-        check((1..=1 << 20).contains(&self.max_batch_events), "max_batch_events must be 1..=1048576")?;
-        check((1..=1 << 30).contains(&self.max_batch_bytes), "max_batch_bytes must be 1..=1 GiB")?;
-        check((1..=1 << 30).contains(&self.max_line_bytes), "max_line_bytes must be 1..=1 GiB")?;
-        check((1..=65_535).contains(&self.max_depth), "max_depth must be 1..=65535")?;
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::config(what.to_string()))
+            }
+        };
+        check(
+            (1..=1 << 20).contains(&self.max_batch_events),
+            "max_batch_events must be 1..=1048576",
+        )?;
+        check(
+            (1..=1 << 30).contains(&self.max_batch_bytes),
+            "max_batch_bytes must be 1..=1 GiB",
+        )?;
+        check(
+            (1..=1 << 30).contains(&self.max_line_bytes),
+            "max_line_bytes must be 1..=1 GiB",
+        )?;
+        check(
+            (1..=65_535).contains(&self.max_depth),
+            "max_depth must be 1..=65535",
+        )?;
         check((1..=256).contains(&self.workers), "workers must be 1..=256")?;
-        check(self.breaker_threshold >= 1, "breaker_threshold must be at least 1")?;
+        check(
+            self.breaker_threshold >= 1,
+            "breaker_threshold must be at least 1",
+        )?;
         Ok(())
     }
 }

@@ -60,7 +60,10 @@ impl Pipeline {
     /// [`crate::Kind::Config`] when the configuration is out of range.
     pub fn new(config: PipelineConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, filters: Vec::new() })
+        Ok(Self {
+            config,
+            filters: Vec::new(),
+        })
     }
 
     /// Appends a filter to the chain; filters run in the order added.
@@ -94,7 +97,12 @@ impl Pipeline {
     ///
     /// # Errors
     /// As [`Pipeline::run`].
-    pub fn run_with_dead_letter<R: Read + Send, S: Sink, D: Sink>(&mut self, input: R, mut sink: S, mut dead_letter: D) -> Result<Report> {
+    pub fn run_with_dead_letter<R: Read + Send, S: Sink, D: Sink>(
+        &mut self,
+        input: R,
+        mut sink: S,
+        mut dead_letter: D,
+    ) -> Result<Report> {
         self.run_inner(input, &mut sink, Some(&mut dead_letter))
     }
 
@@ -105,7 +113,12 @@ impl Pipeline {
     ///
     /// # Errors
     /// As [`Pipeline::run`].
-    pub async fn run_async<R, S>(&mut self, mut input: R, mut sink: S, mut dead_letter: Option<&mut dyn Sink>) -> Result<Report>
+    pub async fn run_async<R, S>(
+        &mut self,
+        mut input: R,
+        mut sink: S,
+        mut dead_letter: Option<&mut dyn Sink>,
+    ) -> Result<Report>
     where
         R: tokio::io::AsyncRead + Unpin,
         S: Sink,
@@ -122,7 +135,10 @@ impl Pipeline {
                 let mut need = framer.step(&mut batch);
                 while need == Need::Read {
                     let start = Framer::spare(&mut batch);
-                    let n = input.read(&mut batch.data[start..]).await.map_err(Error::input)?;
+                    let n = input
+                        .read(&mut batch.data[start..])
+                        .await
+                        .map_err(Error::input)?;
                     need = framer.commit(&mut batch, start, n);
                 }
                 stage.process(&mut batch)?;
@@ -139,10 +155,20 @@ impl Pipeline {
 
     fn framer(&self) -> Framer {
         let c = &self.config;
-        Framer::new(c.max_batch_events, c.max_batch_bytes, c.max_line_bytes, c.dead_letter_raw_max)
+        Framer::new(
+            c.max_batch_events,
+            c.max_batch_bytes,
+            c.max_line_bytes,
+            c.dead_letter_raw_max,
+        )
     }
 
-    fn run_inner<R: Read + Send>(&mut self, input: R, sink: &mut dyn Sink, dead: Option<&mut dyn Sink>) -> Result<Report> {
+    fn run_inner<R: Read + Send>(
+        &mut self,
+        input: R,
+        sink: &mut dyn Sink,
+        dead: Option<&mut dyn Sink>,
+    ) -> Result<Report> {
         let started = Instant::now();
         let mut out = Outlet::new(sink, dead);
         if self.config.workers <= 1 {
@@ -156,12 +182,20 @@ impl Pipeline {
         out.finish(started)
     }
 
-    fn run_workers<R: Read + Send>(&mut self, mut input: R, out: &mut Outlet<'_, '_>) -> Result<()> {
+    fn run_workers<R: Read + Send>(
+        &mut self,
+        mut input: R,
+        out: &mut Outlet<'_, '_>,
+    ) -> Result<()> {
         use crossbeam_channel::bounded;
         let workers = self.config.workers;
         let mut stages = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let forked = self.filters.iter().map(|f| f.fork()).collect::<Result<Vec<_>>>()?;
+            let forked = self
+                .filters
+                .iter()
+                .map(|f| f.fork())
+                .collect::<Result<Vec<_>>>()?;
             stages.push(Stage::new(&self.config, forked));
         }
         let mut framer = self.framer();
@@ -228,7 +262,9 @@ impl Pipeline {
             }
             drop(free_tx);
             drop(done_rx);
-            let read = reader.join().unwrap_or_else(|_| Err(Error::new(crate::Kind::Input, "reader thread panicked")));
+            let read = reader
+                .join()
+                .unwrap_or_else(|_| Err(Error::new(crate::Kind::Input, "reader thread panicked")));
             result.and(read)
         })
     }
@@ -244,7 +280,12 @@ fn read_retrying<R: Read>(input: &mut R, buf: &mut [u8]) -> Result<usize> {
     }
 }
 
-fn run_single<R: Read>(mut input: R, mut framer: Framer, stage: &mut Stage, out: &mut Outlet<'_, '_>) -> Result<()> {
+fn run_single<R: Read>(
+    mut input: R,
+    mut framer: Framer,
+    stage: &mut Stage,
+    out: &mut Outlet<'_, '_>,
+) -> Result<()> {
     let mut batch = Batch::new();
     loop {
         framer.begin(&mut batch);
@@ -273,7 +314,14 @@ struct Outlet<'a, 'b> {
 
 impl<'a, 'b> Outlet<'a, 'b> {
     fn new(sink: &'a mut dyn Sink, dead: Option<&'b mut dyn Sink>) -> Self {
-        Self { sink, dead, stats: Stats::default(), first_dead: Vec::new(), dead_text: Vec::new(), dead_meta: Vec::new() }
+        Self {
+            sink,
+            dead,
+            stats: Stats::default(),
+            first_dead: Vec::new(),
+            dead_text: Vec::new(),
+            dead_meta: Vec::new(),
+        }
     }
 
     /// Sends a processed batch's events and dead letters on, and counts them.
@@ -294,18 +342,34 @@ impl<'a, 'b> Outlet<'a, 'b> {
                     let start = self.dead_text.len();
                     d.to_json(&mut self.dead_text);
                     let len = self.dead_text.len() - start;
-                    self.dead_meta.push(EventMeta { start: start as u32, len: len as u32, line: d.line, offset: d.offset, changed: true, ..Default::default() });
+                    self.dead_meta.push(EventMeta {
+                        start: start as u32,
+                        len: len as u32,
+                        line: d.line,
+                        offset: d.offset,
+                        changed: true,
+                        ..Default::default()
+                    });
                 }
-                dead.write(&Output { data: &self.dead_text, events: &self.dead_meta, routes: &[] })?;
+                dead.write(&Output {
+                    data: &self.dead_text,
+                    events: &self.dead_meta,
+                    routes: &[],
+                })?;
             } else {
                 let room = REPORT_DEAD_LETTERS.saturating_sub(self.first_dead.len());
-                self.first_dead.extend(batch.dead.iter().take(room).cloned());
+                self.first_dead
+                    .extend(batch.dead.iter().take(room).cloned());
             }
         }
         if batch.events.is_empty() {
             return Ok(Flow::Continue);
         }
-        self.sink.write(&Output { data: &batch.data, events: &batch.events, routes: &batch.routes })
+        self.sink.write(&Output {
+            data: &batch.data,
+            events: &batch.events,
+            routes: &batch.routes,
+        })
     }
 
     fn finish(mut self, started: Instant) -> Result<Report> {
@@ -313,7 +377,15 @@ impl<'a, 'b> Outlet<'a, 'b> {
         if let Some(d) = self.dead.as_deref_mut() {
             d.finish(&self.stats)?;
         }
-        debug_assert!(self.stats.is_balanced(), "conservation law violated: {:?}", self.stats);
-        Ok(Report { stats: self.stats, elapsed: started.elapsed(), first_dead_letters: self.first_dead })
+        debug_assert!(
+            self.stats.is_balanced(),
+            "conservation law violated: {:?}",
+            self.stats
+        );
+        Ok(Report {
+            stats: self.stats,
+            elapsed: started.elapsed(),
+            first_dead_letters: self.first_dead,
+        })
     }
 }

@@ -77,10 +77,17 @@ impl Stage {
         while let Some((a, b)) = self.ranges.pop() {
             self.part.reset(b - a);
             let filter = &mut self.filters[fi];
-            let result = filter.process(&batch.events_range(a..b), &mut self.part).and_then(|()| {
-                check_decisions(&self.part.verdicts, &self.part.records, b - a, self.max_depth)
+            let result = filter
+                .process(&batch.events_range(a..b), &mut self.part)
+                .and_then(|()| {
+                    check_decisions(
+                        &self.part.verdicts,
+                        &self.part.records,
+                        b - a,
+                        self.max_depth,
+                    )
                     .map_err(|DecisionError(m)| Error::filter_failed(format!("bad result: {m}")))
-            });
+                });
             match result {
                 Ok(()) => {
                     self.failures[fi] = 0;
@@ -123,7 +130,9 @@ impl Stage {
         let n = batch.events.len();
         let mut next = std::mem::take(&mut batch.next_events);
         next.clear();
-        let all: Vec<_> = crate::batch::records(&self.whole.records).map_while(|r| r.ok()).collect();
+        let all: Vec<_> = crate::batch::records(&self.whole.records)
+            .map_while(|r| r.ok())
+            .collect();
         let mut ri = 0usize;
         for i in 0..n {
             let mut m = batch.events[i];
@@ -154,7 +163,10 @@ impl Stage {
                         abi::OP_RENAME => Some(crate::batch::Op::Rename(r.a, r.b)),
                         _ => None,
                     });
-                    if !recs.iter().any(|r| matches!(r.op, abi::OP_SET | abi::OP_REMOVE | abi::OP_RENAME)) {
+                    if !recs
+                        .iter()
+                        .any(|r| matches!(r.op, abi::OP_SET | abi::OP_REMOVE | abi::OP_RENAME))
+                    {
                         next.push(m);
                         continue;
                     }
@@ -170,7 +182,13 @@ impl Stage {
                             batch.data.extend_from_slice(&self.edited);
                             next.push(m);
                         }
-                        Err(reason) => dead_letter(batch, &m, format!("edit failed: {reason}"), name, self.raw_max),
+                        Err(reason) => dead_letter(
+                            batch,
+                            &m,
+                            format!("edit failed: {reason}"),
+                            name,
+                            self.raw_max,
+                        ),
                     }
                 }
                 Verdict::Replace => {
@@ -199,7 +217,13 @@ impl Stage {
     }
 }
 
-fn dead_letter(batch: &mut Batch, m: &crate::batch::EventMeta, reason: String, filter: &str, raw_max: usize) {
+fn dead_letter(
+    batch: &mut Batch,
+    m: &crate::batch::EventMeta,
+    reason: String,
+    filter: &str,
+    raw_max: usize,
+) {
     let raw = batch.bytes(m);
     let cut = raw.len().min(raw_max);
     batch.dead.push(DeadLetter {

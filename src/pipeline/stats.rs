@@ -65,7 +65,11 @@ impl Stats {
             self.filtered,
             self.dead_lettered,
             self.skipped,
-            if self.created > 0 { format!(" created={}", self.created) } else { String::new() },
+            if self.created > 0 {
+                format!(" created={}", self.created)
+            } else {
+                String::new()
+            },
             secs,
             self.bytes_in as f64 / secs / 1e6,
             self.received as f64 / secs,

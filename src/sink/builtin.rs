@@ -18,7 +18,11 @@ pub struct WriterSink<W: Write> {
 impl<W: Write> WriterSink<W> {
     /// A sink writing to `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, block: Vec::with_capacity(1 << 20), what: "writing output" }
+        Self {
+            inner,
+            block: Vec::with_capacity(1 << 20),
+            what: "writing output",
+        }
     }
 
     /// Names the sink in error messages ("writing dead letters: …").
@@ -33,19 +37,64 @@ impl<W: Write> WriterSink<W> {
     }
 }
 
+/// Runs of contiguous output at least this long are written straight from the batch buffer
+/// instead of being copied into the block.
+const DIRECT_RUN: usize = 64 << 10;
+
 impl<W: Write> Sink for WriterSink<W> {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
+        let data = out.data;
         self.block.clear();
-        for e in out.iter() {
-            self.block.extend_from_slice(e.bytes);
-            self.block.push(b'\n');
+        // Unchanged events still have their input newline after them, so consecutive ones
+        // form one contiguous run of output bytes.
+        let mut run: Option<(usize, usize)> = None;
+        for m in out.events {
+            let (a, b) = (m.start as usize, (m.start + m.len) as usize);
+            let nl = data.get(b) == Some(&b'\n');
+            if let Some((ra, rb)) = run {
+                if nl && rb == a {
+                    run = Some((ra, b + 1));
+                    continue;
+                }
+                self.flush_run(&data[ra..rb])?;
+                run = None;
+            }
+            if nl {
+                run = Some((a, b + 1));
+            } else {
+                self.block.extend_from_slice(&data[a..b]);
+                self.block.push(b'\n');
+            }
         }
-        self.inner.write_all(&self.block).map_err(|e| Error::sink(self.what, e))?;
+        if let Some((ra, rb)) = run {
+            self.flush_run(&data[ra..rb])?;
+        }
+        self.inner
+            .write_all(&self.block)
+            .map_err(|e| Error::sink(self.what, e))?;
         Ok(Flow::Continue)
     }
 
     fn finish(&mut self, _stats: &Stats) -> Result<()> {
         self.inner.flush().map_err(|e| Error::sink(self.what, e))
+    }
+}
+
+impl<W: Write> WriterSink<W> {
+    fn flush_run(&mut self, run: &[u8]) -> Result<()> {
+        if run.len() < DIRECT_RUN {
+            self.block.extend_from_slice(run);
+            return Ok(());
+        }
+        if !self.block.is_empty() {
+            self.inner
+                .write_all(&self.block)
+                .map_err(|e| Error::sink(self.what, e))?;
+            self.block.clear();
+        }
+        self.inner
+            .write_all(run)
+            .map_err(|e| Error::sink(self.what, e))
     }
 }
 
@@ -90,7 +139,8 @@ impl CollectSink {
 impl Sink for CollectSink {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
         for e in out.iter() {
-            self.events.push((e.bytes.to_vec(), e.line, e.route.map(str::to_string)));
+            self.events
+                .push((e.bytes.to_vec(), e.line, e.route.map(str::to_string)));
         }
         Ok(Flow::Continue)
     }

@@ -62,7 +62,10 @@ impl<'a> Output<'a> {
             bytes: &data[m.start as usize..(m.start + m.len) as usize],
             line: m.line,
             offset: m.offset,
-            route: (m.route as usize).checked_sub(1).and_then(|r| routes.get(r)).map(String::as_str),
+            route: (m.route as usize)
+                .checked_sub(1)
+                .and_then(|r| routes.get(r))
+                .map(String::as_str),
             unchanged: !m.changed,
         })
     }

@@ -15,8 +15,16 @@ fn tmp(name: &str) -> std::path::PathBuf {
 /// Parses `received=N emitted=N ...` from the summary line.
 fn counter(stderr: &str, name: &str) -> u64 {
     let key = format!("{name}=");
-    let at = stderr.find(&key).unwrap_or_else(|| panic!("no {name} in {stderr}")) + key.len();
-    stderr[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    let at = stderr
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {stderr}"))
+        + key.len();
+    stderr[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -41,18 +49,38 @@ fn mixed_corpus_through_the_cli() {
     let (inp, out, dl) = (tmp("in.ndjson"), tmp("out.ndjson"), tmp("dead.ndjson"));
     std::fs::write(&inp, &input).unwrap();
     let o = bin()
-        .args(["filter", "--input"]).arg(&inp)
-        .arg("--output").arg(&out)
-        .arg("--dead-letter").arg(&dl)
-        .output().unwrap();
+        .args(["filter", "--input"])
+        .arg(&inp)
+        .arg("--output")
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(&dl)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
-    assert_eq!(std::fs::read(&out).unwrap(), expected, "passthrough must be byte-identical");
-    let (r, e, f, d) = (counter(&stderr, "received"), counter(&stderr, "emitted"), counter(&stderr, "filtered"), counter(&stderr, "dead_lettered"));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        expected,
+        "passthrough must be byte-identical"
+    );
+    let (r, e, f, d) = (
+        counter(&stderr, "received"),
+        counter(&stderr, "emitted"),
+        counter(&stderr, "filtered"),
+        counter(&stderr, "dead_lettered"),
+    );
     assert_eq!(r, e + f + d);
     assert_eq!(d, bad_lines.len() as u64);
     let dead = std::fs::read_to_string(&dl).unwrap();
-    let lines: Vec<u64> = dead.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = dead
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["line"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(lines, bad_lines);
     assert!(stderr.contains("MB/s"));
 }
@@ -61,7 +89,12 @@ fn mixed_corpus_through_the_cli() {
 fn wasm_module_through_the_cli_and_load_errors_exit_2() {
     let input = sluicebox::loggen::corpus(2000, 1);
     let o = bin()
-        .args(["filter", "--module", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wat/drop_debug.wat"), "--no-cache"])
+        .args([
+            "filter",
+            "--module",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wat/drop_debug.wat"),
+            "--no-cache",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -82,12 +115,19 @@ fn wasm_module_through_the_cli_and_load_errors_exit_2() {
 
     let bad = tmp("bad.wasm");
     std::fs::write(&bad, b"definitely not wasm").unwrap();
-    let o = bin().args(["filter", "--module"]).arg(&bad).output().unwrap();
+    let o = bin()
+        .args(["filter", "--module"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
     assert!(err.contains("bad magic"), "{err}");
 
-    let o = bin().args(["filter", "--input", "/nonexistent/file"]).output().unwrap();
+    let o = bin()
+        .args(["filter", "--input", "/nonexistent/file"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
 }

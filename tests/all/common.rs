@@ -1,9 +1,15 @@
 //! Helpers shared by the integration tests.
 
-use sluicebox::{CollectSink, Filter, Pipeline, PipelineConfig, Report, WasmConfig, WasmFilter, wasm::WasmModule};
+use sluicebox::{
+    CollectSink, Filter, Pipeline, PipelineConfig, Report, WasmConfig, WasmFilter, wasm::WasmModule,
+};
 
 /// Runs `input` through `filters` and returns (report, output NDJSON, dead letters as JSON values).
-pub fn run_with(config: PipelineConfig, filters: Vec<Box<dyn Filter>>, input: &[u8]) -> (Report, Vec<u8>, Vec<serde_json::Value>) {
+pub fn run_with(
+    config: PipelineConfig,
+    filters: Vec<Box<dyn Filter>>,
+    input: &[u8],
+) -> (Report, Vec<u8>, Vec<serde_json::Value>) {
     let mut p = Pipeline::new(config).unwrap();
     for f in filters {
         p.push_filter(f);
@@ -11,9 +17,17 @@ pub fn run_with(config: PipelineConfig, filters: Vec<Box<dyn Filter>>, input: &[
     let mut out = CollectSink::new();
     let mut dead = CollectSink::new();
     let report = p.run_with_dead_letter(input, &mut out, &mut dead).unwrap();
-    assert!(report.stats.is_balanced(), "conservation law violated: {:?}", report.stats);
+    assert!(
+        report.stats.is_balanced(),
+        "conservation law violated: {:?}",
+        report.stats
+    );
     assert!(out.finished && dead.finished);
-    let dead: Vec<serde_json::Value> = dead.events.iter().map(|(b, _, _)| serde_json::from_slice(b).expect("dead letter is JSON")).collect();
+    let dead: Vec<serde_json::Value> = dead
+        .events
+        .iter()
+        .map(|(b, _, _)| serde_json::from_slice(b).expect("dead letter is JSON"))
+        .collect();
     (report, out.ndjson(), dead)
 }
 
@@ -34,7 +48,11 @@ pub const DROP_DEBUG_WAT: &str = include_str!("../../examples/wat/drop_debug.wat
 /// Checks the process is still healthy: a normal wasm run works.
 pub fn healthy() {
     let f = wasm("drop_debug", DROP_DEBUG_WAT, &WasmConfig::default()).unwrap();
-    let (r, out, _) = run_with(PipelineConfig::default(), vec![Box::new(f)], b"{\"level\":\"DEBUG\"}\n{\"level\":\"INFO\"}\n");
+    let (r, out, _) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        b"{\"level\":\"DEBUG\"}\n{\"level\":\"INFO\"}\n",
+    );
     assert_eq!(out, b"{\"level\":\"INFO\"}\n");
     assert_eq!(r.stats.filtered, 1);
 }
@@ -89,7 +107,11 @@ pub fn guest(fields: &str, per_event: &str, extra: &str, after: &str, version: u
     {after}
     (i32.const 0))
 )"#,
-        len_le = (len as u32).to_le_bytes().iter().map(|b| format!("\\{b:02x}")).collect::<String>(),
+        len_le = (len as u32)
+            .to_le_bytes()
+            .iter()
+            .map(|b| format!("\\{b:02x}"))
+            .collect::<String>(),
     )
 }
 

@@ -7,14 +7,24 @@ use sluicebox::{Kind, PipelineConfig, WasmConfig};
 
 use crate::common::*;
 
-const IF_POISON: &str = "(if (i32.eq (call $field (local.get $h) (local.get $i) (i32.const 0)) (i32.const 3))";
+const IF_POISON: &str =
+    "(if (i32.eq (call $field (local.get $h) (local.get $i) (i32.const 0)) (i32.const 3))";
 
 fn fast() -> WasmConfig {
-    WasmConfig { deadline: Duration::from_millis(20), ..Default::default() }
+    WasmConfig {
+        deadline: Duration::from_millis(20),
+        ..Default::default()
+    }
 }
 
 fn poison_guest(action: &str, extra: &str) -> String {
-    guest("poison", &format!("{IF_POISON} (then {action}))"), extra, "", 1)
+    guest(
+        "poison",
+        &format!("{IF_POISON} (then {action}))"),
+        extra,
+        "",
+        1,
+    )
 }
 
 /// Runs 1,000 events with one poison event through `wat`; checks 999 emitted and 1
@@ -29,9 +39,17 @@ fn contains_one_poison(wat: &str, config: &WasmConfig, reason: &str) {
     assert_eq!(dead[0]["filter"], "hostile");
     assert_eq!(dead[0]["raw"], "{\"i\":613,\"poison\":true}");
     let why = dead[0]["reason"].as_str().unwrap();
-    assert!(why.contains(reason), "reason {why:?} should mention {reason:?}");
+    assert!(
+        why.contains(reason),
+        "reason {why:?} should mention {reason:?}"
+    );
     // Everyone else passed byte for byte, in order.
-    let expected: Vec<u8> = input.split_inclusive(|&b| b == b'\n').filter(|l| !l.starts_with(b"{\"i\":613,")).flatten().copied().collect();
+    let expected: Vec<u8> = input
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| !l.starts_with(b"{\"i\":613,"))
+        .flatten()
+        .copied()
+        .collect();
     assert_eq!(out, expected);
     healthy();
 }
@@ -43,19 +61,34 @@ fn trap_on_one_event_of_a_thousand() {
 
 #[test]
 fn infinite_loop_is_stopped_at_the_deadline() {
-    contains_one_poison(&poison_guest("(loop $spin (br $spin))", ""), &fast(), "deadline exceeded");
+    contains_one_poison(
+        &poison_guest("(loop $spin (br $spin))", ""),
+        &fast(),
+        "deadline exceeded",
+    );
 }
 
 #[test]
 fn unbounded_memory_grow_is_capped() {
-    let config = WasmConfig { memory_limit: 4 << 20, ..fast() };
-    contains_one_poison(&poison_guest("(loop $g (drop (memory.grow (i32.const 1))) (br $g))", ""), &config, "memory limit exceeded");
+    let config = WasmConfig {
+        memory_limit: 4 << 20,
+        ..fast()
+    };
+    contains_one_poison(
+        &poison_guest("(loop $g (drop (memory.grow (i32.const 1))) (br $g))", ""),
+        &config,
+        "memory limit exceeded",
+    );
 }
 
 #[test]
 fn deep_recursion_hits_the_stack_limit() {
     let rec = "(func $rec (param i32) (result i32) (i32.add (call $rec (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))";
-    contains_one_poison(&poison_guest("(drop (call $rec (i32.const 0)))", rec), &fast(), "stack overflow");
+    contains_one_poison(
+        &poison_guest("(drop (call $rec (i32.const 0)))", rec),
+        &fast(),
+        "stack overflow",
+    );
 }
 
 #[test]
@@ -77,14 +110,21 @@ fn every_answer_refused(after: &str, extra: &str, reason: &str) {
     assert_eq!(r.stats.dead_lettered, 20, "{:?}", r.stats);
     for d in &dead {
         let why = d["reason"].as_str().unwrap();
-        assert!(why.contains(reason), "reason {why:?} should mention {reason:?}");
+        assert!(
+            why.contains(reason),
+            "reason {why:?} should mention {reason:?}"
+        );
     }
     healthy();
 }
 
 #[test]
 fn out_of_range_verdicts_pointer() {
-    every_answer_refused("(i32.store offset=36 (local.get $h) (i32.const 0x7ffffff0))", "", "outside guest memory");
+    every_answer_refused(
+        "(i32.store offset=36 (local.get $h) (i32.const 0x7ffffff0))",
+        "",
+        "outside guest memory",
+    );
 }
 
 #[test]
@@ -108,7 +148,8 @@ fn negative_records_length() {
 #[test]
 fn record_names_an_event_past_the_batch() {
     // One SET record for event 5000.
-    let extra = r#"(data (i32.const 2048) "\88\13\00\00\01\00\00\00\01\00\00\00\01\00\00\00a1\00\00")"#;
+    let extra =
+        r#"(data (i32.const 2048) "\88\13\00\00\01\00\00\00\01\00\00\00\01\00\00\00a1\00\00")"#;
     every_answer_refused(
         "(i32.store offset=40 (local.get $h) (i32.const 2048)) (i32.store offset=44 (local.get $h) (i32.const 20))",
         extra,
@@ -139,17 +180,28 @@ fn invalid_utf8_in_a_message() {
 
 #[test]
 fn unknown_verdict_byte() {
-    every_answer_refused("(i32.store8 (global.get $vbuf) (i32.const 9))", "", "unknown verdict");
+    every_answer_refused(
+        "(i32.store8 (global.get $vbuf) (i32.const 9))",
+        "",
+        "unknown verdict",
+    );
 }
 
 #[test]
 fn a_filter_that_always_traps_trips_the_breaker() {
     let wat = guest("poison", "unreachable", "", "", 1);
     let f = wasm("always", &wat, &fast()).unwrap();
-    let mut p = sluicebox::Pipeline::new(PipelineConfig::default()).unwrap().with_filter(f);
-    let err = p.run(&numbered(5000, &[])[..], sluicebox::NullSink).unwrap_err();
+    let mut p = sluicebox::Pipeline::new(PipelineConfig::default())
+        .unwrap()
+        .with_filter(f);
+    let err = p
+        .run(&numbered(5000, &[])[..], sluicebox::NullSink)
+        .unwrap_err();
     assert_eq!(err.kind(), Kind::FilterBroken);
-    assert!(err.to_string().contains("failed 64 times in a row"), "{err}");
+    assert!(
+        err.to_string().contains("failed 64 times in a row"),
+        "{err}"
+    );
     assert!(err.to_string().contains("unreachable"), "{err}");
     healthy();
 }
@@ -158,16 +210,40 @@ fn a_filter_that_always_traps_trips_the_breaker() {
 fn load_errors_are_clear() {
     let cases = [
         (guest("poison", "", "", "", 2), "ABI version 2"),
-        (guest("poison", "", "", "", 1).replace("(export \"sluicebox_filter\")", ""), "missing export `sluicebox_filter`"),
-        (guest("poison", "", "", "", 1).replace("(memory (export \"memory\") 1)", "(import \"env\" \"foo\" (func))\n(memory (export \"memory\") 1)"), "unknown import `env.foo`"),
-        (guest("poison", "", "", "", 1).replace("(export \"sluicebox_alloc\")", "(export \"sluicebox_alloc\") (export \"x\")").replace("(param $size i32) (param $align i32) (result i32)\n    (local $p i32)", "(param $size i32) (param $align i32) (result i32)\n    (local $p i32)"), ""),
+        (
+            guest("poison", "", "", "", 1).replace("(export \"sluicebox_filter\")", ""),
+            "missing export `sluicebox_filter`",
+        ),
+        (
+            guest("poison", "", "", "", 1).replace(
+                "(memory (export \"memory\") 1)",
+                "(import \"env\" \"foo\" (func))\n(memory (export \"memory\") 1)",
+            ),
+            "unknown import `env.foo`",
+        ),
+        (
+            guest("poison", "", "", "", 1)
+                .replace(
+                    "(export \"sluicebox_alloc\")",
+                    "(export \"sluicebox_alloc\") (export \"x\")",
+                )
+                .replace(
+                    "(param $size i32) (param $align i32) (result i32)\n    (local $p i32)",
+                    "(param $size i32) (param $align i32) (result i32)\n    (local $p i32)",
+                ),
+            "",
+        ),
     ];
     for (wat, want) in cases.iter().take(3) {
-        let e = wasm("x", wat, &WasmConfig::default()).err().expect("load must fail");
+        let e = wasm("x", wat, &WasmConfig::default())
+            .err()
+            .expect("load must fail");
         assert_eq!(e.kind(), Kind::ModuleLoad);
         assert!(e.to_string().contains(want), "{e} should mention {want}");
     }
-    let e = sluicebox::wasm::WasmModule::from_bytes("x", b"\x7fELF not wasm", None).err().unwrap();
+    let e = sluicebox::wasm::WasmModule::from_bytes("x", b"\x7fELF not wasm", None)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("bad magic"), "{e}");
     healthy();
 }
@@ -180,16 +256,26 @@ fn state_persists_across_batches_and_resets_after_a_trap() {
     );
     let wat = guest("poison", &per_event, "", "", 1);
     let f = wasm("counter", &wat, &fast()).unwrap();
-    let config = PipelineConfig { max_batch_events: 1, ..Default::default() };
+    let config = PipelineConfig {
+        max_batch_events: 1,
+        ..Default::default()
+    };
     let (r, out, dead) = run_with(config, vec![Box::new(f)], &numbered(13, &[6]));
     let kept: Vec<u64> = out
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["i"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["i"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     // 0..5 on the first instance (counter 0..5: keep even), 6 traps, 7.. on a fresh one.
     assert_eq!(kept, vec![0, 2, 4, 7, 9, 11]);
-    assert_eq!((r.stats.dead_lettered, dead[0]["line"].as_u64()), (1, Some(7)));
+    assert_eq!(
+        (r.stats.dead_lettered, dead[0]["line"].as_u64()),
+        (1, Some(7))
+    );
 }
 
 #[test]
@@ -198,7 +284,11 @@ fn the_documented_wat_example_runs() {
     assert_eq!(f.declared_fields(), Some(vec!["level".to_string()]));
     let input = sluicebox::loggen::corpus(10_000, 5);
     let (wasm_r, wasm_out, _) = run_with(PipelineConfig::default(), vec![Box::new(f)], &input);
-    let (nat_r, nat_out, _) = run_with(PipelineConfig::default(), vec![Box::new(sluicebox::DropWhere::drop_debug())], &input);
+    let (nat_r, nat_out, _) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(sluicebox::DropWhere::drop_debug())],
+        &input,
+    );
     assert_eq!(wasm_out, nat_out);
     assert_eq!(wasm_r.stats.filtered, nat_r.stats.filtered);
     assert!(wasm_r.stats.filtered > 1000);

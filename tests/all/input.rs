@@ -11,20 +11,23 @@ fn valid_events_pass_byte_for_byte() {
     let (r, out, dead) = run(input);
     assert!(dead.is_empty(), "{dead:?}");
     assert_eq!(out, b"{\"n\":1e400,\"big\":123456789012345678901234567890}\n{ \"k\" : \"\\u00e9\\n\" , \"z\":[1, 2]}\n{\"a\":{}}\n");
-    assert_eq!((r.stats.received, r.stats.emitted, r.stats.unchanged), (3, 3, 3));
+    assert_eq!(
+        (r.stats.received, r.stats.emitted, r.stats.unchanged),
+        (3, 3, 3)
+    );
 }
 
 #[test]
 fn each_bad_line_is_dead_lettered_with_reason_line_and_offset() {
     let lines: &[&[u8]] = &[
         b"{\"ok\":1}",
-        b"{\"a\":",                 // truncated
-        b"{\"a\":1}{\"b\":2}",      // two texts
-        b"{\"a\":1} x",             // trailing garbage
-        b"{\"a\":\"\x00\"}",        // NUL in string
-        b"{\"a\":\"\xff\xfe\"}",    // invalid UTF-8
-        b"\xEF\xBB\xBF{\"a\":1}",   // BOM mid-stream
-        b"[1,2]",                   // not an object
+        b"{\"a\":",               // truncated
+        b"{\"a\":1}{\"b\":2}",    // two texts
+        b"{\"a\":1} x",           // trailing garbage
+        b"{\"a\":\"\x00\"}",      // NUL in string
+        b"{\"a\":\"\xff\xfe\"}",  // invalid UTF-8
+        b"\xEF\xBB\xBF{\"a\":1}", // BOM mid-stream
+        b"[1,2]",                 // not an object
         b"\"str\"",
         b"nul",
         b"{\"ok\":2}",
@@ -36,19 +39,39 @@ fn each_bad_line_is_dead_lettered_with_reason_line_and_offset() {
     let got: Vec<u64> = dead.iter().map(|d| d["line"].as_u64().unwrap()).collect();
     assert_eq!(got, (2..=10).collect::<Vec<u64>>());
     let mut offset = 0u64;
-    let offsets: Vec<u64> = lines.iter().map(|l| {
-        let o = offset;
-        offset += l.len() as u64 + 1;
-        o
-    }).collect();
+    let offsets: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            let o = offset;
+            offset += l.len() as u64 + 1;
+            o
+        })
+        .collect();
     for d in &dead {
         let line = d["line"].as_u64().unwrap() as usize;
         assert_eq!(d["offset"].as_u64().unwrap(), offsets[line - 1]);
         assert!(!d["reason"].as_str().unwrap().is_empty());
-        assert_eq!(d["raw"].as_str().unwrap(), String::from_utf8_lossy(lines[line - 1]));
+        assert_eq!(
+            d["raw"].as_str().unwrap(),
+            String::from_utf8_lossy(lines[line - 1])
+        );
     }
-    assert!(dead[6]["reason"].as_str().unwrap().contains("not an object"), "{}", dead[6]);
-    assert!(dead[3]["reason"].as_str().unwrap().contains("control character"), "{}", dead[3]);
+    assert!(
+        dead[6]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not an object"),
+        "{}",
+        dead[6]
+    );
+    assert!(
+        dead[3]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("control character"),
+        "{}",
+        dead[3]
+    );
 }
 
 #[test]
@@ -83,7 +106,11 @@ fn deep_nesting_is_rejected_without_crashing() {
     let (r, out, dead) = run(&deep);
     assert_eq!(out, b"{\"ok\":1}\n");
     assert_eq!(r.stats.dead_lettered, 1);
-    assert!(dead[0]["reason"].as_str().unwrap().contains("deeper"), "{}", dead[0]["reason"]);
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("deeper"),
+        "{}",
+        dead[0]["reason"]
+    );
 }
 
 #[test]
@@ -91,7 +118,10 @@ fn oversized_line_is_dead_lettered_and_neighbours_flow() {
     let mut input = b"{\"a\":1}\n{\"big\":\"".to_vec();
     input.extend(std::iter::repeat_n(b'x', 20 << 20));
     input.extend_from_slice(b"\"}\n{\"b\":2}\n");
-    let config = PipelineConfig { max_line_bytes: 1 << 20, ..Default::default() };
+    let config = PipelineConfig {
+        max_line_bytes: 1 << 20,
+        ..Default::default()
+    };
     let (r, out, dead) = run_with(config, vec![], &input);
     assert_eq!(out, b"{\"a\":1}\n{\"b\":2}\n");
     assert_eq!(r.stats.dead_lettered, 1);
@@ -106,7 +136,10 @@ fn oversized_line_is_dead_lettered_and_neighbours_flow() {
 fn oversized_final_line_without_newline() {
     let mut input = b"{\"a\":1}\n".to_vec();
     input.extend(std::iter::repeat_n(b'x', 3000));
-    let config = PipelineConfig { max_line_bytes: 1000, ..Default::default() };
+    let config = PipelineConfig {
+        max_line_bytes: 1000,
+        ..Default::default()
+    };
     let (r, out, dead) = run_with(config, vec![], &input);
     assert_eq!(out, b"{\"a\":1}\n");
     assert_eq!((r.stats.received, r.stats.dead_lettered), (2, 1));
@@ -116,16 +149,30 @@ fn oversized_final_line_without_newline() {
 #[test]
 fn native_filters_drop_and_edit() {
     let input = b"{\"level\":\"DEBUG\",\"msg\":\"a\"}\n{\"level\":\"INFO\",\"msg\":\"b\",\"n\":1e400}\n{\"level\":\"DEBU\\u0047\"}\n";
-    let (r, out, _) = run_with(PipelineConfig::default(), vec![Box::new(DropWhere::drop_debug()), Box::new(TagService)], input);
-    assert_eq!(out, b"{\"level\":\"INFO\",\"n\":1e400,\"env\":\"prod\",\"message\":\"b\"}\n");
-    assert_eq!((r.stats.filtered, r.stats.emitted, r.stats.unchanged), (2, 1, 0));
+    let (r, out, _) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(DropWhere::drop_debug()), Box::new(TagService)],
+        input,
+    );
+    assert_eq!(
+        out,
+        b"{\"level\":\"INFO\",\"n\":1e400,\"env\":\"prod\",\"message\":\"b\"}\n"
+    );
+    assert_eq!(
+        (r.stats.filtered, r.stats.emitted, r.stats.unchanged),
+        (2, 1, 0)
+    );
 }
 
 #[test]
 fn many_batches_with_small_limits_keep_order() {
     let input = sluicebox::loggen::corpus(5000, 7);
     for (events, bytes) in [(1, 1 << 20), (7, 1 << 20), (1024, 1000), (3, 100)] {
-        let config = PipelineConfig { max_batch_events: events, max_batch_bytes: bytes, ..Default::default() };
+        let config = PipelineConfig {
+            max_batch_events: events,
+            max_batch_bytes: bytes,
+            ..Default::default()
+        };
         let (r, out, _) = run_with(config, vec![], &input);
         assert_eq!(out, input, "events={events} bytes={bytes}");
         assert_eq!(r.stats.received, 5000);
@@ -135,8 +182,16 @@ fn many_batches_with_small_limits_keep_order() {
 #[test]
 fn workers_keep_order_and_count() {
     let input = sluicebox::loggen::corpus(20_000, 3);
-    let (single, out1, _) = run_with(PipelineConfig::default(), vec![Box::new(DropWhere::drop_debug())], &input);
-    let config = PipelineConfig { workers: 3, max_batch_events: 100, ..Default::default() };
+    let (single, out1, _) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(DropWhere::drop_debug())],
+        &input,
+    );
+    let config = PipelineConfig {
+        workers: 3,
+        max_batch_events: 100,
+        ..Default::default()
+    };
     let (multi, out3, _) = run_with(config, vec![Box::new(DropWhere::drop_debug())], &input);
     assert_eq!(out1, out3);
     assert_eq!(single.stats.emitted, multi.stats.emitted);
@@ -146,10 +201,22 @@ fn workers_keep_order_and_count() {
 #[tokio::test(flavor = "current_thread")]
 async fn async_reader_matches_sync() {
     let input = sluicebox::loggen::corpus(3000, 9);
-    let mut p = sluicebox::Pipeline::new(PipelineConfig::default()).unwrap().with_filter(DropWhere::drop_debug());
+    let mut p = sluicebox::Pipeline::new(PipelineConfig::default())
+        .unwrap()
+        .with_filter(DropWhere::drop_debug());
     let mut out = sluicebox::CollectSink::new();
     let r = p.run_async(&input[..], &mut out, None).await.unwrap();
-    let (r2, out2, _) = run_with(PipelineConfig::default(), vec![Box::new(DropWhere::drop_debug())], &input);
+    let (r2, out2, _) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(DropWhere::drop_debug())],
+        &input,
+    );
     assert_eq!(out.ndjson(), out2);
-    assert_eq!(r.stats, sluicebox::Stats { bytes_out: r.stats.bytes_out, ..r2.stats });
+    assert_eq!(
+        r.stats,
+        sluicebox::Stats {
+            bytes_out: r.stats.bytes_out,
+            ..r2.stats
+        }
+    );
 }

@@ -36,7 +36,11 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn run(data: &[u8], sizes: Vec<usize>, config: PipelineConfig) -> (sluicebox::Stats, Vec<u8>, Vec<u8>) {
+fn run(
+    data: &[u8],
+    sizes: Vec<usize>,
+    config: PipelineConfig,
+) -> (sluicebox::Stats, Vec<u8>, Vec<u8>) {
     let mut out = CollectSink::new();
     let mut dead = CollectSink::new();
     let r = Pipeline::new(config)

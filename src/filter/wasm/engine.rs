@@ -78,7 +78,11 @@ impl Engine {
     }
 
     /// Compiles `bytes` (`.wasm`, or `.wat` text), using the cache in `cache_dir` when given.
-    pub(crate) fn compile(&self, bytes: &[u8], cache_dir: Option<&Path>) -> Result<wasmtime::Module> {
+    pub(crate) fn compile(
+        &self,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> Result<wasmtime::Module> {
         let load_err = |e: wasmtime::Error| Error::new(Kind::ModuleLoad, format!("{e:#}"));
         let Some(dir) = cache_dir else {
             return wasmtime::Module::new(&self.inner, bytes).map_err(load_err);
@@ -129,7 +133,10 @@ impl Cache {
         };
         let mut s = [0u8; 32];
         s.copy_from_slice(&secret);
-        Ok(Cache { dir: dir.to_path_buf(), secret: s })
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+            secret: s,
+        })
     }
 
     fn key(&self, bytes: &[u8], fingerprint: &str) -> String {
@@ -149,7 +156,10 @@ impl Cache {
         let (mac, artifact) = rest.split_at(32);
         let want = hmac(&self.secret, key.as_bytes(), artifact);
         // Constant-time comparison.
-        let diff = mac.iter().zip(want.iter()).fold(0u8, |d, (a, b)| d | (a ^ b));
+        let diff = mac
+            .iter()
+            .zip(want.iter())
+            .fold(0u8, |d, (a, b)| d | (a ^ b));
         (diff == 0).then(|| artifact.to_vec())
     }
 
@@ -169,7 +179,12 @@ impl Cache {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 
@@ -181,8 +196,17 @@ fn hmac(secret: &[u8; 32], key: &[u8], msg: &[u8]) -> [u8; 32] {
         ipad[i] = k[i] ^ 0x36;
         opad[i] = k[i] ^ 0x5c;
     }
-    let inner = Sha256::new().chain_update(ipad).chain_update(key).chain_update([0]).chain_update(msg).finalize();
-    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(key)
+        .chain_update([0])
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 fn hex(b: &[u8]) -> String {

@@ -19,7 +19,11 @@ pub(crate) struct MemoryExceeded {
 
 impl std::fmt::Display for MemoryExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "memory limit exceeded: the module asked for {} bytes, its cap is {} bytes", self.desired, self.limit)
+        write!(
+            f,
+            "memory limit exceeded: the module asked for {} bytes, its cap is {} bytes",
+            self.desired, self.limit
+        )
     }
 }
 
@@ -40,14 +44,27 @@ const LOG_PER_SECOND: u32 = 20;
 const LOG_MAX: usize = 4096;
 
 impl wasmtime::ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
-            return Err(wasmtime::Error::new(MemoryExceeded { limit: self.memory_limit, desired }));
+            return Err(wasmtime::Error::new(MemoryExceeded {
+                limit: self.memory_limit,
+                desired,
+            }));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -132,11 +149,20 @@ impl Live {
         let load = |m: String| Error::new(Kind::ModuleLoad, m);
         let mut store = Self::store(module, 64 << 20);
         store.set_epoch_deadline(ticks(Duration::from_secs(1)));
-        let inst = module.pre.instantiate(&mut store).map_err(|e| load(format!("cannot instantiate: {}", describe(&e))))?;
+        let inst = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| load(format!("cannot instantiate: {}", describe(&e))))?;
         let f = inst
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
             .map_err(|e| load(format!("{}: {e}", abi::EXPORT_ABI_VERSION)))?;
-        let v = f.call(&mut store, ()).map_err(|e| load(format!("{} failed: {}", abi::EXPORT_ABI_VERSION, describe(&e))))?;
+        let v = f.call(&mut store, ()).map_err(|e| {
+            load(format!(
+                "{} failed: {}",
+                abi::EXPORT_ABI_VERSION,
+                describe(&e)
+            ))
+        })?;
         Ok(v as u32)
     }
 
@@ -145,12 +171,16 @@ impl Live {
         let init_err = |m: String| Error::new(Kind::ModuleInit, format!("{}: {m}", module.name));
         let mut store = Self::store(module, config.memory_limit);
         store.set_epoch_deadline(ticks(config.deadline.max(Duration::from_secs(1))));
-        let inst = module.pre.instantiate(&mut store).map_err(|e| init_err(format!("cannot instantiate: {}", describe(&e))))?;
+        let inst = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| init_err(format!("cannot instantiate: {}", describe(&e))))?;
         let memory = inst
             .get_memory(&mut store, abi::EXPORT_MEMORY)
             .ok_or_else(|| init_err("no memory export".into()))?;
         let typed = |store: &mut Store<HostState>, name: &str| {
-            inst.get_typed_func::<i32, i32>(&mut *store, name).map_err(|e| init_err(format!("{name}: {e}")))
+            inst.get_typed_func::<i32, i32>(&mut *store, name)
+                .map_err(|e| init_err(format!("{name}: {e}")))
         };
         let alloc = inst
             .get_typed_func::<(i32, i32), i32>(&mut store, abi::EXPORT_ALLOC)
@@ -160,7 +190,8 @@ impl Live {
             let f = inst
                 .get_typed_func::<(), ()>(&mut store, abi::EXPORT_WASI_INITIALIZE)
                 .map_err(|e| init_err(format!("_initialize: {e}")))?;
-            f.call(&mut store, ()).map_err(|e| init_err(format!("_initialize failed: {}", describe(&e))))?;
+            f.call(&mut store, ())
+                .map_err(|e| init_err(format!("_initialize failed: {}", describe(&e))))?;
         }
         let mut live = Live {
             store,
@@ -177,30 +208,51 @@ impl Live {
             let init = typed(&mut live.store, abi::EXPORT_INIT)?;
             let size = 20 + params.len();
             let p = live.alloc(size).map_err(|e| init_err(e.to_string()))?;
-            let block = abi::InitBlock { abi_version: abi::ABI_VERSION, params_ptr: p + 20, params_len: params.len() as u32, message_ptr: 0, message_len: 0 };
+            let block = abi::InitBlock {
+                abi_version: abi::ABI_VERSION,
+                params_ptr: p + 20,
+                params_len: params.len() as u32,
+                message_ptr: 0,
+                message_len: 0,
+            };
             let mut bytes = Vec::with_capacity(size);
             for w in [block.abi_version, block.params_ptr, block.params_len, 0, 0] {
                 bytes.extend_from_slice(&w.to_le_bytes());
             }
             bytes.extend_from_slice(params);
             live.write(p, &bytes).map_err(|e| init_err(e.to_string()))?;
-            let status = init.call(&mut live.store, p as i32).map_err(|e| init_err(format!("sluicebox_init failed: {}", describe(&e))))?;
+            let status = init
+                .call(&mut live.store, p as i32)
+                .map_err(|e| init_err(format!("sluicebox_init failed: {}", describe(&e))))?;
             if status != abi::STATUS_OK {
-                let msg = live.message(p + 12).unwrap_or_else(|e| format!("(unreadable message: {e})"));
+                let msg = live
+                    .message(p + 12)
+                    .unwrap_or_else(|e| format!("(unreadable message: {e})"));
                 let code = abi::ErrorCode::from_i32(status).map_or("unknown status", |c| c.name());
-                return Err(init_err(format!("rejected its configuration ({status}, {code}): {msg}")));
+                return Err(init_err(format!(
+                    "rejected its configuration ({status}, {code}): {msg}"
+                )));
             }
         }
         if module.has_fields {
             let f = inst
                 .get_typed_func::<(), i32>(&mut live.store, abi::EXPORT_FIELDS)
                 .map_err(|e| init_err(format!("{}: {e}", abi::EXPORT_FIELDS)))?;
-            let p = f.call(&mut live.store, ()).map_err(|e| init_err(format!("sluicebox_fields failed: {}", describe(&e))))?;
-            let decl = live.read(p as u32, 12).map_err(|e| init_err(format!("sluicebox_fields: {e}")))?;
+            let p = f
+                .call(&mut live.store, ())
+                .map_err(|e| init_err(format!("sluicebox_fields failed: {}", describe(&e))))?;
+            let decl = live
+                .read(p as u32, 12)
+                .map_err(|e| init_err(format!("sluicebox_fields: {e}")))?;
             let w = |o: usize| u32::from_le_bytes([decl[o], decl[o + 1], decl[o + 2], decl[o + 3]]);
             let (pp, pl, flags) = (w(0), w(4), w(8));
-            let paths = live.read(pp, pl as usize).map_err(|e| init_err(format!("sluicebox_fields paths: {e}")))?;
-            live.projection = Some(Projection::parse(&paths, flags).map_err(|e| init_err(format!("sluicebox_fields: {e}")))?);
+            let paths = live
+                .read(pp, pl as usize)
+                .map_err(|e| init_err(format!("sluicebox_fields paths: {e}")))?;
+            live.projection = Some(
+                Projection::parse(&paths, flags)
+                    .map_err(|e| init_err(format!("sluicebox_fields: {e}")))?,
+            );
         }
         live.store.set_epoch_deadline(live.deadline_ticks);
         Ok(live)
@@ -214,7 +266,12 @@ impl Live {
             .checked_add(len)
             .and_then(|end| data.get(start..end))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| format!("range {start:#x}+{len} is outside guest memory ({} bytes)", data.len()))
+            .ok_or_else(|| {
+                format!(
+                    "range {start:#x}+{len} is outside guest memory ({} bytes)",
+                    data.len()
+                )
+            })
     }
 
     fn write(&mut self, ptr: u32, bytes: &[u8]) -> std::result::Result<(), String> {
@@ -225,7 +282,12 @@ impl Live {
             .checked_add(bytes.len())
             .and_then(|end| data.get_mut(start..end))
             .map(|d| d.copy_from_slice(bytes))
-            .ok_or_else(|| format!("range {start:#x}+{} is outside guest memory ({len} bytes)", bytes.len()))
+            .ok_or_else(|| {
+                format!(
+                    "range {start:#x}+{} is outside guest memory ({len} bytes)",
+                    bytes.len()
+                )
+            })
     }
 
     /// Reads the `(ptr, len)` message pair at `at` and checks it is UTF-8.
@@ -242,7 +304,11 @@ impl Live {
 
     /// Calls the guest allocator and checks the result.
     fn alloc(&mut self, size: usize) -> Result<u32> {
-        let size32 = i32::try_from(size).map_err(|_| Error::filter_failed(format!("batch of {size} bytes is too large for a 32-bit guest")))?;
+        let size32 = i32::try_from(size).map_err(|_| {
+            Error::filter_failed(format!(
+                "batch of {size} bytes is too large for a 32-bit guest"
+            ))
+        })?;
         let p = self.alloc.call(&mut self.store, (size32, 8)).map_err(|e| {
             self.poisoned = true;
             Error::filter_failed(format!("sluicebox_alloc({size}) failed: {}", describe(&e)))
@@ -250,7 +316,9 @@ impl Live {
         let p = p as u32;
         let mem = self.memory.data_size(&self.store);
         if p == 0 {
-            return Err(Error::filter_failed(format!("sluicebox_alloc({size}) returned 0 (out of memory)")));
+            return Err(Error::filter_failed(format!(
+                "sluicebox_alloc({size}) returned 0 (out of memory)"
+            )));
         }
         if p % 8 != 0 || (p as usize).checked_add(size).is_none_or(|end| end > mem) {
             return Err(Error::filter_failed(format!(
@@ -261,7 +329,13 @@ impl Live {
     }
 
     /// One batch call: marshal, call with a deadline, check and copy the answer.
-    pub(crate) fn call(&mut self, events: &Events<'_>, decisions: &mut Decisions, scratch: &mut Scratch, config: &WasmConfig) -> Result<()> {
+    pub(crate) fn call(
+        &mut self,
+        events: &Events<'_>,
+        decisions: &mut Decisions,
+        scratch: &mut Scratch,
+        config: &WasmConfig,
+    ) -> Result<()> {
         let n = events.len();
         let layout = scratch.build(events, self.projection.as_ref());
         let need = layout.total;
@@ -275,7 +349,9 @@ impl Live {
             let mem = self.memory.data_mut(&mut self.store);
             let region = mem
                 .get_mut(base as usize..base as usize + need)
-                .ok_or_else(|| Error::filter_failed("bad result: the batch buffer no longer fits guest memory"))?;
+                .ok_or_else(|| {
+                    Error::filter_failed("bad result: the batch buffer no longer fits guest memory")
+                })?;
             marshal::write(region, base, scratch, &layout, events);
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
@@ -287,33 +363,53 @@ impl Live {
             }
         };
         if status != abi::STATUS_OK {
-            let msg = self.message(base + abi::HEADER_OUT_OFFSET + 12).unwrap_or_else(|e| format!("(unreadable message: {e})"));
+            let msg = self
+                .message(base + abi::HEADER_OUT_OFFSET + 12)
+                .unwrap_or_else(|e| format!("(unreadable message: {e})"));
             let code = abi::ErrorCode::from_i32(status).map_or("unknown status", |c| c.name());
-            return Err(Error::filter_failed(format!("module returned {status} ({code}): {msg}")));
+            return Err(Error::filter_failed(format!(
+                "module returned {status} ({code}): {msg}"
+            )));
         }
-        let out = self.read(base + abi::HEADER_OUT_OFFSET, 12).map_err(Error::filter_failed)?;
+        let out = self
+            .read(base + abi::HEADER_OUT_OFFSET, 12)
+            .map_err(Error::filter_failed)?;
         let w = |o: usize| u32::from_le_bytes([out[o], out[o + 1], out[o + 2], out[o + 3]]);
         let (vp, rp, rl) = (w(0), w(4), w(8) as usize);
         let mem = self.memory.data(&self.store);
         let bad = |what: &str, p: u32, l: usize| {
-            Error::filter_failed(format!("bad result: {what} at {p:#x}+{l} is outside guest memory ({} bytes)", mem.len()))
+            Error::filter_failed(format!(
+                "bad result: {what} at {p:#x}+{l} is outside guest memory ({} bytes)",
+                mem.len()
+            ))
         };
         decisions.verdicts.clear();
         if vp == 0 {
             decisions.verdicts.resize(n, abi::Verdict::Keep as u8);
         } else {
-            let v = (vp as usize).checked_add(n).and_then(|e| mem.get(vp as usize..e)).ok_or_else(|| bad("verdicts", vp, n))?;
+            let v = (vp as usize)
+                .checked_add(n)
+                .and_then(|e| mem.get(vp as usize..e))
+                .ok_or_else(|| bad("verdicts", vp, n))?;
             decisions.verdicts.extend_from_slice(v);
         }
         decisions.records.clear();
         if rl > 0 {
             if rl > config.max_records_bytes {
-                return Err(Error::filter_failed(format!("bad result: {rl} bytes of records exceed the cap of {}", config.max_records_bytes)));
+                return Err(Error::filter_failed(format!(
+                    "bad result: {rl} bytes of records exceed the cap of {}",
+                    config.max_records_bytes
+                )));
             }
             if rp == 0 {
-                return Err(Error::filter_failed("bad result: records_len is set but records_ptr is 0"));
+                return Err(Error::filter_failed(
+                    "bad result: records_len is set but records_ptr is 0",
+                ));
             }
-            let r = (rp as usize).checked_add(rl).and_then(|e| mem.get(rp as usize..e)).ok_or_else(|| bad("records", rp, rl))?;
+            let r = (rp as usize)
+                .checked_add(rl)
+                .and_then(|e| mem.get(rp as usize..e))
+                .ok_or_else(|| bad("records", rp, rl))?;
             decisions.records.extend_from_slice(r);
         }
         Ok(())
@@ -322,7 +418,10 @@ impl Live {
 
 fn describe_with_deadline(e: &wasmtime::Error, config: &WasmConfig) -> String {
     if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
-        return format!("deadline exceeded: the batch call ran longer than {:?}", config.deadline);
+        return format!(
+            "deadline exceeded: the batch call ran longer than {:?}",
+            config.deadline
+        );
     }
     describe(e)
 }
@@ -337,7 +436,9 @@ pub(crate) fn describe(e: &wasmtime::Error) -> String {
     if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
         return match t {
             wasmtime::Trap::Interrupt => "deadline exceeded".into(),
-            wasmtime::Trap::StackOverflow => "stack overflow: the module exceeded the wasm stack limit".into(),
+            wasmtime::Trap::StackOverflow => {
+                "stack overflow: the module exceeded the wasm stack limit".into()
+            }
             t => format!("trap: {t}"),
         };
     }

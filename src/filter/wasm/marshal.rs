@@ -24,14 +24,25 @@ impl Projection {
             return Err(format!("unknown flags {flags:#x}"));
         }
         let text = std::str::from_utf8(list).map_err(|e| format!("paths are not UTF-8: {e}"))?;
-        let paths: Vec<Vec<u8>> = if text.is_empty() { Vec::new() } else { text.split('\n').map(|p| p.as_bytes().to_vec()).collect() };
+        let paths: Vec<Vec<u8>> = if text.is_empty() {
+            Vec::new()
+        } else {
+            text.split('\n').map(|p| p.as_bytes().to_vec()).collect()
+        };
         if paths.len() > abi::MAX_FIELDS {
-            return Err(format!("{} paths declared; at most {} are allowed", paths.len(), abi::MAX_FIELDS));
+            return Err(format!(
+                "{} paths declared; at most {} are allowed",
+                paths.len(),
+                abi::MAX_FIELDS
+            ));
         }
         if let Some(i) = paths.iter().position(|p| p.is_empty()) {
             return Err(format!("path {i} is empty"));
         }
-        Ok(Projection { paths, raw: flags & abi::FIELDS_RAW != 0 })
+        Ok(Projection {
+            paths,
+            raw: flags & abi::FIELDS_RAW != 0,
+        })
     }
 }
 
@@ -74,14 +85,22 @@ impl Scratch {
             let bytes = e.bytes();
             let s = e.structurals();
             let node_start = self.nodes.len() as u32;
-            let (raw_start, raw_len) = if raw { (raw_off, bytes.len() as u32) } else { (0, 0) };
+            let (raw_start, raw_len) = if raw {
+                (raw_off, bytes.len() as u32)
+            } else {
+                (0, 0)
+            };
             match projection {
                 Some(p) => {
                     for path in &p.paths {
                         let mut node = abi::Node::default();
                         if let Some(f) = index::lookup(bytes, s, path) {
                             node.kind = f.kind;
-                            node.flags = if f.escaped { abi::FLAG_VALUE_ESCAPED } else { 0 };
+                            node.flags = if f.escaped {
+                                abi::FLAG_VALUE_ESCAPED
+                            } else {
+                                0
+                            };
                             node.value_len = f.raw.len() as u32;
                             node.value_start = if raw {
                                 raw_start + f.start
@@ -108,8 +127,21 @@ impl Scratch {
         let events_off = 64;
         let nodes_off = events_off + n * 16;
         let data_off = abi::pad4(nodes_off + self.nodes.len() * 24).next_multiple_of(8);
-        let data_len = if raw { raw_off as usize } else { self.values.len() };
-        Layout { total: data_off + data_len, events_off, nodes_off, data_off, data_len, flags, field_count, raw }
+        let data_len = if raw {
+            raw_off as usize
+        } else {
+            self.values.len()
+        };
+        Layout {
+            total: data_off + data_len,
+            events_off,
+            nodes_off,
+            data_off,
+            data_len,
+            flags,
+            field_count,
+            raw,
+        }
     }
 }
 
@@ -119,7 +151,13 @@ fn put(region: &mut [u8], at: usize, v: u32) {
 
 /// Writes the batch into `region` (the guest buffer, `layout.total` bytes at guest address
 /// `base`).
-pub(crate) fn write(region: &mut [u8], base: u32, scratch: &Scratch, layout: &Layout, events: &Events<'_>) {
+pub(crate) fn write(
+    region: &mut [u8],
+    base: u32,
+    scratch: &Scratch,
+    layout: &Layout,
+    events: &Events<'_>,
+) {
     let n = scratch.entries.len() as u32;
     let header = [
         abi::ABI_VERSION,

@@ -56,10 +56,22 @@ impl WasmModule {
     /// module, a missing or mistyped export, an import sluicebox does not provide, or an ABI
     /// version this host does not speak.
     pub fn from_file(path: &Path, cache_dir: Option<&Path>) -> Result<Arc<WasmModule>> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::new(Kind::ModuleLoad, format!("{}: cannot read: {e}", path.display())).with_source(e))?;
-        let name = path.file_stem().map_or_else(|| "module".into(), |s| s.to_string_lossy().into_owned());
-        Self::from_bytes(&name, &bytes, cache_dir).map_err(|e| Error::new(Kind::ModuleLoad, format!("{}: {}", path.display(), e.message())))
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::new(
+                Kind::ModuleLoad,
+                format!("{}: cannot read: {e}", path.display()),
+            )
+            .with_source(e)
+        })?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "module".into(), |s| s.to_string_lossy().into_owned());
+        Self::from_bytes(&name, &bytes, cache_dir).map_err(|e| {
+            Error::new(
+                Kind::ModuleLoad,
+                format!("{}: {}", path.display(), e.message()),
+            )
+        })
     }
 
     /// Compiles and checks a module from memory (binary or text). `name` appears in dead
@@ -67,18 +79,29 @@ impl WasmModule {
     ///
     /// # Errors
     /// As [`WasmModule::from_file`].
-    pub fn from_bytes(name: &str, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Arc<WasmModule>> {
+    pub fn from_bytes(
+        name: &str,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> Result<Arc<WasmModule>> {
         let load = |m: String| Error::new(Kind::ModuleLoad, m);
-        let is_text = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b == b'(' || b == b';');
+        let is_text = bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'(' || b == b';');
         if !is_text && !bytes.starts_with(b"\0asm") {
-            return Err(load("not a wasm module: bad magic (expected \\0asm or WAT text)".into()));
+            return Err(load(
+                "not a wasm module: bad magic (expected \\0asm or WAT text)".into(),
+            ));
         }
         let engine = Engine::global()?;
         let module = engine.compile(bytes, cache_dir)?;
         check_imports(&module)?;
         let exports = check_exports(&module)?;
         let linker = host::linker(engine.wasmtime())?;
-        let pre = linker.instantiate_pre(&module).map_err(|e| load(format!("cannot link: {e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| load(format!("cannot link: {e:#}")))?;
         let m = WasmModule {
             name: name.to_string(),
             pre,
@@ -91,7 +114,11 @@ impl WasmModule {
         if !abi::SUPPORTED_VERSIONS.contains(&version) {
             return Err(load(format!(
                 "module speaks sluicebox ABI version {version}; this host speaks version{} {:?}",
-                if abi::SUPPORTED_VERSIONS.len() > 1 { "s" } else { "" },
+                if abi::SUPPORTED_VERSIONS.len() > 1 {
+                    "s"
+                } else {
+                    ""
+                },
                 abi::SUPPORTED_VERSIONS
             )));
         }
@@ -125,7 +152,9 @@ fn check_exports(module: &wasmtime::Module) -> Result<Exports> {
     };
     let want = |name: &str, params: usize, results: usize, required: bool| -> Result<bool> {
         match func(name) {
-            None if module.get_export(name).is_some() => Err(load(format!("export `{name}` must be a function"))),
+            None if module.get_export(name).is_some() => {
+                Err(load(format!("export `{name}` must be a function")))
+            }
             None if required => Err(load(format!(
                 "missing export `{name}`: a sluicebox filter exports memory, {}, {} and {} (see docs/abi.md)",
                 abi::EXPORT_ABI_VERSION,
@@ -154,8 +183,17 @@ fn check_exports(module: &wasmtime::Module) -> Result<Exports> {
     };
     match module.get_export(abi::EXPORT_MEMORY) {
         Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => {}
-        Some(ExternType::Memory(_)) => return Err(load("export `memory` must be a 32-bit, unshared memory".into())),
-        _ => return Err(load("missing export `memory`: the host places batches in the guest's exported memory".into())),
+        Some(ExternType::Memory(_)) => {
+            return Err(load(
+                "export `memory` must be a 32-bit, unshared memory".into(),
+            ));
+        }
+        _ => {
+            return Err(load(
+                "missing export `memory`: the host places batches in the guest's exported memory"
+                    .into(),
+            ));
+        }
     }
     want(abi::EXPORT_ABI_VERSION, 0, 1, true)?;
     want(abi::EXPORT_ALLOC, 2, 1, true)?;
@@ -163,7 +201,11 @@ fn check_exports(module: &wasmtime::Module) -> Result<Exports> {
     let init = want(abi::EXPORT_INIT, 1, 1, false)?;
     let fields = want(abi::EXPORT_FIELDS, 0, 1, false)?;
     let initialize = want(abi::EXPORT_WASI_INITIALIZE, 0, 0, false)?;
-    Ok(Exports { init, fields, initialize })
+    Ok(Exports {
+        init,
+        fields,
+        initialize,
+    })
 }
 
 fn check_imports(module: &wasmtime::Module) -> Result<()> {
@@ -227,14 +269,23 @@ impl WasmConfig {
     /// fails or the module rejects its parameters (with the module's message).
     pub fn build(&self, module: &Arc<WasmModule>) -> Result<WasmFilter> {
         if self.memory_limit > MAX_MEMORY_LIMIT || self.memory_limit < 65536 {
-            return Err(Error::config(format!("memory_limit must be 64 KiB..={MAX_MEMORY_LIMIT} bytes")));
+            return Err(Error::config(format!(
+                "memory_limit must be 64 KiB..={MAX_MEMORY_LIMIT} bytes"
+            )));
         }
         if self.deadline.is_zero() {
             return Err(Error::config("deadline must be positive"));
         }
-        let params = serde_json::to_vec(&self.params).map_err(|e| Error::config(format!("params: {e}")))?;
+        let params =
+            serde_json::to_vec(&self.params).map_err(|e| Error::config(format!("params: {e}")))?;
         let live = Live::new(module, self, &params)?;
-        Ok(WasmFilter { module: module.clone(), config: self.clone(), params, live: Some(live), marshal: Default::default() })
+        Ok(WasmFilter {
+            module: module.clone(),
+            config: self.clone(),
+            params,
+            live: Some(live),
+            marshal: Default::default(),
+        })
     }
 }
 
@@ -263,7 +314,12 @@ impl WasmFilter {
     /// The paths the module declared, or `None` when it reads the full index.
     pub fn declared_fields(&self) -> Option<Vec<String>> {
         let live = self.live.as_ref()?;
-        live.projection.as_ref().map(|p| p.paths.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect())
+        live.projection.as_ref().map(|p| {
+            p.paths
+                .iter()
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect()
+        })
     }
 }
 
@@ -276,7 +332,9 @@ impl Filter for WasmFilter {
         if self.live.is_none() {
             self.live = Some(Live::new(&self.module, &self.config, &self.params)?);
         }
-        let Some(live) = self.live.as_mut() else { unreachable!("instantiated above") };
+        let Some(live) = self.live.as_mut() else {
+            unreachable!("instantiated above")
+        };
         match live.call(events, decisions, &mut self.marshal, &self.config) {
             Ok(()) => Ok(()),
             Err(e) => {
