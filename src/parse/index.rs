@@ -93,46 +93,6 @@ fn trim_end(bytes: &[u8], start: usize, next: usize) -> usize {
     end
 }
 
-/// The value starting at structural `vi`: `(kind, byte start, byte end, next structural index)`.
-#[inline]
-pub(crate) fn value_at(bytes: &[u8], s: &[u32], vi: usize) -> Option<(u8, usize, usize, usize)> {
-    let start = *s.get(vi)? as usize;
-    let c = *bytes.get(start)?;
-    match c {
-        b'{' | b'[' => {
-            let mut depth = 1usize;
-            let mut j = vi + 1;
-            while depth > 0 {
-                match *bytes.get(*s.get(j)? as usize)? {
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => depth -= 1,
-                    _ => {}
-                }
-                j += 1;
-            }
-            let end = s[j - 1] as usize + 1;
-            let kind = if c == b'{' {
-                abi::KIND_OBJECT
-            } else {
-                abi::KIND_ARRAY
-            };
-            Some((kind, start, end, j))
-        }
-        _ => {
-            let next = s.get(vi + 1).map_or(bytes.len(), |&p| p as usize);
-            let end = trim_end(bytes, start, next);
-            let kind = match c {
-                b'"' => abi::KIND_STRING,
-                b't' => abi::KIND_TRUE,
-                b'f' => abi::KIND_FALSE,
-                b'n' => abi::KIND_NULL,
-                _ => abi::KIND_NUMBER,
-            };
-            Some((kind, start, end, vi + 1))
-        }
-    }
-}
-
 /// Whether a raw key (between the quotes) equals `want` after JSON unescaping.
 #[inline]
 pub(crate) fn key_eq(raw: &[u8], want: &[u8]) -> bool {
@@ -141,10 +101,20 @@ pub(crate) fn key_eq(raw: &[u8], want: &[u8]) -> bool {
     if raw.len() <= want.len() {
         return raw == want;
     }
-    if memchr::memchr(b'\\', raw).is_none() {
+    if !has_backslash(raw) {
         return false;
     }
     key_eq_escaped(raw, want)
+}
+
+/// Whether `b` contains a backslash; a plain loop beats `memchr`'s setup on short keys
+/// and values.
+#[inline]
+fn has_backslash(b: &[u8]) -> bool {
+    if b.len() > 64 {
+        return memchr::memchr(b'\\', b).is_some();
+    }
+    b.iter().fold(false, |acc, &c| acc | (c == b'\\'))
 }
 
 #[cold]
@@ -170,36 +140,80 @@ pub(crate) struct Member {
 
 /// Calls `f` for each member of the object whose `{` is structural `oi`, in order; stops
 /// early when `f` returns false. Returns the structural index after the object's `}`.
+///
+/// `s` must be the structural positions of valid JSON `bytes` (as the parse stage and the
+/// scalar validator produce); on anything else this returns `None` rather than panic.
+#[inline]
 pub(crate) fn members(
     bytes: &[u8],
     s: &[u32],
     oi: usize,
     mut f: impl FnMut(Member) -> bool,
 ) -> Option<usize> {
-    if *bytes.get(*s.get(oi)? as usize)? != b'{' {
+    let at = |j: usize| -> Option<(usize, u8)> {
+        let p = *s.get(j)? as usize;
+        Some((p, *bytes.get(p)?))
+    };
+    if at(oi)?.1 != b'{' {
         return None;
     }
     let mut j = oi + 1;
-    if *bytes.get(*s.get(j)? as usize)? == b'}' {
+    if at(j)?.1 == b'}' {
         return Some(j + 1);
     }
     loop {
-        let ks = *s.get(j)? as usize;
-        let colon = *s.get(j + 1)? as usize;
-        let ke = trim_end(bytes, ks, colon);
-        let (kind, vs, ve, next) = value_at(bytes, s, j + 2)?;
+        let (ks, _) = at(j)?;
+        let (colon, _) = at(j + 1)?;
+        // Keys are almost always written `"key":` with no space before the colon.
+        let ke = if bytes.get(colon.wrapping_sub(1)) == Some(&b'"') {
+            colon
+        } else {
+            trim_end(bytes, ks, colon)
+        };
+        let vi = j + 2;
+        let (vs, c) = at(vi)?;
+        let (kind, ve, next) = match c {
+            b'{' | b'[' => {
+                let mut depth = 1usize;
+                let mut k = vi + 1;
+                while depth > 0 {
+                    match at(k)?.1 {
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                    k += 1;
+                }
+                let kind = if c == b'{' {
+                    abi::KIND_OBJECT
+                } else {
+                    abi::KIND_ARRAY
+                };
+                (kind, *s.get(k - 1)? as usize + 1, k)
+            }
+            _ => {
+                let np = s.get(vi + 1).map_or(bytes.len(), |&p| p as usize);
+                let ve = if c == b'"' && bytes.get(np.wrapping_sub(1)) == Some(&b'"') {
+                    np
+                } else {
+                    trim_end(bytes, vs, np)
+                };
+                (value_kind(c), ve, vi + 1)
+            }
+        };
         let m = Member {
             key: (ks + 1, ke.saturating_sub(1).max(ks + 1)),
-            vi: j + 2,
+            vi,
             kind,
             value: (vs, ve),
         };
         if !f(m) {
             return Some(next);
         }
-        match *bytes.get(*s.get(next)? as usize)? {
-            b',' => j = next + 1,
-            _ => return Some(next + 1),
+        if at(next)?.1 == b',' {
+            j = next + 1;
+        } else {
+            return Some(next + 1);
         }
     }
 }
@@ -366,7 +380,9 @@ pub(crate) fn full_index(
                 }
                 out.push(node);
                 let n = out.len() - first;
-                out.last_mut().map(|l| l.end = n as u32);
+                if let Some(l) = out.last_mut() {
+                    l.end = n as u32;
+                }
                 j += 1;
             }
         }

@@ -320,7 +320,7 @@ impl Live {
                 "sluicebox_alloc({size}) returned 0 (out of memory)"
             )));
         }
-        if p % 8 != 0 || (p as usize).checked_add(size).is_none_or(|end| end > mem) {
+        if !p.is_multiple_of(8) || (p as usize).checked_add(size).is_none_or(|end| end > mem) {
             return Err(Error::filter_failed(format!(
                 "bad result: sluicebox_alloc({size}, 8) returned {p:#x}, which is misaligned or outside guest memory ({mem} bytes)"
             )));
