@@ -53,6 +53,7 @@ pub mod batch;
 mod error;
 pub mod filter;
 pub mod frame;
+pub mod fuzzing;
 pub mod loggen;
 pub mod parse;
 pub mod pipeline;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sluicebox::wasm::{WasmModule, default_cache_dir};
+use sluicebox::wasm::{LoadOptions, WasmModule, default_cache_dir};
 use sluicebox::{Kind, Pipeline, PipelineConfig, Report, WasmConfig, WriterSink};
 
 /// The drop_debug filter in hand-written WAT, embedded so the demo runs on a fresh machine.
@@ -68,6 +68,10 @@ pub(crate) struct Tuning {
     /// Do not use the compiled-module cache.
     #[arg(long)]
     no_cache: bool,
+    /// Give modules a minimal WASI preview 1 (no files, network or environment; stdout and
+    /// stderr go to the log), for toolchains that need it (Go, C with libc).
+    #[arg(long)]
+    wasi: bool,
 }
 
 impl Tuning {
@@ -102,6 +106,13 @@ impl Tuning {
             None
         } else {
             default_cache_dir()
+        }
+    }
+
+    pub(crate) fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            cache_dir: self.cache_dir(),
+            wasi: self.wasi,
         }
     }
 }
@@ -243,9 +254,9 @@ pub(crate) fn load_modules(
     pipeline: &mut Pipeline,
 ) -> Result<(), Fail> {
     let config = tuning.wasm_config().map_err(Fail::usage)?;
-    let cache = tuning.cache_dir();
+    let options = tuning.load_options();
     for p in paths {
-        let module = WasmModule::from_file(p, cache.as_deref())?;
+        let module = WasmModule::load(p, &options)?;
         pipeline.push_filter(Box::new(config.build(&module)?));
     }
     Ok(())

@@ -281,3 +281,53 @@ fn the_documented_wat_example_runs() {
     assert_eq!(wasm_r.stats.filtered, nat_r.stats.filtered);
     assert!(wasm_r.stats.filtered > 1000);
 }
+
+/// A reactor-style guest that uses WASI (like Go or C with libc): `_initialize`, stdout,
+/// clock and random in init.
+const WASI_GUEST: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $ready (mut i32) (i32.const 0))
+  (data (i32.const 100) "hello from wasi\n")
+  (data (i32.const 200) "\64\00\00\00\10\00\00\00")
+  (func (export "_initialize")
+    (drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 300)))
+    (if (i32.ne (call $clock (i32.const 1) (i64.const 0) (i32.const 400)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (call $random (i32.const 500) (i32.const 16)) (i32.const 0)) (then unreachable))
+    ;; no filesystem: path_open must fail
+    (if (i32.eqz (call $open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 600))) (then unreachable))
+    (global.set $ready (i32.const 1)))
+  (func (export "sluicebox_abi_version") (result i32) (i32.const 1))
+  (func (export "sluicebox_alloc") (param i32 i32) (result i32) (i32.const 4096))
+  (func (export "sluicebox_filter") (param $h i32) (result i32)
+    (if (i32.eqz (global.get $ready)) (then unreachable))
+    (i32.store offset=36 (local.get $h) (i32.const 0))
+    (i32.const 0))
+)"#;
+
+#[test]
+fn wasi_is_refused_by_default_and_works_when_allowed() {
+    let e = sluicebox::wasm::WasmModule::from_bytes("w", WASI_GUEST.as_bytes(), None)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("WASI is off by default"), "{e}");
+    let options = sluicebox::wasm::LoadOptions {
+        wasi: true,
+        ..Default::default()
+    };
+    let m =
+        sluicebox::wasm::WasmModule::from_bytes_with("w", WASI_GUEST.as_bytes(), &options).unwrap();
+    let f = WasmConfig::default().build(&m).unwrap();
+    let (r, out, _) = run_with(PipelineConfig::default(), vec![Box::new(f)], b"{\"a\":1}\n");
+    assert_eq!(out, b"{\"a\":1}\n");
+    assert_eq!(r.stats.emitted, 1);
+    // An import outside WASI preview 1 is still refused.
+    let bad = WASI_GUEST.replace("\"path_open\"", "\"path_open_v2\"");
+    let e = sluicebox::wasm::WasmModule::from_bytes_with("w", bad.as_bytes(), &options)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not provided"), "{e}");
+}

@@ -36,6 +36,10 @@ pub(crate) struct HostState {
     log_count: u32,
     log_dropped: u64,
     module: String,
+    /// For WASI's monotonic clock.
+    pub(crate) started: Instant,
+    /// For WASI's `random_get` (not cryptographic).
+    pub(crate) rng: u64,
 }
 
 /// Log messages allowed per module instance per second; the rest are counted and dropped.
@@ -69,43 +73,63 @@ impl wasmtime::ResourceLimiter for HostState {
     }
 }
 
-/// The host functions every filter may import (only `sluicebox.log`).
-pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>> {
+/// Forwards one guest log line to `tracing`, at most [`LOG_PER_SECOND`] per instance per
+/// second; the rest are counted and reported once a second.
+pub(crate) fn log_line(st: &mut HostState, level: i32, msg: &str) {
+    let now = Instant::now();
+    if now.duration_since(st.log_window) >= Duration::from_secs(1) {
+        if st.log_dropped > 0 {
+            tracing::warn!(module = %st.module, dropped = st.log_dropped, "filter log messages dropped by the rate limit");
+        }
+        st.log_window = now;
+        st.log_count = 0;
+        st.log_dropped = 0;
+    }
+    if st.log_count >= LOG_PER_SECOND {
+        st.log_dropped += 1;
+        return;
+    }
+    st.log_count += 1;
+    let msg = &msg[..msg.floor_char_boundary(LOG_MAX)];
+    let module = &st.module;
+    match level {
+        0 => tracing::error!(module = %module, "{msg}"),
+        1 => tracing::warn!(module = %module, "{msg}"),
+        2 => tracing::info!(module = %module, "{msg}"),
+        _ => tracing::debug!(module = %module, "{msg}"),
+    }
+}
+
+/// The host functions a filter may import: `sluicebox.log`, plus WASI preview 1 when the
+/// module was loaded with WASI allowed.
+pub(crate) fn linker(engine: &wasmtime::Engine, wasi: bool) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     linker
-        .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
-            let now = Instant::now();
-            let st = caller.data_mut();
-            if now.duration_since(st.log_window) >= Duration::from_secs(1) {
-                if st.log_dropped > 0 {
-                    tracing::warn!(module = %st.module, dropped = st.log_dropped, "filter log messages dropped by the rate limit");
-                }
-                st.log_window = now;
-                st.log_count = 0;
-                st.log_dropped = 0;
-            }
-            if st.log_count >= LOG_PER_SECOND {
-                st.log_dropped += 1;
-                return;
-            }
-            st.log_count += 1;
-            let Some(mem) = caller.get_export(abi::EXPORT_MEMORY).and_then(|e| e.into_memory()) else { return };
-            let data = mem.data(&caller);
-            let (p, l) = (ptr as u32 as usize, (len as u32 as usize).min(LOG_MAX));
-            let Some(bytes) = p.checked_add(l).and_then(|end| data.get(p..end)) else {
-                tracing::warn!(module = %caller.data().module, "filter log call with an out-of-bounds message");
-                return;
-            };
-            let msg = String::from_utf8_lossy(bytes);
-            let module = &caller.data().module;
-            match level {
-                0 => tracing::error!(module = %module, "{msg}"),
-                1 => tracing::warn!(module = %module, "{msg}"),
-                2 => tracing::info!(module = %module, "{msg}"),
-                _ => tracing::debug!(module = %module, "{msg}"),
-            }
-        })
+        .func_wrap(
+            abi::IMPORT_MODULE,
+            abi::IMPORT_LOG,
+            |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+                let Some(mem) = caller
+                    .get_export(abi::EXPORT_MEMORY)
+                    .and_then(|e| e.into_memory())
+                else {
+                    return;
+                };
+                let (p, l) = (ptr as u32 as usize, (len as u32 as usize).min(LOG_MAX));
+                let msg = match p
+                    .checked_add(l)
+                    .and_then(|end| mem.data(&caller).get(p..end))
+                {
+                    Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    None => "(log call with an out-of-bounds message)".to_string(),
+                };
+                log_line(caller.data_mut(), level, &msg);
+            },
+        )
         .map_err(|e| Error::new(Kind::Config, format!("defining host functions: {e}")))?;
+    if wasi {
+        super::wasi::add_to_linker(&mut linker)?;
+    }
     Ok(linker)
 }
 
@@ -137,6 +161,8 @@ impl Live {
             log_count: 0,
             log_dropped: 0,
             module: module.name.clone(),
+            started: Instant::now(),
+            rng: 0x2545_F491_4F6C_DD1D ^ (std::ptr::from_ref(module) as u64),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| s);

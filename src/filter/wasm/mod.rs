@@ -11,6 +11,7 @@
 mod engine;
 mod host;
 mod marshal;
+mod wasi;
 
 pub use engine::{EPOCH_TICK, Engine, MAX_MEMORY_LIMIT, MAX_WASM_STACK, default_cache_dir};
 
@@ -39,13 +40,16 @@ pub struct WasmModule {
     has_initialize: bool,
 }
 
-/// Where to load a module from and how to compile it.
+/// How to load a module. Plain data; the defaults compile every time and allow no WASI.
 #[derive(Clone, Debug, Default)]
-pub struct ModuleSource {
-    /// A `.wasm` or `.wat` file.
-    pub path: PathBuf,
-    /// Cache directory for compiled artifacts; `None` compiles every time.
+pub struct LoadOptions {
+    /// Cache directory for compiled artifacts ([`default_cache_dir`] is a good choice);
+    /// `None` compiles every time. Only files the cache itself wrote are ever loaded.
     pub cache_dir: Option<PathBuf>,
+    /// Provide a minimal WASI preview 1 (no filesystem, network, environment or arguments;
+    /// stdout and stderr go to the log) for toolchains that need it, such as Go or C with
+    /// libc. Default: false, and a module importing WASI is refused.
+    pub wasi: bool,
 }
 
 impl WasmModule {
@@ -56,6 +60,20 @@ impl WasmModule {
     /// module, a missing or mistyped export, an import sluicebox does not provide, or an ABI
     /// version this host does not speak.
     pub fn from_file(path: &Path, cache_dir: Option<&Path>) -> Result<Arc<WasmModule>> {
+        Self::load(
+            path,
+            &LoadOptions {
+                cache_dir: cache_dir.map(Path::to_path_buf),
+                wasi: false,
+            },
+        )
+    }
+
+    /// Loads the module at `path` with `options`.
+    ///
+    /// # Errors
+    /// As [`WasmModule::from_file`].
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Arc<WasmModule>> {
         let bytes = std::fs::read(path).map_err(|e| {
             Error::new(
                 Kind::ModuleLoad,
@@ -66,12 +84,8 @@ impl WasmModule {
         let name = path
             .file_stem()
             .map_or_else(|| "module".into(), |s| s.to_string_lossy().into_owned());
-        Self::from_bytes(&name, &bytes, cache_dir).map_err(|e| {
-            Error::new(
-                Kind::ModuleLoad,
-                format!("{}: {}", path.display(), e.message()),
-            )
-        })
+        Self::from_bytes_with(&name, &bytes, options)
+            .map_err(|e| Error::new(e.kind(), format!("{}: {}", path.display(), e.message())))
     }
 
     /// Compiles and checks a module from memory (binary or text). `name` appears in dead
@@ -84,6 +98,25 @@ impl WasmModule {
         bytes: &[u8],
         cache_dir: Option<&Path>,
     ) -> Result<Arc<WasmModule>> {
+        Self::from_bytes_with(
+            name,
+            bytes,
+            &LoadOptions {
+                cache_dir: cache_dir.map(Path::to_path_buf),
+                wasi: false,
+            },
+        )
+    }
+
+    /// Compiles and checks a module from memory with `options`.
+    ///
+    /// # Errors
+    /// As [`WasmModule::from_file`].
+    pub fn from_bytes_with(
+        name: &str,
+        bytes: &[u8],
+        options: &LoadOptions,
+    ) -> Result<Arc<WasmModule>> {
         let load = |m: String| Error::new(Kind::ModuleLoad, m);
         let is_text = bytes
             .iter()
@@ -95,10 +128,10 @@ impl WasmModule {
             ));
         }
         let engine = Engine::global()?;
-        let module = engine.compile(bytes, cache_dir)?;
-        check_imports(&module)?;
+        let module = engine.compile(bytes, options.cache_dir.as_deref())?;
+        check_imports(&module, options.wasi)?;
         let exports = check_exports(&module)?;
-        let linker = host::linker(engine.wasmtime())?;
+        let linker = host::linker(engine.wasmtime(), options.wasi)?;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| load(format!("cannot link: {e:#}")))?;
@@ -208,23 +241,31 @@ fn check_exports(module: &wasmtime::Module) -> Result<Exports> {
     })
 }
 
-fn check_imports(module: &wasmtime::Module) -> Result<()> {
+fn check_imports(module: &wasmtime::Module, wasi_allowed: bool) -> Result<()> {
     for imp in module.imports() {
-        let ok = imp.module() == abi::IMPORT_MODULE && imp.name() == abi::IMPORT_LOG;
+        let ok = (imp.module() == abi::IMPORT_MODULE && imp.name() == abi::IMPORT_LOG)
+            || (wasi_allowed && imp.module() == wasi::MODULE && wasi::provides(imp.name()));
         if !ok {
-            let hint = if imp.module().starts_with("wasi") {
-                "; WASI is not provided to filters: build for a freestanding target (e.g. wasm32-unknown-unknown)"
+            let hint = if imp.module() == wasi::MODULE && !wasi_allowed {
+                "; WASI is off by default: allow it for this filter (--wasi, LoadOptions::wasi) or build for a freestanding target"
+            } else if imp.module() == wasi::MODULE {
+                "; that WASI preview 1 function is not provided"
             } else {
                 ""
             };
             return Err(Error::new(
                 Kind::ModuleLoad,
                 format!(
-                    "unknown import `{}.{}`: sluicebox provides only `{}.{}`{hint}",
+                    "unknown import `{}.{}`: sluicebox provides only `{}.{}`{}{hint}",
                     imp.module(),
                     imp.name(),
                     abi::IMPORT_MODULE,
-                    abi::IMPORT_LOG
+                    abi::IMPORT_LOG,
+                    if wasi_allowed {
+                        " and WASI preview 1"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
