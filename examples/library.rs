@@ -24,7 +24,8 @@ fn main() -> Result<(), sluicebox::Error> {
 
     let mut out = Vec::new();
     let mut dead = CollectSink::new();
-    let report = pipeline.run_with_dead_letter(input.as_bytes(), WriterSink::new(&mut out), &mut dead)?;
+    let report =
+        pipeline.run_with_dead_letter(input.as_bytes(), WriterSink::new(&mut out), &mut dead)?;
 
     print!("{}", String::from_utf8_lossy(&out));
     for (dl, _, _) in &dead.events {

@@ -1,29 +1,207 @@
 #!/usr/bin/env bash
-# Builds the Rust example guests as wasm modules into target/guests/rust/<name>.wasm.
+# Builds the example guests of every guest SDK into target/guests/<language>/<name>.wasm,
+# installing any missing guest toolchain first.
 #
-# Uses the workspace's `guest` profile (size-optimised, LTO, panic = abort) and the
-# wasm32-unknown-unknown target, which rust-toolchain.toml installs. Works from any directory.
+#     bash scripts/build-guests.sh                  # every language
+#     bash scripts/build-guests.sh c zig            # only these: rust c zig assemblyscript
+#
+# Toolchains (checked first, installed only when missing; a failed install stops the script
+# with a non-zero status, a language is never skipped):
+#   rust            the wasm32 targets of rust-toolchain.toml (`rustup target add` when missing)
+#   c               clang + lld (apt-get; runs apt-get update once)
+#   zig             Zig 0.17.1 from PyPI (`python3 -m pip install ziglang==0.17.1`)
+#   assemblyscript  assemblyscript 0.28.20 from guest-sdk/assemblyscript/package-lock.json
+#                   (`npm ci`; needs Node.js >= 20)
+#
+# Every C, Zig and AssemblyScript module is then checked by scripts/check-guest.py: the ABI
+# exports and `memory` only, no imports. Works from any directory; apt-get needs root (or sudo).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-# Every crate under guest-sdk/rust/examples/<name> is the package guest-<name with - for _>.
-names=()
-packages=()
-for manifest in guest-sdk/rust/examples/*/Cargo.toml; do
-    name="$(basename "$(dirname "$manifest")")"
-    names+=("$name")
-    packages+=(-p "guest-${name//_/-}")
+all_languages=(rust c zig assemblyscript)
+zig_version=0.17.1
+node_major_min=20
+
+die() {
+    echo "build-guests: error: $*" >&2
+    exit 1
+}
+
+languages=("$@")
+if [ ${#languages[@]} -eq 0 ]; then
+    languages=("${all_languages[@]}")
+fi
+for lang in "${languages[@]}"; do
+    case " ${all_languages[*]} " in
+    *" $lang "*) ;;
+    *) die "unknown language '$lang' (expected some of: ${all_languages[*]})" ;;
+    esac
 done
 
-cargo build --profile guest --target wasm32-unknown-unknown "${packages[@]}"
-
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-out="$target_dir/guests/rust"
-mkdir -p "$out"
-for name in "${names[@]}"; do
-    src="$target_dir/wasm32-unknown-unknown/guest/guest_${name}.wasm"
-    cp "$src" "$out/$name.wasm"
-    printf '%8d bytes  %s\n' "$(stat -c %s "$out/$name.wasm")" "$out/$name.wasm"
+# Sizes of every module built, printed at the end.
+built=()
+
+# ---- Toolchain installs --------------------------------------------------------------------
+
+apt_updated=0
+apt_install() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "installing $* needs root (apt-get) and there is no sudo"
+        sudo=(sudo)
+    fi
+    command -v apt-get >/dev/null || die "installing $* needs apt-get (Debian/Ubuntu); install it by hand"
+    if [ "$apt_updated" -eq 0 ]; then
+        echo "build-guests: apt-get update" >&2
+        "${sudo[@]}" apt-get update -q || die "apt-get update failed"
+        apt_updated=1
+    fi
+    echo "build-guests: apt-get install $*" >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" || die "apt-get install $* failed"
+}
+
+ensure_clang() {
+    if ! command -v clang >/dev/null || ! command -v wasm-ld >/dev/null; then
+        apt_install clang lld
+    fi
+    command -v clang >/dev/null || die "clang is still missing after installing it"
+    command -v wasm-ld >/dev/null || die "wasm-ld (lld) is still missing after installing it"
+}
+
+zig() {
+    ZIG_GLOBAL_CACHE_DIR="$target_dir/zig-cache" ZIG_LOCAL_CACHE_DIR="$target_dir/zig-cache" \
+        python3 -m ziglang "$@"
+}
+
+ensure_zig() {
+    command -v python3 >/dev/null || apt_install python3 python3-pip
+    local have=""
+    if python3 -c 'import ziglang' 2>/dev/null; then
+        have="$(zig version)"
+    fi
+    if [ "$have" != "$zig_version" ]; then
+        echo "build-guests: installing Zig $zig_version from PyPI (about 400 MB; found '${have:-none}')" >&2
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            apt_install python3-pip
+        fi
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q "ziglang==$zig_version" ||
+            die "pip install ziglang==$zig_version failed (on a system Python with PEP 668, use a venv or pyenv Python)"
+        have="$(zig version)" || die "Zig does not run after installing it"
+        [ "$have" = "$zig_version" ] || die "Zig $zig_version was installed but python3 -m ziglang reports '$have'"
+    fi
+}
+
+as_dir="$root/guest-sdk/assemblyscript"
+ensure_asc() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')" || die "node does not run"
+    [ "$major" -ge "$node_major_min" ] ||
+        die "assemblyscript 0.28 needs Node.js >= $node_major_min, found $(node --version)"
+    if [ ! -x "$as_dir/node_modules/.bin/asc" ]; then
+        echo "build-guests: npm ci in guest-sdk/assemblyscript" >&2
+        (cd "$as_dir" && npm ci --no-audit --no-fund) || die "npm ci in guest-sdk/assemblyscript failed"
+    fi
+    [ -x "$as_dir/node_modules/.bin/asc" ] || die "asc is still missing after npm ci"
+}
+
+# ---- Builds ----------------------------------------------------------------------------------
+
+# Checks the modules (ABI exports only, no imports) and records their sizes.
+check() {
+    python3 "$root/scripts/check-guest.py" "$@" || die "module check failed (see above)"
+    built+=("$@")
+}
+
+ensure_rust_targets() {
+    # rust-toolchain.toml lists the targets, but rustup installs them only with the toolchain
+    # itself: on a machine that already has 1.95.0 they would be missing.
+    command -v rustup >/dev/null || return 0
+    local installed t
+    installed="$(rustup target list --installed)"
+    for t in wasm32-unknown-unknown wasm32-wasip1; do
+        case "$installed" in
+        *"$t"*) ;;
+        *) rustup target add "$t" || die "rustup target add $t failed" ;;
+        esac
+    done
+}
+
+build_rust() {
+    ensure_rust_targets
+    # Every crate under guest-sdk/rust/examples/<name> is the package guest-<name with - for _>.
+    local names=() packages=() manifest name
+    for manifest in guest-sdk/rust/examples/*/Cargo.toml; do
+        name="$(basename "$(dirname "$manifest")")"
+        names+=("$name")
+        packages+=(-p "guest-${name//_/-}")
+    done
+    cargo build --profile guest --target wasm32-unknown-unknown "${packages[@]}"
+    local out="$target_dir/guests/rust"
+    mkdir -p "$out"
+    for name in "${names[@]}"; do
+        cp "$target_dir/wasm32-unknown-unknown/guest/guest_${name}.wasm" "$out/$name.wasm"
+        built+=("$out/$name.wasm")
+    done
+}
+
+build_c() {
+    ensure_clang
+    local out="$target_dir/guests/c" src name
+    mkdir -p "$out"
+    for src in guest-sdk/c/examples/*.c; do
+        name="$(basename "$src" .c)"
+        clang --target=wasm32 -O2 -std=c11 -Wall -Wextra -nostdlib \
+            -Wl,--no-entry -Wl,--export-dynamic -Wl,--strip-all \
+            "$src" -o "$out/$name.wasm" || die "clang failed on $src"
+        check "$out/$name.wasm"
+    done
+}
+
+build_zig() {
+    ensure_zig
+    local out="$target_dir/guests/zig" src name exports flags e
+    mkdir -p "$out"
+    for src in guest-sdk/zig/examples/*.zig; do
+        name="$(basename "$src" .zig)"
+        flags=(build-exe -target wasm32-freestanding -fno-entry -O ReleaseSmall
+            --dep sluicebox "-Mroot=$src" "-Msluicebox=guest-sdk/zig/sluicebox.zig")
+        # `-rdynamic` also exports `__stack_pointer` (Zig gives it default visibility), so
+        # build once to learn the module's exports, then again exporting only those.
+        zig "${flags[@]}" -rdynamic "-femit-bin=$out/$name.probe.wasm" || die "zig failed on $src"
+        exports=()
+        for e in $(python3 scripts/check-guest.py --exports "$out/$name.probe.wasm"); do
+            case "$e" in sluicebox_*) exports+=("--export=$e") ;; esac
+        done
+        rm -f "$out/$name.probe.wasm"
+        zig "${flags[@]}" "${exports[@]}" "-femit-bin=$out/$name.wasm" || die "zig failed on $src"
+        check "$out/$name.wasm"
+    done
+}
+
+build_assemblyscript() {
+    ensure_asc
+    local out="$target_dir/guests/assemblyscript" src name
+    mkdir -p "$out"
+    for src in "$as_dir"/examples/*.ts; do
+        name="$(basename "$src" .ts)"
+        # `--use abort=` drops the `env.abort` import (an abort traps instead).
+        "$as_dir/node_modules/.bin/asc" "$src" --outFile "$out/$name.wasm" \
+            -O3 --runtime stub --use abort= || die "asc failed on $src"
+        check "$out/$name.wasm"
+    done
+}
+
+for lang in "${languages[@]}"; do
+    echo "build-guests: $lang" >&2
+    "build_$lang"
+done
+
+for f in "${built[@]}"; do
+    printf '%8d bytes  %s\n' "$(stat -c %s "$f")" "$f"
 done

@@ -9,6 +9,7 @@ pub(crate) use decisions::{DecisionError, check_decisions, records};
 pub(crate) use edit::{ObjEditor, Op, apply_edits};
 
 use crate::parse::index::{self, FieldRef};
+use crate::parse::{Projection, Slot};
 
 /// Bytes of padding kept after the last event, so simd-json may read past the end.
 pub const PADDING: usize = simd_json::INPUT_PADDING;
@@ -36,7 +37,12 @@ pub(crate) struct EventMeta {
     pub route: u32,
     /// Whether a filter changed the event (it is then no longer the input's bytes).
     pub changed: bool,
+    /// Index of the event's first projection slot in `Batch::slots`, or [`NO_SLOTS`].
+    pub slot_start: u32,
 }
+
+/// Sentinel for [`EventMeta::slot_start`]: no slots computed for this event.
+pub(crate) const NO_SLOTS: u32 = u32::MAX;
 
 /// One rejected event: why, where it came from, and its bytes.
 ///
@@ -105,6 +111,9 @@ pub struct Batch {
     pub(crate) seq: u64,
     /// Scratch for the stage that rebuilds `events`.
     pub(crate) next_events: Vec<EventMeta>,
+    /// The paths indexed at parse time, and one slot per path per event.
+    pub(crate) projection: std::sync::Arc<Projection>,
+    pub(crate) slots: Vec<Slot>,
     /// How many bytes of `data`'s current allocation are known initialised, and the
     /// capacity that knowledge belongs to (see `Framer::spare`).
     pub(crate) init_len: usize,
@@ -136,6 +145,7 @@ impl Batch {
         self.routes.clear();
         self.stats = crate::Stats::default();
         self.next_events.clear();
+        self.slots.clear();
     }
 
     /// A view of all live events.
@@ -177,6 +187,9 @@ impl Batch {
                     self.events[i].s_start = self.structurals.len() as u32;
                     self.events[i].s_len = scratch.len() as u32;
                     self.structurals.extend_from_slice(&scratch);
+                    self.events[i].slot_start = self.slots.len() as u32;
+                    let projection = self.projection.clone();
+                    projection.walk_slots(bytes, &scratch, &mut self.slots);
                 }
                 Err(e) => {
                     // Unreachable in practice: edits keep events valid. Keep an empty index
@@ -265,8 +278,28 @@ impl<'a> EventRef<'a> {
     }
 
     /// Looks up a field by path (see `sluicebox_abi::path_syntax`), e.g. `"http.method"`.
-    /// Returns `None` when the path is absent.
+    /// Returns `None` when the path is absent. A path some filter declared (see
+    /// [`crate::Filter::fields`]) was indexed at parse time and costs a slot read.
     pub fn field(&self, path: &str) -> Option<FieldRef<'a>> {
+        if let Some(k) = self.batch.projection.position(path.as_bytes()) {
+            return self.slot(k);
+        }
         index::lookup(self.bytes(), self.structurals(), path.as_bytes())
+    }
+
+    /// The parse-time slot `k` of the projection, as a field.
+    pub(crate) fn slot(&self, k: usize) -> Option<FieldRef<'a>> {
+        let m = self.meta;
+        if m.slot_start == NO_SLOTS {
+            let path = &self.batch.projection.paths[k];
+            return index::lookup(self.bytes(), self.structurals(), path);
+        }
+        let slot = self.batch.slots.get(m.slot_start as usize + k)?;
+        if slot.kind == sluicebox_abi::KIND_MISSING {
+            return None;
+        }
+        let bytes = self.bytes();
+        let (a, b) = (slot.start as usize, (slot.start + slot.len) as usize);
+        Some(FieldRef { kind: slot.kind, raw: bytes.get(a..b)?, start: slot.start, escaped: slot.escaped })
     }
 }

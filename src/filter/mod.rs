@@ -27,6 +27,14 @@ pub trait Filter: Send {
     /// A short name for dead letters and messages.
     fn name(&self) -> &str;
 
+    /// The field paths this filter reads, if it declares them. The parse stage indexes the
+    /// union of every filter's declared paths while each event's parse is still hot in cache,
+    /// so [`crate::EventRef::field`] on a declared path is a slot read. Default: `None`
+    /// (lookups walk the event's structural positions).
+    fn fields(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// Decides the fate of every event in `events`.
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()>;
 
@@ -37,6 +45,9 @@ pub trait Filter: Send {
 impl<F: Filter + ?Sized> Filter for Box<F> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+    fn fields(&self) -> Option<Vec<String>> {
+        (**self).fields()
     }
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {
         (**self).process(events, decisions)

@@ -37,6 +37,10 @@ impl Filter for DropWhere {
         &self.name
     }
 
+    fn fields(&self) -> Option<Vec<String>> {
+        Some(vec![self.path.clone()])
+    }
+
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {
         for (i, e) in events.iter().enumerate() {
             if e.field(&self.path).is_some_and(|f| f.is_str(&self.value)) {
@@ -60,6 +64,10 @@ pub struct TagService;
 impl Filter for TagService {
     fn name(&self) -> &str {
         "native:tag_service"
+    }
+
+    fn fields(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
     }
 
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {

@@ -193,6 +193,7 @@ impl Framer {
                     offset: self.offset,
                     route: 0,
                     changed: false,
+                    slot_start: crate::batch::NO_SLOTS,
                 });
                 batch.stats.received += 1;
             }

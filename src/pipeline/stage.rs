@@ -9,7 +9,7 @@
 use sluicebox_abi::{self as abi, Verdict};
 
 use crate::batch::{Batch, DeadLetter, Decisions, apply_edits, check_decisions};
-use crate::batch::{DecisionError, STALE};
+use crate::batch::{DecisionError, NO_SLOTS, STALE};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
 use crate::parse::Parser;
@@ -178,6 +178,7 @@ impl Stage {
                             m.start = batch.data.len() as u32;
                             m.len = self.edited.len() as u32;
                             m.s_len = STALE;
+                            m.slot_start = NO_SLOTS;
                             m.changed = true;
                             batch.data.extend_from_slice(&self.edited);
                             next.push(m);
@@ -198,6 +199,7 @@ impl Stage {
                         e.start = batch.data.len() as u32;
                         e.len = r.b.len() as u32;
                         e.s_len = STALE;
+                        e.slot_start = NO_SLOTS;
                         e.changed = true;
                         batch.data.extend_from_slice(r.b);
                         next.push(e);

@@ -369,6 +369,10 @@ impl Filter for WasmFilter {
         &self.module.name
     }
 
+    fn fields(&self) -> Option<Vec<String>> {
+        self.declared_fields()
+    }
+
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {
         if self.live.is_none() {
             self.live = Some(Live::new(&self.module, &self.config, &self.params)?);

@@ -1,0 +1,115 @@
+//! The guest SDKs agree with the native filters: `drop_debug` and `tag_service` of every SDK
+//! (Rust, C, Zig, AssemblyScript), as built by `scripts/build-guests.sh` into
+//! `target/guests/<language>/`, give the native `DropWhere::drop_debug()` and `TagService`
+//! output byte for byte, on generated logs and on hand-picked awkward events.
+
+use std::path::PathBuf;
+
+use sluicebox::{DropWhere, Filter, PipelineConfig, TagService, WasmConfig, wasm::WasmModule};
+
+use crate::common::*;
+
+const LANGUAGES: [&str; 4] = ["rust", "c", "zig", "assemblyscript"];
+
+/// Escapes, wrong types, duplicates, unicode, a `msg` holding an object, and one line the host
+/// rejects (a lone surrogate) so dead letters are compared too.
+const AWKWARD: &str = r#"{"level":"DEBUG","msg":"plain"}
+{"level":"DEBU\u0047","msg":"escaped G"}
+{"level":"\u0044\u0045\u0042\u0055\u0047"}
+{"level":"DEBUG\u0000"}
+{"level":"DEBUG ","msg":"trailing space"}
+{"level":"debug"}
+{"level":"DEBUG2"}
+{"level":42,"msg":"number level"}
+{"level":{"x":"DEBUG"},"msg":"object level"}
+{"level":["DEBUG"],"msg":"array level"}
+{"level":null,"msg":null}
+{"level":true,"msg":false}
+{"msg":"no level"}
+{}
+{"nested":{"level":"DEBUG"}}
+{"le\u0076el":"DEBUG","msg":"escaped key"}
+{"level":"INFO","level":"DEBUG","msg":"duplicate, last wins"}
+{"level":"DEBUG","level":"INFO","msg":"duplicate, last is INFO"}
+{"level":"WARN","msg":{"text":"hi","n":[1,2,{"a":null}]}}
+{"level":"ÉTÉ ☃ 😀","msg":"unicode é \ud83d\ude00 \u00e9"}
+{"level":"\ud83d","msg":"lone surrogate"}
+{"msg":"tab\there \"quoted\"","message":"already there"}
+{"m\u0073g":"escaped msg key","env":{"deep":1}}
+   {"level" : "DEBUG" , "msg" : "spaces"}   
+{"msg":1e400}
+"#;
+
+fn guest(language: &str, name: &str) -> WasmModule {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("guests").join(language).join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash scripts/build-guests.sh` first (scripts/test.sh does)",
+        path.display()
+    );
+    WasmModule::from_file(&path, None).unwrap()
+}
+
+/// Runs `name` of every SDK and `native` over the same input, in batches of 1,024 and of 7,
+/// and checks the outputs and dead letters are identical.
+fn all_match_native(name: &str, native: fn() -> Box<dyn Filter>) {
+    let mut input = sluicebox::loggen::corpus(2000, 3);
+    input.extend_from_slice(AWKWARD.as_bytes());
+    for config in [
+        PipelineConfig::default(),
+        PipelineConfig {
+            max_batch_events: 7,
+            ..Default::default()
+        },
+    ] {
+        let (nat_r, nat_out, nat_dead) = run_with(config.clone(), vec![native()], &input);
+        assert_eq!(nat_dead.len(), 1, "only the lone surrogate is rejected");
+        for language in LANGUAGES {
+            let f = WasmConfig::default().build(&guest(language, name)).unwrap();
+            let (r, out, dead) = run_with(config.clone(), vec![Box::new(f)], &input);
+            assert!(
+                out == nat_out,
+                "{language} {name} differs from the native filter (batches of {})",
+                config.max_batch_events
+            );
+            assert_eq!(dead.len(), nat_dead.len(), "{language} {name}");
+            assert_eq!(dead[0]["raw"], nat_dead[0]["raw"], "{language} {name}");
+            assert_eq!(
+                (r.stats.emitted, r.stats.filtered, r.stats.filter_failures),
+                (
+                    nat_r.stats.emitted,
+                    nat_r.stats.filtered,
+                    nat_r.stats.filter_failures
+                ),
+                "{language} {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn drop_debug_of_every_sdk_matches_the_native_filter() {
+    all_match_native("drop_debug", || Box::new(DropWhere::drop_debug()));
+}
+
+#[test]
+fn tag_service_of_every_sdk_matches_the_native_filter() {
+    all_match_native("tag_service", || Box::new(TagService));
+}
+
+#[test]
+fn every_sdk_declares_the_fields_it_reads() {
+    for language in LANGUAGES {
+        for (name, field) in [("drop_debug", "level"), ("tag_service", "msg")] {
+            let f = WasmConfig::default().build(&guest(language, name)).unwrap();
+            assert_eq!(
+                f.declared_fields(),
+                Some(vec![field.to_string()]),
+                "{language} {name}"
+            );
+        }
+    }
+}
