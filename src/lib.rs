@@ -63,6 +63,7 @@ pub use batch::{Batch, DeadLetter, Decisions, EventRef, Events};
 pub use error::{Error, Kind, Result};
 pub use filter::wasm::{self, WasmConfig, WasmFilter};
 pub use filter::{DropWhere, Filter, TagService};
+pub use parse::JsonEngine;
 pub use parse::index::FieldRef;
 pub use pipeline::{Pipeline, PipelineConfig, Report, Stats};
 pub use sink::{CollectSink, Flow, NullSink, OutEvent, Output, Sink, WriterSink};

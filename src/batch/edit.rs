@@ -112,7 +112,7 @@ impl ObjEditor {
             return Ok(());
         }
         let new_val = match self.find(text, first) {
-            Some(i) if self.bytes(text, self.members[i].1).first() == Some(&b'{') => {
+            Some(i) if holds_object(self.bytes(text, self.members[i].1)) => {
                 let inner = self.bytes(text, self.members[i].1).to_vec();
                 edit_nested(&inner, |ed, t| ed.set(t, rest, value, depth + 1), depth)?
             }
@@ -130,7 +130,7 @@ impl ObjEditor {
             return Ok(());
         }
         if let Some(i) = self.find(text, first)
-            && self.bytes(text, self.members[i].1).first() == Some(&b'{')
+            && holds_object(self.bytes(text, self.members[i].1))
         {
             let inner = self.bytes(text, self.members[i].1).to_vec();
             let new_val = edit_nested(&inner, |ed, t| ed.remove(t, rest, depth + 1), depth)?;
@@ -200,6 +200,12 @@ impl ObjEditor {
         }
         out.push(b'}');
     }
+}
+
+/// Whether a member's value text is an object. A value set by a record keeps the record's
+/// text, which may start with whitespace (`SET a " {}"`).
+fn holds_object(value: &[u8]) -> bool {
+    value.trim_ascii_start().first() == Some(&b'{')
 }
 
 fn piece<'t>(own: &'t [u8], text: &'t [u8], p: Piece) -> &'t [u8] {

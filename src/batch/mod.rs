@@ -240,6 +240,11 @@ impl<'a> Events<'a> {
         }
     }
 
+    /// The paths the parse stage indexed for these events.
+    pub(crate) fn projection(&self) -> &'a Projection {
+        &self.batch.projection
+    }
+
     /// Iterates the events of the view in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'a>> + '_ {
         (0..self.len()).map(|i| self.get(i))
@@ -300,6 +305,11 @@ impl<'a> EventRef<'a> {
         }
         let bytes = self.bytes();
         let (a, b) = (slot.start as usize, (slot.start + slot.len) as usize);
-        Some(FieldRef { kind: slot.kind, raw: bytes.get(a..b)?, start: slot.start, escaped: slot.escaped })
+        Some(FieldRef {
+            kind: slot.kind,
+            raw: bytes.get(a..b)?,
+            start: slot.start,
+            escaped: slot.escaped,
+        })
     }
 }

@@ -97,9 +97,10 @@ fn trim_end(bytes: &[u8], start: usize, next: usize) -> usize {
 #[inline]
 pub(crate) fn key_eq(raw: &[u8], want: &[u8]) -> bool {
     // An escape sequence is at least two bytes for one character, so a raw key that decodes
-    // to `want` is either `want` itself or longer than it.
+    // to `want` is either `want` itself, with no escapes, or longer than it. (A raw `x\\y`
+    // is the key `x\y`, not `x\\y`.)
     if raw.len() <= want.len() {
-        return raw == want;
+        return raw == want && !has_backslash(raw);
     }
     if !has_backslash(raw) {
         return false;
@@ -171,36 +172,7 @@ pub(crate) fn members(
             trim_end(bytes, ks, colon)
         };
         let vi = j + 2;
-        let (vs, c) = at(vi)?;
-        let (kind, ve, next) = match c {
-            b'{' | b'[' => {
-                let mut depth = 1usize;
-                let mut k = vi + 1;
-                while depth > 0 {
-                    match at(k)?.1 {
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => depth -= 1,
-                        _ => {}
-                    }
-                    k += 1;
-                }
-                let kind = if c == b'{' {
-                    abi::KIND_OBJECT
-                } else {
-                    abi::KIND_ARRAY
-                };
-                (kind, *s.get(k - 1)? as usize + 1, k)
-            }
-            _ => {
-                let np = s.get(vi + 1).map_or(bytes.len(), |&p| p as usize);
-                let ve = if c == b'"' && bytes.get(np.wrapping_sub(1)) == Some(&b'"') {
-                    np
-                } else {
-                    trim_end(bytes, vs, np)
-                };
-                (value_kind(c), ve, vi + 1)
-            }
-        };
+        let (kind, vs, ve, next) = value_at(bytes, s, vi)?;
         let m = Member {
             key: (ks + 1, ke.saturating_sub(1).max(ks + 1)),
             vi,
@@ -216,6 +188,81 @@ pub(crate) fn members(
             return Some(next + 1);
         }
     }
+}
+
+/// The value whose first structural is `vi`: its kind, its byte range (strings with their
+/// quotes), and the structural index just past it. `None` on positions that are not those
+/// of valid JSON.
+#[inline]
+pub(crate) fn value_at(bytes: &[u8], s: &[u32], vi: usize) -> Option<(u8, usize, usize, usize)> {
+    let vs = *s.get(vi)? as usize;
+    let c = *bytes.get(vs)?;
+    match c {
+        b'{' | b'[' => {
+            let mut depth = 1usize;
+            let mut k = vi + 1;
+            while depth > 0 {
+                match bytes.get(*s.get(k)? as usize)? {
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => depth -= 1,
+                    _ => {}
+                }
+                k += 1;
+            }
+            let kind = if c == b'{' {
+                abi::KIND_OBJECT
+            } else {
+                abi::KIND_ARRAY
+            };
+            Some((kind, vs, *s.get(k - 1)? as usize + 1, k))
+        }
+        _ => {
+            let np = s.get(vi + 1).map_or(bytes.len(), |&p| p as usize);
+            let ve = if c == b'"' && bytes.get(np.wrapping_sub(1)) == Some(&b'"') {
+                np
+            } else {
+                trim_end(bytes, vs, np)
+            };
+            Some((value_kind(c), vs, ve, vi + 1))
+        }
+    }
+}
+
+/// The field whose value starts at structural `vi` (see [`value_at`]).
+#[inline]
+pub(crate) fn field_at<'a>(bytes: &'a [u8], s: &[u32], vi: usize) -> Option<FieldRef<'a>> {
+    let (kind, vs, ve, _) = value_at(bytes, s, vi)?;
+    Some(field_of(bytes, kind, vs, ve))
+}
+
+/// Finds the value at the path `comps` (components already split and unescaped) inside
+/// the object whose `{` is structural `oi`. The last of repeated keys wins. Returns the
+/// structural index of the value.
+pub(crate) fn lookup_index<C: AsRef<[u8]>>(
+    bytes: &[u8],
+    s: &[u32],
+    mut oi: usize,
+    comps: &[C],
+) -> Option<usize> {
+    let mut found: Option<Member> = None;
+    for comp in comps {
+        if let Some(m) = found {
+            if m.kind != abi::KIND_OBJECT {
+                return None;
+            }
+            oi = m.vi;
+        }
+        let comp = comp.as_ref();
+        let mut hit = None;
+        members(bytes, s, oi, |m| {
+            if key_eq(&bytes[m.key.0..m.key.1], comp) {
+                hit = Some(m);
+            }
+            true
+        })?;
+        found = Some(hit?);
+    }
+    found.map(|m| m.vi)
 }
 
 /// Splits a path into its components (see `sluicebox_abi::path_syntax`): `.` separates,

@@ -1,21 +1,38 @@
-//! Parse stage: validates every framed event with simd-json, keeps its structural positions
-//! for later field lookups, and dead-letters what is not a JSON object, with a reason.
+//! Parse stage: validates every framed event, keeps its structural positions for later field
+//! lookups, finds the fields the filters declared, and dead-letters what is not a JSON
+//! object, with a reason.
 //!
-//! Cost per event: one simd-json stage 1 + stage 2 pass in place over the batch buffer
-//! (events containing a backslash are first copied to a scratch buffer, because simd-json
-//! unescapes in place), plus a copy of the structural positions. Only rejected lines pay for
-//! the scalar validator, which explains the rejection precisely and accepts the valid JSON
-//! simd-json refuses (numbers beyond `f64`, such as `1e400`).
+//! Two validators give the same decisions (the scalar validator is the definition):
+//!
+//! - [`JsonEngine::Sluice`] (default): the strict RFC 8259 validator of [`scalar`], one
+//!   forward pass that writes the structural positions straight into the batch and, while it
+//!   reads the top-level keys, notes where the declared fields are. Cost per event: one pass
+//!   over its bytes, no copy, no allocation.
+//! - [`JsonEngine::SimdJson`]: simd-json's `fill_tape_padded` in place with reused
+//!   `Buffers` (events containing a backslash are first copied to a scratch buffer, because
+//!   simd-json unescapes in place), plus a copy of its structural positions and a walk for
+//!   each declared field. A line simd-json rejects goes to the scalar validator, which
+//!   explains the rejection precisely or accepts the valid JSON simd-json refuses (numbers
+//!   beyond `f64`, such as `1e400`).
 
+mod fast;
 pub mod index;
 pub mod scalar;
 
 use std::sync::Arc;
 
-use sluicebox_abi as abi;
-use simd_json::{Node, StaticNode};
-
 use crate::batch::{Batch, DeadLetter, PADDING};
+
+/// Which validator the parse stage runs. Both accept and reject exactly the same lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JsonEngine {
+    /// sluicebox's own one-pass validator (the default): measured faster on log lines,
+    /// because it builds no tape and converts no numbers (see `sluicebox bench`).
+    #[default]
+    Sluice,
+    /// simd-json's tape parser, with the scalar validator for the lines it rejects.
+    SimdJson,
+}
 
 /// The field paths indexed at parse time: the union of what the filters declare.
 ///
@@ -26,18 +43,31 @@ pub struct Projection {
     pub(crate) paths: Vec<Vec<u8>>,
     /// The same paths split into unescaped components.
     comps: Vec<Vec<Vec<u8>>>,
+    /// The distinct first components, and for each path the index of its own.
+    tops: Vec<Vec<u8>>,
+    top_of: Vec<usize>,
 }
 
 impl Projection {
-    /// A projection of `paths` (duplicates removed, order kept).
+    /// A projection of `paths` (duplicates and empty paths removed, order kept).
     pub fn new<S: AsRef<str>>(paths: impl IntoIterator<Item = S>) -> Self {
         let mut p = Projection::default();
         for path in paths {
             let b = path.as_ref().as_bytes();
-            if p.position(b).is_none() {
-                p.comps.push(index::path_components(b).map(|c| c.into_owned()).collect());
-                p.paths.push(b.to_vec());
+            if b.is_empty() || p.position(b).is_some() {
+                continue;
             }
+            let comps: Vec<Vec<u8>> = index::path_components(b).map(|c| c.into_owned()).collect();
+            let top = match p.tops.iter().position(|t| *t == comps[0]) {
+                Some(t) => t,
+                None => {
+                    p.tops.push(comps[0].clone());
+                    p.tops.len() - 1
+                }
+            };
+            p.top_of.push(top);
+            p.comps.push(comps);
+            p.paths.push(b.to_vec());
         }
         p
     }
@@ -58,16 +88,34 @@ impl Projection {
         self.paths.iter().position(|p| p == path)
     }
 
+    /// Appends one slot per path for a validated event. `tops[t]` is the structural index
+    /// of the value of the top-level key `self.tops[t]` (`u32::MAX` when absent), or `None`
+    /// when unknown, in which case every path is found by walking the structural positions.
+    fn push_slots(&self, bytes: &[u8], s: &[u32], tops: Option<&[u32]>, out: &mut Vec<Slot>) {
+        for (k, comps) in self.comps.iter().enumerate() {
+            let vi = match tops {
+                Some(tops) => match tops[self.top_of[k]] {
+                    u32::MAX => None,
+                    vi if comps.len() == 1 => Some(vi as usize),
+                    vi => index::lookup_index(bytes, s, vi as usize, &comps[1..]),
+                },
+                None => index::lookup_index(bytes, s, 0, comps),
+            };
+            let slot =
+                vi.and_then(|vi| index::field_at(bytes, s, vi))
+                    .map_or_else(Slot::default, |f| Slot {
+                        start: f.start,
+                        len: f.raw.len() as u32,
+                        kind: f.kind,
+                        escaped: f.escaped,
+                    });
+            out.push(slot);
+        }
+    }
+
     /// Appends one slot per path for an event, found by walking its structural positions.
     pub(crate) fn walk_slots(&self, bytes: &[u8], s: &[u32], out: &mut Vec<Slot>) {
-        for path in &self.paths {
-            out.push(index::lookup(bytes, s, path).map_or_else(Slot::default, |f| Slot {
-                start: f.start,
-                len: f.raw.len() as u32,
-                kind: f.kind,
-                escaped: f.escaped,
-            }));
-        }
+        self.push_slots(bytes, s, None, out);
     }
 }
 
@@ -81,91 +129,96 @@ pub(crate) struct Slot {
     pub escaped: bool,
 }
 
-/// A slot found on the tape, before the line's bytes are readable again.
-#[derive(Clone, Copy, Debug)]
-enum Pending {
-    Missing,
-    /// A string value: content offset and length (the line has no escapes, so raw = decoded).
-    Str(u32, u32),
-    /// A number or literal after the key whose closing quote is at this offset.
-    Scalar(u32, u8),
-    /// An object or array: found by walking the structural positions.
-    Walk,
-}
-
-/// Reusable parser state: simd-json buffers, tape and scratch. One per worker.
+/// Reusable parser state. One per worker.
 ///
 /// Cost: a few buffers sized to the largest event seen; no allocation in the steady state.
 pub struct Parser {
+    engine: JsonEngine,
+    max_depth: usize,
+    raw_max: usize,
+    projection: Arc<Projection>,
+    /// Per top-level key of the projection: structural index of its value in this event.
+    tops: Vec<u32>,
+    scalar_scratch: scalar::Scratch,
+    /// Whether the CPU runs the SIMD fast path (see `fast::available`).
+    fast: bool,
+    // simd-json engine only.
     buffers: simd_json::Buffers,
     tape: Option<simd_json::Tape<'static>>,
     scratch: Vec<u8>,
     scalar_structurals: Vec<u32>,
-    max_depth: usize,
-    raw_max: usize,
-    projection: Arc<Projection>,
-    pending: Vec<Pending>,
 }
 
 impl Parser {
     /// A parser that accepts nesting up to `max_depth` and keeps at most `raw_max` bytes of a
     /// rejected line in its dead letter.
     pub fn new(max_depth: usize, raw_max: usize) -> Self {
-        Self::with_projection(max_depth, raw_max, Arc::new(Projection::default()))
+        Self::with_projection(
+            max_depth,
+            raw_max,
+            Arc::new(Projection::default()),
+            JsonEngine::default(),
+        )
     }
 
-    /// A parser that also indexes the paths of `projection` for every event.
-    pub fn with_projection(max_depth: usize, raw_max: usize, projection: Arc<Projection>) -> Self {
+    /// A parser that also indexes the paths of `projection` for every event, with `engine`.
+    pub fn with_projection(
+        max_depth: usize,
+        raw_max: usize,
+        projection: Arc<Projection>,
+        engine: JsonEngine,
+    ) -> Self {
         Self {
+            engine,
+            max_depth,
+            raw_max,
+            tops: Vec::with_capacity(projection.tops.len()),
+            scalar_scratch: scalar::Scratch::default(),
+            fast: fast::available(),
             projection,
-            pending: Vec::new(),
             buffers: simd_json::Buffers::with_max_depth(4096, max_depth),
             tape: Some(simd_json::Tape::null()),
             scratch: Vec::new(),
             scalar_structurals: Vec::new(),
-            max_depth,
-            raw_max,
         }
     }
 
     /// Validates every event of a freshly framed batch in place, recording structural
-    /// positions and moving rejected events to the batch's dead letters.
+    /// positions and projection slots, and moving rejected events to the batch's dead letters.
     pub(crate) fn parse_batch(&mut self, batch: &mut Batch) {
         let n = batch.events.len();
         batch.structurals.clear();
         batch.slots.clear();
-        batch.projection = self.projection.clone();
-        let f = self.projection.len();
+        if !Arc::ptr_eq(&batch.projection, &self.projection) {
+            batch.projection = self.projection.clone();
+        }
+        let projecting = !self.projection.is_empty();
         let mut kept = 0usize;
         for i in 0..n {
             let mut m = batch.events[i];
             let start = m.start as usize;
             let len = m.len as usize;
-            let verdict = self.validate(&mut batch.data, start, len);
+            let s_start = batch.structurals.len();
+            let verdict = match self.engine {
+                JsonEngine::Sluice => self.validate_sluice(batch, start, len),
+                JsonEngine::SimdJson => self.validate_simd(batch, start, len),
+            };
             match verdict {
-                Ok(from_scalar) => {
-                    let s: &[u32] = if from_scalar {
-                        &self.scalar_structurals
-                    } else {
-                        self.buffers.structural_indexes()
-                    };
-                    m.s_start = batch.structurals.len() as u32;
-                    m.s_len = s.len() as u32;
-                    batch.structurals.extend_from_slice(s);
-                    if f > 0 {
+                Ok(()) => {
+                    m.s_start = s_start as u32;
+                    m.s_len = (batch.structurals.len() - s_start) as u32;
+                    if projecting {
                         m.slot_start = batch.slots.len() as u32;
                         let line = &batch.data[start..start + len];
-                        let s = &batch.structurals[m.s_start as usize..];
-                        if !from_scalar && self.pending.len() == f {
-                            finish_slots(&self.projection, &self.pending, line, s, &mut batch.slots);
-                        } else {
-                            self.projection.walk_slots(line, s, &mut batch.slots);
-                        }
+                        let s = &batch.structurals[s_start..];
+                        let tops = (self.engine == JsonEngine::Sluice).then_some(&self.tops[..]);
+                        self.projection.push_slots(line, s, tops, &mut batch.slots);
                     }
                     batch.events[kept] = m;
                     kept += 1;
                 }
                 Err(reason) => {
+                    batch.structurals.truncate(s_start);
                     let raw = &batch.data[start..start + len];
                     let cut = raw.len().min(self.raw_max);
                     batch.dead.push(DeadLetter {
@@ -183,56 +236,102 @@ impl Parser {
         batch.events.truncate(kept);
     }
 
-    /// Ok(true) when the scalar validator's structurals apply, Ok(false) for simd-json's.
-    fn validate(&mut self, data: &mut [u8], start: usize, len: usize) -> Result<bool, String> {
-        self.pending.clear();
-        let line = &data[start..start + len];
-        let simd_ok = if memchr::memchr(b'\\', line).is_none() {
+    /// The sluicebox validator: appends the positions to `batch.structurals` and notes the
+    /// top-level keys of the projection in `self.tops`.
+    fn validate_sluice(
+        &mut self,
+        batch: &mut Batch,
+        start: usize,
+        len: usize,
+    ) -> Result<(), String> {
+        let line = &batch.data[start..start + len];
+        let base = batch.structurals.len();
+        let ntops = self.projection.tops.len();
+        self.tops.clear();
+        self.tops.resize(ntops, u32::MAX);
+        let want = &self.projection.tops;
+        let tops = &mut self.tops;
+        let mut hook = |key: &[u8], vi: u32| {
+            for (t, w) in want.iter().enumerate() {
+                if index::key_eq(key, w) {
+                    tops[t] = vi;
+                }
+            }
+        };
+        if self.fast
+            && fast::validate(
+                &batch.data[start..],
+                len,
+                self.max_depth,
+                &mut batch.structurals,
+                &mut hook,
+            )
+        {
+            return check_object(line, &batch.structurals[base..]);
+        }
+        // Not vouched for by the fast path: the scalar validator decides, and explains.
+        tops.clear();
+        tops.resize(ntops, u32::MAX);
+        let result = scalar::validate_append(
+            line,
+            self.max_depth,
+            &mut batch.structurals,
+            &mut self.scalar_scratch,
+            |key, vi| {
+                for (t, w) in want.iter().enumerate() {
+                    if index::key_eq(key, w) {
+                        tops[t] = vi;
+                    }
+                }
+            },
+        );
+        match result {
+            Ok(()) => check_object(line, &batch.structurals[base..]),
+            Err(e) => Err(self.reason(e)),
+        }
+    }
+
+    /// simd-json, with the scalar validator for what it rejects; appends the positions.
+    fn validate_simd(&mut self, batch: &mut Batch, start: usize, len: usize) -> Result<(), String> {
+        let data = &mut batch.data;
+        let simd_ok = if memchr::memchr(b'\\', &data[start..start + len]).is_none() {
             // No escapes: simd-json leaves the bytes untouched, so parse in place. The bytes
-            // after the event (later events, then PADDING) serve as its padding. Its tape
-            // then points into the line, so projected fields are found on the tape.
+            // after the event (later events, then PADDING) serve as its padding.
             debug_assert!(data.len() >= start + len + PADDING);
-            self.run_simd_projecting(&mut data[start..], len)
+            self.run_simd(&mut data[start..], len)
         } else {
             self.scratch.clear();
-            self.scratch.extend_from_slice(line);
+            self.scratch.extend_from_slice(&data[start..start + len]);
             self.scratch.resize(len + PADDING, 0);
             let mut scratch = std::mem::take(&mut self.scratch);
             let ok = self.run_simd(&mut scratch, len);
             self.scratch = scratch;
             ok
         };
-        let line = &data[start..start + len];
-        if simd_ok {
-            return check_object(line, self.buffers.structural_indexes()).map(|()| false);
-        }
-        // Rejected by simd-json: explain precisely, or accept what only it refuses.
-        match scalar::validate(line, self.max_depth, &mut self.scalar_structurals) {
-            Ok(()) => check_object(line, &self.scalar_structurals).map(|()| true),
-            Err(e) if e.kind == scalar::SyntaxErrorKind::TooDeep => Err(format!(
-                "invalid JSON: nesting deeper than the maximum of {} levels at byte {}",
-                self.max_depth, e.offset
-            )),
-            Err(e) => Err(e.to_string()),
-        }
+        let line = &batch.data[start..start + len];
+        let s: &[u32] = if simd_ok {
+            self.buffers.structural_indexes()
+        } else {
+            // Rejected by simd-json: explain precisely, or accept what only it refuses.
+            match scalar::validate(line, self.max_depth, &mut self.scalar_structurals) {
+                Ok(()) => &self.scalar_structurals,
+                Err(e) => return Err(self.reason(e)),
+            }
+        };
+        check_object(line, s)?;
+        batch.structurals.extend_from_slice(s);
+        Ok(())
     }
 
-    /// Like `run_simd`, and while the tape is alive, records where each projected path is.
-    fn run_simd_projecting(&mut self, input: &mut [u8], len: usize) -> bool {
-        if self.projection.is_empty() {
-            return self.run_simd(input, len);
+    fn reason(&self, e: scalar::SyntaxError) -> String {
+        if e.kind == scalar::SyntaxErrorKind::TooDeep {
+            format!(
+                "invalid JSON: nesting deeper than the maximum of {} levels at byte {}",
+                self.max_depth, e.offset
+            )
+        } else {
+            e.to_string()
         }
-        let base = input.as_ptr() as usize;
-        let tape = self.tape.take().unwrap_or_else(simd_json::Tape::null);
-        let mut tape = tape.reset();
-        let ok = simd_json::fill_tape_padded(input, len, &mut self.buffers, &mut tape).is_ok();
-        if ok {
-            for comps in &self.projection.comps {
-                self.pending.push(tape_find(&tape.0, base, comps));
-            }
-        }
-        self.tape = Some(tape.reset());
-        ok
     }
 
     fn run_simd(&mut self, input: &mut [u8], len: usize) -> bool {
@@ -241,80 +340,6 @@ impl Parser {
         let ok = simd_json::fill_tape_padded(input, len, &mut self.buffers, &mut tape).is_ok();
         self.tape = Some(tape.reset());
         ok
-    }
-}
-
-/// Number of tape nodes of the value at `i` (itself and its subtree).
-#[inline]
-fn node_size(n: &Node<'_>) -> usize {
-    match n {
-        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
-        _ => 1,
-    }
-}
-
-/// Finds the path `comps` on the tape of an object parsed in place at address `base`. Keys
-/// compare decoded; the last duplicate wins.
-fn tape_find(tape: &[Node<'_>], base: usize, comps: &[Vec<u8>]) -> Pending {
-    let mut i = 0usize;
-    let mut key_end = 0u32;
-    for comp in comps {
-        let Some(Node::Object { len, .. }) = tape.get(i) else { return Pending::Missing };
-        let mut j = i + 1;
-        let mut hit = None;
-        for _ in 0..*len {
-            let (Some(Node::String(k)), Some(v)) = (tape.get(j), tape.get(j + 1)) else { return Pending::Walk };
-            if k.as_bytes() == comp.as_slice() {
-                hit = Some((j + 1, (k.as_ptr() as usize - base + k.len()) as u32));
-            }
-            j += 1 + node_size(v);
-        }
-        let Some((vi, ke)) = hit else { return Pending::Missing };
-        i = vi;
-        key_end = ke;
-    }
-    match tape.get(i) {
-        Some(Node::String(v)) => Pending::Str((v.as_ptr() as usize - base) as u32, v.len() as u32),
-        Some(Node::Static(st)) => {
-            let kind = match st {
-                StaticNode::Null => abi::KIND_NULL,
-                StaticNode::Bool(true) => abi::KIND_TRUE,
-                StaticNode::Bool(false) => abi::KIND_FALSE,
-                _ => abi::KIND_NUMBER,
-            };
-            Pending::Scalar(key_end, kind)
-        }
-        _ => Pending::Walk,
-    }
-}
-
-/// Turns tape findings into slots, reading the line for scalar extents.
-fn finish_slots(projection: &Projection, pending: &[Pending], line: &[u8], s: &[u32], out: &mut Vec<Slot>) {
-    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    for (k, p) in pending.iter().enumerate() {
-        let slot = match *p {
-            Pending::Missing => Slot::default(),
-            Pending::Str(start, len) => Slot { start, len, kind: abi::KIND_STRING, escaped: false },
-            Pending::Scalar(key_end, kind) => {
-                // After the key's closing quote: whitespace, ':', whitespace, then the value
-                // up to a delimiter.
-                let mut p = key_end as usize + 1;
-                while p < line.len() && (ws(line[p]) || line[p] == b':') {
-                    p += 1;
-                }
-                let mut e = p;
-                while e < line.len() && !ws(line[e]) && !matches!(line[e], b',' | b'}' | b']') {
-                    e += 1;
-                }
-                Slot { start: p as u32, len: (e - p) as u32, kind, escaped: false }
-            }
-            Pending::Walk => {
-                let mut one = Vec::with_capacity(1);
-                Projection { paths: vec![projection.paths[k].clone()], comps: Vec::new() }.walk_slots(line, s, &mut one);
-                one[0]
-            }
-        };
-        out.push(slot);
     }
 }
 

@@ -36,14 +36,83 @@ pub fn validate(
     structurals: &mut Vec<u32>,
 ) -> Result<(), SyntaxError> {
     structurals.clear();
+    // Edits and answers validate many small texts: keep their bitmap on the stack.
+    let mut small = [0u64; 64];
+    let mut large = Vec::new();
+    let special: &mut [u64] = if input.len() <= small.len() * 64 {
+        &mut small[..]
+    } else {
+        large.resize(input.len().div_ceil(64), 0);
+        &mut large[..]
+    };
+    validate_with(input, max_depth, structurals, special, |_, _| {})
+}
+
+/// Reusable scratch memory for [`validate_append`]: one bit per input byte.
+///
+/// Cost: grows to the longest input seen, then no allocation.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    special: Vec<u64>,
+}
+
+/// Like [`validate`], but appends the structural positions to `structurals` (offsets in
+/// `input`), and calls `top_key(raw_key, value_index)` for every member of the top-level
+/// object as it is read: `raw_key` is the key between its quotes (escapes not decoded),
+/// `value_index` the index of the member's value among the positions appended. On error
+/// the positions appended so far are removed again.
+///
+/// The hook is how the parse stage finds declared top-level fields during the one pass of
+/// validation; a no-op hook compiles away.
+///
+/// # Errors
+/// As [`validate`].
+pub(crate) fn validate_append<H: FnMut(&[u8], u32)>(
+    input: &[u8],
+    max_depth: usize,
+    structurals: &mut Vec<u32>,
+    scratch: &mut Scratch,
+    top_key: H,
+) -> Result<(), SyntaxError> {
+    let words = input.len().div_ceil(64);
+    if scratch.special.len() < words {
+        scratch.special.resize(words, 0);
+    }
+    validate_with(
+        input,
+        max_depth,
+        structurals,
+        &mut scratch.special[..words],
+        top_key,
+    )
+}
+
+/// `validate_append` with the bitmap memory given (`input.len().div_ceil(64)` words at least).
+fn validate_with<H: FnMut(&[u8], u32)>(
+    input: &[u8],
+    max_depth: usize,
+    structurals: &mut Vec<u32>,
+    special: &mut [u64],
+    top_key: H,
+) -> Result<(), SyntaxError> {
     if u32::try_from(input.len()).is_err() {
         return Err(SyntaxError::new(0, SyntaxErrorKind::InputTooLarge));
     }
-    Validator {
+    let special = &mut special[..input.len().div_ceil(64)];
+    special_bitmap(input, special);
+    let base = structurals.len();
+    let result = Validator {
         input,
+        special,
         out: structurals,
+        base,
+        top_key,
     }
-    .run(max_depth)
+    .run(max_depth);
+    if result.is_err() {
+        structurals.truncate(base);
+    }
+    result
 }
 
 /// Why and where [`validate`] rejected its input.
@@ -307,12 +376,17 @@ impl BitStack {
     }
 }
 
-struct Validator<'a, 'b> {
+struct Validator<'a, 'b, H> {
     input: &'a [u8],
+    /// Bit `i` set when byte `i` is special inside a string (see [`special_bitmap`]).
+    special: &'a [u64],
     out: &'b mut Vec<u32>,
+    /// Length of `out` before this input's positions.
+    base: usize,
+    top_key: H,
 }
 
-impl Validator<'_, '_> {
+impl<H: FnMut(&[u8], u32)> Validator<'_, '_, H> {
     fn mark(&mut self, pos: usize) {
         // `validate` checked that the input length fits in u32.
         self.out.push(pos as u32);
@@ -352,7 +426,7 @@ impl Validator<'_, '_> {
                         in_object = stack.pop();
                         pos += 1;
                     } else if in_object {
-                        pos = self.key(pos, None)?;
+                        pos = self.key(pos, None, stack.depth == 1)?;
                         continue 'value;
                     } else {
                         continue 'value;
@@ -360,7 +434,7 @@ impl Validator<'_, '_> {
                 }
                 b'"' => {
                     self.mark(pos);
-                    pos = scan_string(input, pos)?;
+                    pos = scan_string(input, self.special, pos)?;
                 }
                 b'-' | b'0'..=b'9' => {
                     self.mark(pos);
@@ -403,7 +477,7 @@ impl Validator<'_, '_> {
                         let comma = pos;
                         pos = skip_ws(input, pos + 1);
                         if in_object {
-                            pos = self.key(pos, Some(comma))?;
+                            pos = self.key(pos, Some(comma), stack.depth == 1)?;
                         } else {
                             after_comma = Some(comma);
                         }
@@ -428,8 +502,15 @@ impl Validator<'_, '_> {
     }
 
     /// Parses `"key" :` starting at `pos` (already past whitespace) and returns the
-    /// position of the member's value, past whitespace.
-    fn key(&mut self, pos: usize, after_comma: Option<usize>) -> Result<usize, SyntaxError> {
+    /// position of the member's value, past whitespace. `top`: the key is a member of the
+    /// top-level object, so the hook hears of it.
+    #[inline]
+    fn key(
+        &mut self,
+        pos: usize,
+        after_comma: Option<usize>,
+        top: bool,
+    ) -> Result<usize, SyntaxError> {
         let input = self.input;
         match input.get(pos) {
             Some(b'"') => {}
@@ -442,7 +523,9 @@ impl Validator<'_, '_> {
             }
         }
         self.mark(pos);
-        let pos = skip_ws(input, scan_string(input, pos)?);
+        let key_start = pos + 1;
+        let key_end = scan_string(input, self.special, pos)?;
+        let pos = skip_ws(input, key_end);
         match input.get(pos) {
             Some(b':') => {}
             None => return Err(SyntaxError::new(pos, SyntaxErrorKind::UnexpectedEnd)),
@@ -455,6 +538,10 @@ impl Validator<'_, '_> {
             }
         }
         self.mark(pos);
+        if top {
+            let value_index = (self.out.len() - self.base) as u32;
+            (self.top_key)(&input[key_start..key_end - 1], value_index);
+        }
         Ok(skip_ws(input, pos + 1))
     }
 }
@@ -476,6 +563,13 @@ fn skip_ws(input: &[u8], mut pos: usize) -> usize {
     pos
 }
 
+#[cfg_attr(
+    all(target_arch = "x86_64", not(test)),
+    expect(
+        dead_code,
+        reason = "the portable fallback of special_block; x86_64 uses SSE2"
+    )
+)]
 /// Nonzero iff one of the eight bytes of `w` is `"`, `\`, below 0x20 or above 0x7F;
 /// the lowest set bit is then in the first such byte (little-endian order).
 fn special_bytes(w: u64) -> u64 {
@@ -489,20 +583,99 @@ fn special_bytes(w: u64) -> u64 {
     (quote | backslash | control | w) & HIGH
 }
 
+/// Fills `out` (`input.len().div_ceil(64)` words) with one bit per byte of `input`, set
+/// when the byte is `"`, `\`, below 0x20 or above 0x7F: the bytes a string scan must stop
+/// at. Bits past the end of `input` are clear.
+///
+/// Cost: one pass, 16 bytes per step with SSE2 on x86_64 (part of its baseline), 8 bytes per
+/// step elsewhere.
+fn special_bitmap(input: &[u8], out: &mut [u64]) {
+    let mut blocks = input.chunks_exact(64);
+    for (word, block) in out.iter_mut().zip(&mut blocks) {
+        *word = special_block(block.try_into().unwrap_or(&[0; 64]));
+    }
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 64];
+        last[..rest.len()].copy_from_slice(rest);
+        // Zero bytes are control characters: mask off the padding.
+        let keep = (1u64 << rest.len()) - 1;
+        out[input.len() / 64] = special_block(&last) & keep;
+    }
+}
+
+/// The special bits of one 64-byte block (see [`special_bitmap`]).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn special_block(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are always
+    // available; each unaligned load reads 16 bytes at offsets 0, 16, 32 and 48 of a
+    // 64-byte array.
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let control = _mm_set1_epi8(0x1f);
+        let mut bits = 0u64;
+        for k in 0..4 {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
+            let hit = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                _mm_cmpeq_epi8(_mm_min_epu8(v, control), v),
+            );
+            // `movemask` of `v` itself gives the bytes >= 0x80.
+            let m = (_mm_movemask_epi8(hit) | _mm_movemask_epi8(v)) as u32 as u64;
+            bits |= m << (16 * k);
+        }
+        bits
+    }
+}
+
+/// The special bits of one 64-byte block (see [`special_bitmap`]).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn special_block(block: &[u8; 64]) -> u64 {
+    let mut bits = 0u64;
+    for (k, chunk) in block.chunks_exact(8).enumerate() {
+        let m = special_bytes(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+        // One high bit per special byte (bit 8j+7): gather them into eight bits.
+        let mut b = 0u64;
+        for j in 0..8 {
+            b |= (m >> (8 * j + 7) & 1) << j;
+        }
+        bits |= b << (8 * k);
+    }
+    bits
+}
+
+/// Offset of the first special byte at or after `i`, or `len` when there is none.
+#[inline]
+fn next_special(special: &[u64], i: usize, len: usize) -> usize {
+    let mut w = i / 64;
+    let Some(&first) = special.get(w) else {
+        return len;
+    };
+    let word = first >> (i % 64);
+    if word != 0 {
+        return i + word.trailing_zeros() as usize;
+    }
+    loop {
+        w += 1;
+        match special.get(w) {
+            Some(&0) => {}
+            Some(&x) => return w * 64 + x.trailing_zeros() as usize,
+            None => return len,
+        }
+    }
+}
+
 /// Scans the string whose opening quote is at `start`; returns the offset just past
-/// the closing quote.
-fn scan_string(input: &[u8], start: usize) -> Result<usize, SyntaxError> {
+/// the closing quote. `special` is the input's [`special_bitmap`].
+#[inline]
+fn scan_string(input: &[u8], special: &[u64], start: usize) -> Result<usize, SyntaxError> {
     let mut i = start + 1;
     loop {
-        // Skip plain ASCII eight bytes at a time.
-        while let Some(chunk) = input.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-            let special = special_bytes(u64::from_le_bytes(*chunk));
-            if special != 0 {
-                i += (special.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
-        }
+        i = next_special(special, i, input.len());
         let Some(&b) = input.get(i) else {
             return Err(SyntaxError::new(start, SyntaxErrorKind::UnterminatedString));
         };
@@ -518,7 +691,7 @@ fn scan_string(input: &[u8], start: usize) -> Result<usize, SyntaxError> {
 
 /// Checks the escape whose backslash is at `i`, inside the string opened at `start`;
 /// returns the offset just past it.
-fn scan_escape(input: &[u8], i: usize, start: usize) -> Result<usize, SyntaxError> {
+pub(super) fn scan_escape(input: &[u8], i: usize, start: usize) -> Result<usize, SyntaxError> {
     match input.get(i + 1) {
         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
         Some(b'u') => match hex4(input, i + 2) {
@@ -584,7 +757,7 @@ fn skip_digits(input: &[u8], mut pos: usize) -> usize {
 }
 
 /// Scans the number starting at `start`; returns the offset just past it.
-fn scan_number(input: &[u8], start: usize) -> Result<usize, SyntaxError> {
+pub(super) fn scan_number(input: &[u8], start: usize) -> Result<usize, SyntaxError> {
     let invalid = |pos| Err(SyntaxError::new(pos, SyntaxErrorKind::InvalidNumber));
     let mut i = start;
     if input.get(i) == Some(&b'-') {

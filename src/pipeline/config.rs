@@ -2,6 +2,7 @@
 //! and turned into a running pipeline by [`crate::Pipeline::new`].
 
 use crate::error::{Error, Result};
+use crate::parse::JsonEngine;
 
 /// Bounds on batches and lines. Every field has a documented default.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub struct PipelineConfig {
     /// thread. With N > 1 a reader thread feeds N workers through bounded channels and the
     /// output keeps input order.
     pub workers: usize,
+    /// Which JSON validator the parse stage runs. Default [`JsonEngine::Sluice`]; both
+    /// accept and reject exactly the same lines.
+    pub json_engine: JsonEngine,
     /// Consecutive failed filter calls (with no success between them) that trip the breaker
     /// and stop the run with [`crate::Kind::FilterBroken`]. Default 64.
     pub breaker_threshold: u32,
@@ -38,6 +42,7 @@ impl Default for PipelineConfig {
             max_depth: simd_json::DEFAULT_MAX_DEPTH,
             dead_letter_raw_max: 64 << 10,
             workers: 1,
+            json_engine: JsonEngine::Sluice,
             breaker_threshold: 64,
         }
     }

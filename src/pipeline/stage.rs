@@ -12,7 +12,8 @@ use crate::batch::{Batch, DeadLetter, Decisions, apply_edits, check_decisions};
 use crate::batch::{DecisionError, NO_SLOTS, STALE};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
-use crate::parse::Parser;
+use crate::parse::{Parser, Projection};
+use std::sync::Arc;
 
 use super::PipelineConfig;
 
@@ -34,7 +35,14 @@ pub(crate) struct Stage {
 impl Stage {
     pub(crate) fn new(config: &PipelineConfig, filters: Vec<Box<dyn Filter>>) -> Self {
         Self {
-            parser: Parser::new(config.max_depth, config.dead_letter_raw_max),
+            parser: Parser::with_projection(
+                config.max_depth,
+                config.dead_letter_raw_max,
+                Arc::new(Projection::new(
+                    filters.iter().flat_map(|f| f.fields().unwrap_or_default()),
+                )),
+                config.json_engine,
+            ),
             failures: vec![0; filters.len()],
             filters,
             whole: Decisions::new(),

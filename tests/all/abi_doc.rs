@@ -197,7 +197,16 @@ fn words(w: &[u32]) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn node(key_start: u32, key_len: u32, value_start: u32, value_len: u32, kind: u8, flags: u8, depth: u16, end: u32) -> Vec<u8> {
+fn node(
+    key_start: u32,
+    key_len: u32,
+    value_start: u32,
+    value_len: u32,
+    kind: u8,
+    flags: u8,
+    depth: u16,
+    end: u32,
+) -> Vec<u8> {
     let mut n = words(&[key_start, key_len, value_start, value_len]);
     n.extend_from_slice(&[kind, flags]);
     n.extend_from_slice(&depth.to_le_bytes());
@@ -207,8 +216,17 @@ fn node(key_start: u32, key_len: u32, value_start: u32, value_len: u32, kind: u8
 
 /// Runs `input` through the layout checker; the call must succeed (every event kept).
 fn check_layout(fields: Option<(&str, u32)>, expected: &[u8], input: &str) {
-    let f = wasm("layout", &layout_checker(fields, expected), &WasmConfig::default()).unwrap();
-    let (r, out, dead) = run_with(PipelineConfig::default(), vec![Box::new(f)], input.as_bytes());
+    let f = wasm(
+        "layout",
+        &layout_checker(fields, expected),
+        &WasmConfig::default(),
+    )
+    .unwrap();
+    let (r, out, dead) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        input.as_bytes(),
+    );
     assert!(dead.is_empty(), "{dead:?}");
     assert_eq!(r.stats.filter_failures, 0);
     assert_eq!(out, input.as_bytes());
@@ -265,8 +283,20 @@ fn a_wrong_layout_is_reported_by_the_checker() {
     // The checker itself must be able to fail, or the tests above prove nothing.
     let mut expected = full_example_layout();
     expected[64 + 16 + 24 + 20] = 4; // node 1's `end` is 5
-    let f = wasm("layout", &layout_checker(None, &expected), &WasmConfig::default()).unwrap();
-    let (_, _, dead) = run_with(PipelineConfig::default(), vec![Box::new(f)], format!("{FULL_EXAMPLE}\n").as_bytes());
+    let f = wasm(
+        "layout",
+        &layout_checker(None, &expected),
+        &WasmConfig::default(),
+    )
+    .unwrap();
+    let (_, _, dead) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        format!("{FULL_EXAMPLE}\n").as_bytes(),
+    );
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0]["reason"], "filter failed: module returned -4 (bad input): layout differs at byte 124");
+    assert_eq!(
+        dead[0]["reason"],
+        "filter failed: module returned -4 (bad input): layout differs at byte 124"
+    );
 }

@@ -1,15 +1,21 @@
 //! The guest SDKs agree with the native filters: `drop_debug` and `tag_service` of every SDK
-//! (Rust, C, Zig, AssemblyScript), as built by `scripts/build-guests.sh` into
+//! (Rust, C, Zig, AssemblyScript, Go), as built by `scripts/build-guests.sh` into
 //! `target/guests/<language>/`, give the native `DropWhere::drop_debug()` and `TagService`
 //! output byte for byte, on generated logs and on hand-picked awkward events.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use sluicebox::{DropWhere, Filter, PipelineConfig, TagService, WasmConfig, wasm::WasmModule};
+use sluicebox::wasm::{LoadOptions, WasmModule};
+use sluicebox::{DropWhere, Filter, PipelineConfig, TagService, WasmConfig};
 
 use crate::common::*;
 
-const LANGUAGES: [&str; 4] = ["rust", "c", "zig", "assemblyscript"];
+const LANGUAGES: [&str; 5] = ["rust", "c", "zig", "assemblyscript", "go"];
+
+/// The languages whose modules need WASI preview 1 (the Go runtime does); the others must
+/// load without it.
+const WASI_LANGUAGES: [&str; 1] = ["go"];
 
 /// Escapes, wrong types, duplicates, unicode, a `msg` holding an object, and one line the host
 /// rejects (a lone surrogate) so dead letters are compared too.
@@ -40,17 +46,24 @@ const AWKWARD: &str = r#"{"level":"DEBUG","msg":"plain"}
 {"msg":1e400}
 "#;
 
-fn guest(language: &str, name: &str) -> WasmModule {
+fn guest(language: &str, name: &str) -> Arc<WasmModule> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target.join("guests").join(language).join(format!("{name}.wasm"));
+    let path = target
+        .join("guests")
+        .join(language)
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run `bash scripts/build-guests.sh` first (scripts/test.sh does)",
         path.display()
     );
-    WasmModule::from_file(&path, None).unwrap()
+    let options = LoadOptions {
+        wasi: WASI_LANGUAGES.contains(&language),
+        cache_dir: None,
+    };
+    WasmModule::load(&path, &options).unwrap_or_else(|e| panic!("{language} {name}: {e}"))
 }
 
 /// Runs `name` of every SDK and `native` over the same input, in batches of 1,024 and of 7,
@@ -58,6 +71,8 @@ fn guest(language: &str, name: &str) -> WasmModule {
 fn all_match_native(name: &str, native: fn() -> Box<dyn Filter>) {
     let mut input = sluicebox::loggen::corpus(2000, 3);
     input.extend_from_slice(AWKWARD.as_bytes());
+    // Compiling a module takes a while (about a second for Go's 2 MB): once per language.
+    let modules: Vec<_> = LANGUAGES.iter().map(|l| (*l, guest(l, name))).collect();
     for config in [
         PipelineConfig::default(),
         PipelineConfig {
@@ -67,8 +82,8 @@ fn all_match_native(name: &str, native: fn() -> Box<dyn Filter>) {
     ] {
         let (nat_r, nat_out, nat_dead) = run_with(config.clone(), vec![native()], &input);
         assert_eq!(nat_dead.len(), 1, "only the lone surrogate is rejected");
-        for language in LANGUAGES {
-            let f = WasmConfig::default().build(&guest(language, name)).unwrap();
+        for (language, module) in &modules {
+            let f = WasmConfig::default().build(module).unwrap();
             let (r, out, dead) = run_with(config.clone(), vec![Box::new(f)], &input);
             assert!(
                 out == nat_out,

@@ -3,6 +3,7 @@
 mod abi_doc;
 mod cli;
 mod common;
+mod guest_sdks;
 mod guests;
 mod input;
 mod props;

@@ -53,6 +53,8 @@ pub(crate) struct Scratch {
     nodes: Vec<abi::Node>,
     values: Vec<u8>,
     stack: Vec<(usize, bool)>,
+    /// For each declared path, its slot in the batch's parse-time projection, if any.
+    slot_of: Vec<Option<usize>>,
 }
 
 /// Where each part goes, as offsets from the start of the guest batch buffer.
@@ -77,9 +79,13 @@ impl Scratch {
         let mut raw_off = 0u32;
         let mut flags = if raw { abi::BATCH_RAW } else { 0 };
         let mut field_count = 0;
+        self.slot_of.clear();
         if let Some(p) = projection {
             flags |= abi::BATCH_PROJECTED;
             field_count = p.paths.len() as u32;
+            let parsed = events.projection();
+            self.slot_of
+                .extend(p.paths.iter().map(|path| parsed.position(path)));
         }
         for e in events.iter() {
             let bytes = e.bytes();
@@ -92,9 +98,13 @@ impl Scratch {
             };
             match projection {
                 Some(p) => {
-                    for path in &p.paths {
+                    for (path, slot) in p.paths.iter().zip(&self.slot_of) {
                         let mut node = abi::Node::default();
-                        if let Some(f) = index::lookup(bytes, s, path) {
+                        let found = match *slot {
+                            Some(k) => e.slot(k),
+                            None => index::lookup(bytes, s, path),
+                        };
+                        if let Some(f) = found {
                             node.kind = f.kind;
                             node.flags = if f.escaped {
                                 abi::FLAG_VALUE_ESCAPED

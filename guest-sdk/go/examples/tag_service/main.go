@@ -1,0 +1,17 @@
+// tag_service: sets `"env":"prod"` on every event and renames `msg` to `message`.
+package main
+
+import "sluicebox.dev/sluicebox"
+
+func init() {
+	sluicebox.Map(tagService, "msg")
+}
+
+func tagService(e *sluicebox.Event, out *sluicebox.Edits) {
+	out.SetString("env", "prod")
+	if e.Has("msg") {
+		out.Rename("msg", "message")
+	}
+}
+
+func main() {}

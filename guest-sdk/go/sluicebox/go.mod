@@ -1,0 +1,3 @@
+module sluicebox.dev/sluicebox
+
+go 1.27

@@ -1,0 +1,552 @@
+//! The fast path of validation: a SIMD structural pass over the event (stage 1), then a walk
+//! over the structural positions that checks the grammar (stage 2).
+//!
+//! It answers only "valid" or "not sure". Whatever it does not accept (invalid JSON, nesting
+//! deeper than 64 levels, anything odd) goes to the scalar validator in [`super::scalar`],
+//! which is the definition of what is valid and explains every rejection. When it accepts,
+//! the structural positions it appends are exactly the scalar validator's (simd-json's
+//! stage-1 format): every `{ } [ ] : ,` outside strings, every opening quote, and the first
+//! byte of every number and literal.
+//!
+//! Stage 1 classifies 64 bytes per step with AVX2: quotes (minus escaped ones), backslashes,
+//! control and non-ASCII bytes, whitespace and operators; a prefix XOR of the quotes gives
+//! the bytes inside strings. A byte that is not whitespace, an operator or a quote, outside a
+//! string, and follows one of those, starts a scalar. Escapes are checked where backslashes
+//! are, and non-ASCII events are checked as UTF-8 in one call.
+//!
+//! Cost per event: about one AVX2 step per 64 bytes plus a few instructions per structural;
+//! no allocation beyond the caller's structural vector. Without AVX2 (or off x86_64)
+//! [`available`] is false and the caller uses the scalar validator alone.
+
+use super::scalar;
+
+/// Whether this CPU runs the fast path (x86_64 with AVX2, BMI1 and POPCNT, which every
+/// AVX2 processor has).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("bmi1")
+            && std::arch::is_x86_feature_detected!("popcnt")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Validates `input` as one JSON value nesting at most `max_depth` levels, appending its
+/// structural positions to `out` and calling `top_key` for each member of a top-level
+/// object (as [`scalar::validate_append`] does). Returns false, with `out` as it was, when
+/// it cannot vouch for the input: the caller must then ask the scalar validator.
+///
+/// Callers must check [`available`] first; without AVX2 this returns false.
+#[inline]
+///
+/// `input` is `padded[..len]`. Reads go up to 63 bytes past `len` when `padded` has them (the
+/// batch buffer always does); the extra bytes do not affect the result.
+pub(crate) fn validate<H: FnMut(&[u8], u32)>(
+    padded: &[u8],
+    len: usize,
+    max_depth: usize,
+    out: &mut Vec<u32>,
+    top_key: &mut H,
+) -> bool {
+    let Some(input) = padded.get(..len) else {
+        return false;
+    };
+    if u32::try_from(len).is_err() {
+        return false;
+    }
+    let base = out.len();
+    #[cfg(target_arch = "x86_64")]
+    let stage1 = if available() {
+        // SAFETY: `available()` says the CPU has AVX2, BMI1 and POPCNT.
+        unsafe { stage1_avx2(padded, len, out) }
+    } else {
+        Stage1::Refused
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let stage1 = Stage1::Refused;
+    let ok = stage1 != Stage1::Refused
+        && stage2(input, &out[base..], max_depth, top_key)
+        && (stage1 == Stage1::Ascii || std::str::from_utf8(input).is_ok());
+    if !ok {
+        out.truncate(base);
+    }
+    ok
+}
+
+/// Stage 1: appends the structural positions of `input` to `out`. Refuses when a string is
+/// unterminated, holds a control character or a bad escape.
+///
+/// # Safety
+/// The CPU must support AVX2, BMI1 and POPCNT.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,popcnt")]
+unsafe fn stage1_avx2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
+    use std::arch::x86_64::*;
+
+    let input = &padded[..len];
+    // Bit 63 of the previous block's masks, carried: inside a string at its end; its last
+    // byte a separator (whitespace, operator or quote; true before the first byte); a
+    // backslash escapes the next block's first byte.
+    let mut in_string = 0u64;
+    let mut prev_sep = 1u64;
+    let mut prev_escape = false;
+    // Escapes are checked up to here (a surrogate pair spans two escapes).
+    let mut escapes_done = 0usize;
+    let mut non_ascii = 0u64;
+    let mut tail = [0u8; 64];
+    let mut at = 0usize;
+    while at < len {
+        let rest = len - at;
+        let valid = if rest >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << rest) - 1
+        };
+        let ptr = if padded.len() - at >= 64 {
+            padded.as_ptr().wrapping_add(at)
+        } else {
+            tail[..rest].copy_from_slice(&input[at..]);
+            tail[rest..].fill(0);
+            tail.as_ptr()
+        };
+        // SAFETY: `ptr` points at 64 readable bytes: `padded[at..at + 64]` when `padded` has
+        // them, else the local `tail` array. AVX2 is enabled for this function.
+        let (a, b) = unsafe {
+            (
+                classify(_mm256_loadu_si256(ptr.cast())),
+                classify(_mm256_loadu_si256(ptr.add(32).cast())),
+            )
+        };
+        // `black_box` keeps LLVM from fusing these masks into one 64-lane boolean vector,
+        // which it then scalarises byte by byte on the stack: measured 3x slower per event.
+        let join = |x: u32, y: u32| std::hint::black_box(u64::from(x) | u64::from(y) << 32);
+        let quote = join(a.quote, b.quote);
+        let backslash = join(a.backslash, b.backslash);
+        let low = join(a.low, b.low);
+        let high = join(a.high, b.high);
+        let ws = join(a.ws, b.ws);
+        let ops = join(a.ops, b.ops);
+        let (quote, backslash, low, ws, ops) = (
+            quote & valid,
+            backslash & valid,
+            low & valid,
+            ws & valid,
+            ops & valid,
+        );
+        non_ascii |= high & valid;
+        // The bytes a backslash escapes, found one backslash at a time (they are rare).
+        let mut escaped = u64::from(prev_escape);
+        prev_escape = false;
+        let mut b = backslash & !escaped;
+        while b != 0 {
+            let bit = b.trailing_zeros();
+            b &= b - 1;
+            if escaped >> bit & 1 == 1 {
+                continue;
+            }
+            if bit == 63 {
+                prev_escape = true;
+            } else {
+                escaped |= 1 << (bit + 1);
+                b &= !(1 << (bit + 1));
+            }
+        }
+        let quote = quote & !escaped;
+        let inside = prefix_xor(quote) ^ in_string;
+        in_string = ((inside as i64) >> 63) as u64;
+        // Bytes below 0x20 are never allowed inside strings. (Outside, \t \n \r are
+        // whitespace, and the others become scalars that stage 2 refuses.)
+        if low & inside != 0 {
+            return Stage1::Refused;
+        }
+        // Escapes inside strings: check each one (and the pair of a surrogate).
+        let mut starts = backslash & inside & !escaped;
+        while starts != 0 {
+            let i = at + starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if i < escapes_done {
+                continue;
+            }
+            match input.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                    escapes_done = i + 2
+                }
+                _ => match unicode_escape(input, i) {
+                    Some(end) => escapes_done = end,
+                    None => return Stage1::Refused,
+                },
+            }
+        }
+        let sep = ws | ops | quote;
+        let scalars = !sep & !inside & valid & (sep << 1 | prev_sep);
+        prev_sep = sep >> 63;
+        let structural = (ops & !inside) | (quote & inside) | scalars;
+        flatten(structural, at as u32, out);
+        at += 64;
+    }
+    if in_string != 0 || prev_escape {
+        Stage1::Refused
+    } else if non_ascii != 0 {
+        Stage1::NonAscii
+    } else {
+        Stage1::Ascii
+    }
+}
+
+/// Checks the `\u` escape (or surrogate pair) at `i`; returns the offset past it. Kept out of
+/// line: it is rare, and inlined it slows the common path.
+#[cold]
+#[inline(never)]
+fn unicode_escape(input: &[u8], i: usize) -> Option<usize> {
+    scalar::scan_escape(input, i, i).ok()
+}
+
+/// What stage 1 found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage1 {
+    /// Not valid (or not sure).
+    Refused,
+    /// Plausible, all ASCII.
+    Ascii,
+    /// Plausible, with non-ASCII bytes still to be checked as UTF-8.
+    NonAscii,
+}
+
+/// The classes of 32 bytes, one bit per byte.
+#[cfg(target_arch = "x86_64")]
+struct Classes {
+    quote: u32,
+    backslash: u32,
+    /// Below 0x20.
+    low: u32,
+    /// 0x80 and above.
+    high: u32,
+    /// Space, tab, line feed, carriage return.
+    ws: u32,
+    /// `{ } [ ] : ,`
+    ops: u32,
+}
+
+/// Classifies 32 bytes.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn classify(v: std::arch::x86_64::__m256i) -> Classes {
+    use std::arch::x86_64::*;
+    let splat = |c: u8| _mm256_set1_epi8(c as i8);
+    let eq = |c: u8| _mm256_cmpeq_epi8(v, splat(c));
+    let bits = |m: __m256i| _mm256_movemask_epi8(m) as u32;
+    // `[` and `]` are `{` and `}` with the 0x20 bit clear: fold it.
+    let folded = _mm256_or_si256(v, splat(0x20));
+    let brackets = _mm256_or_si256(
+        _mm256_cmpeq_epi8(folded, splat(b'{')),
+        _mm256_cmpeq_epi8(folded, splat(b'}')),
+    );
+    Classes {
+        quote: bits(eq(b'"')),
+        backslash: bits(eq(b'\\')),
+        low: bits(_mm256_cmpeq_epi8(_mm256_min_epu8(v, splat(0x1f)), v)),
+        high: bits(v),
+        ws: bits(_mm256_or_si256(
+            _mm256_or_si256(eq(b' '), eq(b'\t')),
+            _mm256_or_si256(eq(b'\n'), eq(b'\r')),
+        )),
+        ops: bits(_mm256_or_si256(
+            brackets,
+            _mm256_or_si256(eq(b':'), eq(b',')),
+        )),
+    }
+}
+
+/// Each bit becomes the XOR of itself and every lower bit: 1 from an opening quote up to
+/// (not including) its closing quote.
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// Appends `base + i` for every set bit `i` of `bits`, in order.
+#[inline(always)]
+fn flatten(mut bits: u64, base: u32, out: &mut Vec<u32>) {
+    out.reserve(bits.count_ones() as usize);
+    while bits != 0 {
+        out.push(base + bits.trailing_zeros());
+        bits &= bits - 1;
+    }
+}
+
+/// Stage 2: checks the grammar over the structural positions `s` of `input`.
+fn stage2<H: FnMut(&[u8], u32)>(
+    input: &[u8],
+    s: &[u32],
+    max_depth: usize,
+    top_key: &mut H,
+) -> bool {
+    let n = s.len();
+    let limit = max_depth.min(64);
+    let byte = |i: usize| -> u8 { s.get(i).map_or(0, |&p| input[p as usize]) };
+    // The position of structural `i`, or the end of the input.
+    let pos = |i: usize| -> usize { s.get(i).map_or(input.len(), |&p| p as usize) };
+    // Bit d: level d is an object.
+    let mut objects = 0u64;
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    // `"key" :` at structural `i`; on success `i` is at the value.
+    let mut key = |i: &mut usize, depth: usize| -> bool {
+        if byte(*i) != b'"' || byte(*i + 1) != b':' {
+            return false;
+        }
+        if depth == 1 {
+            let open = pos(*i);
+            let colon = pos(*i + 1);
+            let mut close = colon - 1;
+            while input[close] != b'"' {
+                close -= 1;
+            }
+            if close <= open {
+                return false;
+            }
+            top_key(&input[open + 1..close], (*i + 2) as u32);
+        }
+        *i += 2;
+        true
+    };
+    'value: loop {
+        let p = pos(i);
+        match byte(i) {
+            b'{' | b'[' => {
+                if depth >= limit {
+                    return false;
+                }
+                let object = byte(i) == b'{';
+                objects = objects & !(1 << depth) | u64::from(object) << depth;
+                depth += 1;
+                i += 1;
+                let close = if object { b'}' } else { b']' };
+                if byte(i) == close {
+                    depth -= 1;
+                    i += 1;
+                } else if object {
+                    if !key(&mut i, depth) {
+                        return false;
+                    }
+                    continue 'value;
+                } else {
+                    continue 'value;
+                }
+            }
+            b'"' => i += 1,
+            c @ (b't' | b'f' | b'n') => {
+                let word: &[u8] = match c {
+                    b't' => b"true",
+                    b'f' => b"false",
+                    _ => b"null",
+                };
+                if input.get(p..p + word.len()) != Some(word)
+                    || skip_ws(input, p + word.len()) != pos(i + 1)
+                {
+                    return false;
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => match scalar::scan_number(input, p) {
+                Ok(end) if skip_ws(input, end) == pos(i + 1) => i += 1,
+                _ => return false,
+            },
+            _ => return false,
+        }
+        // A value ended: a comma, the closing bracket, or the end of the text.
+        loop {
+            if depth == 0 {
+                return i == n;
+            }
+            let object = objects >> (depth - 1) & 1 == 1;
+            match byte(i) {
+                b',' => {
+                    i += 1;
+                    if object && !key(&mut i, depth) {
+                        return false;
+                    }
+                    continue 'value;
+                }
+                b'}' if object => {}
+                b']' if !object => {}
+                _ => return false,
+            }
+            depth -= 1;
+            i += 1;
+        }
+    }
+}
+
+#[inline]
+fn skip_ws(input: &[u8], mut p: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = input.get(p) {
+        p += 1;
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path agrees with the scalar validator: when it accepts, the scalar one does
+    /// too, with the same positions.
+    fn agree(text: &[u8]) -> bool {
+        let mut fast = vec![7];
+        let ok = validate(text, text.len(), 1024, &mut fast, &mut |_, _| {});
+        let mut padded = text.to_vec();
+        padded.extend_from_slice(&[b'"'; 64]);
+        let mut fast2 = vec![7];
+        let ok2 = validate(&padded, text.len(), 1024, &mut fast2, &mut |_, _| {});
+        assert_eq!((ok, &fast), (ok2, &fast2), "padding changed the answer");
+        let mut slow = Vec::new();
+        let slow_ok = scalar::validate(text, 1024, &mut slow).is_ok();
+        if ok {
+            assert!(
+                slow_ok,
+                "fast accepted what scalar rejects: {:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert_eq!(&fast[1..], &slow[..], "{:?}", String::from_utf8_lossy(text));
+        } else {
+            assert_eq!(fast, vec![7], "a refusal leaves the output as it was");
+        }
+        ok
+    }
+
+    #[test]
+    fn accepts_ordinary_events_with_scalar_positions() {
+        if !available() {
+            return;
+        }
+        let long = format!("{{\"msg\":\"{}\",\"n\":1}}", "x".repeat(300));
+        for t in [
+            r#"{"a":1}"#,
+            r#"{}"#,
+            r#"{ "a" : [ 1 , 2.5e-3 , -0 , true , false , null , "x" ] , "b" : { } }"#,
+            r#"{"q":"say \"hi\" \\ \/ \b\f\n\r\t \u00e9 \ud83d\ude00","k\"ey":"v"}"#,
+            r#"{"unicode":"ÉTÉ ☃ 😀"}"#,
+            r#"{"a":{"b":{"c":[[[]]]}}}"#,
+            "\t{\"a\":1}\r ",
+            long.as_str(),
+        ] {
+            assert!(agree(t.as_bytes()), "fast path refused {t}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_valid() {
+        if !available() {
+            return;
+        }
+        for t in [
+            &b"{\"a\":1,}"[..],
+            b"{\"a\":01}",
+            b"{\"a\":1\x01}",
+            b"{\"a\":\"x\ny\"}",
+            b"{\"a\":\"\x01\"}",
+            b"{\"a\":\"\\x\"}",
+            b"{\"a\":\"\\ud83d\"}",
+            b"{\"a\":\"\\",
+            b"{\"a\":\"abc}",
+            b"{\"a\" 1}",
+            b"{\"a\":tru}",
+            b"{\"a\":truex}",
+            b"{\"a\":1}x",
+            b"{\"a\":1}{}",
+            b"{\"a\":\"b\"x}",
+            b"{\"a\":\xff}",
+            b"{\"a\":\"\xc0\xaf\"}",
+            b"\xef\xbb\xbf{}",
+            b"",
+            b"   ",
+            b"{\"a\":[1 2]}",
+            b"{\"a\":[1,]}",
+            b"{,}",
+            b"{\"a\":1]",
+            b"[}",
+            b"{\"a\"}",
+            b"{\"a\"::1}",
+            b"{1:2}",
+        ] {
+            assert!(
+                !agree(t),
+                "fast path accepted {:?}",
+                String::from_utf8_lossy(t)
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_goes_to_the_scalar_validator() {
+        if !available() {
+            return;
+        }
+        let ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+        assert!(agree(ok.as_bytes()));
+        let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+        assert!(!agree(deep.as_bytes()));
+    }
+
+    #[test]
+    fn block_boundaries_do_not_matter() {
+        if !available() {
+            return;
+        }
+        // Put quotes, backslashes and scalars at every offset around the 64-byte seams.
+        for pad in 0..140 {
+            for body in [
+                r#""s\"x\\":"\\\\\"","n":12345,"t":true"#,
+                r#""a":"\ud83d\ude00","b":[null,-1.5e+7]"#,
+            ] {
+                let text = format!("{{\"p\":\"{}\",{body}}}", "y".repeat(pad));
+                assert!(agree(text.as_bytes()), "{text}");
+                let bad = format!("{{\"p\":\"{}\",{body},}}", "y".repeat(pad));
+                assert!(!agree(bad.as_bytes()), "{bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_mutations_never_make_it_accept_invalid_json() {
+        if !available() {
+            return;
+        }
+        let seeds = [
+            br#"{"a":"b\"c","d":[1,2,{"e":null}],"f":-0.5e10,"g":"\u00e9\ud83d\ude00"}"#.to_vec(),
+            "{\"x\":\"ÉTÉ\",\"y\":[true,false]}".as_bytes().to_vec(),
+        ];
+        let alphabet = b"{}[]:,\"\\ \t\r\nabefnrtu0123456789-+.eE\x00\x01\x7f\x80\xc3\xa9\xff";
+        let mut rng = crate::loggen::Rng::new(7);
+        for _ in 0..20_000 {
+            let mut t = seeds[rng.below(2) as usize].clone();
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(t.len() as u64 + 1) as usize;
+                let c = alphabet[rng.below(alphabet.len() as u64) as usize];
+                match rng.below(3) {
+                    0 if at < t.len() => t[at] = c,
+                    1 if at < t.len() => {
+                        t.remove(at);
+                    }
+                    _ => t.insert(at, c),
+                }
+            }
+            agree(&t);
+        }
+    }
+}
