@@ -247,18 +247,13 @@ build_assemblyscript() {
 build_go() {
     ensure_go
     go_target="$(mkdir -p "$target_dir" && cd "$target_dir" && pwd)"
-    local out="$go_target/guests/go" tools="$go_target/go-tools" dir name
-    mkdir -p "$out" "$tools"
-    # sluicebox-fixup (a host tool) makes each module's sluicebox_abi_version callable before
-    # `_initialize`, as the host's load probe requires (guest-sdk/go/README.md).
-    (cd guest-sdk/go/sluicebox && GOOS= GOARCH= go_run build -o "$tools/sluicebox-fixup" ./cmd/sluicebox-fixup) ||
-        die "go build failed on guest-sdk/go/sluicebox/cmd/sluicebox-fixup"
+    local out="$go_target/guests/go" dir name
+    mkdir -p "$out"
     # Every directory under guest-sdk/go/examples/ is one filter (a main package).
     for dir in guest-sdk/go/examples/*/; do
         name="$(basename "$dir")"
         (cd guest-sdk/go/examples && GOOS=wasip1 GOARCH=wasm go_run build -buildmode=c-shared -trimpath \
             -ldflags=-s -o "$out/$name.wasm" "./$name") || die "go build failed on $dir"
-        "$tools/sluicebox-fixup" "$out/$name.wasm" || die "sluicebox-fixup failed on $out/$name.wasm"
         check_wasi "$out/$name.wasm"
     done
 }

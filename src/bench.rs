@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use sluicebox::wasm::WasmModule;
-use sluicebox::{DropWhere, JsonEngine, Pipeline, PipelineConfig, WasmConfig, WriterSink};
+use sluicebox::wasm::{LoadOptions, WasmModule};
+use sluicebox::{
+    DropWhere, JsonEngine, Pipeline, PipelineConfig, TagService, WasmConfig, WriterSink,
+};
 
 use crate::{DROP_DEBUG_WAT, Fail, NOOP_WAT};
 
@@ -34,6 +36,13 @@ pub(crate) struct BenchArgs {
     /// Only run scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Allow the `--module` modules a minimal WASI preview 1 (Go, C with libc).
+    #[arg(long)]
+    wasi: bool,
+    /// Also measure `drop_debug` and `tag_service` of every guest language built under
+    /// `--guests` (`lang.<language>.<filter>`), with module sizes in the notes.
+    #[arg(long)]
+    languages: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -184,6 +193,14 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             &corpus,
         ),
     ));
+    scenarios.push(sc(
+        "pipeline.native_tag_service",
+        "native Rust TagService (set env, rename msg)".into(),
+        pipeline_run(
+            Pipeline::new(config.clone())?.with_filter(TagService),
+            &corpus,
+        ),
+    ));
     let wcfg = WasmConfig::default();
     let want = |name: &str| a.only.as_ref().is_none_or(|o| name.contains(o.as_str()));
     if want("pipeline.wasm_noop") {
@@ -237,8 +254,52 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             ),
         ));
     }
+    if a.languages {
+        let mut langs: Vec<PathBuf> = std::fs::read_dir(&a.guests)
+            .map_err(|e| {
+                Fail::usage(format!(
+                    "--languages: cannot read {}: {e} (run scripts/build-guests.sh)",
+                    a.guests.display()
+                ))
+            })?
+            .filter_map(|d| d.ok().map(|d| d.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        langs.sort();
+        for dir in langs {
+            let lang = dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            for filter in ["drop_debug", "tag_service"] {
+                let path = dir.join(format!("{filter}.wasm"));
+                let name = format!("lang.{lang}.{filter}");
+                if !path.exists() || !want(&name) {
+                    continue;
+                }
+                // Our own example guests: WASI is allowed for the toolchains that need it.
+                let options = LoadOptions {
+                    wasi: true,
+                    ..Default::default()
+                };
+                let module = WasmModule::load(&path, &options)?;
+                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                scenarios.push(sc(
+                    &name,
+                    format!("{} ({size} bytes)", path.display()),
+                    pipeline_run(
+                        Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?),
+                        &corpus,
+                    ),
+                ));
+            }
+        }
+    }
     for p in &a.modules {
-        let module = WasmModule::from_file(p, None)?;
+        let options = LoadOptions {
+            wasi: a.wasi,
+            ..Default::default()
+        };
+        let module = WasmModule::load(p, &options)?;
         let name = format!("module.{}", module.name());
         scenarios.push(sc(
             &name,

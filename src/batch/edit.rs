@@ -65,9 +65,7 @@ impl ObjEditor {
 
     fn own_key(&mut self, comp: &[u8]) -> Piece {
         let a = self.own.len() as u32;
-        // Path components come from checked UTF-8 paths.
-        let k = String::from_utf8_lossy(comp);
-        let _ = serde_json::to_writer(&mut self.own, &*k);
+        push_key(&mut self.own, comp);
         Piece::Own(a, self.own.len() as u32)
     }
 
@@ -186,18 +184,40 @@ impl ObjEditor {
 
     fn write(&self, text: &[u8], out: &mut Vec<u8>) {
         out.push(b'{');
+        // Untouched members that follow each other in the original text, separated by a
+        // bare `,`, are copied as one run.
+        let mut run: Option<(u32, u32)> = None;
+        let flush = |run: &mut Option<(u32, u32)>, out: &mut Vec<u8>| {
+            if let Some((a, b)) = run.take() {
+                out.extend_from_slice(&text[a as usize..b as usize]);
+            }
+        };
         for (n, &(k, v, whole)) in self.members.iter().enumerate() {
+            if let Some(Piece::Orig(a, b)) = whole {
+                match run {
+                    Some((ra, rb)) if rb + 1 == a && text[rb as usize] == b',' => {
+                        run = Some((ra, b));
+                        continue;
+                    }
+                    _ => {
+                        flush(&mut run, out);
+                        if n > 0 {
+                            out.push(b',');
+                        }
+                        run = Some((a, b));
+                        continue;
+                    }
+                }
+            }
+            flush(&mut run, out);
             if n > 0 {
                 out.push(b',');
-            }
-            if let Some(w) = whole {
-                out.extend_from_slice(self.bytes(text, w));
-                continue;
             }
             out.extend_from_slice(self.bytes(text, k));
             out.push(b':');
             out.extend_from_slice(self.bytes(text, v));
         }
+        flush(&mut run, out);
         out.push(b'}');
     }
 }
@@ -233,11 +253,26 @@ fn edit_nested(
     Ok(out)
 }
 
+/// Appends `comp` as a JSON string (quoted, escaped where JSON requires it).
+fn push_key(out: &mut Vec<u8>, comp: &[u8]) {
+    let plain = comp
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x80);
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(comp);
+        out.push(b'"');
+    } else {
+        // Path components come from checked UTF-8 paths.
+        let _ = serde_json::to_writer(&mut *out, &*String::from_utf8_lossy(comp));
+    }
+}
+
 fn build_nested(comps: &[&[u8]], value: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in comps {
         out.push(b'{');
-        let _ = serde_json::to_writer(&mut out, &*String::from_utf8_lossy(c));
+        push_key(&mut out, c);
         out.push(b':');
     }
     out.extend_from_slice(value);

@@ -288,108 +288,130 @@ fn flatten(mut bits: u64, base: u32, out: &mut Vec<u32>) {
     }
 }
 
-/// Stage 2: checks the grammar over the structural positions `s` of `input`.
+/// Where stage 2 is in the grammar, before looking at the next structural.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A value.
+    Value,
+    /// A key or `}` (just after `{`).
+    FirstKey,
+    /// A value or `]` (just after `[`).
+    FirstValue,
+    /// A key (after a `,` in an object).
+    Key,
+    /// The `:` after a key.
+    Colon,
+    /// A `,` or the closing bracket after a value (or nothing, at depth 0).
+    After,
+}
+
+/// Stage 2: checks the grammar over the structural positions `s` of `input`, one
+/// structural at a time.
 fn stage2<H: FnMut(&[u8], u32)>(
     input: &[u8],
     s: &[u32],
     max_depth: usize,
     top_key: &mut H,
 ) -> bool {
-    let n = s.len();
     let limit = max_depth.min(64);
-    let byte = |i: usize| -> u8 { s.get(i).map_or(0, |&p| input[p as usize]) };
-    // The position of structural `i`, or the end of the input.
-    let pos = |i: usize| -> usize { s.get(i).map_or(input.len(), |&p| p as usize) };
     // Bit d: level d is an object.
     let mut objects = 0u64;
     let mut depth = 0usize;
-    let mut i = 0usize;
-    // `"key" :` at structural `i`; on success `i` is at the value.
-    let mut key = |i: &mut usize, depth: usize| -> bool {
-        if byte(*i) != b'"' || byte(*i + 1) != b':' {
+    let mut expect = Expect::Value;
+    for (j, &p) in s.iter().enumerate() {
+        let p = p as usize;
+        let Some(&c) = input.get(p) else {
             return false;
-        }
-        if depth == 1 {
-            let open = pos(*i);
-            let colon = pos(*i + 1);
-            let mut close = colon - 1;
-            while input[close] != b'"' {
-                close -= 1;
-            }
-            if close <= open {
-                return false;
-            }
-            top_key(&input[open + 1..close], (*i + 2) as u32);
-        }
-        *i += 2;
-        true
-    };
-    'value: loop {
-        let p = pos(i);
-        match byte(i) {
-            b'{' | b'[' => {
-                if depth >= limit {
+        };
+        expect = match expect {
+            Expect::Colon => {
+                if c != b':' {
                     return false;
                 }
-                let object = byte(i) == b'{';
-                objects = objects & !(1 << depth) | u64::from(object) << depth;
-                depth += 1;
-                i += 1;
-                let close = if object { b'}' } else { b']' };
-                if byte(i) == close {
-                    depth -= 1;
-                    i += 1;
-                } else if object {
-                    if !key(&mut i, depth) {
+                if depth == 1 {
+                    // The key's quotes: its opening one is the previous structural, its
+                    // closing one the last quote before the colon.
+                    let open = s[j - 1] as usize;
+                    let mut close = p - 1;
+                    while input[close] != b'"' {
+                        close -= 1;
+                    }
+                    if close <= open {
                         return false;
                     }
-                    continue 'value;
-                } else {
-                    continue 'value;
+                    top_key(&input[open + 1..close], j as u32 + 1);
                 }
+                Expect::Value
             }
-            b'"' => i += 1,
-            c @ (b't' | b'f' | b'n') => {
-                let word: &[u8] = match c {
-                    b't' => b"true",
-                    b'f' => b"false",
-                    _ => b"null",
-                };
-                if input.get(p..p + word.len()) != Some(word)
-                    || skip_ws(input, p + word.len()) != pos(i + 1)
-                {
-                    return false;
+            Expect::Key | Expect::FirstKey => match c {
+                b'"' => Expect::Colon,
+                b'}' if expect == Expect::FirstKey => {
+                    depth -= 1;
+                    Expect::After
                 }
-                i += 1;
-            }
-            b'-' | b'0'..=b'9' => match scalar::scan_number(input, p) {
-                Ok(end) if skip_ws(input, end) == pos(i + 1) => i += 1,
                 _ => return false,
             },
-            _ => return false,
-        }
-        // A value ended: a comma, the closing bracket, or the end of the text.
-        loop {
-            if depth == 0 {
-                return i == n;
+            Expect::After => {
+                if depth == 0 {
+                    return false;
+                }
+                let object = objects >> (depth - 1) & 1 == 1;
+                match c {
+                    b',' if object => Expect::Key,
+                    b',' => Expect::Value,
+                    b'}' if object => {
+                        depth -= 1;
+                        Expect::After
+                    }
+                    b']' if !object => {
+                        depth -= 1;
+                        Expect::After
+                    }
+                    _ => return false,
+                }
             }
-            let object = objects >> (depth - 1) & 1 == 1;
-            match byte(i) {
-                b',' => {
-                    i += 1;
-                    if object && !key(&mut i, depth) {
+            Expect::Value | Expect::FirstValue => match c {
+                b'{' | b'[' => {
+                    if depth >= limit {
                         return false;
                     }
-                    continue 'value;
+                    let object = c == b'{';
+                    objects = objects & !(1 << depth) | u64::from(object) << depth;
+                    depth += 1;
+                    if object {
+                        Expect::FirstKey
+                    } else {
+                        Expect::FirstValue
+                    }
                 }
-                b'}' if object => {}
-                b']' if !object => {}
-                _ => return false,
-            }
-            depth -= 1;
-            i += 1;
-        }
+                b']' if expect == Expect::FirstValue => {
+                    depth -= 1;
+                    Expect::After
+                }
+                b'"' => Expect::After,
+                _ => {
+                    // A number or a literal: it must end where whitespace runs up to the
+                    // next structural (or the end).
+                    let next = s.get(j + 1).map_or(input.len(), |&q| q as usize);
+                    let end = match c {
+                        b't' if input.get(p..p + 4) == Some(b"true") => p + 4,
+                        b'f' if input.get(p..p + 5) == Some(b"false") => p + 5,
+                        b'n' if input.get(p..p + 4) == Some(b"null") => p + 4,
+                        b'-' | b'0'..=b'9' => match scalar::scan_number(input, p) {
+                            Ok(end) => end,
+                            Err(_) => return false,
+                        },
+                        _ => return false,
+                    };
+                    if skip_ws(input, end) != next {
+                        return false;
+                    }
+                    Expect::After
+                }
+            },
+        };
     }
+    expect == Expect::After && depth == 0
 }
 
 #[inline]

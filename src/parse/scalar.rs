@@ -37,10 +37,14 @@ pub fn validate(
 ) -> Result<(), SyntaxError> {
     structurals.clear();
     // Edits and answers validate many small texts: keep their bitmap on the stack.
-    let mut small = [0u64; 64];
+    let mut tiny = [0u64; 4];
+    let mut mid;
     let mut large = Vec::new();
-    let special: &mut [u64] = if input.len() <= small.len() * 64 {
-        &mut small[..]
+    let special: &mut [u64] = if input.len() <= tiny.len() * 64 {
+        &mut tiny[..]
+    } else if input.len() <= 4096 {
+        mid = [0u64; 64];
+        &mut mid[..]
     } else {
         large.resize(input.len().div_ceil(64), 0);
         &mut large[..]

@@ -283,12 +283,13 @@ fn the_documented_wat_example_runs() {
 }
 
 /// A reactor-style guest that uses WASI (like Go or C with libc): `_initialize`, stdout,
-/// clock and random in init.
+/// clock, random and a sleep in init.
 const WASI_GUEST: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
   (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $ready (mut i32) (i32.const 0))
   (data (i32.const 100) "hello from wasi\n")
@@ -299,8 +300,19 @@ const WASI_GUEST: &str = r#"(module
     (if (i32.ne (call $random (i32.const 500) (i32.const 16)) (i32.const 0)) (then unreachable))
     ;; no filesystem: path_open must fail
     (if (i32.eqz (call $open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 600))) (then unreachable))
+    ;; a 1 s sleep (a relative clock subscription, userdata 7) returns at once, fired
+    (i64.store (i32.const 700) (i64.const 7))
+    (i32.store8 (i32.const 708) (i32.const 0))
+    (i64.store (i32.const 724) (i64.const 1000000000))
+    (if (i32.ne (call $poll (i32.const 700) (i32.const 800) (i32.const 1) (i32.const 900)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (i32.load (i32.const 900)) (i32.const 1)) (then unreachable))
+    (if (i64.ne (i64.load (i32.const 800)) (i64.const 7)) (then unreachable))
+    (if (i32.ne (i32.load16_u (i32.const 808)) (i32.const 0)) (then unreachable))
     (global.set $ready (i32.const 1)))
-  (func (export "sluicebox_abi_version") (result i32) (i32.const 1))
+  ;; Like Go's exports: traps until `_initialize` has run, even at load.
+  (func (export "sluicebox_abi_version") (result i32)
+    (if (i32.eqz (global.get $ready)) (then unreachable))
+    (i32.const 1))
   (func (export "sluicebox_alloc") (param i32 i32) (result i32) (i32.const 4096))
   (func (export "sluicebox_filter") (param $h i32) (result i32)
     (if (i32.eqz (global.get $ready)) (then unreachable))

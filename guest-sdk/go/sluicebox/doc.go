@@ -16,10 +16,9 @@
 //
 //	func main() {}
 //
-// Build (Go 1.27, standard library only), then let sluicebox-fixup make the module loadable:
+// Build (Go 1.27, standard library only) and run:
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -ldflags=-s -o f.wasm .
-//	go run sluicebox.dev/sluicebox/cmd/sluicebox-fixup f.wasm
 //	sluicebox filter --wasi --module f.wasm < in.ndjson
 //
 // The module imports WASI preview 1 (the Go runtime needs it), so the host must load it with

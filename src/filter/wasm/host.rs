@@ -40,12 +40,14 @@ pub(crate) struct HostState {
     pub(crate) started: Instant,
     /// For WASI's `random_get` (not cryptographic).
     pub(crate) rng: u64,
+    /// WASI stdout and stderr text not yet ended by a newline (each at most [`LOG_MAX`]).
+    pub(crate) partial: [Vec<u8>; 2],
 }
 
 /// Log messages allowed per module instance per second; the rest are counted and dropped.
 const LOG_PER_SECOND: u32 = 20;
 /// Longest log message forwarded (longer ones are cut).
-const LOG_MAX: usize = 4096;
+pub(crate) const LOG_MAX: usize = 4096;
 
 impl wasmtime::ResourceLimiter for HostState {
     fn memory_growing(
@@ -163,6 +165,7 @@ impl Live {
             module: module.name.clone(),
             started: Instant::now(),
             rng: 0x2545_F491_4F6C_DD1D ^ (std::ptr::from_ref(module) as u64),
+            partial: [Vec::new(), Vec::new()],
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| s);
@@ -179,6 +182,14 @@ impl Live {
             .pre
             .instantiate(&mut store)
             .map_err(|e| load(format!("cannot instantiate: {}", describe(&e))))?;
+        if module.has_initialize {
+            // Runtimes such as Go's trap in every export until `_initialize` has run.
+            let f = inst
+                .get_typed_func::<(), ()>(&mut store, abi::EXPORT_WASI_INITIALIZE)
+                .map_err(|e| load(format!("_initialize: {e}")))?;
+            f.call(&mut store, ())
+                .map_err(|e| load(format!("_initialize failed: {}", describe(&e))))?;
+        }
         let f = inst
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
             .map_err(|e| load(format!("{}: {e}", abi::EXPORT_ABI_VERSION)))?;

@@ -1,13 +1,14 @@
 //! A minimal WASI preview 1, only for modules whose toolchain needs it (Go, C with libc) and
 //! only when the filter's load options ask for it. No filesystem, no network, no environment,
-//! no arguments, no preopens: stdout and stderr go to the log (rate-limited), clocks and
-//! random work, `proc_exit` traps, and every other call returns `ENOSYS` or `EBADF`.
+//! no arguments, no preopens: stdout and stderr go to the log a line at a time (rate-limited),
+//! clocks and random work, `poll_oneoff` never blocks (clock subscriptions fire at once),
+//! `proc_exit` traps, and every other call returns `ENOSYS` or `EBADF`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, FuncType, Linker, Val, ValType};
 
-use super::host::{HostState, log_line};
+use super::host::{HostState, LOG_MAX, log_line};
 use crate::error::{Error, Kind, Result};
 
 /// The import module name of WASI preview 1.
@@ -98,6 +99,73 @@ fn put(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// Appends guest output to the fd's pending text and logs every completed line (stderr as
+/// warnings, stdout as info). Runtimes such as Go's write a message in pieces, so a line is
+/// logged only once its newline arrives, or once it reaches the log's length cap.
+fn write_lines(st: &mut HostState, fd: i32, text: &[u8]) {
+    let (slot, level) = if fd == 2 { (1, 1) } else { (0, 2) };
+    let mut pending = std::mem::take(&mut st.partial[slot]);
+    for &b in text {
+        if b == b'\n' || pending.len() >= LOG_MAX {
+            if !pending.is_empty() {
+                log_line(st, level, &String::from_utf8_lossy(&pending));
+                pending.clear();
+            }
+            if b == b'\n' {
+                continue;
+            }
+        }
+        pending.push(b);
+    }
+    st.partial[slot] = pending;
+}
+
+/// Size of a WASI `subscription` and of an `event`.
+const SUBSCRIPTION: usize = 48;
+const EVENT: usize = 32;
+
+/// `poll_oneoff` without blocking: a clock subscription fires at once (a filter has no
+/// reason to sleep, and a sleep would hold its worker), an fd subscription fails with
+/// `EBADF`. Go's runtime calls this to sleep and to wait for the garbage collector.
+fn poll_oneoff(c: &mut Caller<'_, HostState>, subs: i32, events: i32, n: i32, out: i32) -> i32 {
+    let n = n as u32 as usize;
+    if n == 0 || n > 4096 {
+        return EINVAL;
+    }
+    let Some(mem) = memory(c) else {
+        return EFAULT;
+    };
+    let data = mem.data_mut(&mut *c);
+    let (s0, e0) = (subs as u32 as usize, events as u32 as usize);
+    let (Some(s_end), Some(e_end)) = (s0.checked_add(n * SUBSCRIPTION), e0.checked_add(n * EVENT))
+    else {
+        return EFAULT;
+    };
+    if s_end > data.len() || e_end > data.len() {
+        return EFAULT;
+    }
+    for k in 0..n {
+        let sub = s0 + k * SUBSCRIPTION;
+        let mut ev = [0u8; EVENT];
+        ev[0..8].copy_from_slice(&data[sub..sub + 8]);
+        let tag = data[sub + 8];
+        let errno: u16 = match tag {
+            0 => 0,
+            1 | 2 => EBADF as u16,
+            _ => return EINVAL,
+        };
+        ev[8..10].copy_from_slice(&errno.to_le_bytes());
+        ev[10] = tag;
+        let at = e0 + k * EVENT;
+        data[at..at + EVENT].copy_from_slice(&ev);
+    }
+    if put(c, out, &(n as u32).to_le_bytes()) {
+        ESUCCESS
+    } else {
+        EFAULT
     }
 }
 
@@ -227,13 +295,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
                                     total = total.wrapping_add(l as u32);
                                 }
                             }
-                            let level = if fd == 2 { 1 } else { 2 };
-                            for line in String::from_utf8_lossy(&text)
-                                .lines()
-                                .filter(|l| !l.is_empty())
-                            {
-                                log_line(c.data_mut(), level, line);
-                            }
+                            write_lines(c.data_mut(), fd, &text);
                             if put(&mut c, written, &total.to_le_bytes()) {
                                 ESUCCESS
                             } else {
@@ -261,6 +323,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
                             } else {
                                 EFAULT
                             }
+                        },
+                    )
+                    .map_err(def)?;
+            }
+            "poll_oneoff" => {
+                linker
+                    .func_wrap(
+                        MODULE,
+                        name,
+                        |mut c: Caller<'_, HostState>, subs: i32, events: i32, n: i32, out: i32| {
+                            poll_oneoff(&mut c, subs, events, n, out)
                         },
                     )
                     .map_err(def)?;
