@@ -203,10 +203,15 @@ impl Framer {
         }
     }
 
-    /// Dead-letters the line starting at `line_start` as oversized and skips to its end.
+    /// Dead-letters the line starting at `line_start` as oversized and skips to its end. The
+    /// dead letter keeps the line's first `min(raw_max, max_line)` bytes: never bytes of the
+    /// next lines, and the same whatever sizes the input was read in (at least `max_line + 1`
+    /// bytes of the line are always here when it is found oversized).
     fn oversized(&mut self, batch: &mut Batch, line_start: usize) {
         let avail = &batch.data[line_start..];
-        let cut = avail.len().min(self.raw_max);
+        let line = memchr::memchr(b'\n', avail).map_or(avail, |i| &avail[..i]);
+        let cut = line.len().min(self.raw_max).min(self.max_line);
+        let avail = line;
         batch.dead.push(DeadLetter {
             reason: format!(
                 "oversized: line is longer than the maximum of {} bytes",

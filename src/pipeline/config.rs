@@ -14,8 +14,9 @@ pub struct PipelineConfig {
     /// Default 1 MiB.
     pub max_batch_bytes: usize,
     /// Longest line accepted. A longer line is dead-lettered as oversized, with only its first
-    /// [`PipelineConfig::dead_letter_raw_max`] bytes kept; memory stays bounded and the lines
-    /// after it still flow. Default 1 MiB.
+    /// `min(max_line_bytes, dead_letter_raw_max)` bytes kept (whatever sizes the input is
+    /// read in); memory stays bounded and the lines after it still flow. A whitespace-only
+    /// line longer than this is dead-lettered too. Default 1 MiB.
     pub max_line_bytes: usize,
     /// Deepest JSON nesting accepted. Default 1,024 (simdjson's default).
     pub max_depth: usize,

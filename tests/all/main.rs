@@ -3,7 +3,9 @@
 mod abi_doc;
 mod cli;
 mod common;
+mod conformance;
 mod guest_sdks;
 mod guests;
 mod input;
 mod props;
+mod resources;
