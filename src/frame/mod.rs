@@ -30,6 +30,7 @@ pub struct Framer {
     max_bytes: usize,
     max_line: usize,
     raw_max: usize,
+    flush_when_idle: bool,
 }
 
 /// What the caller must do next for [`Framer`].
@@ -42,7 +43,8 @@ pub(crate) enum Need {
 }
 
 impl Framer {
-    /// A framer with the given batch bounds and line limit.
+    /// A framer with the given batch bounds and line limit; a short read completes a batch
+    /// that holds lines (see [`Framer::flush_when_idle`]).
     pub fn new(max_events: usize, max_bytes: usize, max_line: usize, raw_max: usize) -> Self {
         Self {
             carry: Vec::new(),
@@ -56,7 +58,15 @@ impl Framer {
             max_bytes,
             max_line,
             raw_max,
+            flush_when_idle: true,
         }
+    }
+
+    /// Whether a short read completes a batch that already holds lines (default true).
+    /// False waits for a full batch or the end of input.
+    pub fn flush_when_idle(mut self, yes: bool) -> Self {
+        self.flush_when_idle = yes;
+        self
     }
 
     /// Whether the input has ended and everything was framed.
@@ -101,13 +111,22 @@ impl Framer {
 
     /// Accounts for `n` bytes read at `start` (0 means end of input), frames every complete
     /// line, and says whether the batch is complete.
+    ///
+    /// A short read (fewer bytes than [`READ_CHUNK`]) means the source has nothing more
+    /// right now: with `flush_when_idle`, a batch that already holds framed lines is then
+    /// complete, so a slow producer's events are not held back waiting for a full batch.
     pub(crate) fn commit(&mut self, batch: &mut Batch, start: usize, n: usize) -> Need {
         batch.data.truncate(start + n);
         batch.stats.bytes_in += n as u64;
         if n == 0 {
             self.eof = true;
         }
-        self.frame(batch)
+        let need = self.frame(batch);
+        let framed = !batch.events.is_empty() || !batch.dead.is_empty();
+        if need == Need::Read && self.flush_when_idle && n > 0 && n < READ_CHUNK && framed {
+            return self.finish(batch);
+        }
+        need
     }
 
     fn frame(&mut self, batch: &mut Batch) -> Need {

@@ -26,6 +26,10 @@ pub struct PipelineConfig {
     /// thread. With N > 1 a reader thread feeds N workers through bounded channels and the
     /// output keeps input order.
     pub workers: usize,
+    /// When a read returns less than asked (a pipe or socket with nothing more to give right
+    /// now), process the lines already read instead of waiting for a full batch. Default
+    /// true: a slow producer's events go out at once; files still fill whole batches.
+    pub flush_when_idle: bool,
     /// Which JSON validator the parse stage runs. Default [`JsonEngine::Sluice`]; both
     /// accept and reject exactly the same lines.
     pub json_engine: JsonEngine,
@@ -43,6 +47,7 @@ impl Default for PipelineConfig {
             max_depth: simd_json::DEFAULT_MAX_DEPTH,
             dead_letter_raw_max: 64 << 10,
             workers: 1,
+            flush_when_idle: true,
             json_engine: JsonEngine::Sluice,
             breaker_threshold: 64,
         }

@@ -161,6 +161,7 @@ impl Pipeline {
             c.max_line_bytes,
             c.dead_letter_raw_max,
         )
+        .flush_when_idle(c.flush_when_idle)
     }
 
     fn run_inner<R: Read + Send>(
@@ -335,6 +336,11 @@ impl<'a, 'b> Outlet<'a, 'b> {
         }
         self.stats.add(&s);
         if !batch.dead.is_empty() {
+            // The framer, the parser and each filter add their dead letters in turn: put
+            // them back in input order (stable, so a line's own letters keep theirs).
+            if batch.dead.len() > 1 {
+                batch.dead.sort_by_key(|d| d.line);
+            }
             if let Some(dead) = self.dead.as_deref_mut() {
                 self.dead_text.clear();
                 self.dead_meta.clear();

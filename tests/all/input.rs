@@ -220,3 +220,70 @@ async fn async_reader_matches_sync() {
         }
     );
 }
+
+/// A source that gives one line at a time, and the next only once the sink has seen the
+/// previous one (or after a timeout, which the test then reports as a failure).
+struct SlowProducer {
+    lines: Vec<Vec<u8>>,
+    next: usize,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    waited_out: bool,
+}
+
+impl std::io::Read for SlowProducer {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        let Some(line) = self.lines.get(self.next) else {
+            return Ok(0);
+        };
+        let t0 = std::time::Instant::now();
+        while self.seen.load(Ordering::SeqCst) < self.next {
+            if t0.elapsed() > std::time::Duration::from_secs(5) {
+                self.waited_out = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.next += 1;
+        buf[..line.len()].copy_from_slice(line);
+        Ok(line.len())
+    }
+}
+
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl sluicebox::Sink for Counting {
+    fn write(&mut self, out: &sluicebox::Output<'_>) -> sluicebox::Result<sluicebox::Flow> {
+        self.0
+            .fetch_add(out.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(sluicebox::Flow::Continue)
+    }
+}
+
+#[test]
+fn a_slow_producers_events_leave_without_waiting_for_a_full_batch() {
+    for workers in [1, 2] {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut source = SlowProducer {
+            lines: (0..20)
+                .map(|i| format!("{{\"i\":{i}}}\n").into_bytes())
+                .collect(),
+            next: 0,
+            seen: seen.clone(),
+            waited_out: false,
+        };
+        let config = PipelineConfig {
+            workers,
+            ..Default::default()
+        };
+        let r = sluicebox::Pipeline::new(config)
+            .unwrap()
+            .run(&mut source, Counting(seen.clone()))
+            .unwrap();
+        assert_eq!(r.stats.emitted, 20);
+        assert!(
+            !source.waited_out,
+            "workers={workers}: an event was held back until more input came"
+        );
+    }
+}
