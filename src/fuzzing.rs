@@ -30,6 +30,19 @@ pub fn parse_event(line: &[u8], max_depth: usize) -> Result<Vec<u32>, String> {
     }
 }
 
+/// The full-mode index of one line (the node table a wasm filter that declares no fields
+/// reads; see [`sluicebox_abi::Node`]), built by the pipeline's code over the structural
+/// positions [`parse_event`] returns. Offsets are relative to the start of `line`.
+///
+/// # Errors
+/// The reason the parse stage gives when it rejects the line.
+pub fn full_index(line: &[u8], max_depth: usize) -> Result<Vec<sluicebox_abi::Node>, String> {
+    let s = parse_event(line, max_depth)?;
+    let mut out = Vec::new();
+    crate::parse::index::full_index(line, &s, 0, &mut out, &mut Vec::new());
+    Ok(out)
+}
+
 /// `check_decisions`: validates a filter's raw answer (verdict bytes and record stream, in
 /// the ABI layout) for a batch of `n` events.
 ///
@@ -78,6 +91,13 @@ pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<
         Edit::Rename(f, t) => Op::Rename(f.as_bytes(), t.as_bytes()),
     });
     let mut out = Vec::new();
-    crate::batch::apply_edits(&mut ObjEditor::default(), text, &s, ops, &mut out)?;
+    crate::batch::apply_edits(
+        &mut ObjEditor::default(),
+        &mut Default::default(),
+        text,
+        &s,
+        ops,
+        &mut out,
+    )?;
     Ok(out)
 }

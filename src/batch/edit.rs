@@ -30,8 +30,9 @@ enum Piece {
 /// Reusable editing state for one object level.
 #[derive(Default)]
 pub(crate) struct ObjEditor {
-    /// (key with its quotes, value, the original `key : value` text while untouched)
-    members: Vec<(Piece, Piece, Option<Piece>)>,
+    /// (key with its quotes, value, the original `key : value` text while untouched,
+    /// whether the key is free of backslashes and so compares as plain bytes)
+    members: Vec<(Piece, Piece, Option<Piece>, bool)>,
     own: Vec<u8>,
 }
 
@@ -42,10 +43,12 @@ impl ObjEditor {
         let members = &mut self.members;
         index::members(text, s, 0, |m| {
             let (ks, ke) = (m.key.0 - 1, m.key.1 + 1);
+            let plain = !text[m.key.0..m.key.1].contains(&b'\\');
             members.push((
                 Piece::Orig(ks as u32, ke as u32),
                 Piece::Orig(m.value.0 as u32, m.value.1 as u32),
                 Some(Piece::Orig(ks as u32, m.value.1 as u32)),
+                plain,
             ));
             true
         })
@@ -70,27 +73,28 @@ impl ObjEditor {
     }
 
     fn find(&self, text: &[u8], comp: &[u8]) -> Option<usize> {
-        (0..self.members.len()).rev().find(|&i| {
-            let k = self.bytes(text, self.members[i].0);
-            index::key_eq(&k[1..k.len() - 1], comp)
-        })
+        let own = &self.own;
+        (0..self.members.len())
+            .rev()
+            .find(|&i| key_is(own, text, &self.members[i], comp))
     }
 
     fn remove_all(&mut self, text: &[u8], comp: &[u8]) {
         let own = &self.own;
-        self.members.retain(|m| {
-            let k = piece(own, text, m.0);
-            !index::key_eq(&k[1..k.len() - 1], comp)
-        });
+        self.members.retain(|m| !key_is(own, text, m, comp));
     }
 
     /// Sets the top-level key `comp` to the value `v` (replacing the last occurrence).
     fn set_piece(&mut self, text: &[u8], comp: &[u8], v: Piece) {
         match self.find(text, comp) {
-            Some(i) => self.members[i] = (self.members[i].0, v, None),
+            Some(i) => {
+                let m = self.members[i];
+                self.members[i] = (m.0, v, None, m.3);
+            }
             None => {
                 let k = self.own_key(comp);
-                self.members.push((k, v, None));
+                let plain = !self.bytes(text, k).contains(&b'\\');
+                self.members.push((k, v, None, plain));
             }
         }
     }
@@ -133,7 +137,8 @@ impl ObjEditor {
             let inner = self.bytes(text, self.members[i].1).to_vec();
             let new_val = edit_nested(&inner, |ed, t| ed.remove(t, rest, depth + 1), depth)?;
             let v = self.own(&new_val);
-            self.members[i] = (self.members[i].0, v, None);
+            let m = self.members[i];
+            self.members[i] = (m.0, v, None, m.3);
         }
         Ok(())
     }
@@ -192,7 +197,7 @@ impl ObjEditor {
                 out.extend_from_slice(&text[a as usize..b as usize]);
             }
         };
-        for (n, &(k, v, whole)) in self.members.iter().enumerate() {
+        for (n, &(k, v, whole, _)) in self.members.iter().enumerate() {
             if let Some(Piece::Orig(a, b)) = whole {
                 match run {
                     Some((ra, rb)) if rb + 1 == a && text[rb as usize] == b',' => {
@@ -226,6 +231,18 @@ impl ObjEditor {
 /// text, which may start with whitespace (`SET a " {}"`).
 fn holds_object(value: &[u8]) -> bool {
     value.trim_ascii_start().first() == Some(&b'{')
+}
+
+/// Whether member `m`'s key is `comp` (after JSON unescaping).
+#[inline]
+fn key_is(own: &[u8], text: &[u8], m: &(Piece, Piece, Option<Piece>, bool), comp: &[u8]) -> bool {
+    let k = piece(own, text, m.0);
+    let raw = &k[1..k.len() - 1];
+    if m.3 {
+        raw == comp
+    } else {
+        index::key_eq(raw, comp)
+    }
 }
 
 fn piece<'t>(own: &'t [u8], text: &'t [u8], p: Piece) -> &'t [u8] {
@@ -290,15 +307,256 @@ fn with_comps<R>(path: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> R {
     f(&refs)
 }
 
+/// One top-level member for [`TopEditor`]: byte ranges of its key (between the quotes) and
+/// value, each in the event text or in the editor's own buffer.
+#[derive(Clone, Copy, Debug)]
+struct TopMember {
+    key: (u32, u32),
+    val: (u32, u32),
+    key_own: bool,
+    val_own: bool,
+    /// Neither key nor value changed: the original `"key":value` text is copied.
+    untouched: bool,
+    /// The key has no backslash, so it compares as plain bytes.
+    plain: bool,
+}
+
+/// The fast path of [`apply_edits`] for the common case where every path is a plain
+/// top-level key: members as plain ranges, found in one walk over the structurals, with the
+/// same semantics as [`ObjEditor`] (SET replaces the last occurrence or appends, REMOVE
+/// removes every occurrence, RENAME moves the last occurrence's value).
+#[derive(Default)]
+pub(crate) struct TopEditor {
+    members: Vec<TopMember>,
+    own: Vec<u8>,
+}
+
+impl TopEditor {
+    /// Loads the top-level members of the object `text`; false if it is not one. One pass
+    /// over the structural positions, tracking the depth.
+    fn load(&mut self, text: &[u8], s: &[u32]) -> bool {
+        #[derive(Clone, Copy, PartialEq)]
+        enum At {
+            Key,
+            Colon,
+            Value,
+            After,
+        }
+        self.members.clear();
+        self.own.clear();
+        if s.first().and_then(|&p| text.get(p as usize)) != Some(&b'{') {
+            return false;
+        }
+        let mut at = At::Key;
+        let mut depth = 0usize;
+        let (mut open, mut colon, mut vs) = (0usize, 0usize, 0usize);
+        for &p in &s[1..] {
+            let p = p as usize;
+            let Some(&c) = text.get(p) else {
+                return false;
+            };
+            if depth > 0 {
+                match c {
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => depth -= 1,
+                    _ => {}
+                }
+                continue;
+            }
+            match at {
+                At::Key if c == b'}' => return self.members.is_empty(),
+                At::Key => (open, at) = (p, At::Colon),
+                At::Colon => (colon, at) = (p, At::Value),
+                At::Value => {
+                    vs = p;
+                    depth = usize::from(c == b'{' || c == b'[');
+                    at = At::After;
+                }
+                At::After => {
+                    if colon <= open {
+                        return false;
+                    }
+                    self.push_member(text, open, colon, vs, p);
+                    if c == b'}' {
+                        return true;
+                    }
+                    at = At::Key;
+                }
+            }
+        }
+        false
+    }
+
+    /// Records the member whose key opens at `open`, whose colon is at `colon`, whose value
+    /// starts at `vs`, and which ends before the separator at `sep`.
+    fn push_member(&mut self, text: &[u8], open: usize, colon: usize, vs: usize, sep: usize) {
+        let mut close = colon - 1;
+        while close > open && text[close] != b'"' {
+            close -= 1;
+        }
+        let mut ve = sep;
+        while ve > vs && matches!(text[ve - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            ve -= 1;
+        }
+        let key = &text[open + 1..close];
+        self.members.push(TopMember {
+            key: (open as u32 + 1, close as u32),
+            val: (vs as u32, ve as u32),
+            key_own: false,
+            val_own: false,
+            untouched: true,
+            plain: !key.iter().any(|&b| b == b'\\'),
+        });
+    }
+
+    fn range<'t>(&'t self, text: &'t [u8], r: (u32, u32), own: bool) -> &'t [u8] {
+        let src = if own { &self.own[..] } else { text };
+        &src[r.0 as usize..r.1 as usize]
+    }
+
+    #[inline]
+    fn is(&self, text: &[u8], m: &TopMember, comp: &[u8]) -> bool {
+        let len = (m.key.1 - m.key.0) as usize;
+        if m.plain && len != comp.len() {
+            return false;
+        }
+        let raw = self.range(text, m.key, m.key_own);
+        if m.plain {
+            raw == comp
+        } else {
+            index::key_eq(raw, comp)
+        }
+    }
+
+    fn find(&self, text: &[u8], comp: &[u8]) -> Option<usize> {
+        (0..self.members.len())
+            .rev()
+            .find(|&i| self.is(text, &self.members[i], comp))
+    }
+
+    fn remove_all(&mut self, text: &[u8], comp: &[u8]) {
+        let mut members = std::mem::take(&mut self.members);
+        members.retain(|m| !self.is(text, m, comp));
+        self.members = members;
+    }
+
+    /// Sets `comp` to the value range `val`.
+    fn set(&mut self, text: &[u8], comp: &[u8], val: (u32, u32), val_own: bool) {
+        match self.find(text, comp) {
+            Some(i) => {
+                let m = &mut self.members[i];
+                m.val = val;
+                m.val_own = val_own;
+                m.untouched = false;
+            }
+            None => {
+                let a = self.own.len() as u32;
+                push_key(&mut self.own, comp);
+                let b = self.own.len() as u32;
+                // `push_key` quoted (and, where JSON needs it, escaped) the key; the
+                // member's key range is inside the quotes.
+                let key = (a + 1, b - 1);
+                let plain = !self.own[key.0 as usize..key.1 as usize].contains(&b'\\');
+                self.members.push(TopMember {
+                    key,
+                    val,
+                    key_own: true,
+                    val_own,
+                    untouched: false,
+                    plain,
+                });
+            }
+        }
+    }
+
+    fn apply(&mut self, text: &[u8], op: Op<'_>) {
+        match op {
+            Op::Set(k, v) => {
+                let a = self.own.len() as u32;
+                self.own.extend_from_slice(v);
+                let b = self.own.len() as u32;
+                self.set(text, k, (a, b), true);
+            }
+            Op::Remove(k) => self.remove_all(text, k),
+            Op::Rename(f, t) => {
+                if let Some(i) = self.find(text, f) {
+                    let m = self.members[i];
+                    self.remove_all(text, f);
+                    self.set(text, t, m.val, m.val_own);
+                }
+            }
+        }
+    }
+
+    fn write(&self, text: &[u8], out: &mut Vec<u8>) {
+        out.push(b'{');
+        // Untouched members that follow each other in the original text, separated by a
+        // bare `,`, are copied as one run.
+        let mut run: Option<(usize, usize)> = None;
+        for (n, m) in self.members.iter().enumerate() {
+            if m.untouched {
+                // From the key's opening quote to the value's end.
+                let (a, b) = (m.key.0 as usize - 1, m.val.1 as usize);
+                match run {
+                    Some((ra, rb)) if rb + 1 == a && text[rb] == b',' => run = Some((ra, b)),
+                    _ => {
+                        if let Some((ra, rb)) = run.take() {
+                            out.extend_from_slice(&text[ra..rb]);
+                        }
+                        if n > 0 {
+                            out.push(b',');
+                        }
+                        run = Some((a, b));
+                    }
+                }
+                continue;
+            }
+            if let Some((ra, rb)) = run.take() {
+                out.extend_from_slice(&text[ra..rb]);
+            }
+            if n > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(self.range(text, m.key, m.key_own));
+            out.push(b'"');
+            out.push(b':');
+            out.extend_from_slice(self.range(text, m.val, m.val_own));
+        }
+        if let Some((ra, rb)) = run {
+            out.extend_from_slice(&text[ra..rb]);
+        }
+        out.push(b'}');
+    }
+}
+
+/// Whether a path is one plain top-level key (no `.` or `\` to split or unescape).
+fn top_level(path: &[u8]) -> bool {
+    memchr::memchr2(b'.', b'\\', path).is_none()
+}
+
 /// Applies `ops` in order to the object `text` (with structural positions `s`) and writes
-/// the edited event to `out`.
+/// the edited event to `out`. Edits of plain top-level keys take [`TopEditor`]'s fast path;
+/// anything else goes through [`ObjEditor`].
 pub(crate) fn apply_edits<'a>(
     ed: &mut ObjEditor,
+    top: &mut TopEditor,
     text: &[u8],
     s: &[u32],
-    ops: impl Iterator<Item = Op<'a>>,
+    ops: impl Iterator<Item = Op<'a>> + Clone,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    let simple = ops.clone().all(|op| match op {
+        Op::Set(k, _) | Op::Remove(k) => top_level(k),
+        Op::Rename(f, t) => top_level(f) && top_level(t),
+    });
+    if simple && top.load(text, s) {
+        for op in ops {
+            top.apply(text, op);
+        }
+        top.write(text, out);
+        return Ok(());
+    }
     ed.load(text, s)?;
     for op in ops {
         match op {
@@ -323,12 +581,33 @@ mod tests {
         let mut out = Vec::new();
         apply_edits(
             &mut ObjEditor::default(),
+            &mut TopEditor::default(),
             text.as_bytes(),
             &s,
             ops.iter().copied(),
             &mut out,
         )
         .unwrap();
+        // The general editor gives the same bytes as the top-level fast path.
+        let mut ed = ObjEditor::default();
+        ed.load(text.as_bytes(), &s).unwrap();
+        let t = text.as_bytes();
+        for op in ops {
+            match *op {
+                Op::Set(p, v) => with_comps(p, |c| ed.set(t, c, v, 0)).unwrap(),
+                Op::Remove(p) => with_comps(p, |c| ed.remove(t, c, 0)).unwrap(),
+                Op::Rename(f, to) => {
+                    with_comps(f, |f| with_comps(to, |to| ed.rename(t, f, to))).unwrap()
+                }
+            }
+        }
+        let mut general = Vec::new();
+        ed.write(t, &mut general);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&general),
+            "fast path and general editor differ"
+        );
         let r = String::from_utf8(out).unwrap();
         scalar::validate(r.as_bytes(), 1024, &mut Vec::new()).expect("edited event is JSON");
         r

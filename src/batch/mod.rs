@@ -6,7 +6,7 @@ mod edit;
 
 pub use decisions::Decisions;
 pub(crate) use decisions::{DecisionError, check_decisions, records};
-pub(crate) use edit::{ObjEditor, Op, apply_edits};
+pub(crate) use edit::{ObjEditor, Op, TopEditor, apply_edits};
 
 use crate::parse::index::{self, FieldRef};
 use crate::parse::{Projection, Slot};

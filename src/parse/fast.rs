@@ -20,32 +20,48 @@
 
 use super::scalar;
 
-/// Whether this CPU runs the fast path (x86_64 with AVX2, BMI1 and POPCNT, which every
-/// AVX2 processor has).
-pub(crate) fn available() -> bool {
+/// Which SIMD stage 1 this CPU runs, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// No fast path: the scalar validator alone.
+    None,
+    /// AVX2 (with BMI1 and POPCNT, which every AVX2 processor has): two 32-byte halves
+    /// per 64-byte block.
+    Avx2,
+    /// AVX-512BW: one 64-byte block per step, masks straight from the compares.
+    Avx512,
+}
+
+/// The best stage 1 this CPU supports (detected once and cached by the standard library).
+pub(crate) fn level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("bmi1")
-            && std::arch::is_x86_feature_detected!("popcnt")
+        use std::arch::is_x86_feature_detected as has;
+        let base = has!("bmi1") && has!("popcnt");
+        if base && has!("avx512f") && has!("avx512bw") {
+            return Level::Avx512;
+        }
+        if base && has!("avx2") {
+            return Level::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Level::None
 }
 
 /// Validates `input` as one JSON value nesting at most `max_depth` levels, appending its
 /// structural positions to `out` and calling `top_key` for each member of a top-level
-/// object (as [`scalar::validate_append`] does). Returns false, with `out` as it was, when
-/// it cannot vouch for the input: the caller must then ask the scalar validator.
+/// object (as [`scalar::validate_append`] does; its third argument is false when the key
+/// certainly has no escapes, so it compares as plain bytes). Returns false, with `out` as
+/// it was, when it cannot vouch for the input: the caller must then ask the scalar
+/// validator.
 ///
-/// Callers must check [`available`] first; without AVX2 this returns false.
-#[inline]
+/// `level` is what [`level`] returned; with [`Level::None`] this returns false.
 ///
 /// `input` is `padded[..len]`. Reads go up to 63 bytes past `len` when `padded` has them (the
 /// batch buffer always does); the extra bytes do not affect the result.
-pub(crate) fn validate<H: FnMut(&[u8], u32)>(
+#[inline]
+pub(crate) fn validate<H: FnMut(&[u8], u32, bool)>(
+    level: Level,
     padded: &[u8],
     len: usize,
     max_depth: usize,
@@ -59,26 +75,46 @@ pub(crate) fn validate<H: FnMut(&[u8], u32)>(
         return false;
     }
     let base = out.len();
-    #[cfg(target_arch = "x86_64")]
-    let stage1 = if available() {
-        // SAFETY: `available()` says the CPU has AVX2, BMI1 and POPCNT.
-        unsafe { stage1_avx2(padded, len, out) }
-    } else {
-        Stage1::Refused
+    let stage1 = match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level()` found AVX2, BMI1 and POPCNT on this CPU.
+        Level::Avx2 => unsafe { stage1_avx2(padded, len, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level()` found AVX-512F, AVX-512BW, BMI1 and POPCNT on this CPU.
+        Level::Avx512 => unsafe { stage1_avx512(padded, len, out) },
+        _ => Stage1::Refused,
     };
-    #[cfg(not(target_arch = "x86_64"))]
-    let stage1 = Stage1::Refused;
     let ok = stage1 != Stage1::Refused
-        && stage2(input, &out[base..], max_depth, top_key)
-        && (stage1 == Stage1::Ascii || std::str::from_utf8(input).is_ok());
+        && stage2(
+            input,
+            &out[base..],
+            max_depth,
+            stage1 != Stage1::Ascii,
+            top_key,
+        )
+        && (stage1 != Stage1::NonAscii || std::str::from_utf8(input).is_ok());
     if !ok {
         out.truncate(base);
     }
     ok
 }
 
-/// Stage 1: appends the structural positions of `input` to `out`. Refuses when a string is
-/// unterminated, holds a control character or a bad escape.
+/// The classes of one 64-byte block, one bit per byte.
+#[derive(Clone, Copy)]
+struct Masks {
+    quote: u64,
+    backslash: u64,
+    /// Below 0x20.
+    low: u64,
+    /// 0x80 and above.
+    high: u64,
+    /// Space, tab, line feed, carriage return.
+    ws: u64,
+    /// `{ } [ ] : ,`
+    ops: u64,
+}
+
+/// Stage 1 with AVX2 (see [`stage1`]).
 ///
 /// # Safety
 /// The CPU must support AVX2, BMI1 and POPCNT.
@@ -86,7 +122,64 @@ pub(crate) fn validate<H: FnMut(&[u8], u32)>(
 #[target_feature(enable = "avx2,bmi1,popcnt")]
 unsafe fn stage1_avx2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
     use std::arch::x86_64::*;
+    stage1(padded, len, out, |ptr| {
+        // SAFETY: `stage1` hands over a pointer to 64 readable bytes; AVX2 is enabled.
+        let (a, b) = unsafe {
+            (
+                classify(_mm256_loadu_si256(ptr.cast())),
+                classify(_mm256_loadu_si256(ptr.add(32).cast())),
+            )
+        };
+        // `black_box` keeps LLVM from fusing these masks into one 64-lane boolean vector,
+        // which it then scalarises byte by byte on the stack: measured 3x slower per event.
+        let join = |x: u32, y: u32| std::hint::black_box(u64::from(x) | u64::from(y) << 32);
+        Masks {
+            quote: join(a.quote, b.quote),
+            backslash: join(a.backslash, b.backslash),
+            low: join(a.low, b.low),
+            high: join(a.high, b.high),
+            ws: join(a.ws, b.ws),
+            ops: join(a.ops, b.ops),
+        }
+    })
+}
 
+/// Stage 1 with AVX-512BW (see [`stage1`]).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW, BMI1 and POPCNT.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,bmi1,popcnt")]
+unsafe fn stage1_avx512(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
+    use std::arch::x86_64::*;
+    stage1(padded, len, out, |ptr| {
+        // SAFETY: `stage1` hands over a pointer to 64 readable bytes; AVX-512 is enabled.
+        let v = unsafe { _mm512_loadu_si512(ptr.cast()) };
+        let eq = |c: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(c as i8));
+        // `[` and `]` are `{` and `}` with the 0x20 bit clear: fold it.
+        let folded = _mm512_or_si512(v, _mm512_set1_epi8(0x20));
+        let feq = |c: u8| _mm512_cmpeq_epi8_mask(folded, _mm512_set1_epi8(c as i8));
+        Masks {
+            quote: eq(b'"'),
+            backslash: eq(b'\\'),
+            low: _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
+            high: _mm512_movepi8_mask(v),
+            ws: eq(b' ') | eq(b'\t') | eq(b'\n') | eq(b'\r'),
+            ops: feq(b'{') | feq(b'}') | eq(b':') | eq(b','),
+        }
+    })
+}
+
+/// Stage 1: appends the structural positions of `padded[..len]` to `out`, classifying each
+/// 64-byte block with `classify`. Refuses when a string is unterminated, holds a control
+/// character or a bad escape.
+#[inline(always)]
+fn stage1<C: FnMut(*const u8) -> Masks>(
+    padded: &[u8],
+    len: usize,
+    out: &mut Vec<u32>,
+    mut classify: C,
+) -> Stage1 {
     let input = &padded[..len];
     // Bit 63 of the previous block's masks, carried: inside a string at its end; its last
     // byte a separator (whitespace, operator or quote; true before the first byte); a
@@ -97,6 +190,7 @@ unsafe fn stage1_avx2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
     // Escapes are checked up to here (a surrogate pair spans two escapes).
     let mut escapes_done = 0usize;
     let mut non_ascii = 0u64;
+    let mut any_backslash = 0u64;
     let mut tail = [0u8; 64];
     let mut at = 0usize;
     while at < len {
@@ -107,29 +201,15 @@ unsafe fn stage1_avx2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
             (1u64 << rest) - 1
         };
         let ptr = if padded.len() - at >= 64 {
-            padded.as_ptr().wrapping_add(at)
+            padded[at..at + 64].as_ptr()
         } else {
             tail[..rest].copy_from_slice(&input[at..]);
             tail[rest..].fill(0);
             tail.as_ptr()
         };
-        // SAFETY: `ptr` points at 64 readable bytes: `padded[at..at + 64]` when `padded` has
-        // them, else the local `tail` array. AVX2 is enabled for this function.
-        let (a, b) = unsafe {
-            (
-                classify(_mm256_loadu_si256(ptr.cast())),
-                classify(_mm256_loadu_si256(ptr.add(32).cast())),
-            )
-        };
-        // `black_box` keeps LLVM from fusing these masks into one 64-lane boolean vector,
-        // which it then scalarises byte by byte on the stack: measured 3x slower per event.
-        let join = |x: u32, y: u32| std::hint::black_box(u64::from(x) | u64::from(y) << 32);
-        let quote = join(a.quote, b.quote);
-        let backslash = join(a.backslash, b.backslash);
-        let low = join(a.low, b.low);
-        let high = join(a.high, b.high);
-        let ws = join(a.ws, b.ws);
-        let ops = join(a.ops, b.ops);
+        let m = classify(ptr);
+        let (quote, backslash, low, high, ws, ops) =
+            (m.quote, m.backslash, m.low, m.high, m.ws, m.ops);
         let (quote, backslash, low, ws, ops) = (
             quote & valid,
             backslash & valid,
@@ -138,6 +218,7 @@ unsafe fn stage1_avx2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
             ops & valid,
         );
         non_ascii |= high & valid;
+        any_backslash |= backslash;
         // The bytes a backslash escapes, found one backslash at a time (they are rare).
         let mut escaped = u64::from(prev_escape);
         prev_escape = false;
@@ -192,6 +273,8 @@ unsafe fn stage1_avx2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
         Stage1::Refused
     } else if non_ascii != 0 {
         Stage1::NonAscii
+    } else if any_backslash != 0 {
+        Stage1::Escapes
     } else {
         Stage1::Ascii
     }
@@ -210,13 +293,15 @@ fn unicode_escape(input: &[u8], i: usize) -> Option<usize> {
 enum Stage1 {
     /// Not valid (or not sure).
     Refused,
-    /// Plausible, all ASCII.
+    /// Plausible, all ASCII, no backslash.
     Ascii,
+    /// Plausible, all ASCII, with backslashes (escapes, all checked).
+    Escapes,
     /// Plausible, with non-ASCII bytes still to be checked as UTF-8.
     NonAscii,
 }
 
-/// The classes of 32 bytes, one bit per byte.
+/// The classes of 32 bytes, one bit per byte (for [`stage1_avx2`]).
 #[cfg(target_arch = "x86_64")]
 struct Classes {
     quote: u32,
@@ -278,14 +363,27 @@ fn prefix_xor(mut x: u64) -> u64 {
     x
 }
 
-/// Appends `base + i` for every set bit `i` of `bits`, in order.
+/// Appends `base + i` for every set bit `i` of `bits`, in order. Writes eight positions per
+/// step whatever the count (the extra ones land in spare capacity and are not kept), so the
+/// loop runs `ceil(count / 8)` times and its exit is rarely mispredicted.
 #[inline(always)]
 fn flatten(mut bits: u64, base: u32, out: &mut Vec<u32>) {
-    out.reserve(bits.count_ones() as usize);
-    while bits != 0 {
-        out.push(base + bits.trailing_zeros());
-        bits &= bits - 1;
+    let count = bits.count_ones() as usize;
+    out.reserve(64);
+    let len = out.len();
+    let spare = out.spare_capacity_mut();
+    let mut i = 0;
+    while i < count {
+        // `i + 8 <= 64 <= spare.len()`: `count <= 64`, and `i` steps by 8 from 0.
+        for slot in &mut spare[i..i + 8] {
+            slot.write(base + bits.trailing_zeros());
+            bits &= bits.wrapping_sub(1);
+        }
+        i += 8;
     }
+    // SAFETY: `reserve(64)` made room for 64 more elements, and the loop above initialised
+    // the first `count` (at most 64) of them, in order.
+    unsafe { out.set_len(len + count) };
 }
 
 /// Where stage 2 is in the grammar, before looking at the next structural.
@@ -307,10 +405,11 @@ enum Expect {
 
 /// Stage 2: checks the grammar over the structural positions `s` of `input`, one
 /// structural at a time.
-fn stage2<H: FnMut(&[u8], u32)>(
+fn stage2<H: FnMut(&[u8], u32, bool)>(
     input: &[u8],
     s: &[u32],
     max_depth: usize,
+    escapes: bool,
     top_key: &mut H,
 ) -> bool {
     let limit = max_depth.min(64);
@@ -339,7 +438,7 @@ fn stage2<H: FnMut(&[u8], u32)>(
                     if close <= open {
                         return false;
                     }
-                    top_key(&input[open + 1..close], j as u32 + 1);
+                    top_key(&input[open + 1..close], j as u32 + 1, escapes);
                 }
                 Expect::Value
             }
@@ -429,13 +528,31 @@ mod tests {
     /// The fast path agrees with the scalar validator: when it accepts, the scalar one does
     /// too, with the same positions.
     fn agree(text: &[u8]) -> bool {
-        let mut fast = vec![7];
-        let ok = validate(text, text.len(), 1024, &mut fast, &mut |_, _| {});
+        // Every stage 1 this CPU runs (an AVX-512 CPU also runs AVX2), padded or not,
+        // gives the same answer.
+        let levels: &[Level] = match level() {
+            Level::Avx512 => &[Level::Avx512, Level::Avx2],
+            Level::Avx2 => &[Level::Avx2],
+            Level::None => &[],
+        };
         let mut padded = text.to_vec();
         padded.extend_from_slice(&[b'"'; 64]);
-        let mut fast2 = vec![7];
-        let ok2 = validate(&padded, text.len(), 1024, &mut fast2, &mut |_, _| {});
-        assert_eq!((ok, &fast), (ok2, &fast2), "padding changed the answer");
+        let mut fast = vec![7];
+        let ok = validate(
+            levels[0],
+            text,
+            text.len(),
+            1024,
+            &mut fast,
+            &mut |_, _, _| {},
+        );
+        for &l in levels {
+            for input in [text, &padded[..]] {
+                let mut again = vec![7];
+                let ok2 = validate(l, input, text.len(), 1024, &mut again, &mut |_, _, _| {});
+                assert_eq!((ok, &fast), (ok2, &again), "{l:?} differs");
+            }
+        }
         let mut slow = Vec::new();
         let slow_ok = scalar::validate(text, 1024, &mut slow).is_ok();
         if ok {
@@ -453,7 +570,7 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_events_with_scalar_positions() {
-        if !available() {
+        if level() == Level::None {
             return;
         }
         let long = format!("{{\"msg\":\"{}\",\"n\":1}}", "x".repeat(300));
@@ -473,7 +590,7 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_valid() {
-        if !available() {
+        if level() == Level::None {
             return;
         }
         for t in [
@@ -516,7 +633,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_goes_to_the_scalar_validator() {
-        if !available() {
+        if level() == Level::None {
             return;
         }
         let ok = format!("{}1{}", "[".repeat(64), "]".repeat(64));
@@ -527,7 +644,7 @@ mod tests {
 
     #[test]
     fn block_boundaries_do_not_matter() {
-        if !available() {
+        if level() == Level::None {
             return;
         }
         // Put quotes, backslashes and scalars at every offset around the 64-byte seams.
@@ -546,7 +663,7 @@ mod tests {
 
     #[test]
     fn random_mutations_never_make_it_accept_invalid_json() {
-        if !available() {
+        if level() == Level::None {
             return;
         }
         let seeds = [

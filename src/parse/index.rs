@@ -336,7 +336,7 @@ pub(crate) fn field_of(bytes: &[u8], kind: u8, vs: usize, ve: usize) -> FieldRef
             kind,
             raw,
             start: (vs + 1) as u32,
-            escaped: memchr::memchr(b'\\', raw).is_some(),
+            escaped: has_backslash(raw),
         }
     } else {
         FieldRef {

@@ -140,8 +140,8 @@ pub struct Parser {
     /// Per top-level key of the projection: structural index of its value in this event.
     tops: Vec<u32>,
     scalar_scratch: scalar::Scratch,
-    /// Whether the CPU runs the SIMD fast path (see `fast::available`).
-    fast: bool,
+    /// The SIMD fast path this CPU runs (see `fast::level`).
+    fast: fast::Level,
     // simd-json engine only.
     buffers: simd_json::Buffers,
     tape: Option<simd_json::Tape<'static>>,
@@ -174,7 +174,7 @@ impl Parser {
             raw_max,
             tops: Vec::with_capacity(projection.tops.len()),
             scalar_scratch: scalar::Scratch::default(),
-            fast: fast::available(),
+            fast: fast::level(),
             projection,
             buffers: simd_json::Buffers::with_max_depth(4096, max_depth),
             tape: Some(simd_json::Tape::null()),
@@ -251,22 +251,26 @@ impl Parser {
         self.tops.resize(ntops, u32::MAX);
         let want = &self.projection.tops;
         let tops = &mut self.tops;
-        let mut hook = |key: &[u8], vi: u32| {
+        let mut hook = |key: &[u8], vi: u32, escapes: bool| {
             for (t, w) in want.iter().enumerate() {
-                if index::key_eq(key, w) {
+                let hit = if escapes {
+                    index::key_eq(key, w)
+                } else {
+                    key == w.as_slice()
+                };
+                if hit {
                     tops[t] = vi;
                 }
             }
         };
-        if self.fast
-            && fast::validate(
-                &batch.data[start..],
-                len,
-                self.max_depth,
-                &mut batch.structurals,
-                &mut hook,
-            )
-        {
+        if fast::validate(
+            self.fast,
+            &batch.data[start..],
+            len,
+            self.max_depth,
+            &mut batch.structurals,
+            &mut hook,
+        ) {
             return check_object(line, &batch.structurals[base..]);
         }
         // Not vouched for by the fast path: the scalar validator decides, and explains.
@@ -277,7 +281,7 @@ impl Parser {
             self.max_depth,
             &mut batch.structurals,
             &mut self.scalar_scratch,
-            |key, vi| {
+            |key, vi, _| {
                 for (t, w) in want.iter().enumerate() {
                     if index::key_eq(key, w) {
                         tops[t] = vi;

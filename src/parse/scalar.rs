@@ -49,7 +49,7 @@ pub fn validate(
         large.resize(input.len().div_ceil(64), 0);
         &mut large[..]
     };
-    validate_with(input, max_depth, structurals, special, |_, _| {})
+    validate_with(input, max_depth, structurals, special, |_, _, _| {})
 }
 
 /// Reusable scratch memory for [`validate_append`]: one bit per input byte.
@@ -61,7 +61,7 @@ pub struct Scratch {
 }
 
 /// Like [`validate`], but appends the structural positions to `structurals` (offsets in
-/// `input`), and calls `top_key(raw_key, value_index)` for every member of the top-level
+/// `input`), and calls `top_key(raw_key, value_index, true)` for every member of the top-level
 /// object as it is read: `raw_key` is the key between its quotes (escapes not decoded),
 /// `value_index` the index of the member's value among the positions appended. On error
 /// the positions appended so far are removed again.
@@ -71,7 +71,7 @@ pub struct Scratch {
 ///
 /// # Errors
 /// As [`validate`].
-pub(crate) fn validate_append<H: FnMut(&[u8], u32)>(
+pub(crate) fn validate_append<H: FnMut(&[u8], u32, bool)>(
     input: &[u8],
     max_depth: usize,
     structurals: &mut Vec<u32>,
@@ -92,7 +92,7 @@ pub(crate) fn validate_append<H: FnMut(&[u8], u32)>(
 }
 
 /// `validate_append` with the bitmap memory given (`input.len().div_ceil(64)` words at least).
-fn validate_with<H: FnMut(&[u8], u32)>(
+fn validate_with<H: FnMut(&[u8], u32, bool)>(
     input: &[u8],
     max_depth: usize,
     structurals: &mut Vec<u32>,
@@ -390,7 +390,7 @@ struct Validator<'a, 'b, H> {
     top_key: H,
 }
 
-impl<H: FnMut(&[u8], u32)> Validator<'_, '_, H> {
+impl<H: FnMut(&[u8], u32, bool)> Validator<'_, '_, H> {
     fn mark(&mut self, pos: usize) {
         // `validate` checked that the input length fits in u32.
         self.out.push(pos as u32);
@@ -544,7 +544,7 @@ impl<H: FnMut(&[u8], u32)> Validator<'_, '_, H> {
         self.mark(pos);
         if top {
             let value_index = (self.out.len() - self.base) as u32;
-            (self.top_key)(&input[key_start..key_end - 1], value_index);
+            (self.top_key)(&input[key_start..key_end - 1], value_index, true);
         }
         Ok(skip_ws(input, pos + 1))
     }

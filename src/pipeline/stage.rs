@@ -26,6 +26,7 @@ pub(crate) struct Stage {
     part: Decisions,
     ranges: Vec<(usize, usize)>,
     editor: crate::batch::ObjEditor,
+    top_editor: crate::batch::TopEditor,
     edited: Vec<u8>,
     max_depth: usize,
     raw_max: usize,
@@ -49,6 +50,7 @@ impl Stage {
             part: Decisions::new(),
             ranges: Vec::new(),
             editor: Default::default(),
+            top_editor: Default::default(),
             edited: Vec::new(),
             max_depth: config.max_depth,
             raw_max: config.dead_letter_raw_max,
@@ -181,7 +183,14 @@ impl Stage {
                     self.edited.clear();
                     let text = batch.bytes(&m);
                     let s = &batch.structurals[m.s_start as usize..(m.s_start + m.s_len) as usize];
-                    match apply_edits(&mut self.editor, text, s, ops, &mut self.edited) {
+                    match apply_edits(
+                        &mut self.editor,
+                        &mut self.top_editor,
+                        text,
+                        s,
+                        ops,
+                        &mut self.edited,
+                    ) {
                         Ok(()) => {
                             m.start = batch.data.len() as u32;
                             m.len = self.edited.len() as u32;
