@@ -143,7 +143,15 @@ impl<'a> Event<'a> {
     pub fn get(&self, path: &str) -> Option<Value<'a>> {
         match self.declared {
             Some(declared) => {
-                let i = declared.iter().position(|p| *p == path)?;
+                // A literal path is usually the very string the declaration holds.
+                let i = declared
+                    .iter()
+                    .position(|p| core::ptr::eq(*p, path))
+                    .or_else(|| {
+                        declared
+                            .iter()
+                            .position(|p| json::bytes_eq(p.as_bytes(), path.as_bytes()))
+                    })?;
                 let node = read_node(self.nodes, i)?;
                 Value::from_node(node, self.nodes, self.data, 0..0)
             }
