@@ -405,7 +405,7 @@ impl TopEditor {
             key_own: false,
             val_own: false,
             untouched: true,
-            plain: !key.iter().any(|&b| b == b'\\'),
+            plain: !index::has_backslash(key),
         });
     }
 

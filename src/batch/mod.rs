@@ -120,6 +120,28 @@ pub struct Batch {
     pub(crate) init_cap: usize,
 }
 
+impl Clone for Batch {
+    /// A copy of the batch (for benchmarks and tests). Only the bytes up to `data.len()` of
+    /// the copy are known initialised, whatever the original knew of its own allocation.
+    fn clone(&self) -> Self {
+        let data = self.data.clone();
+        Self {
+            init_len: data.len(),
+            init_cap: data.capacity(),
+            data,
+            events: self.events.clone(),
+            structurals: self.structurals.clone(),
+            dead: self.dead.clone(),
+            routes: self.routes.clone(),
+            stats: self.stats,
+            seq: self.seq,
+            next_events: Vec::new(),
+            projection: self.projection.clone(),
+            slots: self.slots.clone(),
+        }
+    }
+}
+
 impl Batch {
     /// An empty batch.
     pub fn new() -> Self {
@@ -158,6 +180,15 @@ impl Batch {
 
     pub(crate) fn events_range(&self, range: std::ops::Range<usize>) -> Events<'_> {
         Events { batch: self, range }
+    }
+
+    /// The live events as a sink sees them.
+    pub fn output(&self) -> crate::Output<'_> {
+        crate::Output {
+            data: &self.data,
+            events: &self.events,
+            routes: &self.routes,
+        }
     }
 
     /// The dead letters this batch collected so far.

@@ -74,6 +74,38 @@ impl Framer {
         self.eof && self.carry.is_empty()
     }
 
+    /// Reads from `input` into `batch` (cleared first) until the batch is full, the input
+    /// ends, or a short read finds the input idle; frames every complete line. Returns
+    /// false once the input has ended and nothing was left to frame (the batch is then
+    /// empty). This is the frame stage on its own; [`crate::Pipeline`] drives it for you.
+    ///
+    /// # Errors
+    /// [`crate::Kind::Input`] when reading fails.
+    pub fn fill<R: std::io::Read>(
+        &mut self,
+        input: &mut R,
+        batch: &mut Batch,
+    ) -> crate::Result<bool> {
+        if self.finished() {
+            batch.clear();
+            return Ok(false);
+        }
+        self.begin(batch);
+        let mut need = self.step(batch);
+        while need == Need::Read {
+            let start = Framer::spare(batch);
+            let n = loop {
+                match input.read(&mut batch.data[start..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(crate::Error::input(e)),
+                }
+            };
+            need = self.commit(batch, start, n);
+        }
+        Ok(true)
+    }
+
     /// Starts a new batch: clears it and moves the carried partial line into it. Then call
     /// [`Framer::step`].
     pub(crate) fn begin(&mut self, batch: &mut Batch) {

@@ -111,7 +111,7 @@ pub(crate) fn key_eq(raw: &[u8], want: &[u8]) -> bool {
 /// Whether `b` contains a backslash; a plain loop beats `memchr`'s setup on short keys
 /// and values.
 #[inline]
-fn has_backslash(b: &[u8]) -> bool {
+pub(crate) fn has_backslash(b: &[u8]) -> bool {
     if b.len() > 64 {
         return memchr::memchr(b'\\', b).is_some();
     }

@@ -183,6 +183,16 @@ impl Parser {
         }
     }
 
+    /// The parse stage on its own: validates every event of a batch that [`Framer::fill`]
+    /// just framed, keeps their structural positions (and the projection's fields), and
+    /// moves rejected events to the batch's dead letters. [`crate::Pipeline`] drives it for
+    /// you.
+    ///
+    /// [`Framer::fill`]: crate::frame::Framer::fill
+    pub fn parse(&mut self, batch: &mut Batch) {
+        self.parse_batch(batch);
+    }
+
     /// Validates every event of a freshly framed batch in place, recording structural
     /// positions and projection slots, and moving rejected events to the batch's dead letters.
     pub(crate) fn parse_batch(&mut self, batch: &mut Batch) {
