@@ -123,7 +123,9 @@ pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     let (mut a, mut b) = (a, b);
-    while let (Some((x, ra)), Some((y, rb))) = (a.split_first_chunk::<8>(), b.split_first_chunk::<8>()) {
+    while let (Some((x, ra)), Some((y, rb))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
         if u64::from_ne_bytes(*x) != u64::from_ne_bytes(*y) {
             return false;
         }
