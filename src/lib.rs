@@ -22,9 +22,12 @@
 //!   ([`Pipeline::run_async`]).
 //! - The **frame** stage ([`frame::Framer`]) reads straight into a batch buffer and cuts
 //!   lines with `memchr`. Cheap: no copy of a well-formed line.
-//! - The **parse** stage ([`parse::Parser`]) validates each event with simd-json, in place,
-//!   and keeps its structural positions, so fields are found later without parsing again.
-//!   Rejected lines are dead-lettered with a precise reason, line and offset.
+//! - The **parse** stage ([`parse::Parser`]) validates each event in place with a SIMD pass
+//!   (AVX-512 or AVX2; a strict scalar validator decides whatever it cannot vouch for) and
+//!   keeps its structural positions, so fields are found later without parsing again; the
+//!   fields filters declare are located during that pass. Cheap: faster than simd-json's
+//!   tape on log lines. Rejected lines are dead-lettered with a precise reason, line and
+//!   offset.
 //! - A [`Batch`] holds up to 1,024 events in one buffer. It is recycled: no allocation per
 //!   event in the steady state. Not shared between threads.
 //! - A [`Filter`] sees a whole batch ([`Events`]) and answers with [`Decisions`]: keep, drop,

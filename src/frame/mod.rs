@@ -208,7 +208,10 @@ impl Framer {
                     (batch.data.len(), batch.data.len() - line_start)
                 }
                 None => {
-                    if batch.data.len() - line_start > self.max_line {
+                    // A final `\r` is not content if a `\n` follows it in the next read.
+                    let pending = &batch.data[line_start..];
+                    let content = pending.len() - usize::from(pending.last() == Some(&b'\r'));
+                    if content > self.max_line {
                         self.oversized(batch, line_start);
                         continue;
                     }

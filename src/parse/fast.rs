@@ -489,20 +489,21 @@ fn stage2<H: FnMut(&[u8], u32, bool)>(
                 }
                 b'"' => Expect::After,
                 _ => {
-                    // A number or a literal: it must end where whitespace runs up to the
-                    // next structural (or the end).
-                    let next = s.get(j + 1).map_or(input.len(), |&q| q as usize);
-                    let end = match c {
-                        b't' if input.get(p..p + 4) == Some(b"true") => p + 4,
-                        b'f' if input.get(p..p + 5) == Some(b"false") => p + 5,
-                        b'n' if input.get(p..p + 4) == Some(b"null") => p + 4,
-                        b'-' | b'0'..=b'9' => match scalar::scan_number(input, p) {
-                            Ok(end) => end,
-                            Err(_) => return false,
-                        },
-                        _ => return false,
+                    // A number or a literal: the token is everything up to the
+                    // whitespace before the next structural (or the end), and must be
+                    // exactly one literal or number.
+                    let mut end = s.get(j + 1).map_or(input.len(), |&q| q as usize);
+                    while end > p && matches!(input[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+                        end -= 1;
+                    }
+                    let token = &input[p..end];
+                    let ok = match c {
+                        b't' => token == b"true",
+                        b'f' => token == b"false",
+                        b'n' => token == b"null",
+                        _ => is_number(token),
                     };
-                    if skip_ws(input, end) != next {
+                    if !ok {
                         return false;
                     }
                     Expect::After
@@ -513,12 +514,39 @@ fn stage2<H: FnMut(&[u8], u32, bool)>(
     expect == Expect::After && depth == 0
 }
 
+/// Whether `t` is exactly one RFC 8259 number:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
 #[inline]
-fn skip_ws(input: &[u8], mut p: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = input.get(p) {
-        p += 1;
+fn is_number(t: &[u8]) -> bool {
+    let digits = |mut i: usize| {
+        while t.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = usize::from(t.first() == Some(&b'-'));
+    match t.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(i + 1),
+        _ => return false,
     }
-    p
+    if t.get(i) == Some(&b'.') {
+        if !t.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            return false;
+        }
+        i = digits(i + 1);
+    }
+    if let Some(b'e' | b'E') = t.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = t.get(i) {
+            i += 1;
+        }
+        if !t.get(i).is_some_and(u8::is_ascii_digit) {
+            return false;
+        }
+        i = digits(i);
+    }
+    i == t.len()
 }
 
 #[cfg(test)]

@@ -52,7 +52,8 @@ pub fn validate(
     validate_with(input, max_depth, structurals, special, |_, _, _| {})
 }
 
-/// Reusable scratch memory for [`validate_append`]: one bit per input byte.
+/// Reusable scratch memory for the parse stage's use of this validator: one bit per input
+/// byte.
 ///
 /// Cost: grows to the longest input seen, then no allocation.
 #[derive(Debug, Default)]

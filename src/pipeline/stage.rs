@@ -136,6 +136,10 @@ impl Stage {
 
     /// Applies `self.whole` to the batch: drops, dead letters, edits, replacements, routes.
     fn apply(&mut self, fi: usize, batch: &mut Batch) {
+        if self.whole.records.is_empty() && self.whole.verdicts.iter().all(|&v| v == 0) {
+            // Every event kept as it is (`Verdict::Keep` is 0), nothing routed.
+            return;
+        }
         let name = self.filters[fi].name();
         let n = batch.events.len();
         let mut next = std::mem::take(&mut batch.next_events);

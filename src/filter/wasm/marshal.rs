@@ -87,7 +87,14 @@ impl Scratch {
             self.slot_of
                 .extend(p.paths.iter().map(|path| parsed.position(path)));
         }
-        for e in events.iter() {
+        // A module that reads nothing gets one empty entry per event.
+        let reads_nothing = projection.is_some_and(|p| p.paths.is_empty() && !p.raw);
+        if reads_nothing {
+            self.entries
+                .resize(events.len(), abi::EventEntry::default());
+        }
+        let per_event = if reads_nothing { 0 } else { events.len() };
+        for e in events.iter().take(per_event) {
             let bytes = e.bytes();
             let s = e.structurals();
             let node_start = self.nodes.len() as u32;
