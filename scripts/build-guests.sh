@@ -17,7 +17,7 @@
 #                   target/go-cache and target/go-path
 #
 # Every C, Zig and AssemblyScript module is then checked by scripts/check-guest.py: the ABI
-# exports and `memory` only, no imports. Go modules need WASI preview 1 (load them with
+# exports and `memory` only, no imports but `sluicebox.log`. Go modules need WASI preview 1 (load them with
 # --wasi) and are checked with `check-guest.py --wasi`, which also allows those imports and
 # `_initialize`. Works from any directory; apt-get needs root (or sudo).
 set -euo pipefail
@@ -153,7 +153,7 @@ go_run() {
 
 # ---- Builds ----------------------------------------------------------------------------------
 
-# Checks the modules (ABI exports only, no imports) and records their sizes.
+# Checks the modules (ABI exports only, no imports but sluicebox.log) and records their sizes.
 check() {
     python3 "$root/scripts/check-guest.py" "$@" || die "module check failed (see above)"
     built+=("$@")
@@ -204,7 +204,7 @@ build_c() {
     for src in guest-sdk/c/examples/*.c; do
         name="$(basename "$src" .c)"
         clang --target=wasm32 -O2 -std=c11 -Wall -Wextra -nostdlib \
-            -Wl,--no-entry -Wl,--export-dynamic -Wl,--strip-all \
+            -Wl,--no-entry -Wl,--export-dynamic -Wl,--strip-all -Wl,--stack-first \
             "$src" -o "$out/$name.wasm" || die "clang failed on $src"
         check "$out/$name.wasm"
     done

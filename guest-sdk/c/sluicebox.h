@@ -11,7 +11,7 @@
  *
  * Build (freestanding, no libc, no imports):
  *
- *     clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry -Wl,--export-dynamic f.c -o f.wasm
+ *     clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry -Wl,--export-dynamic -Wl,--stack-first f.c -o f.wasm
  *
  * Concepts
  *

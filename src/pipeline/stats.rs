@@ -59,7 +59,7 @@ impl Stats {
     pub fn summary(&self, elapsed: Duration) -> String {
         let secs = elapsed.as_secs_f64().max(1e-9);
         format!(
-            "received={} emitted={} filtered={} dead_lettered={} skipped={}{} in {:.3}s: {:.1} MB/s, {:.0} events/s",
+            "received={} emitted={} filtered={} dead_lettered={} skipped={}{}{} in {:.3}s: {:.1} MB/s, {:.0} events/s",
             self.received,
             self.emitted,
             self.filtered,
@@ -67,6 +67,14 @@ impl Stats {
             self.skipped,
             if self.created > 0 {
                 format!(" created={}", self.created)
+            } else {
+                String::new()
+            },
+            // Failed filter calls (traps, deadlines, bad answers; each retried on halves)
+            // are not events, but a user must see them: a filter that keeps trapping costs
+            // time and restarts its instance every time.
+            if self.filter_failures > 0 {
+                format!(" filter_failures={}", self.filter_failures)
             } else {
                 String::new()
             },

@@ -476,7 +476,11 @@ pub(crate) fn describe(e: &wasmtime::Error) -> String {
             wasmtime::Trap::StackOverflow => {
                 "stack overflow: the module exceeded the wasm stack limit".into()
             }
-            t => format!("trap: {t}"),
+            // wasmtime says "wasm trap: wasm `unreachable` instruction executed".
+            t => {
+                let t = t.to_string();
+                format!("trap: {}", t.strip_prefix("wasm trap: ").unwrap_or(&t))
+            }
         };
     }
     format!("{e}")
