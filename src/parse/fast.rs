@@ -51,11 +51,11 @@ pub(crate) fn level() -> Level {
 /// Validates `input` as one JSON value nesting at most `max_depth` levels, appending its
 /// structural positions to `out` and calling `top_key` for each member of a top-level
 /// object (as [`scalar::validate_append`] does; its third argument is false when the key
-/// certainly has no escapes, so it compares as plain bytes). Returns false, with `out` as
-/// it was, when it cannot vouch for the input: the caller must then ask the scalar
+/// certainly has no escapes, so it compares as plain bytes). Returns [`Vouched::No`], with
+/// `out` as it was, when it cannot vouch for the input: the caller must then ask the scalar
 /// validator.
 ///
-/// `level` is what [`level`] returned; with [`Level::None`] this returns false.
+/// `level` is what [`level`] returned; with [`Level::None`] this returns [`Vouched::No`].
 ///
 /// `input` is `padded[..len]`. Reads go up to 63 bytes past `len` when `padded` has them (the
 /// batch buffer always does); the extra bytes do not affect the result.
@@ -67,12 +67,12 @@ pub(crate) fn validate<H: FnMut(&[u8], u32, bool)>(
     max_depth: usize,
     out: &mut Vec<u32>,
     top_key: &mut H,
-) -> bool {
+) -> Vouched {
     let Some(input) = padded.get(..len) else {
-        return false;
+        return Vouched::No;
     };
     if u32::try_from(len).is_err() {
-        return false;
+        return Vouched::No;
     }
     let base = out.len();
     let stage1 = match level {
@@ -95,8 +95,24 @@ pub(crate) fn validate<H: FnMut(&[u8], u32, bool)>(
         && (stage1 != Stage1::NonAscii || std::str::from_utf8(input).is_ok());
     if !ok {
         out.truncate(base);
+        return Vouched::No;
     }
-    ok
+    if stage1 == Stage1::Ascii {
+        Vouched::Plain
+    } else {
+        Vouched::Valid
+    }
+}
+
+/// The fast path's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Vouched {
+    /// Not vouched for: ask the scalar validator.
+    No,
+    /// Valid JSON.
+    Valid,
+    /// Valid JSON, all ASCII and without a backslash: no string in it has an escape.
+    Plain,
 }
 
 /// The classes of one 64-byte block, one bit per byte.
@@ -577,7 +593,8 @@ mod tests {
         for &l in levels {
             for input in [text, &padded[..]] {
                 let mut again = vec![7];
-                let ok2 = validate(l, input, text.len(), 1024, &mut again, &mut |_, _, _| {});
+                let ok2 = validate(l, input, text.len(), 1024, &mut again, &mut |_, _, _| {})
+                    != Vouched::No;
                 assert_eq!((ok, &fast), (ok2, &again), "{l:?} differs");
             }
         }

@@ -85,13 +85,23 @@ impl Projection {
     /// The slot index of `path`, if projected.
     #[inline]
     pub(crate) fn position(&self, path: &[u8]) -> Option<usize> {
-        self.paths.iter().position(|p| p == path)
+        self.paths.iter().position(|p| index::bytes_eq(p, path))
     }
 
     /// Appends one slot per path for a validated event. `tops[t]` is the structural index
     /// of the value of the top-level key `self.tops[t]` (`u32::MAX` when absent), or `None`
     /// when unknown, in which case every path is found by walking the structural positions.
-    fn push_slots(&self, bytes: &[u8], s: &[u32], tops: Option<&[u32]>, out: &mut Vec<Slot>) {
+    ///
+    /// `escapes` false promises that the event has no backslash, so no string value needs
+    /// scanning for one.
+    fn push_slots(
+        &self,
+        bytes: &[u8],
+        s: &[u32],
+        tops: Option<&[u32]>,
+        escapes: bool,
+        out: &mut Vec<Slot>,
+    ) {
         for (k, comps) in self.comps.iter().enumerate() {
             let vi = match tops {
                 Some(tops) => match tops[self.top_of[k]] {
@@ -101,21 +111,31 @@ impl Projection {
                 },
                 None => index::lookup_index(bytes, s, 0, comps),
             };
-            let slot =
-                vi.and_then(|vi| index::field_at(bytes, s, vi))
-                    .map_or_else(Slot::default, |f| Slot {
-                        start: f.start,
-                        len: f.raw.len() as u32,
-                        kind: f.kind,
-                        escaped: f.escaped,
-                    });
+            let slot = match vi.and_then(|vi| index::value_at(bytes, s, vi)) {
+                None => Slot::default(),
+                Some((kind, vs, ve, _)) if kind == sluicebox_abi::KIND_STRING => {
+                    let raw = &bytes[vs + 1..ve - 1];
+                    Slot {
+                        start: vs as u32 + 1,
+                        len: raw.len() as u32,
+                        kind,
+                        escaped: escapes && index::has_backslash(raw),
+                    }
+                }
+                Some((kind, vs, ve, _)) => Slot {
+                    start: vs as u32,
+                    len: (ve - vs) as u32,
+                    kind,
+                    escaped: false,
+                },
+            };
             out.push(slot);
         }
     }
 
     /// Appends one slot per path for an event, found by walking its structural positions.
     pub(crate) fn walk_slots(&self, bytes: &[u8], s: &[u32], out: &mut Vec<Slot>) {
-        self.push_slots(bytes, s, None, out);
+        self.push_slots(bytes, s, None, true, out);
     }
 }
 
@@ -211,10 +231,10 @@ impl Parser {
             let s_start = batch.structurals.len();
             let verdict = match self.engine {
                 JsonEngine::Sluice => self.validate_sluice(batch, start, len),
-                JsonEngine::SimdJson => self.validate_simd(batch, start, len),
+                JsonEngine::SimdJson => self.validate_simd(batch, start, len).map(|()| true),
             };
             match verdict {
-                Ok(()) => {
+                Ok(escapes) => {
                     m.s_start = s_start as u32;
                     m.s_len = (batch.structurals.len() - s_start) as u32;
                     if projecting {
@@ -222,7 +242,8 @@ impl Parser {
                         let line = &batch.data[start..start + len];
                         let s = &batch.structurals[s_start..];
                         let tops = (self.engine == JsonEngine::Sluice).then_some(&self.tops[..]);
-                        self.projection.push_slots(line, s, tops, &mut batch.slots);
+                        self.projection
+                            .push_slots(line, s, tops, escapes, &mut batch.slots);
                     }
                     batch.events[kept] = m;
                     kept += 1;
@@ -247,13 +268,14 @@ impl Parser {
     }
 
     /// The sluicebox validator: appends the positions to `batch.structurals` and notes the
-    /// top-level keys of the projection in `self.tops`.
+    /// top-level keys of the projection in `self.tops`. `Ok(escapes)`: false when the event
+    /// certainly has no backslash.
     fn validate_sluice(
         &mut self,
         batch: &mut Batch,
         start: usize,
         len: usize,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let line = &batch.data[start..start + len];
         let base = batch.structurals.len();
         let ntops = self.projection.tops.len();
@@ -266,14 +288,14 @@ impl Parser {
                 let hit = if escapes {
                     index::key_eq(key, w)
                 } else {
-                    key == w.as_slice()
+                    index::bytes_eq(key, w)
                 };
                 if hit {
                     tops[t] = vi;
                 }
             }
         };
-        if fast::validate(
+        match fast::validate(
             self.fast,
             &batch.data[start..],
             len,
@@ -281,7 +303,13 @@ impl Parser {
             &mut batch.structurals,
             &mut hook,
         ) {
-            return check_object(line, &batch.structurals[base..]);
+            fast::Vouched::No => {}
+            fast::Vouched::Valid => {
+                return check_object(line, &batch.structurals[base..]).map(|()| true);
+            }
+            fast::Vouched::Plain => {
+                return check_object(line, &batch.structurals[base..]).map(|()| false);
+            }
         }
         // Not vouched for by the fast path: the scalar validator decides, and explains.
         tops.clear();
@@ -300,7 +328,7 @@ impl Parser {
             },
         );
         match result {
-            Ok(()) => check_object(line, &batch.structurals[base..]),
+            Ok(()) => check_object(line, &batch.structurals[base..]).map(|()| true),
             Err(e) => Err(self.reason(e)),
         }
     }
