@@ -4,6 +4,7 @@
 #
 #     bash scripts/build-guests.sh                  # every language
 #     bash scripts/build-guests.sh c zig            # only these: rust c zig assemblyscript go
+#     GUEST_TESTS=1 bash scripts/build-guests.sh    # also run the Go SDK's native `go test`
 #
 # Toolchains (checked first, installed only when missing; a failed install stops the script
 # with a non-zero status, a language is never skipped):
@@ -256,6 +257,11 @@ build_go() {
             -ldflags=-s -o "$out/$name.wasm" "./$name") || die "go build failed on $dir"
         check_wasi "$out/$name.wasm"
     done
+    if [ "${GUEST_TESTS:-0}" = 1 ]; then
+        # The SDK's and the examples' native tests (`go test`, host OS), as the README says.
+        (cd guest-sdk/go/sluicebox && GOOS= GOARCH= go_run test ./...) || die "go test failed in guest-sdk/go/sluicebox"
+        (cd guest-sdk/go/examples && GOOS= GOARCH= go_run test ./...) || die "go test failed in guest-sdk/go/examples"
+    fi
 }
 
 for lang in "${languages[@]}"; do

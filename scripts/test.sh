@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/build-guests.sh
+GUEST_TESTS=1 bash scripts/build-guests.sh
 cargo test --release --workspace
