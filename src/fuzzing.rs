@@ -96,6 +96,7 @@ pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<
         &mut Default::default(),
         text,
         &s,
+        false,
         ops,
         &mut out,
     )?;

@@ -332,64 +332,66 @@ pub(crate) struct TopEditor {
 }
 
 impl TopEditor {
-    /// Loads the top-level members of the object `text`; false if it is not one. One pass
-    /// over the structural positions, tracking the depth.
-    fn load(&mut self, text: &[u8], s: &[u32]) -> bool {
-        #[derive(Clone, Copy, PartialEq)]
-        enum At {
-            Key,
-            Colon,
-            Value,
-            After,
-        }
+    /// Loads the top-level members of the object `text`; false if it is not one. One step
+    /// per member (`"key" : value`), plus one per structural inside nested values.
+    fn load(&mut self, text: &[u8], s: &[u32], plain: bool) -> bool {
         self.members.clear();
         self.own.clear();
-        if s.first().and_then(|&p| text.get(p as usize)) != Some(&b'{') {
+        let at = |j: usize| -> Option<(usize, u8)> {
+            let p = *s.get(j)? as usize;
+            Some((p, *text.get(p)?))
+        };
+        if at(0).map(|x| x.1) != Some(b'{') {
             return false;
         }
-        let mut at = At::Key;
-        let mut depth = 0usize;
-        let (mut open, mut colon, mut vs) = (0usize, 0usize, 0usize);
-        for &p in &s[1..] {
-            let p = p as usize;
-            let Some(&c) = text.get(p) else {
+        if at(1).map(|x| x.1) == Some(b'}') {
+            return true;
+        }
+        let mut j = 1;
+        loop {
+            let (Some((open, b'"')), Some((colon, b':')), Some((vs, c))) =
+                (at(j), at(j + 1), at(j + 2))
+            else {
                 return false;
             };
-            if depth > 0 {
-                match c {
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => depth -= 1,
-                    _ => {}
-                }
-                continue;
-            }
-            match at {
-                At::Key if c == b'}' => return self.members.is_empty(),
-                At::Key => (open, at) = (p, At::Colon),
-                At::Colon => (colon, at) = (p, At::Value),
-                At::Value => {
-                    vs = p;
-                    depth = usize::from(c == b'{' || c == b'[');
-                    at = At::After;
-                }
-                At::After => {
-                    if colon <= open {
+            let mut k = j + 3;
+            if c == b'{' || c == b'[' {
+                let mut depth = 1usize;
+                while depth > 0 {
+                    let Some((_, c)) = at(k) else {
                         return false;
+                    };
+                    match c {
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
                     }
-                    self.push_member(text, open, colon, vs, p);
-                    if c == b'}' {
-                        return true;
-                    }
-                    at = At::Key;
+                    k += 1;
                 }
+            }
+            let Some((sep, c)) = at(k) else {
+                return false;
+            };
+            self.push_member(text, open, colon, vs, sep, plain);
+            match c {
+                b'}' => return true,
+                b',' => j = k + 1,
+                _ => return false,
             }
         }
-        false
     }
 
     /// Records the member whose key opens at `open`, whose colon is at `colon`, whose value
     /// starts at `vs`, and which ends before the separator at `sep`.
-    fn push_member(&mut self, text: &[u8], open: usize, colon: usize, vs: usize, sep: usize) {
+    fn push_member(
+        &mut self,
+        text: &[u8],
+        open: usize,
+        colon: usize,
+        vs: usize,
+        sep: usize,
+        plain_event: bool,
+    ) {
         let mut close = colon - 1;
         while close > open && text[close] != b'"' {
             close -= 1;
@@ -405,7 +407,7 @@ impl TopEditor {
             key_own: false,
             val_own: false,
             untouched: true,
-            plain: !index::has_backslash(key),
+            plain: plain_event || !index::has_backslash(key),
         });
     }
 
@@ -537,12 +539,13 @@ fn top_level(path: &[u8]) -> bool {
 
 /// Applies `ops` in order to the object `text` (with structural positions `s`) and writes
 /// the edited event to `out`. Edits of plain top-level keys take [`TopEditor`]'s fast path;
-/// anything else goes through [`ObjEditor`].
+/// anything else goes through [`ObjEditor`]. `plain` promises the text has no backslash.
 pub(crate) fn apply_edits<'a>(
     ed: &mut ObjEditor,
     top: &mut TopEditor,
     text: &[u8],
     s: &[u32],
+    plain: bool,
     ops: impl Iterator<Item = Op<'a>> + Clone,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
@@ -550,7 +553,7 @@ pub(crate) fn apply_edits<'a>(
         Op::Set(k, _) | Op::Remove(k) => top_level(k),
         Op::Rename(f, t) => top_level(f) && top_level(t),
     });
-    if simple && top.load(text, s) {
+    if simple && top.load(text, s, plain) {
         for op in ops {
             top.apply(text, op);
         }
@@ -584,6 +587,7 @@ mod tests {
             &mut TopEditor::default(),
             text.as_bytes(),
             &s,
+            !text.contains('\\'),
             ops.iter().copied(),
             &mut out,
         )

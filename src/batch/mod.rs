@@ -5,7 +5,7 @@ mod decisions;
 mod edit;
 
 pub use decisions::Decisions;
-pub(crate) use decisions::{DecisionError, check_decisions, records};
+pub(crate) use decisions::{DecisionError, Record, check_decisions, records};
 pub(crate) use edit::{ObjEditor, Op, TopEditor, apply_edits};
 
 use crate::parse::index::{self, FieldRef};
@@ -37,6 +37,9 @@ pub(crate) struct EventMeta {
     pub route: u32,
     /// Whether a filter changed the event (it is then no longer the input's bytes).
     pub changed: bool,
+    /// Whether the event is known to hold no backslash (so no key or string has an escape).
+    /// False when unknown.
+    pub plain: bool,
     /// Index of the event's first projection slot in `Batch::slots`, or [`NO_SLOTS`].
     pub slot_start: u32,
 }

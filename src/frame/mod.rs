@@ -247,6 +247,7 @@ impl Framer {
                     offset: self.offset,
                     route: 0,
                     changed: false,
+                    plain: false,
                     slot_start: crate::batch::NO_SLOTS,
                 });
                 batch.stats.received += 1;

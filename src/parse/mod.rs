@@ -235,6 +235,7 @@ impl Parser {
             };
             match verdict {
                 Ok(escapes) => {
+                    m.plain = !escapes;
                     m.s_start = s_start as u32;
                     m.s_len = (batch.structurals.len() - s_start) as u32;
                     if projecting {

@@ -26,6 +26,8 @@ pub(crate) struct Stage {
     part: Decisions,
     ranges: Vec<(usize, usize)>,
     editor: crate::batch::ObjEditor,
+    /// The current answer's records, as offsets into its stream (reused across batches).
+    recs: Vec<RecordAt>,
     top_editor: crate::batch::TopEditor,
     edited: Vec<u8>,
     max_depth: usize,
@@ -50,6 +52,7 @@ impl Stage {
             part: Decisions::new(),
             ranges: Vec::new(),
             editor: Default::default(),
+            recs: Vec::new(),
             top_editor: Default::default(),
             edited: Vec::new(),
             max_depth: config.max_depth,
@@ -144,9 +147,15 @@ impl Stage {
         let n = batch.events.len();
         let mut next = std::mem::take(&mut batch.next_events);
         next.clear();
-        let all: Vec<_> = crate::batch::records(&self.whole.records)
-            .map_while(|r| r.ok())
-            .collect();
+        // The records were checked already: decode them again into a reused list of offsets.
+        let stream = &self.whole.records;
+        self.recs.clear();
+        self.recs.extend(
+            crate::batch::records(stream)
+                .map_while(|r| r.ok())
+                .map(|r| RecordAt::of(stream, &r)),
+        );
+        let all = &self.recs;
         let mut ri = 0usize;
         for i in 0..n {
             let mut m = batch.events[i];
@@ -155,7 +164,8 @@ impl Stage {
                 ri += 1;
             }
             let recs = &all[begin..ri];
-            if let Some(r) = recs.iter().rev().find(|r| r.op == abi::OP_ROUTE) {
+            let recs = || recs.iter().map(|r| r.record(stream));
+            if let Some(r) = recs().rev().find(|r| r.op == abi::OP_ROUTE) {
                 m.route = route_id(&mut batch.routes, r.a);
             }
             let verdict = Verdict::from_u8(self.whole.verdicts[i]).unwrap_or(Verdict::Keep);
@@ -163,22 +173,20 @@ impl Stage {
                 Verdict::Keep => next.push(m),
                 Verdict::Drop => batch.stats.filtered += 1,
                 Verdict::Fail => {
-                    let reason = recs
-                        .iter()
+                    let reason = recs()
                         .find(|r| r.op == abi::OP_FAIL)
                         .map(|r| String::from_utf8_lossy(r.b).into_owned())
                         .unwrap_or_else(|| "flagged as failed by the filter".into());
                     dead_letter(batch, &m, reason, name, self.raw_max);
                 }
                 Verdict::Edit => {
-                    let ops = recs.iter().filter_map(|r| match r.op {
+                    let ops = recs().filter_map(|r| match r.op {
                         abi::OP_SET => Some(crate::batch::Op::Set(r.a, r.b)),
                         abi::OP_REMOVE => Some(crate::batch::Op::Remove(r.a)),
                         abi::OP_RENAME => Some(crate::batch::Op::Rename(r.a, r.b)),
                         _ => None,
                     });
-                    if !recs
-                        .iter()
+                    if !recs()
                         .any(|r| matches!(r.op, abi::OP_SET | abi::OP_REMOVE | abi::OP_RENAME))
                     {
                         next.push(m);
@@ -192,6 +200,7 @@ impl Stage {
                         &mut self.top_editor,
                         text,
                         s,
+                        m.plain,
                         ops,
                         &mut self.edited,
                     ) {
@@ -201,6 +210,7 @@ impl Stage {
                             m.s_len = STALE;
                             m.slot_start = NO_SLOTS;
                             m.changed = true;
+                            m.plain = false;
                             batch.data.extend_from_slice(&self.edited);
                             next.push(m);
                         }
@@ -215,13 +225,14 @@ impl Stage {
                 }
                 Verdict::Replace => {
                     let mut k = 0u64;
-                    for r in recs.iter().filter(|r| r.op == abi::OP_EMIT) {
+                    for r in recs().filter(|r| r.op == abi::OP_EMIT) {
                         let mut e = m;
                         e.start = batch.data.len() as u32;
                         e.len = r.b.len() as u32;
                         e.s_len = STALE;
                         e.slot_start = NO_SLOTS;
                         e.changed = true;
+                        e.plain = false;
                         batch.data.extend_from_slice(r.b);
                         next.push(e);
                         k += 1;
@@ -234,9 +245,41 @@ impl Stage {
                 }
             }
         }
-        drop(all);
         std::mem::swap(&mut batch.events, &mut next);
         batch.next_events = next;
+    }
+}
+
+/// A checked record, as offsets into its record stream.
+#[derive(Clone, Copy)]
+struct RecordAt {
+    event: u32,
+    op: u8,
+    a: (u32, u32),
+    b: (u32, u32),
+}
+
+impl RecordAt {
+    fn of(stream: &[u8], r: &crate::batch::Record<'_>) -> Self {
+        let at = |x: &[u8]| {
+            let start = x.as_ptr() as usize - stream.as_ptr() as usize;
+            (start as u32, (start + x.len()) as u32)
+        };
+        Self {
+            event: r.event,
+            op: r.op,
+            a: at(r.a),
+            b: at(r.b),
+        }
+    }
+
+    fn record<'s>(&self, stream: &'s [u8]) -> crate::batch::Record<'s> {
+        crate::batch::Record {
+            event: self.event,
+            op: self.op,
+            a: &stream[self.a.0 as usize..self.a.1 as usize],
+            b: &stream[self.b.0 as usize..self.b.1 as usize],
+        }
     }
 }
 
