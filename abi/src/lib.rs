@@ -340,3 +340,23 @@ const _: () =
 /// `level`. When an object repeats a key, the last occurrence wins (as in serde_json,
 /// JavaScript and Python).
 pub mod path_syntax {}
+
+/// `a == b` without a call to `memcmp`: eight bytes per step. Host and guests compare short
+/// keys and paths, where the call costs more than the compare (on wasm32, `memcmp` is a
+/// byte-at-a-time loop in compiler-builtins). Shared here so both sides use one version.
+#[inline]
+pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a, mut b) = (a, b);
+    while let (Some((x, ra)), Some((y, rb))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if u64::from_ne_bytes(*x) != u64::from_ne_bytes(*y) {
+            return false;
+        }
+        (a, b) = (ra, rb);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}

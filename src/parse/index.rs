@@ -108,25 +108,6 @@ pub(crate) fn key_eq(raw: &[u8], want: &[u8]) -> bool {
     key_eq_escaped(raw, want)
 }
 
-/// `a == b`, inline: eight bytes per step and no call to `memcmp`, which costs more than
-/// the compare on the short keys and paths this is for.
-#[inline]
-pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut a, mut b) = (a, b);
-    while let (Some((x, ra)), Some((y, rb))) =
-        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
-    {
-        if u64::from_ne_bytes(*x) != u64::from_ne_bytes(*y) {
-            return false;
-        }
-        (a, b) = (ra, rb);
-    }
-    a.iter().zip(b).all(|(x, y)| x == y)
-}
-
 /// Whether `b` contains a backslash; a plain loop beats `memchr`'s setup on short keys
 /// and values.
 #[inline]

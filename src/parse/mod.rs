@@ -85,7 +85,9 @@ impl Projection {
     /// The slot index of `path`, if projected.
     #[inline]
     pub(crate) fn position(&self, path: &[u8]) -> Option<usize> {
-        self.paths.iter().position(|p| index::bytes_eq(p, path))
+        self.paths
+            .iter()
+            .position(|p| sluicebox_abi::bytes_eq(p, path))
     }
 
     /// Appends one slot per path for a validated event. `tops[t]` is the structural index
@@ -289,7 +291,7 @@ impl Parser {
                 let hit = if escapes {
                     index::key_eq(key, w)
                 } else {
-                    index::bytes_eq(key, w)
+                    sluicebox_abi::bytes_eq(key, w)
                 };
                 if hit {
                     tops[t] = vi;

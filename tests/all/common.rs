@@ -57,6 +57,19 @@ pub fn healthy() {
     assert_eq!(r.stats.filtered, 1);
 }
 
+/// A bump allocator for WAT test guests: `sluicebox_alloc` (also `$alloc`) over the global
+/// `$heap`, growing memory as needed, 0 when it cannot.
+pub const ALLOC_WAT: &str = r#"(func $alloc (export "sluicebox_alloc") (param $size i32) (param $align i32) (result i32)
+    (local $p i32) (local $end i32) (local $pages i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (local.set $end (i32.add (local.get $p) (local.get $size)))
+    (local.set $pages (i32.shr_u (i32.add (local.get $end) (i32.const 65535)) (i32.const 16)))
+    (if (i32.gt_u (local.get $pages) (memory.size))
+      (then (if (i32.eq (memory.grow (i32.sub (local.get $pages) (memory.size))) (i32.const -1))
+        (then (return (i32.const 0))))))
+    (global.set $heap (local.get $end))
+    (local.get $p))"#;
+
 /// A test guest in WAT: `fields` is the `\n`-separated projection (escaped for WAT), and
 /// `per_event` runs for event `$i` with `$h` the header and `$v` the verdict to set.
 /// `$field` (h, i, f) returns the kind of field `f` of event `i`. `after` runs after the
@@ -74,16 +87,7 @@ pub fn guest(fields: &str, per_event: &str, extra: &str, after: &str, version: u
   (data (i32.const 1024) "\10\00\00\00{len_le}\00\00\00\00")
   (func (export "sluicebox_abi_version") (result i32) (i32.const {version}))
   (func (export "sluicebox_fields") (result i32) (i32.const 1024))
-  (func $alloc (export "sluicebox_alloc") (param $size i32) (param $align i32) (result i32)
-    (local $p i32) (local $end i32) (local $pages i32)
-    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
-    (local.set $end (i32.add (local.get $p) (local.get $size)))
-    (local.set $pages (i32.shr_u (i32.add (local.get $end) (i32.const 65535)) (i32.const 16)))
-    (if (i32.gt_u (local.get $pages) (memory.size))
-      (then (if (i32.eq (memory.grow (i32.sub (local.get $pages) (memory.size))) (i32.const -1))
-        (then (return (i32.const 0))))))
-    (global.set $heap (local.get $end))
-    (local.get $p))
+  {ALLOC_WAT}
   (func $field (param $h i32) (param $i i32) (param $f i32) (result i32)
     (i32.load8_u offset=16
       (i32.add (i32.load offset=12 (local.get $h))

@@ -8,4 +8,5 @@ mod guest_sdks;
 mod guests;
 mod input;
 mod props;
+mod regressions;
 mod resources;

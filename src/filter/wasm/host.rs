@@ -182,14 +182,8 @@ impl Live {
             .pre
             .instantiate(&mut store)
             .map_err(|e| load(format!("cannot instantiate: {}", describe(&e))))?;
-        if module.has_initialize {
-            // Runtimes such as Go's trap in every export until `_initialize` has run.
-            let f = inst
-                .get_typed_func::<(), ()>(&mut store, abi::EXPORT_WASI_INITIALIZE)
-                .map_err(|e| load(format!("_initialize: {e}")))?;
-            f.call(&mut store, ())
-                .map_err(|e| load(format!("_initialize failed: {}", describe(&e))))?;
-        }
+        // Runtimes such as Go's trap in every export until `_initialize` has run.
+        initialize(module, &inst, &mut store).map_err(load)?;
         let f = inst
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
             .map_err(|e| load(format!("{}: {e}", abi::EXPORT_ABI_VERSION)))?;
@@ -223,13 +217,7 @@ impl Live {
             .get_typed_func::<(i32, i32), i32>(&mut store, abi::EXPORT_ALLOC)
             .map_err(|e| init_err(format!("{}: {e}", abi::EXPORT_ALLOC)))?;
         let filter = typed(&mut store, abi::EXPORT_FILTER)?;
-        if module.has_initialize {
-            let f = inst
-                .get_typed_func::<(), ()>(&mut store, abi::EXPORT_WASI_INITIALIZE)
-                .map_err(|e| init_err(format!("_initialize: {e}")))?;
-            f.call(&mut store, ())
-                .map_err(|e| init_err(format!("_initialize failed: {}", describe(&e))))?;
-        }
+        initialize(module, &inst, &mut store).map_err(init_err)?;
         let mut live = Live {
             store,
             memory,
@@ -451,6 +439,22 @@ impl Live {
         }
         Ok(())
     }
+}
+
+/// Calls the module's `_initialize` export, if it has one (WASI reactors: Go, C with libc).
+fn initialize(
+    module: &WasmModule,
+    inst: &wasmtime::Instance,
+    store: &mut Store<HostState>,
+) -> std::result::Result<(), String> {
+    if !module.has_initialize {
+        return Ok(());
+    }
+    let f = inst
+        .get_typed_func::<(), ()>(&mut *store, abi::EXPORT_WASI_INITIALIZE)
+        .map_err(|e| format!("_initialize: {e}"))?;
+    f.call(&mut *store, ())
+        .map_err(|e| format!("_initialize failed: {}", describe(&e)))
 }
 
 fn describe_with_deadline(e: &wasmtime::Error, config: &WasmConfig) -> String {

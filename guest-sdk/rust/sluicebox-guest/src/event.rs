@@ -150,7 +150,7 @@ impl<'a> Event<'a> {
                     .or_else(|| {
                         declared
                             .iter()
-                            .position(|p| json::bytes_eq(p.as_bytes(), path.as_bytes()))
+                            .position(|p| sluicebox_abi::bytes_eq(p.as_bytes(), path.as_bytes()))
                     })?;
                 let node = read_node(self.nodes, i)?;
                 Value::from_node(node, self.nodes, self.data, 0..0)

@@ -115,30 +115,11 @@ pub(crate) fn body_to_str(bytes: &[u8], escaped: bool) -> Option<Cow<'_, str>> {
     }
 }
 
-/// `a == b` without a call to `memcmp` (on wasm32 a byte-at-a-time loop in
-/// compiler-builtins): eight bytes per step, for the short keys and values filters compare.
-#[inline]
-pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut a, mut b) = (a, b);
-    while let (Some((x, ra)), Some((y, rb))) =
-        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
-    {
-        if u64::from_ne_bytes(*x) != u64::from_ne_bytes(*y) {
-            return false;
-        }
-        (a, b) = (ra, rb);
-    }
-    a.iter().zip(b).all(|(x, y)| x == y)
-}
-
 /// Whether a key as written (`escaped` says whether it has escapes) equals `expected`, a key
 /// already decoded. Does not allocate.
 pub(crate) fn key_matches(key: &[u8], escaped: bool, expected: &[u8]) -> bool {
     if !escaped {
-        return bytes_eq(key, expected);
+        return sluicebox_abi::bytes_eq(key, expected);
     }
     let mut rest = expected;
     let done = unescape_with(key, |chunk| match rest.strip_prefix(chunk) {
