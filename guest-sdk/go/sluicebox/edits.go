@@ -100,6 +100,11 @@ func (ed *Edits) edit(at int) {
 // `{"a":1}`), written without line breaks. Text that is not JSON fails the host's checks,
 // and the host then dead-letters the event.
 func (ed *Edits) Set(path, json string) {
+	ed.record(OpSet, path, json)
+}
+
+// SetJSON is Set with the JSON text as bytes.
+func (ed *Edits) SetJSON(path string, json []byte) {
 	if !ed.live() {
 		return
 	}
@@ -111,14 +116,14 @@ func (ed *Edits) Set(path, json string) {
 	ed.edit(at)
 }
 
-// SetJSON is Set with the JSON text as bytes.
-func (ed *Edits) SetJSON(path string, json []byte) {
+// record appends one edit record whose second operand is b, for a live event.
+func (ed *Edits) record(op Op, a, b string) {
 	if !ed.live() {
 		return
 	}
-	at := begin(ed.event, OpSet, path, len(json))
+	at := begin(ed.event, op, a, len(b))
 	if at >= 0 {
-		records.b = append(records.b, json...)
+		records.b = append(records.b, b...)
 		end(at)
 	}
 	ed.edit(at)
@@ -183,15 +188,7 @@ func (ed *Edits) Remove(path string) {
 
 // Rename moves the value at `from` to `to` (a missing `from` is not an error).
 func (ed *Edits) Rename(from, to string) {
-	if !ed.live() {
-		return
-	}
-	at := begin(ed.event, OpRename, from, len(to))
-	if at >= 0 {
-		records.b = append(records.b, to...)
-		end(at)
-	}
-	ed.edit(at)
+	ed.record(OpRename, from, to)
 }
 
 // Route sends the event to the output named `name`.
