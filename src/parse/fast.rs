@@ -402,25 +402,8 @@ fn flatten(mut bits: u64, base: u32, out: &mut Vec<u32>) {
     unsafe { out.set_len(len + count) };
 }
 
-/// Where stage 2 is in the grammar, before looking at the next structural.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// A value.
-    Value,
-    /// A key or `}` (just after `{`).
-    FirstKey,
-    /// A value or `]` (just after `[`).
-    FirstValue,
-    /// A key (after a `,` in an object).
-    Key,
-    /// The `:` after a key.
-    Colon,
-    /// A `,` or the closing bracket after a value (or nothing, at depth 0).
-    After,
-}
-
-/// Stage 2: checks the grammar over the structural positions `s` of `input`, one
-/// structural at a time.
+/// Stage 2: checks the grammar over the structural positions `s` of `input`. The loop
+/// reads a whole `"key" :` or `, "key" :` at once, so a typical member costs one round.
 fn stage2<H: FnMut(&[u8], u32, bool)>(
     input: &[u8],
     s: &[u32],
@@ -428,106 +411,113 @@ fn stage2<H: FnMut(&[u8], u32, bool)>(
     escapes: bool,
     top_key: &mut H,
 ) -> bool {
+    let n = s.len();
     let limit = max_depth.min(64);
+    // The byte at structural `j`, or 0 past the last one (0 is never a valid structural:
+    // a NUL outside a string is a bad scalar).
+    let byte = |j: usize| -> u8 {
+        s.get(j)
+            .and_then(|&p| input.get(p as usize))
+            .copied()
+            .unwrap_or(0)
+    };
+    // `"key" :` at structural `j`, in an object at `depth`; tells the hook at depth 1.
+    let mut key = |j: usize, depth: usize| -> bool {
+        if byte(j) != b'"' || byte(j + 1) != b':' {
+            return false;
+        }
+        if depth == 1 {
+            // The key's quotes: its opening one is structural `j`, its closing one the
+            // last quote before the colon.
+            let (open, colon) = (s[j] as usize, s[j + 1] as usize);
+            let mut close = colon - 1;
+            while close > open && input[close] != b'"' {
+                close -= 1;
+            }
+            if close <= open {
+                return false;
+            }
+            top_key(&input[open + 1..close], j as u32 + 2, escapes);
+        }
+        true
+    };
     // Bit d: level d is an object.
     let mut objects = 0u64;
     let mut depth = 0usize;
-    let mut expect = Expect::Value;
-    for (j, &p) in s.iter().enumerate() {
-        let p = p as usize;
-        let Some(&c) = input.get(p) else {
-            return false;
-        };
-        expect = match expect {
-            Expect::Colon => {
-                if c != b':' {
+    let mut j = 0usize;
+    'value: loop {
+        // Structural `j` starts a value.
+        let c = byte(j);
+        match c {
+            b'{' | b'[' => {
+                if depth >= limit {
                     return false;
                 }
-                if depth == 1 {
-                    // The key's quotes: its opening one is the previous structural, its
-                    // closing one the last quote before the colon.
-                    let open = s[j - 1] as usize;
-                    let mut close = p - 1;
-                    while input[close] != b'"' {
-                        close -= 1;
-                    }
-                    if close <= open {
-                        return false;
-                    }
-                    top_key(&input[open + 1..close], j as u32 + 1, escapes);
-                }
-                Expect::Value
-            }
-            Expect::Key | Expect::FirstKey => match c {
-                b'"' => Expect::Colon,
-                b'}' if expect == Expect::FirstKey => {
+                let object = c == b'{';
+                objects = objects & !(1 << depth) | u64::from(object) << depth;
+                depth += 1;
+                j += 1;
+                if byte(j) == if object { b'}' } else { b']' } {
                     depth -= 1;
-                    Expect::After
-                }
-                _ => return false,
-            },
-            Expect::After => {
-                if depth == 0 {
-                    return false;
-                }
-                let object = objects >> (depth - 1) & 1 == 1;
-                match c {
-                    b',' if object => Expect::Key,
-                    b',' => Expect::Value,
-                    b'}' if object => {
-                        depth -= 1;
-                        Expect::After
-                    }
-                    b']' if !object => {
-                        depth -= 1;
-                        Expect::After
-                    }
-                    _ => return false,
-                }
-            }
-            Expect::Value | Expect::FirstValue => match c {
-                b'{' | b'[' => {
-                    if depth >= limit {
+                    j += 1;
+                } else if object {
+                    if !key(j, depth) {
                         return false;
                     }
-                    let object = c == b'{';
-                    objects = objects & !(1 << depth) | u64::from(object) << depth;
-                    depth += 1;
+                    j += 2;
+                    continue 'value;
+                } else {
+                    continue 'value;
+                }
+            }
+            b'"' => j += 1,
+            b't' | b'f' | b'n' | b'-' | b'0'..=b'9' => {
+                // A number or a literal: the token is everything up to the whitespace
+                // before the next structural (or the end), and must be exactly one.
+                let p = s[j] as usize;
+                let mut end = s.get(j + 1).map_or(input.len(), |&q| q as usize);
+                while end > p && matches!(input[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+                    end -= 1;
+                }
+                let token = &input[p..end];
+                let ok = match c {
+                    b't' => token == b"true",
+                    b'f' => token == b"false",
+                    b'n' => token == b"null",
+                    _ => is_number(token),
+                };
+                if !ok {
+                    return false;
+                }
+                j += 1;
+            }
+            _ => return false,
+        }
+        // A value ended: a comma, a closing bracket, or (at depth 0) the end.
+        loop {
+            if depth == 0 {
+                return j == n;
+            }
+            let object = objects >> (depth - 1) & 1 == 1;
+            match byte(j) {
+                b',' => {
+                    j += 1;
                     if object {
-                        Expect::FirstKey
-                    } else {
-                        Expect::FirstValue
+                        if !key(j, depth) {
+                            return false;
+                        }
+                        j += 2;
                     }
+                    continue 'value;
                 }
-                b']' if expect == Expect::FirstValue => {
-                    depth -= 1;
-                    Expect::After
-                }
-                b'"' => Expect::After,
-                _ => {
-                    // A number or a literal: the token is everything up to the
-                    // whitespace before the next structural (or the end), and must be
-                    // exactly one literal or number.
-                    let mut end = s.get(j + 1).map_or(input.len(), |&q| q as usize);
-                    while end > p && matches!(input[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
-                        end -= 1;
-                    }
-                    let token = &input[p..end];
-                    let ok = match c {
-                        b't' => token == b"true",
-                        b'f' => token == b"false",
-                        b'n' => token == b"null",
-                        _ => is_number(token),
-                    };
-                    if !ok {
-                        return false;
-                    }
-                    Expect::After
-                }
-            },
-        };
+                b'}' if object => {}
+                b']' if !object => {}
+                _ => return false,
+            }
+            depth -= 1;
+            j += 1;
+        }
     }
-    expect == Expect::After && depth == 0
 }
 
 /// Whether `t` is exactly one RFC 8259 number:
