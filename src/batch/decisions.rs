@@ -158,6 +158,17 @@ pub(crate) fn records(stream: &[u8]) -> impl Iterator<Item = Result<Record<'_>, 
     })
 }
 
+/// Refuses JSON text with a line break in it (whitespace to JSON, but it would split the
+/// event across lines of the NDJSON output).
+fn single_line(event: u32, what: &str, text: &[u8]) -> Result<(), DecisionError> {
+    match memchr::memchr2(b'\n', b'\r', text) {
+        None => Ok(()),
+        Some(at) => Err(DecisionError(format!(
+            "event {event}: {what} has a line break at byte {at}; write JSON on one line"
+        ))),
+    }
+}
+
 /// Whether `v` is a JSON string with nothing to check inside: quoted, and only printable
 /// ASCII other than `"` and `\` between the quotes (`"prod"`). Such values, the most common
 /// SET operands, skip the full validator.
@@ -224,9 +235,14 @@ pub(crate) fn check_decisions(
             abi::OP_SET => {
                 path(r.a)?;
                 if !plain_json_string(r.b) {
-                    crate::parse::scalar::validate(r.b, max_depth, &mut scratch).map_err(|e| {
+                    // The value sits inside one object per path component: together they
+                    // must stay within `max_depth`.
+                    let room =
+                        max_depth.saturating_sub(crate::parse::index::path_components(r.a).count());
+                    crate::parse::scalar::validate(r.b, room, &mut scratch).map_err(|e| {
                         DecisionError(format!("event {}: SET value is not JSON: {e}", r.event))
                     })?;
+                    single_line(r.event, "SET value", r.b)?;
                 }
                 v == Verdict::Edit
             }
@@ -243,6 +259,7 @@ pub(crate) fn check_decisions(
                 crate::parse::scalar::validate(r.b, max_depth, &mut scratch).map_err(|e| {
                     DecisionError(format!("event {}: EMIT event is not JSON: {e}", r.event))
                 })?;
+                single_line(r.event, "EMIT event", r.b)?;
                 if r.b.get(scratch.first().copied().unwrap_or(0) as usize) != Some(&b'{') {
                     return Err(DecisionError(format!(
                         "event {}: EMIT event is not a JSON object",

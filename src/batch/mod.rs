@@ -206,16 +206,17 @@ impl Batch {
 
     /// Makes sure every live event's structural positions are computed (edited events'
     /// are computed lazily, only when a later stage needs them).
-    pub(crate) fn refresh_structurals(&mut self, max_depth: usize) {
+    pub(crate) fn refresh_structurals(&mut self, max_depth: usize, filter: &str, raw_max: usize) {
         let mut scratch = Vec::new();
+        let mut bad = false;
         for i in 0..self.events.len() {
             if self.events[i].s_len != STALE {
                 continue;
             }
             let m = self.events[i];
             let bytes = &self.data[m.start as usize..(m.start + m.len) as usize];
-            // Edited events were produced from validated parts; validate anyway so a bug can
-            // only ever dead-letter, never corrupt.
+            // Edited events were produced from checked parts; validate anyway, so that a
+            // defect can only ever dead-letter an event, never pass on a broken one.
             match crate::parse::scalar::validate(bytes, max_depth, &mut scratch) {
                 Ok(()) => {
                     self.events[i].s_start = self.structurals.len() as u32;
@@ -226,13 +227,23 @@ impl Batch {
                     projection.walk_slots(bytes, &scratch, &mut self.slots);
                 }
                 Err(e) => {
-                    // Unreachable in practice: edits keep events valid. Keep an empty index
-                    // rather than lose the event.
-                    debug_assert!(false, "edited event became invalid: {e}");
-                    self.events[i].s_start = self.structurals.len() as u32;
-                    self.events[i].s_len = 0;
+                    let cut = bytes.len().min(raw_max);
+                    self.dead.push(DeadLetter {
+                        reason: format!("the event {filter} produced is not valid: {e}"),
+                        line: m.line,
+                        offset: m.offset,
+                        filter: Some(filter.to_string()),
+                        raw: bytes[..cut].to_vec(),
+                        truncated: cut < bytes.len(),
+                    });
+                    self.stats.dead_lettered += 1;
+                    self.events[i].len = u32::MAX;
+                    bad = true;
                 }
             }
+        }
+        if bad {
+            self.events.retain(|m| m.len != u32::MAX);
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::batch::{Batch, DeadLetter, Decisions, apply_edits, check_decisions};
 use crate::batch::{DecisionError, NO_SLOTS, STALE};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
-use crate::parse::{Parser, Projection};
+use crate::parse::index::path_components;
+use crate::parse::{Parser, Projection, scalar};
 use std::sync::Arc;
 
 use super::PipelineConfig;
@@ -28,6 +29,8 @@ pub(crate) struct Stage {
     editor: crate::batch::ObjEditor,
     /// The current answer's records, as offsets into its stream (reused across batches).
     recs: Vec<RecordAt>,
+    /// Scratch for re-validating an event a RENAME moved deeper.
+    depth_check: Vec<u32>,
     top_editor: crate::batch::TopEditor,
     edited: Vec<u8>,
     max_depth: usize,
@@ -53,6 +56,7 @@ impl Stage {
             ranges: Vec::new(),
             editor: Default::default(),
             recs: Vec::new(),
+            depth_check: Vec::new(),
             top_editor: Default::default(),
             edited: Vec::new(),
             max_depth: config.max_depth,
@@ -73,7 +77,8 @@ impl Stage {
                 break;
             }
             if fi > 0 {
-                batch.refresh_structurals(self.max_depth);
+                let before = self.filters[fi - 1].name();
+                batch.refresh_structurals(self.max_depth, before, self.raw_max);
             }
             self.run_filter(fi, batch)?;
             self.apply(fi, batch);
@@ -195,7 +200,13 @@ impl Stage {
                     self.edited.clear();
                     let text = batch.bytes(&m);
                     let s = &batch.structurals[m.s_start as usize..(m.s_start + m.s_len) as usize];
-                    match apply_edits(
+                    // A RENAME to a deeper path may push the moved value past `max_depth`
+                    // (SET values were checked against their path already).
+                    let deeper = recs().any(|r| {
+                        r.op == abi::OP_RENAME
+                            && path_components(r.b).count() > path_components(r.a).count()
+                    });
+                    let result = apply_edits(
                         &mut self.editor,
                         &mut self.top_editor,
                         text,
@@ -203,7 +214,18 @@ impl Stage {
                         m.plain,
                         ops,
                         &mut self.edited,
-                    ) {
+                    )
+                    .and_then(|()| {
+                        if !deeper {
+                            return Ok(());
+                        }
+                        let mut s = std::mem::take(&mut self.depth_check);
+                        let r = scalar::validate(&self.edited, self.max_depth, &mut s)
+                            .map_err(|e| format!("the edited event is not valid: {e}"));
+                        self.depth_check = s;
+                        r
+                    });
+                    match result {
                         Ok(()) => {
                             m.start = batch.data.len() as u32;
                             m.len = self.edited.len() as u32;

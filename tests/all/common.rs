@@ -44,6 +44,8 @@ pub fn wasm(name: &str, wat: &str, config: &WasmConfig) -> Result<WasmFilter, sl
 
 /// The hand-written drop_debug example.
 pub const DROP_DEBUG_WAT: &str = include_str!("../../examples/wat/drop_debug.wat");
+/// The noop filter in hand-written WAT: reads nothing, keeps every event.
+pub const NOOP_WAT: &str = include_str!("../../examples/wat/noop.wat");
 
 /// Checks the process is still healthy: a normal wasm run works.
 pub fn healthy() {

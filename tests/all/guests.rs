@@ -343,3 +343,130 @@ fn wasi_is_refused_by_default_and_works_when_allowed() {
         .unwrap();
     assert!(e.to_string().contains("not provided"), "{e}");
 }
+
+#[test]
+fn a_line_break_in_a_set_value_is_refused() {
+    // Event 0: verdict EDIT, record SET "a" = "1\n" (valid JSON, but it would split the
+    // event across two NDJSON lines).
+    let extra =
+        r#"(data (i32.const 2048) "\00\00\00\00\01\00\00\00\01\00\00\00\02\00\00\00a1\0a\00")"#;
+    every_answer_refused(
+        "(i32.store8 (global.get $vbuf) (i32.const 2)) (i32.store offset=40 (local.get $h) (i32.const 2048)) (i32.store offset=44 (local.get $h) (i32.const 20))",
+        extra,
+        "line break",
+    );
+}
+
+#[test]
+fn a_set_value_too_deep_for_its_path_is_refused() {
+    // SET "a" = 1,024 nested arrays: with the top-level object, 1,025 levels.
+    let value = format!("{}{}", "[".repeat(1024), "]".repeat(1024));
+    let extra = format!(
+        r#"(data (i32.const 8192) "\00\00\00\00\01\00\00\00\01\00\00\00\00\08\00\00a{value}\00\00\00")"#
+    );
+    let wat = guest(
+        "poison",
+        "",
+        &extra,
+        "(i32.store8 (global.get $vbuf) (i32.const 2)) (i32.store offset=40 (local.get $h) (i32.const 8192)) (i32.store offset=44 (local.get $h) (i32.const 2068))",
+        1,
+    )
+    .replace("(global $heap (mut i32) (i32.const 8192))", "(global $heap (mut i32) (i32.const 16384))");
+    let f = wasm("deep", &wat, &fast()).unwrap();
+    let (r, out, dead) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        &numbered(3, &[]),
+    );
+    assert!(out.is_empty());
+    assert_eq!(r.stats.dead_lettered, 3, "{:?}", r.stats);
+    let why = dead[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("SET value is not JSON") && why.contains("deep"),
+        "{why}"
+    );
+}
+
+/// A native filter that renames `a` to `x.y`, one level deeper.
+struct RenameDeeper;
+
+impl sluicebox::Filter for RenameDeeper {
+    fn name(&self) -> &str {
+        "rename_deeper"
+    }
+    fn process(
+        &mut self,
+        events: &sluicebox::Events<'_>,
+        d: &mut sluicebox::Decisions,
+    ) -> sluicebox::Result<()> {
+        for i in 0..events.len() {
+            d.rename(i, "a", "x.y");
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn sluicebox::Filter>> {
+        Ok(Box::new(RenameDeeper))
+    }
+}
+
+#[test]
+fn a_rename_that_nests_past_max_depth_is_dead_lettered() {
+    let config = PipelineConfig {
+        max_depth: 8,
+        ..Default::default()
+    };
+    // Depth 8 (the object and 7 arrays) is accepted; moved under `x`, it would be 9.
+    let input = b"{\"a\":[[[[[[[1]]]]]]]}\n{\"a\":[1]}\n";
+    let (r, out, dead) = run_with(config, vec![Box::new(RenameDeeper)], input);
+    assert_eq!(out, b"{\"x\":{\"y\":[1]}}\n");
+    assert_eq!(r.stats.dead_lettered, 1);
+    assert_eq!(dead[0]["line"], 1);
+    let why = dead[0]["reason"].as_str().unwrap();
+    assert!(why.contains("edit failed") && why.contains("deep"), "{why}");
+}
+
+#[test]
+fn the_first_batch_after_an_idle_spell_is_not_timed_out() {
+    // The instance's last deadline was armed when it was built; the first call, which
+    // also allocates the batch buffer, comes much later.
+    let config = WasmConfig {
+        deadline: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let f = wasm("noop", NOOP_WAT, &config).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // A single event: a failed call could not be split, the event would be dead-lettered.
+    let (r, _, dead) = run_with(PipelineConfig::default(), vec![Box::new(f)], &numbered(1, &[]));
+    assert_eq!(
+        (r.stats.emitted, r.stats.dead_lettered, r.stats.filter_failures),
+        (1, 0, 0),
+        "{dead:?}"
+    );
+}
+
+#[test]
+fn a_module_with_a_large_initial_memory_loads_when_its_cap_allows() {
+    // 1,100 pages (68.75 MiB) initially: above the default cap of 64 MiB, within 128 MiB.
+    let wat = NOOP_WAT.replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1100)",
+    );
+    assert_ne!(wat, NOOP_WAT, "the noop guest's memory declaration changed");
+    let big = WasmConfig {
+        memory_limit: 128 << 20,
+        ..Default::default()
+    };
+    let f = wasm("big", &wat, &big).unwrap();
+    let (r, _, _) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        &numbered(10, &[]),
+    );
+    assert_eq!(r.stats.emitted, 10);
+    // Under the default cap it is refused when built, with the reason.
+    let e = wasm("big", &wat, &WasmConfig::default())
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), Kind::ModuleInit);
+    assert!(e.to_string().contains("memory"), "{e}");
+}

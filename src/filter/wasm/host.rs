@@ -176,7 +176,9 @@ impl Live {
     /// Instantiates just far enough to call `sluicebox_abi_version`.
     pub(crate) fn probe_version(module: &WasmModule) -> Result<u32> {
         let load = |m: String| Error::new(Kind::ModuleLoad, m);
-        let mut store = Self::store(module, 64 << 20);
+        // The probe touches no more memory than the module declares: any cap a filter may
+        // be given later is allowed here.
+        let mut store = Self::store(module, super::MAX_MEMORY_LIMIT);
         store.set_epoch_deadline(ticks(Duration::from_secs(1)));
         let inst = module
             .pre
@@ -364,6 +366,9 @@ impl Live {
         let n = events.len();
         let layout = scratch.build(events, self.projection.as_ref());
         let need = layout.total;
+        // One deadline for the whole call, the allocation included (it may run long after
+        // the previous call armed one: an idle input).
+        self.store.set_epoch_deadline(self.deadline_ticks);
         if need > self.buf_cap as usize {
             let cap = need.next_power_of_two().max(64 << 10);
             self.buf = self.alloc(cap)?;
@@ -379,7 +384,6 @@ impl Live {
                 })?;
             marshal::write(region, base, scratch, &layout, events);
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
         let status = match self.filter.call(&mut self.store, base as i32) {
             Ok(s) => s,
             Err(e) => {
