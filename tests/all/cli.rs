@@ -131,3 +131,49 @@ fn wasm_module_through_the_cli_and_load_errors_exit_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// `sluicebox bench --json`: one JSON object with the corpus, the machine and every
+/// scenario under its stable name, each with positive figures.
+#[test]
+fn bench_json_names_every_scenario() {
+    let guests = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("guests");
+    let out = bin()
+        .args([
+            "bench", "--events", "3000", "--rounds", "1", "--json", "--guests",
+        ])
+        .arg(&guests)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["corpus"]["events"], 3000);
+    assert!(v["corpus"]["bytes"].as_u64().unwrap() > 3000 * 200);
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+    let results = v["results"].as_array().unwrap();
+    for name in [
+        "baseline.memcpy",
+        "baseline.simd_json_tape",
+        "baseline.simd_json_value",
+        "baseline.serde_json_roundtrip",
+        "pipeline.passthrough",
+        "pipeline.native_drop_debug",
+        "pipeline.wasm_noop",
+        "pipeline.wasm_drop_debug",
+        "pipeline.wasm_tag_service",
+    ] {
+        let r = results
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no scenario {name} in {v}"));
+        for field in ["events_per_s", "mb_per_s", "ns_per_event"] {
+            assert!(r[field].as_f64().unwrap() > 0.0, "{name}.{field}: {r}");
+        }
+    }
+}
