@@ -436,9 +436,17 @@ fn the_first_batch_after_an_idle_spell_is_not_timed_out() {
     let f = wasm("noop", NOOP_WAT, &config).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // A single event: a failed call could not be split, the event would be dead-lettered.
-    let (r, _, dead) = run_with(PipelineConfig::default(), vec![Box::new(f)], &numbered(1, &[]));
+    let (r, _, dead) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        &numbered(1, &[]),
+    );
     assert_eq!(
-        (r.stats.emitted, r.stats.dead_lettered, r.stats.filter_failures),
+        (
+            r.stats.emitted,
+            r.stats.dead_lettered,
+            r.stats.filter_failures
+        ),
         (1, 0, 0),
         "{dead:?}"
     );
