@@ -43,16 +43,19 @@ echo "::: building the fuzz targets"
 echo "::: build took $((SECONDS - t0)) s"
 # Run copies of the binaries just built (as `cargo fuzz run` would run them), so that a
 # rebuild while the targets run (sources edited meanwhile) changes nothing in this run.
+# The build goes to fuzz/target, or wherever CARGO_TARGET_DIR points.
 host=$(rustc +nightly -vV | sed -n 's/^host: //p')
-bins="fuzz/target/fuzz-bins"
+tdir=$(cargo +nightly metadata --manifest-path fuzz/Cargo.toml --format-version 1 --no-deps |
+    grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+bins="$tdir/fuzz-bins"
 mkdir -p "$bins"
 for t in "${targets[@]}"; do
     rm -f "$bins/$t"
-    if [[ -f "fuzz/target/$host/release/$t" ]]; then cp "fuzz/target/$host/release/$t" "$bins/"; fi
+    if [[ -f "$tdir/$host/release/$t" ]]; then cp "$tdir/$host/release/$t" "$bins/"; fi
 done
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}"
 
-logs=fuzz/target/fuzz-logs
+logs="$tdir/fuzz-logs"
 mkdir -p "$logs"
 failed=()
 summary=()
@@ -69,12 +72,14 @@ for t in "${targets[@]}"; do
     took=$((SECONDS - start))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
-    corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
+    # libFuzzer's own corpus at the end (units/bytes), not the files on disk (which keep
+    # every unit earlier runs added).
+    corpus=$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 | sed 's/^corp: //')
     runs=${runs:-?}
     rate="?"
     if [[ "$runs" =~ ^[0-9]+$ ]] && [[ $took -gt 0 ]]; then rate=$((runs / took)); fi
-    line=$(printf '%-16s %12s execs %6s s %8s exec/s  corpus %6s  rss %6s MB' \
-        "$t" "$runs" "$took" "$rate" "$corpus" "${rss:-?}")
+    line=$(printf '%-16s %12s execs %6s s %8s exec/s  corpus %12s  rss %6s MB' \
+        "$t" "$runs" "$took" "$rate" "${corpus:-?}" "${rss:-?}")
     if [[ $status -ne 0 ]]; then
         line="$line  FAILED (exit $status)"
         failed+=("$t")

@@ -1,4 +1,4 @@
-//! Property: `check_decisions` never panics on any verdict bytes, record stream and batch size; an answer it accepts, written verbatim by a filter into a real pipeline, is applied without a panic or an error, conservation holds with the drops and extra events the verdicts imply, and every emitted event is a JSON object.
+//! Property (native path; guest_results covers real guest memory): `check_decisions` never panics on any verdict bytes, record stream and batch size; an answer it accepts, written verbatim by a filter into a real pipeline, is applied without a panic or an error, conservation holds with the drops and extra events the verdicts imply, and every emitted event is a JSON object.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -7,39 +7,7 @@ use sluicebox::fuzzing::{check_decisions, set_raw_decisions};
 use sluicebox::parse::scalar;
 use sluicebox::{CollectSink, Decisions, Events, Filter, Pipeline, PipelineConfig};
 use sluicebox_abi as abi;
-
-const PATHS: &[&str] = &[
-    "a", "b", "a.b", "a.b.c", "x", "a\\.b", "k\\\\", "", ".", "a..b", "\\", "msg", "é",
-];
-const VALUES: &[&str] = &[
-    "1", "-0", "1e400", "\"s\"", "\"\\u00e9\\\"\"", "null", "true", "{}", "{\"b\":{\"c\":1}}",
-    "[1,{\"a\":2}]", " 2 ", "{\"a\":1,\"a\":2}", "", "{", "[1,]", "\"\\ud800\"", "0x1",
-];
-
-#[derive(Arbitrary, Debug)]
-enum Operand {
-    Path(u8),
-    Value(u8),
-    Raw(Vec<u8>),
-}
-
-impl Operand {
-    fn bytes(&self) -> Vec<u8> {
-        match self {
-            Operand::Path(i) => PATHS[usize::from(*i) % PATHS.len()].as_bytes().to_vec(),
-            Operand::Value(i) => VALUES[usize::from(*i) % VALUES.len()].as_bytes().to_vec(),
-            Operand::Raw(b) => b.clone(),
-        }
-    }
-}
-
-#[derive(Arbitrary, Debug)]
-struct Record {
-    event: u8,
-    op: u8,
-    a: Operand,
-    b: Operand,
-}
+use sluicebox_fuzz::answer::{Record, encode, iter_records, plausible};
 
 #[derive(Arbitrary, Debug)]
 enum Answer {
@@ -53,30 +21,16 @@ enum Answer {
     },
     /// Likely to be accepted: n valid verdicts, records sorted by event, and each record's
     /// event given the verdict its op needs.
-    Plausible { verdicts: Vec<u8>, records: Vec<Record> },
+    Plausible {
+        verdicts: Vec<u8>,
+        records: Vec<Record>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
 struct Input {
     n: u8,
     answer: Answer,
-}
-
-/// Encodes records in the ABI layout; `n > 0` folds event numbers into the batch.
-fn encode(records: &[Record], n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in records {
-        let (a, b) = (r.a.bytes(), r.b.bytes());
-        let event = if n > 0 { usize::from(r.event) % n } else { usize::from(r.event) };
-        out.extend_from_slice(&(event as u32).to_le_bytes());
-        out.extend_from_slice(&[r.op % 8, 0, 0, 0]);
-        out.extend_from_slice(&(a.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out.extend_from_slice(&a);
-        out.extend_from_slice(&b);
-        out.resize(abi::pad4(out.len()), 0);
-    }
-    out
 }
 
 /// Answers a batch of exactly `n` events with the stored bytes, verbatim.
@@ -127,26 +81,7 @@ fuzz_target!(|input: Input| {
             }
             (verdicts, stream)
         }
-        Answer::Plausible {
-            verdicts,
-            mut records,
-        } => {
-            let mut verdicts: Vec<u8> = verdicts.iter().map(|v| v % 5).collect();
-            verdicts.resize(n, 0);
-            if n > 0 {
-                records.sort_by_key(|r| usize::from(r.event) % n);
-                for r in &records {
-                    let e = usize::from(r.event) % n;
-                    verdicts[e] = match r.op % 8 {
-                        abi::OP_SET | abi::OP_REMOVE | abi::OP_RENAME => 2,
-                        abi::OP_EMIT => 3,
-                        abi::OP_FAIL => 4,
-                        _ => verdicts[e],
-                    };
-                }
-            }
-            (verdicts, encode(&records, n))
-        }
+        Answer::Plausible { verdicts, records } => plausible(&verdicts, records, n),
     };
     if check_decisions(&verdicts, &records, n, 1024).is_err() || n == 0 {
         return;
@@ -182,7 +117,11 @@ fuzz_target!(|input: Input| {
     let mut dead = CollectSink::new();
     let report = Pipeline::new(config)
         .unwrap()
-        .with_filter(Verbatim { n, verdicts: verdicts.clone(), records })
+        .with_filter(Verbatim {
+            n,
+            verdicts: verdicts.clone(),
+            records,
+        })
         .run_with_dead_letter(text.as_bytes(), &mut out, &mut dead)
         .expect("an accepted answer is applied");
     let st = report.stats;
@@ -194,21 +133,11 @@ fuzz_target!(|input: Input| {
     for (bytes, _, _) in &out.events {
         let mut s = Vec::new();
         scalar::validate(bytes, usize::MAX, &mut s).unwrap_or_else(|e| {
-            panic!("emitted event is not JSON ({e}): {:?}", String::from_utf8_lossy(bytes))
+            panic!(
+                "emitted event is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(bytes)
+            )
         });
         assert_eq!(bytes[s[0] as usize], b'{');
     }
 });
-
-/// (event, op) of each record of an accepted stream.
-fn iter_records(stream: &[u8]) -> Vec<(usize, u8)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + abi::RECORD_HEADER_LEN <= stream.len() {
-        let u = |o: usize| u32::from_le_bytes(stream[pos + o..pos + o + 4].try_into().unwrap());
-        let (event, op, a, b) = (u(0) as usize, stream[pos + 4], u(8) as usize, u(12) as usize);
-        out.push((event, op));
-        pos = abi::pad4(pos + abi::RECORD_HEADER_LEN + a + b);
-    }
-    out
-}

@@ -11,7 +11,9 @@ use sluicebox::parse::scalar;
 
 /// Decoded key names. `x\y` and `x\\y` differ only in escaping; `q"` and `é` need escapes or
 /// multi-byte UTF-8.
-const KEYS: &[&str] = &["a", "b", "c", "a.b", "x\\y", "x\\\\y", "q\"", "", "é", "\u{1}"];
+const KEYS: &[&str] = &[
+    "a", "b", "c", "a.b", "x\\y", "x\\\\y", "q\"", "", "é", "\u{1}",
+];
 const VALUES: &[&str] = &[
     "1",
     "\"s\"",
@@ -154,7 +156,12 @@ struct Path(Vec<u8>);
 
 impl Path {
     fn comps(&self) -> Vec<&'static str> {
-        let mut c: Vec<&str> = self.0.iter().take(3).map(|&i| KEYS[usize::from(i) % KEYS.len()]).collect();
+        let mut c: Vec<&str> = self
+            .0
+            .iter()
+            .take(3)
+            .map(|&i| KEYS[usize::from(i) % KEYS.len()])
+            .collect();
         if c.is_empty() {
             c.push("a");
         }
@@ -255,7 +262,10 @@ fuzz_target!(|input: Input| {
     let out = apply_edits(text.as_bytes(), &edits, 1024)
         .unwrap_or_else(|e| panic!("edit refused: {e}\ntext {text}\nedits {edits:?}"));
     scalar::validate(&out, usize::MAX, &mut Vec::new()).unwrap_or_else(|e| {
-        panic!("edited event is not JSON ({e}): {}", String::from_utf8_lossy(&out))
+        panic!(
+            "edited event is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out)
+        )
     });
     let got = parse(&out);
     assert_eq!(

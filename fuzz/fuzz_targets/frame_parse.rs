@@ -1,11 +1,12 @@
-//! Property: any bytes, read in any chunking, with small batch and line limits, go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
+//! Property: any bytes, read in any chunking, with small batch and line limits, either JSON engine and one or two workers, go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
 #![no_main]
 
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
 use sluicebox::parse::scalar;
-use sluicebox::{CollectSink, Pipeline, PipelineConfig};
+use sluicebox::{CollectSink, JsonEngine, Pipeline, PipelineConfig};
+use sluicebox_fuzz::lines::{is_blank, lines};
 
 /// Returns the input in chunks of the given sizes (cycling), like a socket would.
 struct Chunked<'a> {
@@ -28,34 +29,10 @@ impl Read for Chunked<'_> {
     }
 }
 
-/// One input line as the framer must see it.
-struct Line<'a> {
-    content: &'a [u8],
-    offset: u64,
-}
-
-fn lines(data: &[u8]) -> Vec<Line<'_>> {
-    let (mut rest, mut offset) = match data.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
-        Some(r) => (r, 3u64),
-        None => (data, 0),
-    };
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let (line, consumed) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], i + 1),
-            None => (rest, rest.len()),
-        };
-        let content = line.strip_suffix(b"\r").unwrap_or(line);
-        out.push(Line { content, offset });
-        offset += consumed as u64;
-        rest = &rest[consumed..];
-    }
-    out
-}
-
 fn is_object(line: &[u8]) -> bool {
     let mut s = Vec::new();
-    scalar::validate(line, 1024, &mut s).is_ok() && s.first().is_some_and(|&p| line[p as usize] == b'{')
+    scalar::validate(line, 1024, &mut s).is_ok()
+        && s.first().is_some_and(|&p| line[p as usize] == b'{')
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -71,6 +48,11 @@ fuzz_target!(|input: &[u8]| {
         max_line_bytes: 1 + usize::from(head[2]) * 2,
         dead_letter_raw_max: usize::from(head[3] % 64),
         workers: 1 + usize::from(head[5] % 8 == 7),
+        json_engine: if head[5] & 0x80 == 0 {
+            JsonEngine::Sluice
+        } else {
+            JsonEngine::SimdJson
+        },
         ..Default::default()
     };
     let max_line = config.max_line_bytes;
@@ -88,27 +70,46 @@ fuzz_target!(|input: &[u8]| {
     assert!(out.finished && dead.finished);
 
     let lines = lines(data);
-    let blank = |c: &[u8]| c.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'));
     // 0: not yet seen, 1: emitted, 2: dead-lettered.
     let mut seen = vec![0u8; lines.len()];
     for (bytes, line, route) in &out.events {
         assert!(route.is_none());
-        let i = usize::try_from(*line).unwrap().checked_sub(1).expect("line 0");
+        let i = usize::try_from(*line)
+            .unwrap()
+            .checked_sub(1)
+            .expect("line 0");
         let l = lines.get(i).expect("emitted line out of range");
-        assert_eq!(bytes.as_slice(), l.content, "emitted event differs from line {line}");
-        assert!(is_object(bytes), "emitted event is not a JSON object: {bytes:?}");
+        assert_eq!(
+            bytes.as_slice(),
+            l.content,
+            "emitted event differs from line {line}"
+        );
+        assert!(
+            is_object(bytes),
+            "emitted event is not a JSON object: {bytes:?}"
+        );
         assert_eq!(seen[i], 0, "line {line} delivered twice");
         seen[i] = 1;
     }
     for (text, _, _) in &dead.events {
         let d: serde_json::Value = serde_json::from_slice(text).expect("dead letter is JSON");
         let line = d["line"].as_u64().expect("dead letter has a line");
-        let i = usize::try_from(line).unwrap().checked_sub(1).expect("line 0");
+        let i = usize::try_from(line)
+            .unwrap()
+            .checked_sub(1)
+            .expect("line 0");
         let l = lines.get(i).expect("dead-lettered line out of range");
-        assert_eq!(d["offset"].as_u64(), Some(l.offset), "offset of line {line}");
+        assert_eq!(
+            d["offset"].as_u64(),
+            Some(l.offset),
+            "offset of line {line}"
+        );
         assert!(!d["reason"].as_str().unwrap().is_empty());
         if d.get("raw_truncated").is_none() {
-            assert_eq!(d["raw"].as_str().unwrap(), String::from_utf8_lossy(l.content));
+            assert_eq!(
+                d["raw"].as_str().unwrap(),
+                String::from_utf8_lossy(l.content)
+            );
         }
         assert_eq!(seen[i], 0, "line {line} delivered twice");
         seen[i] = 2;
@@ -117,7 +118,7 @@ fuzz_target!(|input: &[u8]| {
     for (i, l) in lines.iter().enumerate() {
         let expect = if l.content.len() > max_line {
             2
-        } else if blank(l.content) {
+        } else if is_blank(l.content) {
             0
         } else if is_object(l.content) {
             1
@@ -126,7 +127,8 @@ fuzz_target!(|input: &[u8]| {
         };
         nonblank += u64::from(expect != 0);
         assert_eq!(
-            seen[i], expect,
+            seen[i],
+            expect,
             "line {} ({} bytes, limit {max_line}): expected state {expect}, got {}",
             i + 1,
             l.content.len(),
