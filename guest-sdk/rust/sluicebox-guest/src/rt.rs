@@ -248,14 +248,12 @@ pub(crate) fn process<M: Memory + ?Sized>(
     let has_raw = flags & abi::BATCH_RAW != 0;
 
     out.verdicts.reserve(event_count);
-    for i in 0..event_count {
-        let at = i * entry_len;
-        let (raw_start, raw_len, first, count) = (
-            le32(events, at),
-            le32(events, at + 4),
-            le32(events, at + 8) as usize,
-            le32(events, at + 12) as usize,
-        );
+    // `events` holds exactly `event_count` entries of 16 bytes.
+    for (i, entry) in events.chunks_exact(entry_len).enumerate() {
+        let word =
+            |k: usize| u32::from_le_bytes([entry[k], entry[k + 1], entry[k + 2], entry[k + 3]]);
+        let (raw_start, raw_len, first, count) =
+            (word(0), word(4), word(8) as usize, word(12) as usize);
         let event_nodes = first
             .checked_add(count)
             .filter(|&end| end <= node_count)
