@@ -30,9 +30,11 @@ pub(crate) struct BenchArgs {
     /// Rounds over all scenarios; the median round is reported.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
-    /// Directory holding the example guests (`<dir>/rust/drop_debug.wasm`, ...).
-    #[arg(long, default_value = "target/guests")]
-    guests: PathBuf,
+    /// Directory holding the example guests (`<dir>/rust/drop_debug.wasm`, ...) [default:
+    /// `$CARGO_TARGET_DIR/guests` when that is set, else `target/guests`, where
+    /// `scripts/build-guests.sh` puts them]
+    #[arg(long)]
+    guests: Option<PathBuf>,
     /// Only run scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
@@ -225,7 +227,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         if !want(scenario) {
             continue;
         }
-        let path = a.guests.join("rust").join(format!("{file}.wasm"));
+        let path = guests_dir(&a).join("rust").join(format!("{file}.wasm"));
         let (module, note) = if path.exists() {
             (
                 WasmModule::from_file(&path, None)?,
@@ -255,11 +257,11 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         ));
     }
     if a.languages {
-        let mut langs: Vec<PathBuf> = std::fs::read_dir(&a.guests)
+        let mut langs: Vec<PathBuf> = std::fs::read_dir(guests_dir(&a))
             .map_err(|e| {
                 Fail::usage(format!(
                     "--languages: cannot read {}: {e} (run scripts/build-guests.sh)",
-                    a.guests.display()
+                    guests_dir(&a).display()
                 ))
             })?
             .filter_map(|d| d.ok().map(|d| d.path()))
@@ -403,6 +405,18 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
 thread_local! {
     /// Scenarios that must exclude a setup step report their inner time here.
     static TAPE_ADJUST: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NAN) };
+}
+
+/// Where the example guests are: `--guests`, else `$CARGO_TARGET_DIR/guests`, else
+/// `target/guests`.
+fn guests_dir(a: &BenchArgs) -> PathBuf {
+    if let Some(dir) = &a.guests {
+        return dir.clone();
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) if !t.is_empty() => PathBuf::from(t).join("guests"),
+        _ => PathBuf::from("target/guests"),
+    }
 }
 
 fn machine() -> serde_json::Value {
