@@ -98,6 +98,7 @@ pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<
         &s,
         false,
         ops,
+        crate::batch::EDIT_WORK_PER_EVENT,
         &mut out,
     )?;
     Ok(out)

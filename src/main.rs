@@ -56,7 +56,7 @@ pub(crate) struct Tuning {
     /// Longest line accepted; longer lines are dead-lettered as oversized.
     #[arg(long, default_value_t = 1 << 20)]
     max_line_bytes: usize,
-    /// CPU deadline per batch call of each module, in milliseconds.
+    /// Wall-clock deadline per batch call of each module, in milliseconds.
     #[arg(long, default_value_t = 100)]
     deadline_ms: u64,
     /// Memory cap of each module, in MiB.

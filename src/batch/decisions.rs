@@ -234,15 +234,30 @@ pub(crate) fn check_decisions(
         let allowed = match r.op {
             abi::OP_SET => {
                 path(r.a)?;
-                if !plain_json_string(r.b) {
-                    // The value sits inside one object per path component: together they
-                    // must stay within `max_depth`.
-                    let room =
-                        max_depth.saturating_sub(crate::parse::index::path_components(r.a).count());
-                    crate::parse::scalar::validate(r.b, room, &mut scratch).map_err(|e| {
-                        DecisionError(format!("event {}: SET value is not JSON: {e}", r.event))
-                    })?;
-                    single_line(r.event, "SET value", r.b)?;
+                // The value sits inside one object per path component (the event's own
+                // object is the first): together they must stay within `max_depth`. A path
+                // has at most as many components as bytes, so a short path with a plain
+                // string value needs no count.
+                let plain = plain_json_string(r.b);
+                if !plain || r.a.len() >= max_depth {
+                    let comps = crate::parse::index::path_components(r.a).count();
+                    if comps > max_depth {
+                        return Err(DecisionError(format!(
+                            "event {}: SET path has {comps} components: the event would nest \
+                             deeper than the maximum of {max_depth} levels",
+                            r.event
+                        )));
+                    }
+                    if !plain {
+                        crate::parse::scalar::validate(r.b, max_depth - comps, &mut scratch)
+                            .map_err(|e| {
+                                DecisionError(format!(
+                                    "event {}: SET value is not JSON: {e}",
+                                    r.event
+                                ))
+                            })?;
+                        single_line(r.event, "SET value", r.b)?;
+                    }
                 }
                 v == Verdict::Edit
             }
@@ -273,7 +288,13 @@ pub(crate) fn check_decisions(
                 v == Verdict::Fail
             }
             abi::OP_ROUTE => {
-                path(r.a)?;
+                utf8("route name", r.a)?;
+                if r.a.is_empty() {
+                    return Err(DecisionError(format!(
+                        "event {}: empty route name",
+                        r.event
+                    )));
+                }
                 matches!(v, Verdict::Keep | Verdict::Edit | Verdict::Replace)
             }
             op => {

@@ -537,9 +537,22 @@ fn top_level(path: &[u8]) -> bool {
     memchr::memchr2(b'.', b'\\', path).is_none()
 }
 
+/// Most work steps (member comparisons, bytes copied or rescanned) the host spends on one
+/// event's edits. An ordinary event takes thousands of edits within it; a filter that asks
+/// for more is refused rather than let it make the host work without bound.
+pub(crate) const EDIT_WORK_PER_EVENT: u64 = 1 << 24;
+
+/// Most work steps the host spends on the edits of one filter's answer for one batch
+/// (about a quarter of a second), whatever the batch size.
+pub(crate) const EDIT_WORK_PER_BATCH: u64 = 1 << 28;
+
 /// Applies `ops` in order to the object `text` (with structural positions `s`) and writes
-/// the edited event to `out`. Edits of plain top-level keys take [`TopEditor`]'s fast path;
-/// anything else goes through [`ObjEditor`]. `plain` promises the text has no backslash.
+/// the edited event to `out`; returns the work steps spent, or an error, without writing,
+/// when they would exceed `budget`. Edits of plain top-level keys take [`TopEditor`]'s fast
+/// path, which costs a step per member per edit; anything else goes through [`ObjEditor`],
+/// which may rescan the whole event for each edit. `plain` promises the text has no
+/// backslash.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_edits<'a>(
     ed: &mut ObjEditor,
     top: &mut TopEditor,
@@ -547,18 +560,45 @@ pub(crate) fn apply_edits<'a>(
     s: &[u32],
     plain: bool,
     ops: impl Iterator<Item = Op<'a>> + Clone,
+    budget: u64,
     out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let simple = ops.clone().all(|op| match op {
-        Op::Set(k, _) | Op::Remove(k) => top_level(k),
-        Op::Rename(f, t) => top_level(f) && top_level(t),
-    });
+) -> Result<u64, String> {
+    let (mut simple, mut n, mut bytes) = (true, 0u64, text.len() as u64);
+    for op in ops.clone() {
+        n += 1;
+        // The path, and the second operand: a value, or a path for RENAME.
+        let (path, b, b_is_path) = match op {
+            Op::Set(k, v) => (k, v, false),
+            Op::Remove(k) => (k, &[][..], false),
+            Op::Rename(f, t) => (f, t, true),
+        };
+        bytes += (path.len() + b.len()) as u64;
+        simple = simple && top_level(path) && (!b_is_path || top_level(b));
+    }
+    let over = |cost: u64| {
+        format!(
+            "too much edit work: {n} edits on this {}-byte event would take {cost} steps, \
+             more than the {budget} the host allows",
+            text.len()
+        )
+    };
     if simple && top.load(text, s, plain) {
+        let cost = n
+            .saturating_mul(top.members.len() as u64 + n)
+            .saturating_add(bytes);
+        if cost > budget {
+            return Err(over(cost));
+        }
         for op in ops {
             top.apply(text, op);
         }
         top.write(text, out);
-        return Ok(());
+        return Ok(cost);
+    }
+    // Each edit may rescan and copy the whole event, which never grows past `bytes`.
+    let cost = n.saturating_add(1).saturating_mul(bytes);
+    if cost > budget {
+        return Err(over(cost));
     }
     ed.load(text, s)?;
     for op in ops {
@@ -571,7 +611,7 @@ pub(crate) fn apply_edits<'a>(
         }
     }
     ed.write(text, out);
-    Ok(())
+    Ok(cost)
 }
 
 #[cfg(test)]
@@ -589,6 +629,7 @@ mod tests {
             &s,
             !text.contains('\\'),
             ops.iter().copied(),
+            EDIT_WORK_PER_EVENT,
             &mut out,
         )
         .unwrap();

@@ -6,7 +6,9 @@ mod edit;
 
 pub use decisions::Decisions;
 pub(crate) use decisions::{DecisionError, Record, check_decisions, records};
-pub(crate) use edit::{ObjEditor, Op, TopEditor, apply_edits};
+pub(crate) use edit::{
+    EDIT_WORK_PER_BATCH, EDIT_WORK_PER_EVENT, ObjEditor, Op, TopEditor, apply_edits,
+};
 
 use crate::parse::index::{self, FieldRef};
 use crate::parse::{Projection, Slot};

@@ -22,9 +22,11 @@ pub struct PipelineConfig {
     pub max_depth: usize,
     /// Most bytes of a rejected line copied into its dead letter's `raw`. Default 64 KiB.
     pub dead_letter_raw_max: usize,
-    /// Worker threads that parse and filter. Default 1: everything runs on the calling
-    /// thread. With N > 1 a reader thread feeds N workers through bounded channels and the
-    /// output keeps input order.
+    /// Worker threads that parse and filter, 1 to 255. Default 1: everything runs on the
+    /// calling thread. With N > 1 the workers take turns reading and framing a batch, each
+    /// processes its own batches, bounded crossbeam channels carry them to the calling
+    /// thread, and the output keeps input order. Each wasm module then holds N + 1
+    /// instances, out of 256 per process.
     pub workers: usize,
     /// When a read returns less than asked (a pipe or socket with nothing more to give right
     /// now), process the lines already read instead of waiting for a full batch. Default
@@ -83,7 +85,7 @@ impl PipelineConfig {
             (1..=65_535).contains(&self.max_depth),
             "max_depth must be 1..=65535",
         )?;
-        check((1..=256).contains(&self.workers), "workers must be 1..=256")?;
+        check((1..=255).contains(&self.workers), "workers must be 1..=255")?;
         check(
             self.breaker_threshold >= 1,
             "breaker_threshold must be at least 1",

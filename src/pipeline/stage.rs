@@ -10,6 +10,7 @@ use sluicebox_abi::{self as abi, Verdict};
 
 use crate::batch::{Batch, DeadLetter, Decisions, apply_edits, check_decisions};
 use crate::batch::{DecisionError, NO_SLOTS, STALE};
+use crate::batch::{EDIT_WORK_PER_BATCH, EDIT_WORK_PER_EVENT};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
 use crate::parse::index::path_components;
@@ -162,6 +163,8 @@ impl Stage {
         );
         let all = &self.recs;
         let mut ri = 0usize;
+        // What is left of the host's edit work for this answer.
+        let mut work_left = EDIT_WORK_PER_BATCH;
         for i in 0..n {
             let mut m = batch.events[i];
             let begin = ri;
@@ -180,7 +183,7 @@ impl Stage {
                 Verdict::Fail => {
                     let reason = recs()
                         .find(|r| r.op == abi::OP_FAIL)
-                        .map(|r| String::from_utf8_lossy(r.b).into_owned())
+                        .map(|r| fail_reason(r.b))
                         .unwrap_or_else(|| "flagged as failed by the filter".into());
                     dead_letter(batch, &m, reason, name, self.raw_max);
                 }
@@ -213,9 +216,11 @@ impl Stage {
                         s,
                         m.plain,
                         ops,
+                        EDIT_WORK_PER_EVENT.min(work_left),
                         &mut self.edited,
                     )
-                    .and_then(|()| {
+                    .and_then(|cost| {
+                        work_left -= cost;
                         if !deeper {
                             return Ok(());
                         }
@@ -270,6 +275,18 @@ impl Stage {
         std::mem::swap(&mut batch.events, &mut next);
         batch.next_events = next;
     }
+}
+
+/// Most bytes of a `FAIL` reason kept in the dead letter (as for status messages).
+const FAIL_REASON_MAX: usize = 64 << 10;
+
+/// A `FAIL` record's reason (checked UTF-8), cut to [`FAIL_REASON_MAX`] bytes.
+fn fail_reason(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    if s.len() <= FAIL_REASON_MAX {
+        return s.into_owned();
+    }
+    format!("{}… (cut)", &s[..s.floor_char_boundary(FAIL_REASON_MAX)])
 }
 
 /// A checked record, as offsets into its record stream.

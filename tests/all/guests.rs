@@ -478,3 +478,27 @@ fn a_module_with_a_large_initial_memory_loads_when_its_cap_allows() {
     assert_eq!(e.kind(), Kind::ModuleInit);
     assert!(e.to_string().contains("memory"), "{e}");
 }
+
+#[test]
+fn proc_exit_is_named_in_the_dead_letter() {
+    // Review of hostile guests: the reason showed wasmtime's backtrace, not the exit code.
+    let wat = poison_guest("(call $exit (i32.const 3))", "").replacen(
+        "(module",
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))"#,
+        1,
+    );
+    let options = sluicebox::wasm::LoadOptions {
+        wasi: true,
+        ..Default::default()
+    };
+    let m = sluicebox::wasm::WasmModule::from_bytes_with("exit", wat.as_bytes(), &options).unwrap();
+    let f = fast().build(&m).unwrap();
+    let (r, _, dead) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        &numbered(10, &[4]),
+    );
+    assert_eq!((r.stats.emitted, r.stats.dead_lettered), (9, 1));
+    let why = dead[0]["reason"].as_str().unwrap();
+    assert_eq!(why, "filter failed: the module called proc_exit(3)");
+}

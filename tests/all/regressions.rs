@@ -1,5 +1,6 @@
-//! Regression tests for bugs the fuzz targets in `fuzz/` found, one test per bug, each
-//! naming the target and the minimised input (see docs/RELIABILITY.md).
+//! Regression tests, one per bug: those the fuzz targets in `fuzz/` found, each naming the
+//! target and the minimised input (see docs/RELIABILITY.md), and those a review found with
+//! hostile guests written from `docs/abi.md` alone.
 
 use sluicebox::fuzzing::{Edit, apply_edits, parse_event};
 use sluicebox::parse::index::lookup;
@@ -136,4 +137,155 @@ fn a_line_at_the_limit_ending_in_crlf_is_accepted_whatever_the_read_sizes() {
             .unwrap();
         assert_eq!((report.stats.emitted, report.stats.dead_lettered), (1, 1));
     }
+}
+
+/// A native filter that answers every event with the decisions `f(input line, index, d)`
+/// writes (the index is within the call, which may cover part of the batch).
+struct Answer<F>(&'static str, F);
+
+impl<F: Fn(u64, usize, &mut sluicebox::Decisions) + Clone + Send + 'static> sluicebox::Filter
+    for Answer<F>
+{
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn process(
+        &mut self,
+        events: &sluicebox::Events<'_>,
+        d: &mut sluicebox::Decisions,
+    ) -> sluicebox::Result<()> {
+        for i in 0..events.len() {
+            (self.1)(events.get(i).line(), i, d);
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn sluicebox::Filter>> {
+        Ok(Box::new(Answer(self.0, self.1.clone())))
+    }
+}
+
+/// Review of hostile guests: a SET whose path has more components than `max_depth`, with a
+/// scalar value, wrote an event nested past the limit (the room left for the value
+/// saturated at 0, and a scalar fits in 0). The path itself is now counted.
+#[test]
+fn a_set_path_deeper_than_max_depth_is_refused() {
+    let config = || PipelineConfig {
+        max_depth: 8,
+        ..Default::default()
+    };
+    let path = |k: usize| vec!["a"; k].join(".");
+    for value in ["1", "\"s\""] {
+        // 8 components: the event's object and 7 more, 8 levels: accepted.
+        let ok = Answer("set8", move |_, i, d: &mut sluicebox::Decisions| {
+            d.set(i, &path(8), value)
+        });
+        let (r, out, _) = run_with(config(), vec![Box::new(ok)], b"{\"x\":1}\n");
+        assert_eq!(r.stats.emitted, 1, "{value}");
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(line.matches('{').count(), 8, "{line}");
+        assert!(parse_event(line.trim_end().as_bytes(), 8).is_ok(), "{line}");
+        // 9 components: refused, whatever the value; the neighbours are not affected.
+        let deep = Answer("set9", move |line, i, d: &mut sluicebox::Decisions| {
+            if line == 2 {
+                d.set(i, &path(9), value)
+            }
+        });
+        let (r, out, dead) = run_with(
+            config(),
+            vec![Box::new(deep)],
+            b"{\"x\":1}\n{\"x\":2}\n{\"x\":3}\n",
+        );
+        assert_eq!(out, b"{\"x\":1}\n{\"x\":3}\n", "{value}");
+        assert_eq!(r.stats.dead_lettered, 1);
+        let why = dead[0]["reason"].as_str().unwrap();
+        assert!(why.contains("SET path has 9 components"), "{why}");
+        assert_eq!(dead[0]["line"], 2);
+    }
+}
+
+/// Review of hostile guests: the host's work applying edits was not bounded, so a guest
+/// within its deadline could make the host spend minutes on one batch (thousands of edits
+/// per event, each a scan of the event). Past the per-event budget an event is
+/// dead-lettered; past the per-batch budget, the rest of the batch's edited events are.
+#[test]
+fn host_edit_work_is_bounded() {
+    // 8,000 REMOVEs on one event: 8,000 x 8,001 steps, over the 2^24 of one event.
+    let many = Answer("many", |line, i, d: &mut sluicebox::Decisions| {
+        if line == 2 {
+            for k in 0..8000 {
+                d.remove(i, &format!("k{k}"));
+            }
+        } else {
+            d.set(i, "tag", "1");
+        }
+    });
+    let (r, out, dead) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(many)],
+        b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n",
+    );
+    assert_eq!(out, b"{\"a\":1,\"tag\":1}\n{\"a\":3,\"tag\":1}\n");
+    assert_eq!((r.stats.emitted, r.stats.dead_lettered), (2, 1));
+    let why = dead[0]["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("edit failed: too much edit work: 8000 edits"),
+        "{why}"
+    );
+
+    // 3,900 REMOVEs per event: about 15.2 million steps each, within one event's budget;
+    // 2^28 steps hold 17 such events, so of 20 in one batch the last 3 are dead-lettered.
+    let heavy = Answer("heavy", |_, i, d: &mut sluicebox::Decisions| {
+        for k in 0..3900 {
+            d.remove(i, &format!("k{k}"));
+        }
+    });
+    let input: Vec<u8> = (0..20)
+        .flat_map(|i| format!("{{\"a\":{i}}}\n").into_bytes())
+        .collect();
+    let (r, _, dead) = run_with(PipelineConfig::default(), vec![Box::new(heavy)], &input);
+    assert_eq!(
+        (r.stats.emitted, r.stats.dead_lettered),
+        (17, 3),
+        "{:?}",
+        r.stats
+    );
+    let lines: Vec<u64> = dead.iter().map(|d| d["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [18, 19, 20]);
+}
+
+/// Review of hostile guests: a FAIL reason of any size went whole into the dead letter
+/// (status messages are cut at 64 KiB). It is now cut at 64 KiB too.
+#[test]
+fn a_huge_fail_reason_is_cut() {
+    let fail = Answer("fail", |_, i, d: &mut sluicebox::Decisions| {
+        d.fail(i, &"é".repeat(1 << 20))
+    });
+    let (_, _, dead) = run_with(PipelineConfig::default(), vec![Box::new(fail)], b"{}\n");
+    let why = dead[0]["reason"].as_str().unwrap();
+    assert!(why.len() <= (64 << 10) + 16, "{}", why.len());
+    assert!(why.ends_with("… (cut)"), "{}", &why[why.len() - 20..]);
+}
+
+/// Review of hostile guests: an empty ROUTE name was reported as an "empty path".
+#[test]
+fn an_empty_route_name_is_named_as_such() {
+    let route = Answer("route", |_, i, d: &mut sluicebox::Decisions| d.route(i, ""));
+    let (_, _, dead) = run_with(PipelineConfig::default(), vec![Box::new(route)], b"{}\n");
+    let why = dead[0]["reason"].as_str().unwrap();
+    assert!(why.contains("empty route name"), "{why}");
+}
+
+/// Review of hostile guests: `workers = 256` passed validation but could never run, since
+/// each wasm module holds workers + 1 instances of the 256 a process has.
+#[test]
+fn workers_stop_at_255() {
+    let p = |workers| {
+        Pipeline::new(PipelineConfig {
+            workers,
+            ..Default::default()
+        })
+    };
+    assert!(p(255).is_ok());
+    let e = p(256).err().unwrap();
+    assert!(e.to_string().contains("1..=255"), "{e}");
 }

@@ -92,7 +92,7 @@ pub(crate) fn log_line(st: &mut HostState, level: i32, msg: &str) {
         return;
     }
     st.log_count += 1;
-    let msg = &msg[..msg.floor_char_boundary(LOG_MAX)];
+    let msg = printable(&msg[..msg.floor_char_boundary(LOG_MAX)]);
     let module = &st.module;
     match level {
         0 => tracing::error!(module = %module, "{msg}"),
@@ -101,6 +101,36 @@ pub(crate) fn log_line(st: &mut HostState, level: i32, msg: &str) {
         _ => tracing::debug!(module = %module, "{msg}"),
     }
 }
+
+/// `msg` with its control characters (line breaks, escape sequences, NUL, C1 codes) written
+/// as escapes, so a guest cannot start a line of its own on the host's stderr or drive the
+/// terminal. Borrows when there is nothing to escape.
+pub(crate) fn printable(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A WASI `proc_exit` call: it ends the call like a trap, with this message.
+#[derive(Debug)]
+pub(crate) struct ProcExit(pub(crate) i32);
+
+impl std::fmt::Display for ProcExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the module called proc_exit({})", self.0)
+    }
+}
+
+impl std::error::Error for ProcExit {}
 
 /// The host functions a filter may import: `sluicebox.log`, plus WASI preview 1 when the
 /// module was loaded with WASI allowed.
@@ -477,6 +507,9 @@ pub(crate) fn describe(e: &wasmtime::Error) -> String {
         if let Some(m) = cause.downcast_ref::<MemoryExceeded>() {
             return m.to_string();
         }
+        if let Some(x) = cause.downcast_ref::<ProcExit>() {
+            return x.to_string();
+        }
     }
     if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
         return match t {
@@ -491,5 +524,24 @@ pub(crate) fn describe(e: &wasmtime::Error) -> String {
             }
         };
     }
+    // A host function's own error is wrapped in the wasm backtrace: name the error.
+    if e.downcast_ref::<wasmtime::WasmBacktrace>().is_some() {
+        return e.root_cause().to_string();
+    }
     format!("{e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn guest_log_text_cannot_start_a_line_or_drive_the_terminal() {
+        assert_eq!(printable("plain text, é"), "plain text, é");
+        assert_eq!(
+            printable("a\nsluicebox: received=999\r\u{1b}[31m\u{7}\0\u{9b}"),
+            "a\\nsluicebox: received=999\\r\\u{1b}[31m\\u{7}\\u{0}\\u{9b}"
+        );
+        assert!(!printable("x\ty\u{85}z").chars().any(char::is_control));
+    }
 }

@@ -349,9 +349,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
                         MODULE,
                         name,
                         |_: Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
-                            Err(wasmtime::Error::msg(format!(
-                                "the module called proc_exit({code})"
-                            )))
+                            Err(wasmtime::Error::new(super::host::ProcExit(code)))
                         },
                     )
                     .map_err(def)?;
