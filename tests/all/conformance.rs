@@ -1144,12 +1144,7 @@ fn sweep() {
             problems.push(format!("DIFFERENCES lists {name:?}, which is not a case"));
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert_no_problems(&problems);
 
     // Under the default 1 MiB limit the 1 MiB key is oversized, and the rest still flows.
     let key = &cases
@@ -1285,12 +1280,7 @@ fn json_test_suite() {
             problems.push(format!("{name}: the engines differ: {got:?}"));
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert_no_problems(&problems);
     let accepted = undecided.values().filter(|g| g[1] == Accept).count();
     println!(
         "JSONTestSuite: {} cases ({} through the parse stage alone), all y_ and n_ as required, \
@@ -1298,5 +1288,15 @@ fn json_test_suite() {
         cases.len(),
         multi.len(),
         undecided.len()
+    );
+}
+
+/// Fails with every problem listed, one per line.
+fn assert_no_problems(problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
     );
 }
