@@ -6,6 +6,7 @@ mod bench;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -278,15 +279,84 @@ impl<R: Read> Read for Progress<R> {
     }
 }
 
+/// A standard stream as a file of its own. std's `Stdin` and `Stdout` treat a closed
+/// descriptor as an empty input and a write that succeeded, which would lose the output
+/// silently; a duplicate of the descriptor reports the error instead.
+fn std_stream(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<File, Fail> {
+    fd.try_clone_to_owned()
+        .map(File::from)
+        .map_err(|e| Fail::io(&format!("cannot use {what}"), e))
+}
+
+/// Where `p` is: the file it names when it exists (its device and inode, so links and other
+/// spellings agree), else its absolute path.
+enum Place {
+    File(u64, u64),
+    Path(PathBuf),
+    /// Not a regular file (a terminal, `/dev/null`, a pipe): sharing it is harmless.
+    Other,
+}
+
+fn place(p: &std::path::Path) -> Place {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Place::File(m.dev(), m.ino()),
+        Ok(_) => Place::Other,
+        Err(_) => {
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+            let dir = parent.map_or_else(
+                || std::path::Path::new(".").canonicalize(),
+                |d| d.canonicalize(),
+            );
+            match (dir, p.file_name()) {
+                (Ok(d), Some(name)) => Place::Path(d.join(name)),
+                _ => Place::Path(p.to_path_buf()),
+            }
+        }
+    }
+}
+
+/// Refuses to run when two of the input, output and dead-letter paths are the same file:
+/// creating the output would empty the input, and two writers would interleave.
+fn distinct_paths(a: &FilterArgs) -> Result<(), Fail> {
+    let named = [
+        ("--input", &a.input),
+        ("--output", &a.output),
+        ("--dead-letter", &a.dead_letter),
+    ];
+    let places: Vec<(&str, &PathBuf, Place)> = named
+        .iter()
+        .filter_map(|(flag, p)| p.as_ref().map(|p| (*flag, p, place(p))))
+        .collect();
+    for (i, (fa, pa, a)) in places.iter().enumerate() {
+        for (fb, pb, b) in &places[i + 1..] {
+            let same = match (a, b) {
+                (Place::File(d1, i1), Place::File(d2, i2)) => (d1, i1) == (d2, i2),
+                (Place::Path(x), Place::Path(y)) => x == y,
+                _ => false,
+            };
+            if same {
+                return Err(Fail::usage(format!(
+                    "{fa} {} and {fb} {} are the same file",
+                    pa.display(),
+                    pb.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
     let mut pipeline = Pipeline::new(a.tuning.pipeline_config())?;
     load_modules(&a.modules, &a.tuning, &mut pipeline)?;
+    distinct_paths(&a)?;
     let input: Box<dyn Read + Send> = match &a.input {
         Some(p) => Box::new(
             File::open(p)
                 .map_err(|e| Fail::io(&format!("cannot open input {}", p.display()), e))?,
         ),
-        None => Box::new(io::stdin()),
+        None => Box::new(std_stream(io::stdin().as_fd(), "standard input")?),
     };
     let bar = io::stderr().is_terminal().then(|| {
         let len = a
@@ -315,7 +385,7 @@ fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
             File::create(p)
                 .map_err(|e| Fail::io(&format!("cannot create output {}", p.display()), e))?,
         ),
-        None => Box::new(io::stdout().lock()),
+        None => Box::new(std_stream(io::stdout().as_fd(), "standard output")?),
     };
     let sink = WriterSink::new(output);
     let report = match &a.dead_letter {
@@ -404,8 +474,7 @@ fn cmd_gen(a: GenArgs) -> Result<(), Fail> {
     match &a.output {
         Some(p) => std::fs::write(p, &data)
             .map_err(|e| Fail::io(&format!("cannot write {}", p.display()), e)),
-        None => io::stdout()
-            .lock()
+        None => std_stream(io::stdout().as_fd(), "standard output")?
             .write_all(&data)
             .map_err(|e| Fail::io("writing stdout", e)),
     }

@@ -116,10 +116,11 @@ fuzz_target!(|input: &[u8]| {
     }
     let mut nonblank = 0u64;
     for (i, l) in lines.iter().enumerate() {
-        let expect = if l.content.len() > max_line {
-            2
-        } else if is_blank(l.content) {
+        // A whitespace-only line is skipped however long it is.
+        let expect = if is_blank(l.content) {
             0
+        } else if l.content.len() > max_line {
+            2
         } else if is_object(l.content) {
             1
         } else {

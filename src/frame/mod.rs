@@ -24,8 +24,14 @@ pub struct Framer {
     at_start: bool,
     /// Skipping the rest of an oversized line.
     discarding: bool,
+    /// The dead letter of the oversized line being skipped while every byte of it seen so
+    /// far is blank: a whitespace-only line is skipped, not an event, however long.
+    blank_pending: Option<DeadLetter>,
     /// First unframed byte of the current batch.
     cursor: usize,
+    /// How many bytes from `cursor` on are known to hold no `\n`, so that a line longer than
+    /// one read is searched once, not once per read.
+    scanned: usize,
     max_events: usize,
     max_bytes: usize,
     max_line: usize,
@@ -53,7 +59,9 @@ impl Framer {
             eof: false,
             at_start: true,
             discarding: false,
+            blank_pending: None,
             cursor: 0,
+            scanned: 0,
             max_events,
             max_bytes,
             max_line,
@@ -180,34 +188,50 @@ impl Framer {
         loop {
             let line_start = self.cursor;
             if self.discarding {
-                match memchr::memchr(b'\n', &batch.data[line_start..]) {
+                let newline = memchr::memchr(b'\n', &batch.data[line_start..]);
+                let seen =
+                    &batch.data[line_start..newline.map_or(batch.data.len(), |i| line_start + i)];
+                if self.blank_pending.is_some() && !is_blank(seen) {
+                    if let Some(dead) = self.blank_pending.take() {
+                        reject(batch, dead);
+                    }
+                }
+                let ended = match newline {
                     Some(i) => {
                         self.cursor += i + 1;
                         self.offset += (i + 1) as u64;
                         self.line += 1;
-                        self.discarding = false;
-                        continue;
+                        true
                     }
                     None => {
                         self.offset += (batch.data.len() - line_start) as u64;
                         batch.data.truncate(line_start);
-                        if self.eof {
-                            self.discarding = false;
-                            return self.finish(batch);
-                        }
-                        return Need::Read;
+                        self.eof
                     }
+                };
+                if !ended {
+                    return Need::Read;
                 }
+                self.discarding = false;
+                if self.blank_pending.take().is_some() {
+                    batch.stats.skipped += 1;
+                }
+                if newline.is_none() {
+                    return self.finish(batch);
+                }
+                continue;
             }
             if batch.events.len() >= self.max_events || line_start >= self.max_bytes {
                 return self.finish(batch);
             }
-            let (end, consumed) = match memchr::memchr(b'\n', &batch.data[line_start..]) {
-                Some(i) => (line_start + i, i + 1),
+            let from = line_start + self.scanned;
+            let (end, consumed) = match memchr::memchr(b'\n', &batch.data[from..]) {
+                Some(i) => (from + i, from + i + 1 - line_start),
                 None if self.eof && line_start < batch.data.len() => {
                     (batch.data.len(), batch.data.len() - line_start)
                 }
                 None => {
+                    self.scanned = batch.data.len() - line_start;
                     // A final `\r` is not content if a `\n` follows it in the next read.
                     let pending = &batch.data[line_start..];
                     let content = pending.len() - usize::from(pending.last() == Some(&b'\r'));
@@ -230,12 +254,7 @@ impl Framer {
                 self.oversized(batch, line_start);
                 continue;
             }
-            let line = &batch.data[line_start..content_end];
-            let blank = line
-                .first()
-                .is_none_or(|&b| matches!(b, b' ' | b'\t' | b'\r'))
-                && line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'));
-            if blank {
+            if is_blank(&batch.data[line_start..content_end]) {
                 batch.stats.skipped += 1;
             } else {
                 batch.events.push(EventMeta {
@@ -253,6 +272,7 @@ impl Framer {
                 batch.stats.received += 1;
             }
             self.cursor += consumed;
+            self.scanned = 0;
             self.line += 1;
             self.offset += consumed as u64;
         }
@@ -261,13 +281,13 @@ impl Framer {
     /// Dead-letters the line starting at `line_start` as oversized and skips to its end. The
     /// dead letter keeps the line's first `min(raw_max, max_line)` bytes: never bytes of the
     /// next lines, and the same whatever sizes the input was read in (at least `max_line + 1`
-    /// bytes of the line are always here when it is found oversized).
+    /// bytes of the line are always here when it is found oversized). While the line is
+    /// blank so far, the dead letter waits: a line that turns out whitespace only is skipped.
     fn oversized(&mut self, batch: &mut Batch, line_start: usize) {
         let avail = &batch.data[line_start..];
         let line = memchr::memchr(b'\n', avail).map_or(avail, |i| &avail[..i]);
         let cut = line.len().min(self.raw_max).min(self.max_line);
-        let avail = line;
-        batch.dead.push(DeadLetter {
+        let dead = DeadLetter {
             reason: format!(
                 "oversized: line is longer than the maximum of {} bytes",
                 self.max_line
@@ -275,12 +295,16 @@ impl Framer {
             line: self.line,
             offset: self.offset,
             filter: None,
-            raw: avail[..cut].to_vec(),
+            raw: line[..cut].to_vec(),
             truncated: true,
-        });
-        batch.stats.received += 1;
-        batch.stats.dead_lettered += 1;
+        };
+        if is_blank(line) {
+            self.blank_pending = Some(dead);
+        } else {
+            reject(batch, dead);
+        }
         self.discarding = true;
+        self.scanned = 0;
     }
 
     /// Moves unframed bytes to the carry and pads the batch for the parser.
@@ -292,4 +316,16 @@ impl Framer {
         self.cursor = 0;
         Need::Done
     }
+}
+
+/// Whether a line is blank: only spaces, tabs and carriage returns (or nothing).
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
+/// Counts an oversized line as received and dead-lettered.
+fn reject(batch: &mut Batch, dead: DeadLetter) {
+    batch.dead.push(dead);
+    batch.stats.received += 1;
+    batch.stats.dead_lettered += 1;
 }

@@ -177,3 +177,64 @@ fn bench_json_names_every_scenario() {
         }
     }
 }
+
+/// Review of hostile input: `--output` naming the input emptied it (created before the read),
+/// and one file as both output and dead letter interleaved two writers; both exited 0.
+#[test]
+fn the_same_file_twice_is_refused() {
+    let input = tmp("same.ndjson");
+    std::fs::write(&input, b"{\"a\":1}\nx\n").unwrap();
+    let other = tmp("same-out.ndjson");
+    let dotted = input.parent().unwrap().join(".").join("same.ndjson");
+    for args in [
+        vec![
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            input.to_str().unwrap(),
+        ],
+        vec![
+            "--input",
+            input.to_str().unwrap(),
+            "--dead-letter",
+            dotted.to_str().unwrap(),
+        ],
+        vec![
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            other.to_str().unwrap(),
+            "--dead-letter",
+            other.to_str().unwrap(),
+        ],
+    ] {
+        let o = bin().arg("filter").args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("are the same file"), "{err}");
+        assert_eq!(std::fs::read(&input).unwrap(), b"{\"a\":1}\nx\n");
+    }
+    // Sharing a device such as /dev/null is fine.
+    let o = bin()
+        .args(["filter", "--input", input.to_str().unwrap()])
+        .args(["--output", "/dev/null", "--dead-letter", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+}
+
+/// Review of hostile input: std's `Stdout` treats EBADF as success, so output to a
+/// standard output opened read-only was lost with exit 0. It is now a failed run.
+#[test]
+fn an_unwritable_standard_output_fails_the_run() {
+    let input = tmp("ro.ndjson");
+    std::fs::write(&input, b"{\"a\":1}\n").unwrap();
+    let o = bin()
+        .args(["filter", "--input", input.to_str().unwrap()])
+        .stdout(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing output"), "{err}");
+}

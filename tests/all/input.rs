@@ -146,6 +146,59 @@ fn oversized_final_line_without_newline() {
     assert_eq!(dead[0]["line"], 2);
 }
 
+/// Reads at most `step` bytes per call.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.len().min(self.step).min(buf.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_whitespace_only_line_is_skipped_however_long() {
+    // Review of hostile input: a blank line longer than the limit was dead-lettered as
+    // oversized, although blank lines are not events.
+    let spaces = " ".repeat(2000);
+    let tabs = "\t \r".repeat(700);
+    let late = format!("{}x", " ".repeat(1500));
+    let input = format!("{{\"a\":1}}\n{spaces}\n{tabs}\r\n{late}\n{{\"b\":2}}\n{spaces}");
+    let config = || PipelineConfig {
+        max_line_bytes: 1000,
+        max_batch_events: 3,
+        ..Default::default()
+    };
+    for step in [1 << 20, 7, 999, 1001] {
+        let mut p = sluicebox::Pipeline::new(config()).unwrap();
+        let mut out = sluicebox::CollectSink::new();
+        let mut dead = sluicebox::CollectSink::new();
+        let reader = Trickle {
+            data: input.as_bytes(),
+            step,
+        };
+        let r = p.run_with_dead_letter(reader, &mut out, &mut dead).unwrap();
+        assert_eq!(out.ndjson(), b"{\"a\":1}\n{\"b\":2}\n", "step {step}");
+        let s = r.stats;
+        assert_eq!(
+            (s.received, s.emitted, s.dead_lettered, s.skipped),
+            (3, 2, 1, 3),
+            "step {step}"
+        );
+        // The line that is blank for 1,500 bytes and then is not: oversized, at its line.
+        let d: serde_json::Value = serde_json::from_slice(&dead.events[0].0).unwrap();
+        assert_eq!(d["line"], 4, "step {step}");
+        assert_eq!(d["offset"], 8 + 2001 + 2102, "step {step}");
+        assert!(d["reason"].as_str().unwrap().starts_with("oversized"));
+        assert_eq!(d["raw"].as_str().unwrap(), " ".repeat(1000));
+    }
+}
+
 #[test]
 fn native_filters_drop_and_edit() {
     let input = b"{\"level\":\"DEBUG\",\"msg\":\"a\"}\n{\"level\":\"INFO\",\"msg\":\"b\",\"n\":1e400}\n{\"level\":\"DEBU\\u0047\"}\n";
