@@ -191,10 +191,11 @@ impl Framer {
                 let newline = memchr::memchr(b'\n', &batch.data[line_start..]);
                 let seen =
                     &batch.data[line_start..newline.map_or(batch.data.len(), |i| line_start + i)];
-                if self.blank_pending.is_some() && !is_blank(seen) {
-                    if let Some(dead) = self.blank_pending.take() {
-                        reject(batch, dead);
-                    }
+                if self.blank_pending.is_some()
+                    && !is_blank(seen)
+                    && let Some(dead) = self.blank_pending.take()
+                {
+                    reject(batch, dead);
                 }
                 let ended = match newline {
                     Some(i) => {
