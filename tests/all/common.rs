@@ -129,3 +129,28 @@ pub fn numbered(n: usize, bad: &[usize]) -> Vec<u8> {
     }
     s.into_bytes()
 }
+
+/// A native filter that answers every event with the decisions `f(input line, index, d)`
+/// writes (the index is within the call, which may cover part of the batch).
+pub struct Answer<F>(pub &'static str, pub F);
+
+impl<F: Fn(u64, usize, &mut sluicebox::Decisions) + Clone + Send + 'static> sluicebox::Filter
+    for Answer<F>
+{
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn process(
+        &mut self,
+        events: &sluicebox::Events<'_>,
+        d: &mut sluicebox::Decisions,
+    ) -> sluicebox::Result<()> {
+        for i in 0..events.len() {
+            (self.1)(events.get(i).line(), i, d);
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn sluicebox::Filter>> {
+        Ok(Box::new(Answer(self.0, self.1.clone())))
+    }
+}

@@ -387,28 +387,6 @@ fn a_set_value_too_deep_for_its_path_is_refused() {
     );
 }
 
-/// A native filter that renames `a` to `x.y`, one level deeper.
-struct RenameDeeper;
-
-impl sluicebox::Filter for RenameDeeper {
-    fn name(&self) -> &str {
-        "rename_deeper"
-    }
-    fn process(
-        &mut self,
-        events: &sluicebox::Events<'_>,
-        d: &mut sluicebox::Decisions,
-    ) -> sluicebox::Result<()> {
-        for i in 0..events.len() {
-            d.rename(i, "a", "x.y");
-        }
-        Ok(())
-    }
-    fn fork(&self) -> sluicebox::Result<Box<dyn sluicebox::Filter>> {
-        Ok(Box::new(RenameDeeper))
-    }
-}
-
 #[test]
 fn a_rename_that_nests_past_max_depth_is_dead_lettered() {
     let config = PipelineConfig {
@@ -417,7 +395,14 @@ fn a_rename_that_nests_past_max_depth_is_dead_lettered() {
     };
     // Depth 8 (the object and 7 arrays) is accepted; moved under `x`, it would be 9.
     let input = b"{\"a\":[[[[[[[1]]]]]]]}\n{\"a\":[1]}\n";
-    let (r, out, dead) = run_with(config, vec![Box::new(RenameDeeper)], input);
+    let (r, out, dead) = run_with(
+        config,
+        vec![Box::new(Answer(
+            "rename_deeper",
+            |_, i, d: &mut sluicebox::Decisions| d.rename(i, "a", "x.y"),
+        ))],
+        input,
+    );
     assert_eq!(out, b"{\"x\":{\"y\":[1]}}\n");
     assert_eq!(r.stats.dead_lettered, 1);
     assert_eq!(dead[0]["line"], 1);

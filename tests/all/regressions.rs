@@ -6,7 +6,7 @@ use sluicebox::fuzzing::{Edit, apply_edits, parse_event};
 use sluicebox::parse::index::lookup;
 use sluicebox::{CollectSink, DropWhere, JsonEngine, Pipeline, PipelineConfig};
 
-use crate::common::run_with;
+use crate::common::{Answer, run_with};
 
 /// fuzz target `edits` (and `index_vs_serde`): a key written with an escape matched a path
 /// naming the key spelled as its raw text. The JSON key `"x\\y"` is `x\y`; the path `x\\\\y`
@@ -136,31 +136,6 @@ fn a_line_at_the_limit_ending_in_crlf_is_accepted_whatever_the_read_sizes() {
             .run(Trickle(input, size), &mut out)
             .unwrap();
         assert_eq!((report.stats.emitted, report.stats.dead_lettered), (1, 1));
-    }
-}
-
-/// A native filter that answers every event with the decisions `f(input line, index, d)`
-/// writes (the index is within the call, which may cover part of the batch).
-struct Answer<F>(&'static str, F);
-
-impl<F: Fn(u64, usize, &mut sluicebox::Decisions) + Clone + Send + 'static> sluicebox::Filter
-    for Answer<F>
-{
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn process(
-        &mut self,
-        events: &sluicebox::Events<'_>,
-        d: &mut sluicebox::Decisions,
-    ) -> sluicebox::Result<()> {
-        for i in 0..events.len() {
-            (self.1)(events.get(i).line(), i, d);
-        }
-        Ok(())
-    }
-    fn fork(&self) -> sluicebox::Result<Box<dyn sluicebox::Filter>> {
-        Ok(Box::new(Answer(self.0, self.1.clone())))
     }
 }
 
