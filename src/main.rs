@@ -154,7 +154,7 @@ struct GenArgs {
     #[arg(long, default_value_t = 100_000)]
     events: usize,
     /// Generate at least this many bytes instead of a number of events.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     bytes: Option<usize>,
     /// PRNG seed.
     #[arg(long, default_value_t = 1)]
