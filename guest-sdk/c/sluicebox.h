@@ -661,13 +661,11 @@ static sb_value sb__find_path(const sb_event *e, uint32_t lo, uint32_t hi, uint1
     const uint8_t *p = (const uint8_t *)path;
     uint32_t len = sb__strlen(path), at = 0;
     for (;;) {
-        /* One segment: up to an unescaped `.`; only `\.` and `\\` are escapes. */
+        /* One segment: up to an unescaped `.`. `\x` stands for `x` (so `\.` is a dot in a key
+           and `\\` a backslash); a `\` that ends the path stands for itself (docs/abi.md 10). */
         uint32_t end = at;
         while (end < len && p[end] != '.') {
-            if (p[end] == '\\') {
-                if (end + 1 >= len || (p[end + 1] != '.' && p[end + 1] != '\\')) return sb__missing(e);
-                end++;
-            }
+            if (p[end] == '\\' && end + 1 < len) end++;
             end++;
         }
         int64_t i = sb__find_key(e, lo, hi, depth, p + at, end - at);

@@ -314,13 +314,11 @@ fn findPath(e: *const Event, lo_: usize, hi_: usize, depth_: u16, path: []const 
     var depth = depth_;
     var at: usize = 0;
     while (true) {
-        // One segment: up to an unescaped `.`; only `\.` and `\\` are escapes.
+        // One segment: up to an unescaped `.`. `\x` stands for `x` (so `\.` is a dot in a key
+        // and `\\` a backslash); a `\` that ends the path stands for itself (docs/abi.md 10).
         var end = at;
         while (end < path.len and path[end] != '.') : (end += 1) {
-            if (path[end] == '\\') {
-                if (end + 1 >= path.len or (path[end + 1] != '.' and path[end + 1] != '\\')) return null;
-                end += 1;
-            }
+            if (path[end] == '\\' and end + 1 < path.len) end += 1;
         }
         const i = findKey(e, lo, hi, depth, path[at..end]) orelse return null;
         const n = Node.read(e.nodes, i) orelse return null;

@@ -475,15 +475,11 @@ function findPath(e: Event, lo: u32, hi: u32, depth: u32, path: string): Value |
   const len = path.length;
   let at = 0;
   while (true) {
-    // One segment: up to an unescaped `.`; only `\.` and `\\` are escapes.
+    // One segment: up to an unescaped `.`. `\x` stands for `x` (so `\.` is a dot in a key
+    // and `\\` a backslash); a `\` that ends the path stands for itself (docs/abi.md 10).
     let end = at;
     while (end < len && path.charCodeAt(end) != 0x2e) {
-      if (path.charCodeAt(end) == 0x5c) {
-        if (end + 1 >= len) return null;
-        const next = path.charCodeAt(end + 1);
-        if (next != 0x2e && next != 0x5c) return null;
-        end++;
-      }
+      if (path.charCodeAt(end) == 0x5c && end + 1 < len) end++;
       end++;
     }
     const i = findKey(e, lo, hi, depth, path, at, end);

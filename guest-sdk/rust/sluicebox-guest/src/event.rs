@@ -220,7 +220,6 @@ fn find_path(
     let mut segments = Segments::new(path).peekable();
     let mut found = None;
     while let Some(segment) = segments.next() {
-        let segment = segment.ok()?;
         let i = find_key(nodes, data, lo, hi, depth, &segment)?;
         if segments.peek().is_some() {
             let node = read_node(nodes, i)?;

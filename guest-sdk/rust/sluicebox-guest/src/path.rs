@@ -1,12 +1,9 @@
-//! Field paths (see [`sluicebox_abi::path_syntax`]): keys separated by `.`, with `\.` and `\\`
-//! standing for a `.` and a `\` inside a key.
+//! Field paths (see [`sluicebox_abi::path_syntax`] and docs/abi.md section 10): keys
+//! separated by `.`; `\x` stands for `x` (so `\.` is a `.` inside a key and `\\` a `\`), and
+//! a `\` that ends the path stands for itself. Components may be empty (the key `""`).
 
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
-
-/// A path that breaks the syntax: a `\` that is not followed by `.` or `\`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BadPath;
 
 /// The keys of a path, decoded. Borrows a key that has no escapes.
 pub(crate) struct Segments<'p> {
@@ -22,7 +19,7 @@ impl<'p> Segments<'p> {
 }
 
 impl<'p> Iterator for Segments<'p> {
-    type Item = Result<Cow<'p, [u8]>, BadPath>;
+    type Item = Cow<'p, [u8]>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let s = self.rest?;
@@ -30,13 +27,10 @@ impl<'p> Iterator for Segments<'p> {
         let mut escaped = false;
         while let Some(&b) = s.get(i) {
             match b {
+                // `\x` is `x`; a final `\` is itself.
                 b'\\' => {
-                    if !matches!(s.get(i + 1), Some(b'.' | b'\\')) {
-                        self.rest = None;
-                        return Some(Err(BadPath));
-                    }
                     escaped = true;
-                    i += 2;
+                    i += if i + 1 < s.len() { 2 } else { 1 };
                 }
                 b'.' => break,
                 _ => i += 1,
@@ -45,21 +39,18 @@ impl<'p> Iterator for Segments<'p> {
         let seg = &s[..i];
         self.rest = s.get(i + 1..).filter(|_| i < s.len());
         if !escaped {
-            return Some(Ok(Cow::Borrowed(seg)));
+            return Some(Cow::Borrowed(seg));
         }
         let mut key = Vec::with_capacity(seg.len());
         let mut j = 0;
         while let Some(&b) = seg.get(j) {
-            if b == b'\\' {
+            if b == b'\\' && j + 1 < seg.len() {
                 j += 1;
-                // The loop above checked that a `.` or `\` follows.
-                key.push(seg.get(j).copied().unwrap_or(b'\\'));
-            } else {
-                key.push(b);
             }
+            key.push(seg[j]);
             j += 1;
         }
-        Some(Ok(Cow::Owned(key)))
+        Some(Cow::Owned(key))
     }
 }
 
@@ -67,10 +58,8 @@ impl<'p> Iterator for Segments<'p> {
 mod tests {
     use super::*;
 
-    fn split(path: &str) -> Result<Vec<Vec<u8>>, BadPath> {
-        Segments::new(path)
-            .map(|s| s.map(Cow::into_owned))
-            .collect()
+    fn split(path: &str) -> Result<Vec<Vec<u8>>, ()> {
+        Ok(Segments::new(path).map(Cow::into_owned).collect())
     }
 
     #[test]
@@ -88,8 +77,16 @@ mod tests {
     }
 
     #[test]
-    fn rejects_other_escapes() {
-        assert_eq!(split(r"a\b"), Err(BadPath));
-        assert_eq!(split(r"a\"), Err(BadPath));
+    fn other_escapes_stand_for_their_byte_and_a_final_backslash_for_itself() {
+        assert_eq!(split(r"a\b").unwrap(), [b"ab".to_vec()]);
+        assert_eq!(split(r"\l\e\v\e\l").unwrap(), [b"level".to_vec()]);
+        assert_eq!(split(r"a\").unwrap(), [br"a\".to_vec()]);
+        assert_eq!(split(r"a.\").unwrap(), [b"a".to_vec(), br"\".to_vec()]);
+        assert_eq!(split(r"a\\\").unwrap(), [br"a\\".to_vec()]);
+        assert_eq!(
+            split("a..b").unwrap(),
+            [b"a".to_vec(), b"".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(split(".").unwrap(), [b"".to_vec(), b"".to_vec()]);
     }
 }

@@ -1,6 +1,6 @@
 use sluicebox_guest::prelude::*;
 
-#[filter(fields = ["http..method"])]
+#[filter(fields = [""])]
 fn keep(event: &Event) -> bool {
     event.contains("http")
 }
