@@ -1,7 +1,8 @@
-//! The guest SDKs agree with the native filters: `drop_debug` and `tag_service` of every SDK
-//! (Rust, C, Zig, AssemblyScript, Go), as built by `scripts/build-guests.sh` into
-//! `target/guests/<language>/`, give the native `DropWhere::drop_debug()` and `TagService`
-//! output byte for byte, on generated logs and on hand-picked awkward events.
+//! The guest SDKs agree with the native filters: `drop_debug`, `tag_service` and
+//! `field_paths` of every SDK (Rust, C, Zig, AssemblyScript, Go), as built by
+//! `scripts/build-guests.sh` into `target/guests/<language>/`, give the output of the native
+//! `DropWhere::drop_debug()`, `TagService` and [`FieldPaths`] byte for byte, on generated logs
+//! and on hand-picked awkward events.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,14 @@ const AWKWARD: &str = r#"{"level":"DEBUG","msg":"plain"}
 {"m\u0073g":"escaped msg key","env":{"deep":1}}
    {"level" : "DEBUG" , "msg" : "spaces"}   
 {"msg":1e400}
+{"":{"":1},"a":{"":{"b":2},"":3},"e\\":4}
+{"":{"a":5},"a":{"":6}}
+{"level":"L","http":{"status":7},"u":{"😀":{"x":8}},"sp ace":9,"a\\":{"b":10}}
+{"\u0065\u005c":11,"a\u005c":{"\u0062":12},"\u0075":{"\ud83d\ude00":{"x":"13"}}}
+{"a":{"":{"b":1},"":{"c":1}}}
+{"a":5,"":7}
+{"le\u0076el":"esc","http":{"st\u0061tus":null}}
+{"a":{"":{"b":{"deep":[1,{"x":2}]}}}}
 "#;
 
 fn guest(language: &str, name: &str) -> Arc<WasmModule> {
@@ -113,6 +122,67 @@ fn drop_debug_of_every_sdk_matches_the_native_filter() {
 #[test]
 fn tag_service_of_every_sdk_matches_the_native_filter() {
     all_match_native("tag_service", || Box::new(TagService));
+}
+
+/// The paths every SDK's `field_paths` example probes (docs/abi.md section 10: `\x` is `x`, a
+/// final `\` is itself, components may be empty).
+const PATHS: [&str; 10] = [
+    ".",
+    "a..b",
+    ".a",
+    "a.",
+    "e\\",
+    "\\l\\e\\v\\e\\l",
+    "http.st\\atus",
+    "u.😀.x",
+    "sp ace",
+    "a\\\\.b",
+];
+
+/// `field_paths` with the host's own lookups: `"k"` gets one letter per path of [`PATHS`]
+/// (its kind, `MNFTDSOA` by `sluicebox_abi::KIND_*`), and each value found is copied to
+/// `"v<i>"`.
+struct FieldPaths;
+
+impl Filter for FieldPaths {
+    fn name(&self) -> &str {
+        "native:field_paths"
+    }
+    fn process(
+        &mut self,
+        events: &sluicebox::Events<'_>,
+        d: &mut sluicebox::Decisions,
+    ) -> sluicebox::Result<()> {
+        for i in 0..events.len() {
+            let e = events.get(i);
+            let found: Vec<_> = PATHS.iter().map(|p| e.field(p)).collect();
+            let k: String = found
+                .iter()
+                .map(|f| b"MNFTDSOA"[f.map_or(0, |f| f.kind as usize)] as char)
+                .collect();
+            d.set(i, "k", &format!("\"{k}\""));
+            for (n, f) in found.iter().enumerate() {
+                if let Some(f) = f {
+                    let raw = String::from_utf8_lossy(f.raw);
+                    let text = if f.kind == sluicebox_abi::KIND_STRING {
+                        format!("\"{raw}\"")
+                    } else {
+                        raw.into_owned()
+                    };
+                    d.set(i, &format!("v{n}"), &text);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn Filter>> {
+        Ok(Box::new(FieldPaths))
+    }
+}
+
+#[test]
+fn field_paths_of_every_sdk_match_the_host() {
+    all_match_native("field_paths", || Box::new(FieldPaths));
 }
 
 #[test]
