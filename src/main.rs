@@ -279,9 +279,10 @@ impl<R: Read> Read for Progress<R> {
     }
 }
 
-/// A standard stream as a file of its own. std's `Stdin` and `Stdout` treat a closed
-/// descriptor as an empty input and a write that succeeded, which would lose the output
-/// silently; a duplicate of the descriptor reports the error instead.
+/// A standard stream as a file of its own. std's `Stdin` and `Stdout` treat `EBADF` (a
+/// descriptor not open for that direction, such as a read-only stdout) as the end of the
+/// input and as a write that succeeded, which would lose the output silently; a duplicate
+/// of the descriptor reports the error instead.
 fn std_stream(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<File, Fail> {
     fd.try_clone_to_owned()
         .map(File::from)

@@ -69,6 +69,27 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The dead letter of the line at `line` / `offset` whose bytes are `raw`, keeping at
+    /// most `raw_max` of them. Cost: one copy of the kept bytes.
+    pub(crate) fn new(
+        reason: String,
+        line: u64,
+        offset: u64,
+        filter: Option<&str>,
+        raw: &[u8],
+        raw_max: usize,
+    ) -> Self {
+        let cut = raw.len().min(raw_max);
+        DeadLetter {
+            reason,
+            line,
+            offset,
+            filter: filter.map(str::to_string),
+            raw: raw[..cut].to_vec(),
+            truncated: cut < raw.len(),
+        }
+    }
+
     /// Renders the dead letter as one JSON object (no newline): `reason`, `line`, `offset`,
     /// `filter` (when set), `raw` (invalid UTF-8 replaced by U+FFFD) and `raw_truncated`
     /// (when true).
@@ -210,43 +231,34 @@ impl Batch {
     /// are computed lazily, only when a later stage needs them).
     pub(crate) fn refresh_structurals(&mut self, max_depth: usize, filter: &str, raw_max: usize) {
         let mut scratch = Vec::new();
-        let mut bad = false;
-        for i in 0..self.events.len() {
-            if self.events[i].s_len != STALE {
-                continue;
+        let mut events = std::mem::take(&mut self.events);
+        events.retain_mut(|m| {
+            if m.s_len != STALE {
+                return true;
             }
-            let m = self.events[i];
             let bytes = &self.data[m.start as usize..(m.start + m.len) as usize];
             // Edited events were produced from checked parts; validate anyway, so that a
             // defect can only ever dead-letter an event, never pass on a broken one.
             match crate::parse::scalar::validate(bytes, max_depth, &mut scratch) {
                 Ok(()) => {
-                    self.events[i].s_start = self.structurals.len() as u32;
-                    self.events[i].s_len = scratch.len() as u32;
+                    m.s_start = self.structurals.len() as u32;
+                    m.s_len = scratch.len() as u32;
                     self.structurals.extend_from_slice(&scratch);
-                    self.events[i].slot_start = self.slots.len() as u32;
-                    let projection = self.projection.clone();
-                    projection.walk_slots(bytes, &scratch, &mut self.slots);
+                    m.slot_start = self.slots.len() as u32;
+                    self.projection.walk_slots(bytes, &scratch, &mut self.slots);
+                    true
                 }
                 Err(e) => {
-                    let cut = bytes.len().min(raw_max);
-                    self.dead.push(DeadLetter {
-                        reason: format!("the event {filter} produced is not valid: {e}"),
-                        line: m.line,
-                        offset: m.offset,
-                        filter: Some(filter.to_string()),
-                        raw: bytes[..cut].to_vec(),
-                        truncated: cut < bytes.len(),
-                    });
+                    let reason = format!("the event {filter} produced is not valid: {e}");
+                    let dead =
+                        DeadLetter::new(reason, m.line, m.offset, Some(filter), bytes, raw_max);
+                    self.dead.push(dead);
                     self.stats.dead_lettered += 1;
-                    self.events[i].len = u32::MAX;
-                    bad = true;
+                    false
                 }
             }
-        }
-        if bad {
-            self.events.retain(|m| m.len != u32::MAX);
-        }
+        });
+        self.events = events;
     }
 }
 

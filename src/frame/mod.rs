@@ -287,18 +287,13 @@ impl Framer {
     fn oversized(&mut self, batch: &mut Batch, line_start: usize) {
         let avail = &batch.data[line_start..];
         let line = memchr::memchr(b'\n', avail).map_or(avail, |i| &avail[..i]);
-        let cut = line.len().min(self.raw_max).min(self.max_line);
-        let dead = DeadLetter {
-            reason: format!(
-                "oversized: line is longer than the maximum of {} bytes",
-                self.max_line
-            ),
-            line: self.line,
-            offset: self.offset,
-            filter: None,
-            raw: line[..cut].to_vec(),
-            truncated: true,
-        };
+        let reason = format!(
+            "oversized: line is longer than the maximum of {} bytes",
+            self.max_line
+        );
+        // The line has more than `max_line` bytes here, so the kept prefix is always cut.
+        let keep = self.raw_max.min(self.max_line);
+        let dead = DeadLetter::new(reason, self.line, self.offset, None, line, keep);
         if is_blank(line) {
             self.blank_pending = Some(dead);
         } else {

@@ -254,15 +254,8 @@ impl Parser {
                 Err(reason) => {
                     batch.structurals.truncate(s_start);
                     let raw = &batch.data[start..start + len];
-                    let cut = raw.len().min(self.raw_max);
-                    batch.dead.push(DeadLetter {
-                        reason,
-                        line: m.line,
-                        offset: m.offset,
-                        filter: None,
-                        raw: raw[..cut].to_vec(),
-                        truncated: cut < raw.len(),
-                    });
+                    let dead = DeadLetter::new(reason, m.line, m.offset, None, raw, self.raw_max);
+                    batch.dead.push(dead);
                     batch.stats.dead_lettered += 1;
                 }
             }

@@ -221,23 +221,23 @@ impl Pipeline {
                 return false;
             }
             let src = &mut *src;
-            src.framer.begin(batch);
-            let mut need = src.framer.step(batch);
-            while need == Need::Read {
-                let start = Framer::spare(batch);
-                match read_retrying(&mut src.input, &mut batch.data[start..]) {
-                    Ok(n) => need = src.framer.commit(batch, start, n),
-                    Err(e) => {
-                        src.error = Some(e);
-                        src.done = true;
-                        return false;
-                    }
+            match src.framer.fill(&mut src.input, batch) {
+                Ok(true) => {
+                    batch.seq = src.seq;
+                    src.seq += 1;
+                    src.done = src.framer.finished();
+                    true
+                }
+                Ok(false) => {
+                    src.done = true;
+                    false
+                }
+                Err(e) => {
+                    src.error = Some(e);
+                    src.done = true;
+                    false
                 }
             }
-            batch.seq = src.seq;
-            src.seq += 1;
-            src.done = src.framer.finished();
-            true
         };
         // Four batches per worker in flight: a worker rarely waits for a free batch while
         // the output side waits for an earlier one (measured: 1.51x -> 1.69x on 2 cores).
@@ -303,16 +303,6 @@ impl Pipeline {
     }
 }
 
-fn read_retrying<R: Read>(input: &mut R, buf: &mut [u8]) -> Result<usize> {
-    loop {
-        match input.read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::input(e)),
-        }
-    }
-}
-
 fn run_single<R: Read>(
     mut input: R,
     mut framer: Framer,
@@ -320,19 +310,13 @@ fn run_single<R: Read>(
     out: &mut Outlet<'_, '_>,
 ) -> Result<()> {
     let mut batch = Batch::new();
-    loop {
-        framer.begin(&mut batch);
-        let mut need = framer.step(&mut batch);
-        while need == Need::Read {
-            let start = Framer::spare(&mut batch);
-            let n = read_retrying(&mut input, &mut batch.data[start..])?;
-            need = framer.commit(&mut batch, start, n);
-        }
+    while framer.fill(&mut input, &mut batch)? {
         stage.process(&mut batch)?;
-        if out.deliver(&mut batch)? == Flow::Stop || framer.finished() {
-            return Ok(());
+        if out.deliver(&mut batch)? == Flow::Stop {
+            break;
         }
     }
+    Ok(())
 }
 
 /// The output side of a run: the sink, the dead letter, and the run's counters.

@@ -205,8 +205,10 @@ impl Stage {
                     let s = &batch.structurals[m.s_start as usize..(m.s_start + m.s_len) as usize];
                     // A RENAME to a deeper path may push the moved value past `max_depth`
                     // (SET values were checked against their path already).
+                    // A destination without a `.` is one component: never deeper.
                     let deeper = recs().any(|r| {
                         r.op == abi::OP_RENAME
+                            && r.b.contains(&b'.')
                             && path_components(r.b).count() > path_components(r.a).count()
                     });
                     let result = apply_edits(
@@ -329,16 +331,15 @@ fn dead_letter(
     filter: &str,
     raw_max: usize,
 ) {
-    let raw = batch.bytes(m);
-    let cut = raw.len().min(raw_max);
-    batch.dead.push(DeadLetter {
+    let dead = DeadLetter::new(
         reason,
-        line: m.line,
-        offset: m.offset,
-        filter: Some(filter.to_string()),
-        raw: raw[..cut].to_vec(),
-        truncated: cut < raw.len(),
-    });
+        m.line,
+        m.offset,
+        Some(filter),
+        batch.bytes(m),
+        raw_max,
+    );
+    batch.dead.push(dead);
     batch.stats.dead_lettered += 1;
 }
 
