@@ -128,3 +128,8 @@ pub fn corpus_bytes(bytes: usize, seed: u64) -> Vec<u8> {
     }
     s.into_bytes()
 }
+
+/// The drop_debug filter in hand-written WAT, embedded so the demo runs on a fresh machine.
+pub const DROP_DEBUG_WAT: &str = include_str!("../examples/wat/drop_debug.wat");
+/// A filter in hand-written WAT that reads nothing and keeps everything.
+pub const NOOP_WAT: &str = include_str!("../examples/wat/noop.wat");

@@ -154,3 +154,22 @@ impl<F: Fn(u64, usize, &mut sluicebox::Decisions) + Clone + Send + 'static> slui
         Ok(Box::new(Answer(self.0, self.1.clone())))
     }
 }
+
+/// The `sluicebox` command built next to this test binary (`target/<profile>/sluicebox`; the
+/// `sluicebox-cli` package builds it, and `cargo test --workspace` builds it before any test
+/// runs).
+pub fn sluicebox_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/all-HASH -> target/<profile>/sluicebox
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .join("sluicebox");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --release --workspace` (or build it with `cargo build --release -p sluicebox-cli`)",
+        bin.display()
+    );
+    bin
+}

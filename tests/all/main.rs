@@ -1,7 +1,6 @@
 //! The integration suite: one binary, one module per feature.
 
 mod abi_doc;
-mod cli;
 mod common;
 mod conformance;
 mod guest_sdks;

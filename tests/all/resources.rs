@@ -20,7 +20,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn filter_command() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluicebox"));
+    let mut c = Command::new(crate::common::sluicebox_bin());
     c.arg("filter")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

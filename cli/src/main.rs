@@ -15,10 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use sluicebox::wasm::{LoadOptions, WasmModule, default_cache_dir};
 use sluicebox::{Kind, Pipeline, PipelineConfig, Report, WasmConfig, WriterSink};
 
-/// The drop_debug filter in hand-written WAT, embedded so the demo runs on a fresh machine.
-pub const DROP_DEBUG_WAT: &str = include_str!("../examples/wat/drop_debug.wat");
-/// A filter that reads nothing and keeps everything.
-pub const NOOP_WAT: &str = include_str!("../examples/wat/noop.wat");
+pub use sluicebox::loggen::{DROP_DEBUG_WAT, NOOP_WAT};
 
 #[derive(Parser)]
 #[command(
