@@ -52,15 +52,19 @@
 //! Every fallible call returns [`Error`], which has a [`Kind`]. Bad events are never errors:
 //! they are dead-lettered and the run goes on.
 
+pub mod ack;
 pub mod batch;
 mod error;
 pub mod filter;
 pub mod frame;
 pub mod fuzzing;
 pub mod loggen;
+pub mod metrics;
 pub mod parse;
 pub mod pipeline;
+pub mod runtime;
 pub mod sink;
+pub mod source;
 
 pub use batch::{Batch, DeadLetter, Decisions, EventRef, Events};
 pub use error::{Error, Kind, Result};
@@ -69,4 +73,4 @@ pub use filter::{DropWhere, Filter, TagService};
 pub use parse::JsonEngine;
 pub use parse::index::FieldRef;
 pub use pipeline::{Pipeline, PipelineConfig, Report, Stats};
-pub use sink::{CollectSink, Flow, NullSink, OutEvent, Output, Sink, WriterSink};
+pub use sink::{Ack, CollectSink, Flow, NullSink, OutEvent, Output, Sink, WriterSink};

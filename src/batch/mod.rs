@@ -144,6 +144,9 @@ pub struct Batch {
     /// capacity that knowledge belongs to (see `Framer::spare`).
     pub(crate) init_len: usize,
     pub(crate) init_cap: usize,
+    /// The batch's acknowledgement, when its source tracks delivery: every copy of its
+    /// events holds a clone (see [`crate::ack`]).
+    pub(crate) token: Option<crate::ack::AckToken>,
 }
 
 impl Clone for Batch {
@@ -164,6 +167,7 @@ impl Clone for Batch {
             next_events: Vec::new(),
             projection: self.projection.clone(),
             slots: self.slots.clone(),
+            token: self.token.clone(),
         }
     }
 }
@@ -194,6 +198,20 @@ impl Batch {
         self.stats = crate::Stats::default();
         self.next_events.clear();
         self.slots.clear();
+        self.token = None;
+    }
+
+    /// Gives the batch up undelivered: its acknowledgement (if any) is marked failed, so
+    /// its positions are replayed after a restart.
+    pub(crate) fn abandon(&mut self) {
+        if let Some(t) = self.token.take() {
+            t.fail();
+        }
+    }
+
+    /// The batch's acknowledgement, if its source tracks delivery.
+    pub fn ack_token(&self) -> Option<&crate::ack::AckToken> {
+        self.token.as_ref()
     }
 
     /// A view of all live events.
@@ -214,6 +232,7 @@ impl Batch {
             data: &self.data,
             events: &self.events,
             routes: &self.routes,
+            token: self.token.as_ref(),
         }
     }
 

@@ -35,6 +35,13 @@ pub trait Filter: Send {
         None
     }
 
+    /// The routes this filter sends events to (its `ROUTE` records), if it declares them.
+    /// A graph whose inputs name another route of this filter is refused. Default: `None`
+    /// (any route name is accepted; events routed where nothing reads are dead-lettered).
+    fn routes(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// Decides the fate of every event in `events`.
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()>;
 
@@ -48,6 +55,9 @@ impl<F: Filter + ?Sized> Filter for Box<F> {
     }
     fn fields(&self) -> Option<Vec<String>> {
         (**self).fields()
+    }
+    fn routes(&self) -> Option<Vec<String>> {
+        (**self).routes()
     }
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {
         (**self).process(events, decisions)

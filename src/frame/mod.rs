@@ -6,6 +6,10 @@
 //! Cost per event: a `memchr` over its bytes and one 40-byte metadata push. Per batch: a copy
 //! of the partial line left over at its end (at most one read chunk).
 
+mod decoder;
+
+pub use decoder::{Codec, Decoder, NdjsonDecoder, TextDecoder};
+
 use crate::batch::{Batch, DeadLetter, EventMeta, PADDING};
 
 /// Bytes asked of the reader per `read` call.
@@ -77,6 +81,21 @@ impl Framer {
         self
     }
 
+    /// A framer whose stream starts at byte position `offset` (a restored checkpoint): event
+    /// offsets count from there, and no byte order mark is looked for unless `offset` is 0.
+    pub fn starting_at(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self.at_start = offset == 0;
+        self
+    }
+
+    /// The stream position just past the last byte framed so far: once a batch is complete,
+    /// the end of its last line (and of any blank or oversized bytes skipped after it). This
+    /// is the position a source acknowledges when the batch is delivered.
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+
     /// Whether the input has ended and everything was framed.
     pub fn finished(&self) -> bool {
         self.eof && self.carry.is_empty()
@@ -89,7 +108,7 @@ impl Framer {
     ///
     /// # Errors
     /// [`crate::Kind::Input`] when reading fails.
-    pub fn fill<R: std::io::Read>(
+    pub fn fill<R: std::io::Read + ?Sized>(
         &mut self,
         input: &mut R,
         batch: &mut Batch,
@@ -156,6 +175,18 @@ impl Framer {
     /// right now: with `flush_when_idle`, a batch that already holds framed lines is then
     /// complete, so a slow producer's events are not held back waiting for a full batch.
     pub(crate) fn commit(&mut self, batch: &mut Batch, start: usize, n: usize) -> Need {
+        self.commit_with(batch, start, n, n < READ_CHUNK)
+    }
+
+    /// [`Framer::commit`], with the caller saying whether the source is idle after these
+    /// bytes (a short read, or the end of a chunk handed to a [`Decoder`]).
+    pub(crate) fn commit_with(
+        &mut self,
+        batch: &mut Batch,
+        start: usize,
+        n: usize,
+        idle: bool,
+    ) -> Need {
         batch.data.truncate(start + n);
         batch.stats.bytes_in += n as u64;
         if n == 0 {
@@ -163,7 +194,7 @@ impl Framer {
         }
         let need = self.frame(batch);
         let framed = !batch.events.is_empty() || !batch.dead.is_empty();
-        if need == Need::Read && self.flush_when_idle && n > 0 && n < READ_CHUNK && framed {
+        if need == Need::Read && self.flush_when_idle && n > 0 && idle && framed {
             return self.finish(batch);
         }
         need

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::frame::{Framer, Need};
 use crate::sink::{Flow, Output, Sink};
-use stage::Stage;
+pub(crate) use stage::Stage;
 
 /// How many dead letters a [`Report`] keeps when the run has no dead-letter sink.
 pub const REPORT_DEAD_LETTERS: usize = 5;
@@ -377,6 +377,7 @@ impl<'a, 'b> Outlet<'a, 'b> {
                     data: &self.dead_text,
                     events: &self.dead_meta,
                     routes: &[],
+                    token: None,
                 })?;
             } else {
                 let room = REPORT_DEAD_LETTERS.saturating_sub(self.first_dead.len());
@@ -391,6 +392,7 @@ impl<'a, 'b> Outlet<'a, 'b> {
             data: &batch.data,
             events: &batch.events,
             routes: &batch.routes,
+            token: batch.token.as_ref(),
         })
     }
 

@@ -70,6 +70,34 @@ impl Stage {
         self.filters
     }
 
+    /// The parse stage alone (the runtime then runs filters one by one, per graph node).
+    pub(crate) fn parse(&mut self, batch: &mut Batch) {
+        self.parser.parse_batch(batch);
+    }
+
+    /// Runs filter `fi` alone over the batch's live events. `before` names the filter that
+    /// ran on them last (its edited events are re-validated first), if any.
+    ///
+    /// # Errors
+    /// [`Kind::FilterBroken`] when the filter's breaker trips; any other error a filter
+    /// returns that is not a failure of the call.
+    pub(crate) fn run_one(
+        &mut self,
+        fi: usize,
+        before: Option<&str>,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        if batch.events.is_empty() {
+            return Ok(());
+        }
+        if let Some(before) = before {
+            batch.refresh_structurals(self.max_depth, before, self.raw_max);
+        }
+        self.run_filter(fi, batch)?;
+        self.apply(fi, batch);
+        Ok(())
+    }
+
     /// Parses and filters one framed batch in place.
     pub(crate) fn process(&mut self, batch: &mut Batch) -> Result<()> {
         self.parser.parse_batch(batch);
@@ -96,17 +124,29 @@ impl Stage {
         while let Some((a, b)) = self.ranges.pop() {
             self.part.reset(b - a);
             let filter = &mut self.filters[fi];
-            let result = filter
-                .process(&batch.events_range(a..b), &mut self.part)
-                .and_then(|()| {
-                    check_decisions(
-                        &self.part.verdicts,
-                        &self.part.records,
-                        b - a,
-                        self.max_depth,
-                    )
-                    .map_err(|DecisionError(m)| Error::filter_failed(format!("bad result: {m}")))
-                });
+            // A panic in a native filter is a failure of this call, isolated like a trap.
+            let events = batch.events_range(a..b);
+            let part = &mut self.part;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                filter.process(&events, part)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(Error::filter_failed(format!("the filter panicked: {what}")))
+            })
+            .and_then(|()| {
+                check_decisions(
+                    &self.part.verdicts,
+                    &self.part.records,
+                    b - a,
+                    self.max_depth,
+                )
+                .map_err(|DecisionError(m)| Error::filter_failed(format!("bad result: {m}")))
+            });
             match result {
                 Ok(()) => {
                     self.failures[fi] = 0;

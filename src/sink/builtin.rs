@@ -75,6 +75,10 @@ impl<W: Write> Sink for WriterSink<W> {
         Ok(Flow::Continue)
     }
 
+    fn flush(&mut self) -> Result<()> {
+        self.inner.flush().map_err(|e| Error::sink(self.what, e))
+    }
+
     fn finish(&mut self, _stats: &Stats) -> Result<()> {
         self.inner.flush().map_err(|e| Error::sink(self.what, e))
     }

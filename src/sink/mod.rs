@@ -1,12 +1,31 @@
 //! Sink stage: where events leave. Modelled on ripgrep's `Sink`: push-based, each call says
-//! whether to go on, an error stops the run without [`Sink::finish`], and optional methods
+//! whether to go on, an error stops the sink without [`Sink::finish`], and optional methods
 //! have defaults. The dead letter is a sink too: it receives one JSON object per rejected
 //! event.
+//!
+//! # Acknowledgements
+//!
+//! Every [`Output`] belongs to a batch whose source waits to hear it was delivered (see
+//! [`crate::ack`]). The rules:
+//!
+//! - A sink that writes synchronously does nothing special: when [`Sink::write`] returns
+//!   `Ok`, its events count as delivered ("the write reached the OS"; a sink that wants
+//!   fsync does it before returning).
+//! - A sink that keeps events in flight (a network request, a bulk body filling up) calls
+//!   [`Output::ack`] during `write` and keeps the returned [`Ack`]. The batch is not
+//!   acknowledged until the sink calls [`Ack::delivered`]; [`Ack::failed`] (or dropping the
+//!   `Ack` unresolved) keeps its positions unacknowledged, so they replay after a restart.
+//! - An `Err` from `write` marks the batch failed and stops the sink: every later batch
+//!   sent to it stays unacknowledged too. Retrying is the sink's own business, inside
+//!   `write` or before it resolves its `Ack`s.
+//! - [`Sink::flush`] is called when the sink's queue is idle, before a reload and at
+//!   shutdown: send partial batches then.
 
 mod builtin;
 
 pub use builtin::{CollectSink, NullSink, WriterSink};
 
+use crate::ack::AckToken;
 use crate::batch::EventMeta;
 use crate::error::Result;
 use crate::pipeline::Stats;
@@ -27,6 +46,52 @@ pub struct Output<'a> {
     pub(crate) data: &'a [u8],
     pub(crate) events: &'a [EventMeta],
     pub(crate) routes: &'a [String],
+    pub(crate) token: Option<&'a AckToken>,
+}
+
+/// A sink's hold on the acknowledgement of the batch an [`Output`] came from. While any
+/// `Ack` of a batch is unresolved, its source does not advance past it.
+///
+/// Cost: an `Arc` clone. `Send + Sync`.
+#[derive(Debug)]
+#[must_use = "dropping an Ack unresolved marks the batch failed"]
+pub struct Ack {
+    token: Option<AckToken>,
+}
+
+impl Ack {
+    /// The events were durably delivered.
+    pub fn delivered(mut self) {
+        self.token = None;
+    }
+
+    /// The events could not be delivered: their positions stay unacknowledged.
+    pub fn failed(mut self) {
+        if let Some(t) = self.token.take() {
+            t.fail();
+        }
+    }
+
+    /// The stream and end position of the batch, when its source tracks delivery.
+    pub fn token(&self) -> Option<&AckToken> {
+        self.token.as_ref()
+    }
+}
+
+impl Clone for Ack {
+    fn clone(&self) -> Self {
+        Self {
+            token: self.token.clone(),
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(t) = self.token.take() {
+            t.fail();
+        }
+    }
 }
 
 /// One event in an [`Output`].
@@ -45,6 +110,14 @@ pub struct OutEvent<'a> {
 }
 
 impl<'a> Output<'a> {
+    /// Takes a hold on this batch's acknowledgement: it completes only once the returned
+    /// [`Ack`] is resolved (see the module docs).
+    pub fn ack(&self) -> Ack {
+        Ack {
+            token: self.token.cloned(),
+        }
+    }
+
     /// Number of events.
     pub fn len(&self) -> usize {
         self.events.len()
@@ -87,6 +160,15 @@ pub trait Sink {
     /// Any error stops the run.
     fn write(&mut self, out: &Output<'_>) -> Result<Flow>;
 
+    /// Sends whatever the sink holds back (a partial request). Called when the sink's queue
+    /// is idle, before a reload and at shutdown. Default: nothing.
+    ///
+    /// # Errors
+    /// Any error stops the sink, as from `write`.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once at the end of a successful run with the final statistics.
     ///
     /// # Errors
@@ -100,6 +182,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
         (**self).write(out)
     }
+    fn flush(&mut self) -> Result<()> {
+        (**self).flush()
+    }
     fn finish(&mut self, stats: &Stats) -> Result<()> {
         (**self).finish(stats)
     }
@@ -108,6 +193,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 impl<S: Sink + ?Sized> Sink for Box<S> {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
         (**self).write(out)
+    }
+    fn flush(&mut self) -> Result<()> {
+        (**self).flush()
     }
     fn finish(&mut self, stats: &Stats) -> Result<()> {
         (**self).finish(stats)

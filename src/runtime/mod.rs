@@ -1,0 +1,652 @@
+//! The runtime: a graph of sources, transforms (filters) and sinks, run with end-to-end
+//! acknowledgements and a bounded amount of data in flight.
+//!
+//! ```text
+//!  sources (tokio tasks) ──batches──▶ workers (threads: parse once, run each source's plan)
+//!        ▲                                    │ deliveries, dead letters
+//!        │ acked positions                    ▼
+//!   Stream watermarks ◀── AckTokens ── router (per-source order) ──▶ one thread per sink
+//! ```
+//!
+//! - Each source sends batches with the stream position they end at; its in-flight bytes
+//!   are capped ([`crate::source::Budget`]), so a slow sink holds back only the sources that
+//!   feed it.
+//! - Workers run a batch down its source's plan: each transform on its own copy where the
+//!   graph forks, sinks sharing the result. Routes (`NAME.ROUTE`) pick the events a filter
+//!   routed there; events no component reads are dead-lettered, never dropped silently.
+//! - The router puts each source's batches back in the order they were sent, so sinks see
+//!   a source's events in order whatever the number of workers.
+//! - A batch's [`crate::ack::AckToken`] is held by every copy of its events; the source's
+//!   stream advances when the last one completes (see [`crate::ack`]).
+//!
+//! Cost per batch: a few channel sends and an `Arc`; nothing per event beyond the stages'
+//! own work.
+
+pub(crate) mod graph;
+mod output;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Kind, Result};
+use crate::filter::Filter;
+use crate::frame::Codec;
+use crate::metrics::{ComponentMetrics, Metrics};
+use crate::pipeline::PipelineConfig;
+use crate::sink::Sink;
+use crate::source::{Budget, FrameSettings, OverflowPolicy, Shutdown, Source, SourceContext};
+
+pub use output::ComponentReport;
+use output::SinkMsg;
+use worker::{SourceRunner, TransformProto};
+
+/// Settings of a whole run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RuntimeSettings {
+    /// Batch and line bounds, worker threads, JSON engine (see [`PipelineConfig`]).
+    pub pipeline: PipelineConfig,
+    /// Where sources keep checkpoints and state. Default: none (nothing persisted).
+    pub data_dir: Option<PathBuf>,
+    /// How long a shutdown waits for in-flight batches to be delivered before giving up
+    /// (what is not delivered stays unacknowledged and replays). Default 25 s, under
+    /// Kubernetes' default grace period of 30 s.
+    pub drain_timeout: Duration,
+    /// A sink's queue idle this long has its [`Sink::flush`] called. Default 100 ms.
+    pub flush_interval: Duration,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            pipeline: PipelineConfig::default(),
+            data_dir: None,
+            drain_timeout: Duration::from_secs(25),
+            flush_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A source and how the runtime treats it.
+#[non_exhaustive]
+pub struct SourceSpec {
+    /// The source's name.
+    pub name: String,
+    /// Its type, for metrics (`file`, `kafka`, …).
+    pub kind: String,
+    /// The source.
+    pub source: Box<dyn Source>,
+    /// How its bytes are framed into events.
+    pub codec: Codec,
+    /// Most bytes in flight (sent, not yet acknowledged). Default 64 MiB.
+    pub in_flight_bytes: u64,
+    /// What happens when the cap is reached. Default [`OverflowPolicy::Block`].
+    pub overflow: OverflowPolicy,
+}
+
+/// Default in-flight cap per source: 64 MiB.
+pub const DEFAULT_IN_FLIGHT_BYTES: u64 = 64 << 20;
+
+impl SourceSpec {
+    /// A source with the default codec (NDJSON) and in-flight cap.
+    pub fn new(name: impl Into<String>, kind: impl Into<String>, source: Box<dyn Source>) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            source,
+            codec: Codec::Ndjson,
+            in_flight_bytes: DEFAULT_IN_FLIGHT_BYTES,
+            overflow: OverflowPolicy::Block,
+        }
+    }
+
+    /// Sets the codec.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sets the in-flight cap and overflow policy.
+    pub fn in_flight(mut self, bytes: u64, overflow: OverflowPolicy) -> Self {
+        self.in_flight_bytes = bytes;
+        self.overflow = overflow;
+        self
+    }
+}
+
+/// A transform: a filter and its inputs.
+#[non_exhaustive]
+pub struct TransformSpec {
+    /// The transform's name.
+    pub name: String,
+    /// Its type, for metrics (`wasm`, `native`).
+    pub kind: String,
+    /// `source`, `transform` or `transform.route` names.
+    pub inputs: Vec<String>,
+    /// The filter (forked for each worker and each place the graph uses it).
+    pub filter: Box<dyn Filter>,
+    /// The routes the filter sends events to, if declared: inputs naming another route of
+    /// this transform are refused.
+    pub routes: Option<Vec<String>>,
+}
+
+impl TransformSpec {
+    /// A transform reading `inputs`.
+    pub fn new(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        inputs: Vec<String>,
+        filter: Box<dyn Filter>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            inputs,
+            filter,
+            routes: None,
+        }
+    }
+}
+
+/// A sink and its inputs.
+#[non_exhaustive]
+pub struct SinkSpec {
+    /// The sink's name.
+    pub name: String,
+    /// Its type, for metrics.
+    pub kind: String,
+    /// `source`, `transform` or `transform.route` names.
+    pub inputs: Vec<String>,
+    /// The sink; it runs on a thread of its own.
+    pub sink: Box<dyn Sink + Send>,
+}
+
+impl SinkSpec {
+    /// A sink reading `inputs`.
+    pub fn new(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        inputs: Vec<String>,
+        sink: Box<dyn Sink + Send>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            inputs,
+            sink,
+        }
+    }
+}
+
+/// A graph of components, ready to start.
+///
+/// # Examples
+/// ```
+/// use sluicebox::runtime::{SinkSpec, SourceSpec, Topology, TransformSpec};
+/// use sluicebox::source::reader::ReaderSource;
+/// use sluicebox::{CollectSink, DropWhere};
+///
+/// let input = b"{\"level\":\"INFO\"}\n{\"level\":\"DEBUG\"}\n".to_vec();
+/// let report = Topology::new(Default::default())
+///     .source(SourceSpec::new("in", "reader", Box::new(ReaderSource::new("mem", std::io::Cursor::new(input)))))
+///     .transform(TransformSpec::new("f", "native", vec!["in".into()], Box::new(DropWhere::drop_debug())))
+///     .sink(SinkSpec::new("out", "collect", vec!["f".into()], Box::new(CollectSink::new())))
+///     .start()?
+///     .wait()?;
+/// assert!(report.is_balanced());
+/// assert_eq!(report.component("f").unwrap().discarded, 1);
+/// # Ok::<(), sluicebox::Error>(())
+/// ```
+#[derive(Default)]
+pub struct Topology {
+    settings: RuntimeSettings,
+    sources: Vec<SourceSpec>,
+    transforms: Vec<TransformSpec>,
+    sinks: Vec<SinkSpec>,
+    dead_letter: Option<SinkSpec>,
+    metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "transforms",
+                &self.transforms.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Topology {
+    /// An empty graph with these settings.
+    pub fn new(settings: RuntimeSettings) -> Self {
+        Self {
+            settings,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a source.
+    pub fn source(mut self, spec: SourceSpec) -> Self {
+        self.sources.push(spec);
+        self
+    }
+
+    /// Adds a transform.
+    pub fn transform(mut self, spec: TransformSpec) -> Self {
+        self.transforms.push(spec);
+        self
+    }
+
+    /// Adds a sink.
+    pub fn sink(mut self, spec: SinkSpec) -> Self {
+        self.sinks.push(spec);
+        self
+    }
+
+    /// Sets the dead-letter sink: every rejected event of every component goes there, as an
+    /// NDJSON object with `component`, `source`, `stream`, `reason`, `line`, `offset`,
+    /// `filter` and `raw`. Without one, dead letters are counted and the first few logged,
+    /// and count as delivered.
+    pub fn dead_letter(mut self, sink: Box<dyn Sink + Send>) -> Self {
+        self.dead_letter = Some(SinkSpec::new("dead_letter", "dead_letter", vec![], sink));
+        self
+    }
+
+    /// Uses `metrics` instead of a fresh set (to serve them before the run starts).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Checks the graph and lists every problem (empty when it can start).
+    pub fn check(&self) -> Vec<String> {
+        let (_, problems) = self.graph_spec().check();
+        problems
+            .into_iter()
+            .map(|p| format!("{}: {}: {}", p.component, p.key, p.message))
+            .collect()
+    }
+
+    fn graph_spec(&self) -> graph::GraphSpec {
+        graph::GraphSpec {
+            sources: self.sources.iter().map(|s| s.name.clone()).collect(),
+            transforms: self
+                .transforms
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.inputs.clone(),
+                        t.routes.clone().or_else(|| t.filter.routes()),
+                    )
+                })
+                .collect(),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|s| (s.name.clone(), s.inputs.clone()))
+                .collect(),
+        }
+    }
+
+    /// Starts every component.
+    ///
+    /// # Errors
+    /// [`Kind::Config`] listing every problem of the graph, or when a filter cannot be
+    /// forked for a worker or the tokio runtime cannot start.
+    pub fn start(self) -> Result<Running> {
+        self.settings.pipeline.validate()?;
+        let (g, problems) = self.graph_spec().check();
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems
+                .into_iter()
+                .map(|p| format!("{}: {}: {}", p.component, p.key, p.message))
+                .collect();
+            return Err(Error::config(lines.join("\n")));
+        }
+        let started = Instant::now();
+        let metrics = self.metrics.clone().unwrap_or_default();
+        let shutdown = Shutdown::new();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluicebox-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(Kind::Config, format!("cannot start the runtime: {e}")))?;
+        let (pool_tx, pool_rx) = crossbeam_channel::bounded(64);
+        let (work_tx, work_rx) = crossbeam_channel::unbounded::<crate::source::Work>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+
+        // Sinks, each on its own thread.
+        let mut sink_txs = Vec::new();
+        let mut sink_threads = Vec::new();
+        for spec in self.sinks {
+            let m = metrics.component(&spec.name, "sink", &spec.kind);
+            let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
+            sink_txs.push((tx, m.clone()));
+            sink_threads.push(output::spawn_sink(
+                spec.name,
+                spec.sink,
+                rx,
+                m,
+                shutdown.clone(),
+                self.settings.flush_interval,
+            ));
+        }
+        let dead_tx = match self.dead_letter {
+            Some(spec) => {
+                let m = metrics.component(&spec.name, "sink", &spec.kind);
+                let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
+                sink_threads.push(output::spawn_sink(
+                    spec.name,
+                    spec.sink,
+                    rx,
+                    m.clone(),
+                    shutdown.clone(),
+                    self.settings.flush_interval,
+                ));
+                Some((tx, m))
+            }
+            None => None,
+        };
+
+        // Transforms (prototypes) and per-source plans.
+        let protos: Arc<Vec<TransformProto>> = Arc::new(
+            self.transforms
+                .into_iter()
+                .map(|t| TransformProto {
+                    metrics: metrics.component(&t.name, "transform", &t.kind),
+                    name: t.name.into(),
+                    filter: t.filter,
+                })
+                .collect(),
+        );
+        let source_names: Vec<Arc<str>> = self
+            .sources
+            .iter()
+            .map(|s| Arc::from(s.name.as_str()))
+            .collect();
+        let source_metrics: Vec<ComponentMetrics> = self
+            .sources
+            .iter()
+            .map(|s| metrics.component(&s.name, "source", &s.kind))
+            .collect();
+        let plans: Vec<Arc<graph::SourcePlan>> = (0..self.sources.len())
+            .map(|i| Arc::new(g.plan(i)))
+            .collect();
+
+        // Workers.
+        let workers = self.settings.pipeline.workers.max(1);
+        let mut worker_threads = Vec::new();
+        for w in 0..workers {
+            let mut runners = Vec::with_capacity(plans.len());
+            for (i, plan) in plans.iter().enumerate() {
+                runners.push(SourceRunner::new(
+                    &self.settings.pipeline,
+                    plan.clone(),
+                    &protos,
+                    source_names[i].clone(),
+                    source_metrics[i].clone(),
+                    pool_tx.clone(),
+                )?);
+            }
+            let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("sluicebox-worker-{w}"))
+                .spawn(move || {
+                    for work in work_rx.iter() {
+                        let p = runners[work.source].process(work.source, work.batch);
+                        if done_tx.send(p).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| Error::new(Kind::Config, format!("cannot start a worker: {e}")))?;
+            worker_threads.push(t);
+        }
+        drop((work_rx, done_tx));
+
+        // The router.
+        let errors = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+        let router = output::spawn_router(
+            done_rx,
+            sink_txs,
+            dead_tx,
+            self.sources.len(),
+            shutdown.clone(),
+            errors.clone(),
+        );
+
+        // Sources.
+        let mut source_tasks = Vec::new();
+        let mut budgets = Vec::new();
+        for (i, spec) in self.sources.into_iter().enumerate() {
+            let budget = Arc::new(Budget::new(spec.in_flight_bytes.max(1), spec.overflow));
+            budgets.push((spec.name.clone(), budget.clone(), source_metrics[i].clone()));
+            let cx = SourceContext::new(
+                source_names[i].clone(),
+                i,
+                FrameSettings {
+                    codec: spec.codec,
+                    pipeline: self.settings.pipeline.clone(),
+                },
+                budget,
+                shutdown.clone(),
+                work_tx.clone(),
+                pool_rx.clone(),
+                self.settings.data_dir.clone(),
+                source_metrics[i].clone(),
+            );
+            source_metrics[i].up.set(1);
+            let name = spec.name.clone();
+            source_tasks.push((name, rt.spawn(spec.source.run(cx))));
+        }
+        drop(work_tx);
+        // Gauges sampled once a second.
+        let sampler_stop = shutdown.clone();
+        rt.spawn(async move {
+            loop {
+                for (_, b, m) in &budgets {
+                    m.buffer_bytes.set(b.used() as i64);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = sampler_stop.wait() => {}
+                }
+                if budgets.iter().all(|(_, b, _)| b.used() == 0) && sampler_stop.is_triggered() {
+                    for (_, _, m) in &budgets {
+                        m.buffer_bytes.set(0);
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(Running {
+            rt,
+            shutdown,
+            metrics,
+            source_tasks,
+            source_metrics,
+            worker_threads,
+            router: Some(router),
+            sink_threads,
+            errors,
+            started,
+            drain_timeout: self.settings.drain_timeout,
+        })
+    }
+}
+
+/// A started topology. Dropping it without [`Running::wait`] shuts it down and waits.
+pub struct Running {
+    rt: tokio::runtime::Runtime,
+    shutdown: Shutdown,
+    metrics: Metrics,
+    source_tasks: Vec<(String, tokio::task::JoinHandle<Result<()>>)>,
+    source_metrics: Vec<ComponentMetrics>,
+    worker_threads: Vec<std::thread::JoinHandle<()>>,
+    router: Option<std::thread::JoinHandle<()>>,
+    sink_threads: Vec<std::thread::JoinHandle<ComponentReport>>,
+    errors: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    started: Instant,
+    drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("sources", &self.source_tasks.len())
+            .field("workers", &self.worker_threads.len())
+            .field("sinks", &self.sink_threads.len())
+            .finish()
+    }
+}
+
+/// What a finished run reports: per component counts, and the errors components stopped
+/// on.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// Every component's counts.
+    pub components: Vec<ComponentReport>,
+    /// `(component, message)` of every component that failed.
+    pub errors: Vec<(String, String)>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Whether the drain deadline passed before every sink finished.
+    pub timed_out: bool,
+}
+
+impl RunReport {
+    /// The report of component `name`.
+    pub fn component(&self, name: &str) -> Option<&ComponentReport> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// Whether every component's counts balance (see [`ComponentReport::is_balanced`]).
+    pub fn is_balanced(&self) -> bool {
+        self.components.iter().all(ComponentReport::is_balanced)
+    }
+}
+
+impl Running {
+    /// The shutdown signal (fire it to stop the sources; [`Running::wait`] then drains).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The run's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A handle to the tokio runtime the sources run on.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
+    /// Stops the sources and drains (see [`Running::wait`]).
+    ///
+    /// # Errors
+    /// As [`Running::wait`].
+    pub fn stop(self) -> Result<RunReport> {
+        self.shutdown.trigger();
+        self.wait()
+    }
+
+    /// Waits until every source is done (read-once inputs exhausted, or shutdown fired),
+    /// then until everything in flight is delivered, at most the drain timeout after the
+    /// shutdown. Events not delivered by then stay unacknowledged.
+    ///
+    /// # Errors
+    /// Never for a component's failure: those are in [`RunReport::errors`]. Only when the
+    /// runtime itself breaks (a thread panicked).
+    pub fn wait(mut self) -> Result<RunReport> {
+        let tasks = std::mem::take(&mut self.source_tasks);
+        let shutdown = self.shutdown.clone();
+        let drain = self.drain_timeout;
+        let mut errors = Vec::new();
+        for (i, (name, task)) in tasks.into_iter().enumerate() {
+            let r = self.rt.block_on(task);
+            self.source_metrics[i].up.set(0);
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.source_metrics[i].error("source_failed", "receiving");
+                    errors.push((name, e.to_string()));
+                }
+                Err(e) => errors.push((name, format!("the source task failed: {e}"))),
+            }
+        }
+        let _ = shutdown;
+        // Sources are done: the work channel closes once their contexts are gone. Wait for
+        // the workers, the router and the sinks, within the drain deadline.
+        let deadline = Instant::now() + drain;
+        let mut timed_out = false;
+        let join_by = |h: std::thread::JoinHandle<()>, timed_out: &mut bool| {
+            while !h.is_finished() {
+                if Instant::now() >= deadline {
+                    *timed_out = true;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = h.join();
+        };
+        for h in std::mem::take(&mut self.worker_threads) {
+            join_by(h, &mut timed_out);
+        }
+        if let Some(r) = self.router.take() {
+            join_by(r, &mut timed_out);
+        }
+        let mut components = Vec::new();
+        for h in std::mem::take(&mut self.sink_threads) {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                if let Ok(rep) = h.join() {
+                    if let Some(e) = &rep.error {
+                        errors.push((rep.name.clone(), e.clone()));
+                    }
+                    components.push(rep);
+                }
+            } else {
+                timed_out = true;
+            }
+        }
+        errors.extend(
+            self.errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..),
+        );
+        self.shutdown.trigger();
+        let mut all = output::component_reports(&self.metrics, &components);
+        all.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
+        Ok(RunReport {
+            components: all,
+            errors,
+            elapsed: self.started.elapsed(),
+            timed_out,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
