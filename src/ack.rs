@@ -126,9 +126,9 @@ impl Watermark {
         self.acked
     }
 
-    /// Batches sent and not yet completed, plus those completed after a gap.
+    /// Batches sent and not yet completed.
     pub fn outstanding(&self) -> u64 {
-        self.next_seq - self.next_expected
+        self.next_seq - self.delivered - self.errored
     }
 
     /// Whether an errored batch stopped the watermark for good (until a restart).

@@ -1,0 +1,345 @@
+//! The runtime: sources with streams, acknowledgements through filters and fan-out, routes,
+//! dead letters, failing sinks, bounded memory.
+
+use std::sync::{Arc, Mutex};
+
+use sluicebox::ack::Stream;
+use sluicebox::runtime::{RuntimeSettings, SinkSpec, SourceSpec, Topology, TransformSpec};
+use sluicebox::source::reader::ReaderSource;
+use sluicebox::source::{BoxFuture, Source, SourceContext};
+use sluicebox::{Decisions, DropWhere, Events, Filter, Flow, Output, Sink};
+
+/// A sink that keeps what it received in shared memory, and can fail on chosen batches.
+#[derive(Clone, Default)]
+struct Shared {
+    lines: Arc<Mutex<Vec<String>>>,
+    fail_batches: Arc<Mutex<Vec<usize>>>,
+    batches: Arc<Mutex<usize>>,
+}
+
+impl Sink for Shared {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        let mut n = self.batches.lock().unwrap();
+        let i = *n;
+        *n += 1;
+        if self.fail_batches.lock().unwrap().contains(&i) {
+            return Err(sluicebox::Error::new(
+                sluicebox::Kind::Sink,
+                "refused by the test",
+            ));
+        }
+        let mut lines = self.lines.lock().unwrap();
+        for e in out.iter() {
+            lines.push(String::from_utf8(e.bytes.to_vec()).unwrap());
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// A source that sends the given batches (each a list of lines) on one stream, position =
+/// index of the batch + 1, then waits until its stream is idle and reports it.
+struct Batches {
+    batches: Vec<Vec<String>>,
+    report: Arc<Mutex<Option<Stream>>>,
+}
+
+impl Source for Batches {
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, sluicebox::Result<()>> {
+        Box::pin(async move {
+            let stream = cx.stream("batches", None);
+            *self.report.lock().unwrap() = Some(stream.clone());
+            for (i, lines) in self.batches.iter().enumerate() {
+                let mut d = cx.decoder(0);
+                let mut b = cx.batch();
+                let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                let mut input = text.as_bytes();
+                // Each batch of the test is one chunk: complete once its input is taken.
+                if !d.decode(&mut input, &mut b) {
+                    d.decode_eof(&mut b);
+                }
+                assert!(cx.send(&stream, b, i as u64 + 1).await);
+            }
+            for _ in 0..2000 {
+                if stream.is_idle() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn settings(workers: usize) -> RuntimeSettings {
+    let mut s = RuntimeSettings::default();
+    s.pipeline.workers = workers;
+    s
+}
+
+fn line(level: &str, n: usize) -> String {
+    format!("{{\"level\":\"{level}\",\"n\":{n}}}")
+}
+
+#[test]
+fn a_reader_through_a_filter_keeps_order_and_counts_with_several_workers() {
+    let corpus = sluicebox::loggen::corpus(20_000, 3);
+    let expected: Vec<String> = corpus
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && !l.windows(15).any(|w| w == b"\"level\":\"DEBUG\""))
+        .map(|l| String::from_utf8(l.to_vec()).unwrap())
+        .collect();
+    for workers in [1, 2, 3] {
+        let sink = Shared::default();
+        let report = Topology::new(settings(workers))
+            .source(SourceSpec::new(
+                "in",
+                "reader",
+                Box::new(ReaderSource::new(
+                    "corpus",
+                    std::io::Cursor::new(corpus.clone()),
+                )),
+            ))
+            .transform(TransformSpec::new(
+                "drop_debug",
+                "native",
+                vec!["in".into()],
+                Box::new(DropWhere::drop_debug()),
+            ))
+            .sink(SinkSpec::new(
+                "out",
+                "test",
+                vec!["drop_debug".into()],
+                Box::new(sink.clone()),
+            ))
+            .start()
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(report.is_balanced(), "{report:?}");
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(*sink.lines.lock().unwrap(), expected, "workers={workers}");
+        let f = report.component("drop_debug").unwrap();
+        assert_eq!(f.received, 20_000);
+        assert_eq!(f.sent + f.discarded, 20_000);
+    }
+}
+
+#[test]
+fn a_failed_batch_stops_the_watermark_at_the_contiguous_delivered_prefix() {
+    let batches: Vec<Vec<String>> = (0..6).map(|i| vec![line("INFO", i)]).collect();
+    let sink = Shared::default();
+    // The sink's second write fails: batches 0 is delivered, 1 fails, the sink then takes
+    // nothing more.
+    sink.fail_batches.lock().unwrap().push(1);
+    let report_stream = Arc::new(Mutex::new(None));
+    let report = Topology::new(settings(2))
+        .source(SourceSpec::new(
+            "src",
+            "test",
+            Box::new(Batches {
+                batches,
+                report: report_stream.clone(),
+            }),
+        ))
+        .sink(SinkSpec::new(
+            "out",
+            "test",
+            vec!["src".into()],
+            Box::new(sink.clone()),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    let stream = report_stream.lock().unwrap().clone().unwrap();
+    assert_eq!(stream.acked(), Some(1), "only batch 0 was delivered");
+    assert!(stream.watermark().is_blocked());
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    let out = report.component("out").unwrap();
+    assert_eq!((out.received, out.sent, out.failed), (6, 1, 5));
+    assert!(report.is_balanced(), "{report:?}");
+}
+
+/// Routes each event to its level in lower case.
+#[derive(Clone)]
+struct RouteByLevel;
+
+impl Filter for RouteByLevel {
+    fn name(&self) -> &str {
+        "route_by_level"
+    }
+    fn routes(&self) -> Option<Vec<String>> {
+        Some(vec!["info".into(), "error".into(), "debug".into()])
+    }
+    fn process(&mut self, events: &Events<'_>, d: &mut Decisions) -> sluicebox::Result<()> {
+        for (i, e) in events.iter().enumerate() {
+            let route = match e.field("level").map(|f| f.raw) {
+                Some(b"ERROR") => "error",
+                Some(b"DEBUG") => "debug",
+                Some(b"INFO") => "info",
+                _ => "other",
+            };
+            d.route(i, route);
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn Filter>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+#[test]
+fn fan_out_and_routes_deliver_every_event_once_per_reader_and_ack_after_all() {
+    let mut lines = Vec::new();
+    for i in 0..300 {
+        let level = ["INFO", "ERROR", "DEBUG", "WARN"][i % 4];
+        lines.push(line(level, i));
+    }
+    let batches: Vec<Vec<String>> = lines.chunks(7).map(|c| c.to_vec()).collect();
+    let n_batches = batches.len() as u64;
+    let (all, errors, infos, dead) = (
+        Shared::default(),
+        Shared::default(),
+        Shared::default(),
+        Shared::default(),
+    );
+    // The error sink fails once: nothing after that batch may be acknowledged.
+    let report_stream = Arc::new(Mutex::new(None));
+    let report = Topology::new(settings(2))
+        .source(SourceSpec::new(
+            "src",
+            "test",
+            Box::new(Batches {
+                batches,
+                report: report_stream.clone(),
+            }),
+        ))
+        .transform(TransformSpec::new(
+            "by_level",
+            "native",
+            vec!["src".into()],
+            Box::new(RouteByLevel),
+        ))
+        .sink(SinkSpec::new(
+            "all",
+            "test",
+            vec!["src".into()],
+            Box::new(all.clone()),
+        ))
+        .sink(SinkSpec::new(
+            "errors",
+            "test",
+            vec!["by_level.error".into()],
+            Box::new(errors.clone()),
+        ))
+        .sink(SinkSpec::new(
+            "infos",
+            "test",
+            vec!["by_level.info".into(), "by_level.debug".into()],
+            Box::new(infos.clone()),
+        ))
+        .dead_letter(Box::new(dead.clone()))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.is_balanced(), "{report:?}");
+    assert_eq!(all.lines.lock().unwrap().len(), 300);
+    assert_eq!(errors.lines.lock().unwrap().len(), 75);
+    assert_eq!(infos.lines.lock().unwrap().len(), 150);
+    // WARN events were routed to "other", which nothing reads: dead-lettered, not lost.
+    let dead = dead.lines.lock().unwrap();
+    assert_eq!(dead.len(), 75);
+    let v: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    assert_eq!(v["component"], "by_level");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("routed to by_level.other"),
+        "{v}"
+    );
+    let stream = report_stream.lock().unwrap().clone().unwrap();
+    assert_eq!(stream.acked(), Some(n_batches));
+}
+
+#[test]
+fn a_panicking_sink_is_an_error_of_that_sink_and_nothing_is_acknowledged() {
+    struct Panics;
+    impl Sink for Panics {
+        fn write(&mut self, _out: &Output<'_>) -> sluicebox::Result<Flow> {
+            panic!("boom")
+        }
+    }
+    let report_stream = Arc::new(Mutex::new(None));
+    let report = Topology::new(settings(1))
+        .source(SourceSpec::new(
+            "src",
+            "test",
+            Box::new(Batches {
+                batches: vec![vec![line("INFO", 1)], vec![line("INFO", 2)]],
+                report: report_stream.clone(),
+            }),
+        ))
+        .sink(SinkSpec::new(
+            "p",
+            "test",
+            vec!["src".into()],
+            Box::new(Panics),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|(c, e)| c == "p" && e.contains("boom")),
+        "{:?}",
+        report.errors
+    );
+    let stream = report_stream.lock().unwrap().clone().unwrap();
+    assert_eq!(stream.acked(), None);
+}
+
+#[test]
+fn a_bad_graph_is_refused_with_every_problem() {
+    let err = Topology::new(settings(1))
+        .source(SourceSpec::new(
+            "a",
+            "reader",
+            Box::new(ReaderSource::new("x", std::io::empty())),
+        ))
+        .sink(SinkSpec::new(
+            "s",
+            "test",
+            vec!["b".into()],
+            Box::new(Shared::default()),
+        ))
+        .start()
+        .unwrap_err();
+    let m = err.to_string();
+    assert!(
+        m.contains("s: inputs: input \"b\" names no source or transform"),
+        "{m}"
+    );
+    assert!(m.contains("nothing reads source \"a\""), "{m}");
+}
+
+#[test]
+fn the_examples_run() {
+    let dir = crate::common::sluicebox_bin()
+        .parent()
+        .unwrap()
+        .join("examples");
+    for ex in ["custom_source", "custom_sink"] {
+        let out = std::process::Command::new(dir.join(ex)).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{ex}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
