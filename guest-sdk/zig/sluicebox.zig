@@ -7,7 +7,7 @@
 //! /// True keeps the event.
 //! fn dropDebug(e: *const sb.Event) bool {
 //!     const level = e.get("level") orelse return true;
-//!     return !level.strEql("DEBUG");
+//!     return !level.strEq("DEBUG");
 //! }
 //!
 //! comptime {
@@ -274,26 +274,26 @@ pub const Event = struct {
         return findPath(self, 0, self.nodes.len / node_len, 0, path);
     }
 
-    /// The string at `path`, decoded into `buf` when it has escapes (see `Value.str`).
-    pub fn getStr(self: *const Event, path: []const u8, buf: []u8) ?[]const u8 {
-        return (self.get(path) orelse return null).str(buf);
+    /// The string at `path`, decoded into `buf` when it has escapes (see `Value.asStr`).
+    pub fn str(self: *const Event, path: []const u8, buf: []u8) ?[]const u8 {
+        return (self.get(path) orelse return null).asStr(buf);
     }
 
     /// Whether `path` holds the string `s` (compared after decoding).
-    pub fn strEql(self: *const Event, path: []const u8, s: []const u8) bool {
-        return (self.get(path) orelse return false).strEql(s);
+    pub fn strEq(self: *const Event, path: []const u8, s: []const u8) bool {
+        return (self.get(path) orelse return false).strEq(s);
     }
 
-    pub fn getInt(self: *const Event, path: []const u8) ?i64 {
-        return (self.get(path) orelse return null).int();
+    pub fn getI64(self: *const Event, path: []const u8) ?i64 {
+        return (self.get(path) orelse return null).asI64();
     }
 
-    pub fn getFloat(self: *const Event, path: []const u8) ?f64 {
-        return (self.get(path) orelse return null).float();
+    pub fn getF64(self: *const Event, path: []const u8) ?f64 {
+        return (self.get(path) orelse return null).asF64();
     }
 
     pub fn getBool(self: *const Event, path: []const u8) ?bool {
-        return (self.get(path) orelse return null).boolean();
+        return (self.get(path) orelse return null).asBool();
     }
 
     /// Whether `path` holds `null` (a missing path is not null).
@@ -302,7 +302,7 @@ pub const Event = struct {
     }
 
     /// Whether the event has `path`, whatever its value.
-    pub fn contains(self: *const Event, path: []const u8) bool {
+    pub fn has(self: *const Event, path: []const u8) bool {
         return self.get(path) != null;
     }
 };
@@ -379,13 +379,13 @@ pub const Value = struct {
     }
 
     /// Whether the value is the string `s`, compared after decoding, without copying.
-    pub fn strEql(self: Value, s: []const u8) bool {
+    pub fn strEq(self: Value, s: []const u8) bool {
         return self.kind == .string and bodyEql(self.bytes, self.escaped, s, false);
     }
 
     /// The string: its bytes when it has no escapes, else decoded into `buf`. Null when the
     /// value is not a string, has an invalid escape or does not fit (`bytes.len` always fits).
-    pub fn str(self: Value, buf: []u8) ?[]const u8 {
+    pub fn asStr(self: Value, buf: []u8) ?[]const u8 {
         if (self.kind != .string) return null;
         if (!self.escaped) return self.bytes;
         var o: usize = 0;
@@ -406,10 +406,10 @@ pub const Value = struct {
     }
 
     /// The string decoded into new memory from `gpa` (the caller frees it).
-    pub fn strAlloc(self: Value, gpa: std.mem.Allocator) Error!?[]u8 {
+    pub fn asStrAlloc(self: Value, gpa: std.mem.Allocator) Error!?[]u8 {
         if (self.kind != .string) return null;
         const buf = try gpa.alloc(u8, self.bytes.len);
-        const s = self.str(buf) orelse {
+        const s = self.asStr(buf) orelse {
             gpa.free(buf);
             return null;
         };
@@ -418,7 +418,7 @@ pub const Value = struct {
     }
 
     /// The integer, when the value is a number written as an integer in the `i64` range.
-    pub fn int(self: Value) ?i64 {
+    pub fn asI64(self: Value) ?i64 {
         if (self.kind != .number) return null;
         for (self.bytes, 0..) |c, i| {
             if (!(std.ascii.isDigit(c) or (i == 0 and (c == '-' or c == '+')))) return null;
@@ -427,13 +427,13 @@ pub const Value = struct {
     }
 
     /// The number as an `f64` (correctly rounded).
-    pub fn float(self: Value) ?f64 {
+    pub fn asF64(self: Value) ?f64 {
         if (self.kind != .number) return null;
         return std.fmt.parseFloat(f64, self.bytes) catch null;
     }
 
     /// The boolean, when the value is `true` or `false`.
-    pub fn boolean(self: Value) ?bool {
+    pub fn asBool(self: Value) ?bool {
         return switch (self.kind) {
             .true => true,
             .false => false,
@@ -453,7 +453,7 @@ pub const Value = struct {
 /// The changes a map filter makes to one event.
 ///
 /// Every call appends one record. No call keeps the event as it is; `set*`/`remove`/`rename`
-/// edit it; `drop` drops it and `fail` dead-letters it: after those two the event's other
+/// edit it; `discard` drops it and `fail` dead-letters it: after those two the event's other
 /// records are withdrawn and later calls are ignored. `route` sends the event to a named
 /// output. The host applies the records in order.
 pub const Edits = struct {
@@ -518,7 +518,7 @@ pub const Edits = struct {
         return self.edit(op_set, path, s, true);
     }
 
-    pub fn setInt(self: *Edits, path: []const u8, value: i64) Error!void {
+    pub fn setI64(self: *Edits, path: []const u8, value: i64) Error!void {
         var buf: [20]u8 = undefined;
         return self.set(path, std.fmt.bufPrint(&buf, "{d}", .{value}) catch unreachable);
     }
@@ -550,7 +550,7 @@ pub const Edits = struct {
     }
 
     /// Drops the event.
-    pub fn drop(self: *Edits) void {
+    pub fn discard(self: *Edits) void {
         if (!self.live()) return;
         self.buf.shrinkRetainingCapacity(self.start);
         self.verdict = .drop;
@@ -645,7 +645,7 @@ const Parser = struct {
         p.at = i + 1;
         const buf = allocator.alloc(u8, body.len) catch return .{ .err = "out of memory" };
         const v: Value = .{ .kind = .string, .escaped = true, .bytes = body, .event = undefined, .depth = 0, .lo = 0, .hi = 0 };
-        return .{ .ok = v.str(buf) orelse return .{ .err = "invalid parameters: invalid escape" } };
+        return .{ .ok = v.asStr(buf) orelse return .{ .err = "invalid parameters: invalid escape" } };
     }
 
     fn parse(p: *Parser) union(enum) { ok: Params, err: []const u8 } {
@@ -681,11 +681,13 @@ const Parser = struct {
 
 // ---- Logging ---------------------------------------------------------------------------------
 
-extern "sluicebox" fn log(level: i32, ptr: u32, len: u32) void;
+const host = struct {
+    extern "sluicebox" fn log(level: i32, ptr: u32, len: u32) void;
+};
 
 /// Logs through the host (rate-limited there). Using it adds the `sluicebox.log` import.
-pub fn hostLog(level: LogLevel, message: []const u8) void {
-    log(@intFromEnum(level), addr(message.ptr), @intCast(message.len));
+pub fn log(level: LogLevel, message: []const u8) void {
+    host.log(@intFromEnum(level), addr(message.ptr), @intCast(message.len));
 }
 
 // ---- Runtime ---------------------------------------------------------------------------------
@@ -788,7 +790,7 @@ inline fn handle(event: *const Event, i: u32, comptime mode: Mode, comptime f: a
                 .error_union => f(event) catch |err| return failWith(edits, err),
                 else => f(event),
             };
-            if (!keep) edits.drop();
+            if (!keep) edits.discard();
         },
         .map => {
             edits.begin(i, .keep);

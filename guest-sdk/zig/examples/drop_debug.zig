@@ -4,7 +4,7 @@ const sb = @import("sluicebox");
 
 /// True keeps the event.
 fn dropDebug(e: *const sb.Event) bool {
-    return !e.strEql("level", "DEBUG");
+    return !e.strEq("level", "DEBUG");
 }
 
 comptime {

@@ -3,7 +3,7 @@ const sb = @import("sluicebox");
 
 fn tagService(e: *const sb.Event, out: *sb.Edits) !void {
     try out.setStr("env", "prod");
-    if (e.contains("msg")) try out.rename("msg", "message");
+    if (e.has("msg")) try out.rename("msg", "message");
 }
 
 comptime {
