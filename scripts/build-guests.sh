@@ -4,7 +4,8 @@
 #
 #     bash scripts/build-guests.sh                  # every language
 #     bash scripts/build-guests.sh c zig            # only these: rust c zig assemblyscript go
-#     GUEST_TESTS=1 bash scripts/build-guests.sh    # also run the Go SDK's native `go test`
+#     GUEST_TESTS=1 bash scripts/build-guests.sh    # also run each SDK's native tests (C, Zig,
+#                                                   # AssemblyScript, Go; no wasm runtime)
 #
 # Toolchains (checked first, installed only when missing; a failed install stops the script
 # with a non-zero status, a language is never skipped):
@@ -209,6 +210,17 @@ build_c() {
             "$src" -o "$out/$name.wasm" || die "clang failed on $src"
         check "$out/$name.wasm"
     done
+    if [ "${GUEST_TESTS:-0}" = 1 ]; then
+        # Native tests: tests/<name>_test.c linked with examples/<name>.c (sluicebox_test.h).
+        local t
+        mkdir -p "$target_dir/guests/c-tests"
+        for t in guest-sdk/c/tests/*_test.c; do
+            name="$(basename "$t" _test.c)"
+            clang -std=c11 -Wall -Wextra -Werror -I guest-sdk/c "$t" "guest-sdk/c/examples/$name.c" \
+                -o "$target_dir/guests/c-tests/$name" || die "clang failed on $t"
+            "$target_dir/guests/c-tests/$name" || die "native C test failed: $t"
+        done
+    fi
 }
 
 build_zig() {
