@@ -255,6 +255,10 @@ build_assemblyscript() {
             -O3 --runtime stub --use abort= || die "asc failed on $src"
         check "$out/$name.wasm"
     done
+    if [ "${GUEST_TESTS:-0}" = 1 ]; then
+        # Native tests under Node.js: tests/*.test.mjs with testing/harness.mjs as the host.
+        SLUICEBOX_GUESTS="$out" node --test "$as_dir"/tests/ || die "node --test failed in guest-sdk/assemblyscript/tests"
+    fi
 }
 
 build_go() {
