@@ -241,6 +241,11 @@ build_zig() {
         rm -f "$out/$name.probe.wasm"
         zig "${flags[@]}" "${exports[@]}" "-femit-bin=$out/$name.wasm" || die "zig failed on $src"
         check "$out/$name.wasm"
+        if [ "${GUEST_TESTS:-0}" = 1 ]; then
+            # Native tests: the file's `test` blocks through sb.testing, for the host OS.
+            zig test --dep sluicebox "-Mroot=$src" "-Msluicebox=guest-sdk/zig/sluicebox.zig" ||
+                die "zig test failed on $src"
+        fi
     done
 }
 

@@ -1,5 +1,8 @@
 //! tag_service: sets `"env":"prod"` on every event and renames `msg` to `message`.
+const std = @import("std");
 const sb = @import("sluicebox");
+
+const options: sb.Options = .{ .fields = &.{"msg"} };
 
 fn tagService(e: *const sb.Event, out: *sb.Edits) !void {
     try out.setStr("env", "prod");
@@ -7,5 +10,14 @@ fn tagService(e: *const sb.Event, out: *sb.Edits) !void {
 }
 
 comptime {
-    sb.exportMap(tagService, .{ .fields = &.{"msg"} });
+    sb.exportMap(tagService, options);
+}
+
+// Native tests: `zig test` (see the README); the module build leaves them out.
+test "sets env and renames msg when present" {
+    var o = try sb.testing.map(tagService, options, "{\"msg\":\"hi\"}");
+    try std.testing.expectEqual(sb.Verdict.edit, o.verdict);
+    try std.testing.expectEqualStrings("set env \"prod\"\nrename msg message", o.records);
+    o = try sb.testing.map(tagService, options, "{\"x\":1}");
+    try std.testing.expectEqualStrings("set env \"prod\"", o.records);
 }
