@@ -21,3 +21,17 @@ test "sets env and renames msg when present" {
     o = try sb.testing.map(tagService, options, "{\"x\":1}");
     try std.testing.expectEqualStrings("set env \"prod\"", o.records);
 }
+
+test "an init through sb.testing: accepts, rejects with its message, rejects bad JSON" {
+    const S = struct {
+        fn setup(p: *const sb.Params) !void {
+            if (p.get("n")) |n| {
+                if (n.len == 0) return p.reject("n must not be empty");
+            }
+        }
+    };
+    try std.testing.expect(sb.testing.init(S.setup, "{}") == null);
+    try std.testing.expect(sb.testing.init(S.setup, "{\"n\":\"3\"}") == null);
+    try std.testing.expectEqualStrings("n must not be empty", sb.testing.init(S.setup, "{\"n\":\"\"}").?);
+    try std.testing.expectEqualStrings("invalid parameters: expected a JSON object", sb.testing.init(S.setup, "[1]").?);
+}
