@@ -4,7 +4,8 @@
 #
 #     bash scripts/build-guests.sh                  # every language
 #     bash scripts/build-guests.sh c zig            # only these: rust c zig assemblyscript go
-#     GUEST_TESTS=1 bash scripts/build-guests.sh    # also run the Go SDK's native `go test`
+#     GUEST_TESTS=1 bash scripts/build-guests.sh    # also run each SDK's native tests (C, Zig,
+#                                                   # AssemblyScript, Go; no wasm runtime)
 #
 # Toolchains (checked first, installed only when missing; a failed install stops the script
 # with a non-zero status, a language is never skipped):
@@ -209,6 +210,20 @@ build_c() {
             "$src" -o "$out/$name.wasm" || die "clang failed on $src"
         check "$out/$name.wasm"
     done
+    if [ "${GUEST_TESTS:-0}" = 1 ]; then
+        # Native tests: tests/<name>_test.c linked with examples/<name>.c when there is one
+        # (sluicebox_test.h; a test without an example defines its own filter).
+        local t with
+        mkdir -p "$target_dir/guests/c-tests"
+        for t in guest-sdk/c/tests/*_test.c; do
+            name="$(basename "$t" _test.c)"
+            with=()
+            if [ -f "guest-sdk/c/examples/$name.c" ]; then with=("guest-sdk/c/examples/$name.c"); fi
+            clang -std=c11 -Wall -Wextra -Werror -I guest-sdk/c "$t" "${with[@]}" \
+                -o "$target_dir/guests/c-tests/$name" || die "clang failed on $t"
+            "$target_dir/guests/c-tests/$name" || die "native C test failed: $t"
+        done
+    fi
 }
 
 build_zig() {
@@ -229,6 +244,11 @@ build_zig() {
         rm -f "$out/$name.probe.wasm"
         zig "${flags[@]}" "${exports[@]}" "-femit-bin=$out/$name.wasm" || die "zig failed on $src"
         check "$out/$name.wasm"
+        if [ "${GUEST_TESTS:-0}" = 1 ]; then
+            # Native tests: the file's `test` blocks through sb.testing, for the host OS.
+            zig test --dep sluicebox "-Mroot=$src" "-Msluicebox=guest-sdk/zig/sluicebox.zig" ||
+                die "zig test failed on $src"
+        fi
     done
 }
 
@@ -243,6 +263,10 @@ build_assemblyscript() {
             -O3 --runtime stub --use abort= || die "asc failed on $src"
         check "$out/$name.wasm"
     done
+    if [ "${GUEST_TESTS:-0}" = 1 ]; then
+        # Native tests under Node.js: tests/*.test.mjs with testing/harness.mjs as the host.
+        SLUICEBOX_GUESTS="$out" node --test "$as_dir"/tests/ || die "node --test failed in guest-sdk/assemblyscript/tests"
+    fi
 }
 
 build_go() {

@@ -1,7 +1,9 @@
 //! The `sluicebox` command: `filter` (NDJSON in, NDJSON out), `demo` (the main job on
-//! generated logs), `gen` (write a generated corpus) and `bench` (measure scenarios).
+//! generated logs), `gen` (write a generated corpus), `bench` (measure scenarios) and `test`
+//! (golden cases for filter modules).
 
 mod bench;
+mod test_cmd;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -38,6 +40,8 @@ enum Command {
     Gen(GenArgs),
     /// Measure baselines and pipelines side by side on the same bytes.
     Bench(bench::BenchArgs),
+    /// Run golden test cases (TOML case files, see docs/testing.md) for filter modules.
+    Test(test_cmd::TestArgs),
 }
 
 #[derive(Args, Clone)]
@@ -203,6 +207,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd_demo(a),
         Command::Gen(a) => cmd_gen(a),
         Command::Bench(a) => bench::run(a),
+        Command::Test(a) => test_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

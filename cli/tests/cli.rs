@@ -92,7 +92,10 @@ fn wasm_module_through_the_cli_and_load_errors_exit_2() {
         .args([
             "filter",
             "--module",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wat/drop_debug.wat"),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/wat/drop_debug.wat"
+            ),
             "--no-cache",
         ])
         .stdin(std::process::Stdio::piped())

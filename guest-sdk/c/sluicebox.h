@@ -160,7 +160,7 @@ SB_API sb_value sb_value_get(sb_value v, const char *path);
 SB_API sb_bytes sb_raw(const sb_event *e);
 
 /* Whether `v` is present (any kind but SB_MISSING). */
-SB_API bool sb_exists(sb_value v);
+SB_API bool sb_has(sb_value v);
 /* Whether `v` is `null`. */
 SB_API bool sb_is_null(sb_value v);
 /* Whether `v` is the string `s` (NUL-terminated), compared after decoding `v`'s escapes. */
@@ -179,7 +179,7 @@ SB_API bool sb_as_f64(sb_value v, double *out);
 
 /* ---- Edits (map filters) --------------------------------------------------------------------
  * Each call appends one record. No call keeps the event as it is; set/remove/rename edit it;
- * sb_drop drops it and sb_fail dead-letters it: after those two, the event's other records are
+ * sb_discard drops it and sb_fail dead-letters it: after those two, the event's other records are
  * withdrawn and later calls are ignored. sb_route sends the event to a named output. The host
  * applies the records in order. */
 
@@ -200,7 +200,7 @@ SB_API void sb_rename(sb_edits *ed, const char *from, const char *to);
 /* Sends the event to the output named `name`. */
 SB_API void sb_route(sb_edits *ed, const char *name);
 /* Drops the event. */
-SB_API void sb_drop(sb_edits *ed);
+SB_API void sb_discard(sb_edits *ed);
 /* Dead-letters the event with `reason`. */
 SB_API void sb_fail(sb_edits *ed, const char *reason);
 /* The verdict the calls so far give the event. */
@@ -221,7 +221,7 @@ SB_API uint32_t sb_emit_count(const sb_emitter *em);
 
 /* The value of `key` (last occurrence wins). The value is NUL-terminated and lives as long as
  * the instance, so init may keep the pointer. */
-SB_API bool sb_param(const sb_params *p, const char *key, sb_bytes *value);
+SB_API bool sb_params_get(const sb_params *p, const char *key, sb_bytes *value);
 
 /* ---- Memory and logging ------------------------------------------------------------------- */
 
@@ -251,6 +251,29 @@ SB_API int32_t sb__run_init(int32_t block, sb__init_fn fn);
 
 #define SB__EXPORT(name) __attribute__((export_name(#name), visibility("default")))
 
+#ifndef __wasm__
+/* Natively (for tests: see sluicebox_test.h) the macros register the callbacks here instead of
+ * defining exports. */
+typedef enum { SB__FILTER, SB__MAP, SB__FLAT_MAP } sb__mode;
+typedef struct sb__registry {
+    sb__mode mode;
+    void (*fn)(void);
+    const sb__spec *spec;
+    sb__init_fn init;
+} sb__registry;
+extern sb__registry sb__registered;
+#define SB__REGISTER(m, f)                                                                      \
+    __attribute__((constructor)) static void sb__register(void) {                               \
+        sb__registered.mode = (m);                                                              \
+        sb__registered.fn = (void (*)(void))(f);                                                \
+        sb__registered.spec = &sb__the_spec;                                                    \
+    }
+#define SB__SPEC(...)                                                                            \
+    static const char *const sb__paths[] = {"" __VA_OPT__(, ) __VA_ARGS__};                      \
+    static const sb__spec sb__the_spec = {sb__paths, sizeof(sb__paths) / sizeof(sb__paths[0]) - 1};
+#endif
+
+#ifdef __wasm__
 /* The spec, and the `sluicebox_fields` export only when paths are given. */
 #define SB__SPEC(...)                                                                            \
     static const char *const sb__paths[] = {"" __VA_OPT__(, ) __VA_ARGS__};                      \
@@ -258,6 +281,7 @@ SB_API int32_t sb__run_init(int32_t block, sb__init_fn fn);
     __VA_OPT__(SB__EXPORT(sluicebox_fields) int32_t sluicebox_fields(void) {                     \
         return sb__fields(&sb__the_spec);                                                        \
     })
+#endif
 
 /* A callback of the wrong type is a compile error (in C, not just clang's warning). */
 #ifdef __cplusplus
@@ -267,6 +291,7 @@ SB_API int32_t sb__run_init(int32_t block, sb__init_fn fn);
     __builtin_types_compatible_p(__typeof__(&(fn)), type), (fn), (void)0)
 #endif
 
+#ifdef __wasm__
 /* `bool fn(const sb_event *e)`: true keeps the event, false drops it. */
 #define SLUICEBOX_FILTER(fn, ...)                                                               \
     SB__SPEC(__VA_ARGS__)                                                                       \
@@ -294,6 +319,18 @@ SB_API int32_t sb__run_init(int32_t block, sb__init_fn fn);
     SB__EXPORT(sluicebox_init) int32_t sluicebox_init(int32_t block) {                          \
         return sb__run_init(block, SB__CHECKED(sb__init_fn, fn));                               \
     }
+#else
+#define SLUICEBOX_FILTER(fn, ...)                                                               \
+    SB__SPEC(__VA_ARGS__) SB__REGISTER(SB__FILTER, SB__CHECKED(sb__filter_fn, fn))
+#define SLUICEBOX_MAP(fn, ...)                                                                  \
+    SB__SPEC(__VA_ARGS__) SB__REGISTER(SB__MAP, SB__CHECKED(sb__map_fn, fn))
+#define SLUICEBOX_FLAT_MAP(fn, ...)                                                             \
+    SB__SPEC(__VA_ARGS__) SB__REGISTER(SB__FLAT_MAP, SB__CHECKED(sb__flat_map_fn, fn))
+#define SLUICEBOX_INIT(fn)                                                                      \
+    __attribute__((constructor)) static void sb__register_init(void) {                          \
+        sb__registered.init = SB__CHECKED(sb__init_fn, fn);                                     \
+    }
+#endif
 
 #ifdef __cplusplus
 }
@@ -315,7 +352,7 @@ extern "C" {
 
 /* ---- Memory functions the compiler may call ----------------------------------------------- */
 
-#ifndef SLUICEBOX_NO_MEMFUNCS
+#if defined(__wasm__) && !defined(SLUICEBOX_NO_MEMFUNCS)
 /* `no_builtin` keeps clang from turning these loops back into calls to themselves. */
 __attribute__((weak, no_builtin)) void *memcpy(void *restrict dst, const void *restrict src, size_t n) {
     uint8_t *d = (uint8_t *)dst;
@@ -360,6 +397,7 @@ __attribute__((weak, no_builtin)) int memcmp(const void *a, const void *b, size_
 #define SB__FLAG_KEY_ESCAPED 2u
 #define SB__FLAG_NO_KEY 4u
 
+#ifdef __wasm__
 static uint64_t sb__mem_size(void) { return (uint64_t)__builtin_wasm_memory_size(0) * SB__PAGE; }
 
 /* The `len` bytes at `ptr` when they are all inside linear memory (and ptr is not 0), else
@@ -370,6 +408,7 @@ static const uint8_t *sb__slice(uint32_t ptr, uint64_t len) {
     if (ptr == 0 || (uint64_t)ptr + len > sb__mem_size()) return NULL;
     return (const uint8_t *)(uintptr_t)ptr;
 }
+#endif
 
 static uint32_t sb__rd32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -382,7 +421,9 @@ static void sb__wr32(uint8_t *p, uint32_t v) {
     p[3] = (uint8_t)(v >> 24);
 }
 
+#ifdef __wasm__
 static uint32_t sb__addr(const void *p) { return (uint32_t)(uintptr_t)p; }
+#endif
 
 static uint32_t sb__strlen(const char *s) {
     uint32_t n = 0;
@@ -392,6 +433,29 @@ static uint32_t sb__strlen(const char *s) {
 
 /* ---- Allocator ------------------------------------------------------------------------------ */
 
+#ifndef __wasm__
+/* Natively the C library's heap; like the wasm allocator, nothing is freed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+sb__registry sb__registered;
+SB_API void *sb_alloc(uint32_t size, uint32_t align) {
+    if (align == 0) align = 1;
+    if (align & (align - 1)) return NULL;
+    if (align < sizeof(void *)) align = sizeof(void *);
+    size_t n = ((size_t)(size ? size : 1) + align - 1) / align * align;
+    return aligned_alloc(align, n);
+}
+static void *sb__grow(void *p, uint32_t old, uint32_t size, uint32_t align) {
+    void *q = sb_alloc(size, align);
+    if (q && p) memcpy(q, p, old);
+    return q;
+}
+SB_API void sb_log(sb_log_level level, const char *message) {
+    static const char *const names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    fprintf(stderr, "[%s] %s\n", (unsigned)level < 4 ? names[level] : "?", message);
+}
+#else
 extern uint8_t __heap_base;
 static uintptr_t sb__heap_top;
 
@@ -440,6 +504,7 @@ __attribute__((import_module("sluicebox"), import_name("log"))) void sb__host_lo
 SB_API void sb_log(sb_log_level level, const char *message) {
     sb__host_log((int32_t)level, (int32_t)sb__addr(message), (int32_t)sb__strlen(message));
 }
+#endif
 
 /* ---- JSON strings ---------------------------------------------------------------------------- */
 
@@ -713,7 +778,7 @@ SB_API sb_bytes sb_raw(const sb_event *e) {
     return b;
 }
 
-SB_API bool sb_exists(sb_value v) { return v.kind != SB_MISSING; }
+SB_API bool sb_has(sb_value v) { return v.kind != SB_MISSING; }
 SB_API bool sb_is_null(sb_value v) { return v.kind == SB_NULL; }
 
 SB_API bool sb_str_eq_n(sb_value v, const char *s, uint32_t len) {
@@ -930,7 +995,7 @@ SB_API void sb_rename(sb_edits *ed, const char *from, const char *to) {
 SB_API void sb_route(sb_edits *ed, const char *name) {
     if (sb__live(ed)) sb__push(ed, SB__OP_ROUTE, name, sb__strlen(name), "", 0, SB__B_BYTES);
 }
-SB_API void sb_drop(sb_edits *ed) {
+SB_API void sb_discard(sb_edits *ed) {
     if (!sb__live(ed)) return;
     ed->len = ed->start;
     ed->verdict = SB_DROP;
@@ -954,6 +1019,7 @@ SB_API void sb_emit_fail(sb_emitter *em, const char *reason) { sb_fail(&em->edit
 SB_API uint32_t sb_emit_count(const sb_emitter *em) { return em->count; }
 
 /* ---- The batch call ------------------------------------------------------------------------ */
+#ifdef __wasm__
 
 static struct {
     sb_emitter out;       /* the record stream; `out.edits` for filters and maps */
@@ -1026,7 +1092,7 @@ static int32_t sb__run(int32_t header_arg, const sb__spec *spec, sb__mode mode, 
         switch (mode) {
         case SB__FILTER:
             ed->verdict = SB_KEEP;
-            if (!((sb__filter_fn)fn)(&e)) sb_drop(ed);
+            if (!((sb__filter_fn)fn)(&e)) sb_discard(ed);
             break;
         case SB__MAP:
             ed->verdict = SB_KEEP;
@@ -1078,6 +1144,8 @@ SB_API int32_t sb__fields(const sb__spec *spec) {
     }
     return (int32_t)sb__addr(decl);
 }
+
+#endif /* __wasm__: the batch call */
 
 /* ---- Init and parameters ----------------------------------------------------------------- */
 
@@ -1155,7 +1223,7 @@ static const char *sb__parse_params(const uint8_t *s, uint32_t len, sb_params *p
     return NULL;
 }
 
-SB_API bool sb_param(const sb_params *p, const char *key, sb_bytes *value) {
+SB_API bool sb_params_get(const sb_params *p, const char *key, sb_bytes *value) {
     uint32_t key_len = sb__strlen(key);
     for (uint32_t i = p->count; i-- > 0;) {
         if (p->keys[i].len == key_len && __builtin_memcmp(p->keys[i].ptr, key, key_len) == 0) {
@@ -1166,6 +1234,16 @@ SB_API bool sb_param(const sb_params *p, const char *key, sb_bytes *value) {
     return false;
 }
 
+#ifndef __wasm__
+/* Natively: parses `params` (a JSON object of strings) and runs the registered init; NULL when
+ * it accepts (or there is none), else the message. Used by sluicebox_test.h. */
+SB_API const char *sb__native_init(const char *params) {
+    sb_params p;
+    const char *message = sb__parse_params((const uint8_t *)params, sb__strlen(params), &p);
+    if (message) return message;
+    return sb__registered.init ? sb__registered.init(&p) : NULL;
+}
+#else
 SB_API int32_t sb__run_init(int32_t block_arg, sb__init_fn fn) {
     uint32_t block = (uint32_t)block_arg;
     const uint8_t *b = sb__slice(block, 20);
@@ -1190,6 +1268,7 @@ SB_API int32_t sb__run_init(int32_t block_arg, sb__init_fn fn) {
     sb__wr32(out + 4, message ? sb__strlen(message) : 0);
     return status;
 }
+#endif
 
 #ifdef __cplusplus
 }

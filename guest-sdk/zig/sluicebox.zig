@@ -7,7 +7,7 @@
 //! /// True keeps the event.
 //! fn dropDebug(e: *const sb.Event) bool {
 //!     const level = e.get("level") orelse return true;
-//!     return !level.strEql("DEBUG");
+//!     return !level.strEq("DEBUG");
 //! }
 //!
 //! comptime {
@@ -45,12 +45,13 @@
 const std = @import("std");
 const builtin = @import("builtin");
 
-comptime {
-    if (builtin.cpu.arch != .wasm32) @compileError("sluicebox.zig targets wasm32 (-target wasm32-freestanding)");
-}
+/// Whether this is the module build. Natively (`zig test`) the `export*` functions export
+/// nothing and `testing` runs a filter over JSON text instead.
+const is_wasm = builtin.cpu.arch == .wasm32;
 
-/// The allocator behind the SDK and `sluicebox_alloc`; guests may use it too.
-pub const allocator = std.heap.wasm_allocator;
+/// The allocator behind the SDK and `sluicebox_alloc`; guests may use it too. (Natively, for
+/// tests: the page allocator.)
+pub const allocator = if (is_wasm) std.heap.wasm_allocator else std.heap.page_allocator;
 
 // ---- ABI v1 (abi/src/lib.rs is the contract) -------------------------------------------------
 
@@ -274,26 +275,26 @@ pub const Event = struct {
         return findPath(self, 0, self.nodes.len / node_len, 0, path);
     }
 
-    /// The string at `path`, decoded into `buf` when it has escapes (see `Value.str`).
-    pub fn getStr(self: *const Event, path: []const u8, buf: []u8) ?[]const u8 {
-        return (self.get(path) orelse return null).str(buf);
+    /// The string at `path`, decoded into `buf` when it has escapes (see `Value.asStr`).
+    pub fn str(self: *const Event, path: []const u8, buf: []u8) ?[]const u8 {
+        return (self.get(path) orelse return null).asStr(buf);
     }
 
     /// Whether `path` holds the string `s` (compared after decoding).
-    pub fn strEql(self: *const Event, path: []const u8, s: []const u8) bool {
-        return (self.get(path) orelse return false).strEql(s);
+    pub fn strEq(self: *const Event, path: []const u8, s: []const u8) bool {
+        return (self.get(path) orelse return false).strEq(s);
     }
 
-    pub fn getInt(self: *const Event, path: []const u8) ?i64 {
-        return (self.get(path) orelse return null).int();
+    pub fn getI64(self: *const Event, path: []const u8) ?i64 {
+        return (self.get(path) orelse return null).asI64();
     }
 
-    pub fn getFloat(self: *const Event, path: []const u8) ?f64 {
-        return (self.get(path) orelse return null).float();
+    pub fn getF64(self: *const Event, path: []const u8) ?f64 {
+        return (self.get(path) orelse return null).asF64();
     }
 
     pub fn getBool(self: *const Event, path: []const u8) ?bool {
-        return (self.get(path) orelse return null).boolean();
+        return (self.get(path) orelse return null).asBool();
     }
 
     /// Whether `path` holds `null` (a missing path is not null).
@@ -302,7 +303,7 @@ pub const Event = struct {
     }
 
     /// Whether the event has `path`, whatever its value.
-    pub fn contains(self: *const Event, path: []const u8) bool {
+    pub fn has(self: *const Event, path: []const u8) bool {
         return self.get(path) != null;
     }
 };
@@ -379,13 +380,13 @@ pub const Value = struct {
     }
 
     /// Whether the value is the string `s`, compared after decoding, without copying.
-    pub fn strEql(self: Value, s: []const u8) bool {
+    pub fn strEq(self: Value, s: []const u8) bool {
         return self.kind == .string and bodyEql(self.bytes, self.escaped, s, false);
     }
 
     /// The string: its bytes when it has no escapes, else decoded into `buf`. Null when the
     /// value is not a string, has an invalid escape or does not fit (`bytes.len` always fits).
-    pub fn str(self: Value, buf: []u8) ?[]const u8 {
+    pub fn asStr(self: Value, buf: []u8) ?[]const u8 {
         if (self.kind != .string) return null;
         if (!self.escaped) return self.bytes;
         var o: usize = 0;
@@ -406,10 +407,10 @@ pub const Value = struct {
     }
 
     /// The string decoded into new memory from `gpa` (the caller frees it).
-    pub fn strAlloc(self: Value, gpa: std.mem.Allocator) Error!?[]u8 {
+    pub fn asStrAlloc(self: Value, gpa: std.mem.Allocator) Error!?[]u8 {
         if (self.kind != .string) return null;
         const buf = try gpa.alloc(u8, self.bytes.len);
-        const s = self.str(buf) orelse {
+        const s = self.asStr(buf) orelse {
             gpa.free(buf);
             return null;
         };
@@ -418,7 +419,7 @@ pub const Value = struct {
     }
 
     /// The integer, when the value is a number written as an integer in the `i64` range.
-    pub fn int(self: Value) ?i64 {
+    pub fn asI64(self: Value) ?i64 {
         if (self.kind != .number) return null;
         for (self.bytes, 0..) |c, i| {
             if (!(std.ascii.isDigit(c) or (i == 0 and (c == '-' or c == '+')))) return null;
@@ -427,13 +428,13 @@ pub const Value = struct {
     }
 
     /// The number as an `f64` (correctly rounded).
-    pub fn float(self: Value) ?f64 {
+    pub fn asF64(self: Value) ?f64 {
         if (self.kind != .number) return null;
         return std.fmt.parseFloat(f64, self.bytes) catch null;
     }
 
     /// The boolean, when the value is `true` or `false`.
-    pub fn boolean(self: Value) ?bool {
+    pub fn asBool(self: Value) ?bool {
         return switch (self.kind) {
             .true => true,
             .false => false,
@@ -453,7 +454,7 @@ pub const Value = struct {
 /// The changes a map filter makes to one event.
 ///
 /// Every call appends one record. No call keeps the event as it is; `set*`/`remove`/`rename`
-/// edit it; `drop` drops it and `fail` dead-letters it: after those two the event's other
+/// edit it; `discard` drops it and `fail` dead-letters it: after those two the event's other
 /// records are withdrawn and later calls are ignored. `route` sends the event to a named
 /// output. The host applies the records in order.
 pub const Edits = struct {
@@ -518,7 +519,7 @@ pub const Edits = struct {
         return self.edit(op_set, path, s, true);
     }
 
-    pub fn setInt(self: *Edits, path: []const u8, value: i64) Error!void {
+    pub fn setI64(self: *Edits, path: []const u8, value: i64) Error!void {
         var buf: [20]u8 = undefined;
         return self.set(path, std.fmt.bufPrint(&buf, "{d}", .{value}) catch unreachable);
     }
@@ -550,7 +551,7 @@ pub const Edits = struct {
     }
 
     /// Drops the event.
-    pub fn drop(self: *Edits) void {
+    pub fn discard(self: *Edits) void {
         if (!self.live()) return;
         self.buf.shrinkRetainingCapacity(self.start);
         self.verdict = .drop;
@@ -645,7 +646,7 @@ const Parser = struct {
         p.at = i + 1;
         const buf = allocator.alloc(u8, body.len) catch return .{ .err = "out of memory" };
         const v: Value = .{ .kind = .string, .escaped = true, .bytes = body, .event = undefined, .depth = 0, .lo = 0, .hi = 0 };
-        return .{ .ok = v.str(buf) orelse return .{ .err = "invalid parameters: invalid escape" } };
+        return .{ .ok = v.asStr(buf) orelse return .{ .err = "invalid parameters: invalid escape" } };
     }
 
     fn parse(p: *Parser) union(enum) { ok: Params, err: []const u8 } {
@@ -681,11 +682,14 @@ const Parser = struct {
 
 // ---- Logging ---------------------------------------------------------------------------------
 
-extern "sluicebox" fn log(level: i32, ptr: u32, len: u32) void;
+const host = struct {
+    extern "sluicebox" fn log(level: i32, ptr: u32, len: u32) void;
+};
 
 /// Logs through the host (rate-limited there). Using it adds the `sluicebox.log` import.
-pub fn hostLog(level: LogLevel, message: []const u8) void {
-    log(@intFromEnum(level), addr(message.ptr), @intCast(message.len));
+pub fn log(level: LogLevel, message: []const u8) void {
+    if (!is_wasm) return std.debug.print("[{s}] {s}\n", .{ @tagName(level), message });
+    host.log(@intFromEnum(level), addr(message.ptr), @intCast(message.len));
 }
 
 // ---- Runtime ---------------------------------------------------------------------------------
@@ -788,7 +792,7 @@ inline fn handle(event: *const Event, i: u32, comptime mode: Mode, comptime f: a
                 .error_union => f(event) catch |err| return failWith(edits, err),
                 else => f(event),
             };
-            if (!keep) edits.drop();
+            if (!keep) edits.discard();
         },
         .map => {
             edits.begin(i, .keep);
@@ -838,6 +842,7 @@ fn exportCommon(comptime opts: Options) void {
 /// Exports `f: fn (*const Event) bool` (or `!bool`) as the module's filter: true keeps the
 /// event, false drops it, an error dead-letters it.
 pub fn exportFilter(comptime f: anytype, comptime opts: Options) void {
+    if (!is_wasm) return;
     exportCommon(opts);
     const S = struct {
         fn filter(header: i32) callconv(.c) i32 {
@@ -849,6 +854,7 @@ pub fn exportFilter(comptime f: anytype, comptime opts: Options) void {
 
 /// Exports `f: fn (*const Event, *Edits) !void` (or `void`) as the module's filter.
 pub fn exportMap(comptime f: anytype, comptime opts: Options) void {
+    if (!is_wasm) return;
     exportCommon(opts);
     const S = struct {
         fn filter(header: i32) callconv(.c) i32 {
@@ -861,6 +867,7 @@ pub fn exportMap(comptime f: anytype, comptime opts: Options) void {
 /// Exports `f: fn (*const Event, *Emitter) !void` (or `void`) as the module's filter: each
 /// event is replaced by the events `f` emits for it.
 pub fn exportFlatMap(comptime f: anytype, comptime opts: Options) void {
+    if (!is_wasm) return;
     exportCommon(opts);
     const S = struct {
         fn filter(header: i32) callconv(.c) i32 {
@@ -873,6 +880,7 @@ pub fn exportFlatMap(comptime f: anytype, comptime opts: Options) void {
 /// Exports `f: fn (*const Params) !void` as the module's init: an error rejects the
 /// configuration, with the message of `Params.reject` or else the error's name.
 pub fn exportInit(comptime f: anytype) void {
+    if (!is_wasm) return;
     const S = struct {
         fn init(ptr: i32) callconv(.c) i32 {
             const block = slice(@bitCast(ptr), 20) orelse return @intFromEnum(Status.bad_input);
@@ -912,3 +920,209 @@ pub fn exportInit(comptime f: anytype) void {
     };
     @export(&S.init, .{ .name = "sluicebox_init" });
 }
+
+// ---- Native tests ----------------------------------------------------------------------------
+
+/// Runs a filter natively, in `zig test`, with no wasm runtime: each call indexes one event
+/// the way the host does (a projected index when `opts.fields` is set, else the full index
+/// with the raw text), calls `f` through the same code as the module's export, and returns the
+/// verdict and the records, one line each: `set PATH JSON`, `remove PATH`, `rename FROM TO`,
+/// `route NAME`, `emit JSON`, `fail REASON`.
+///
+///     test "drops DEBUG" {
+///         const o = try sb.testing.filter(dropDebug, options, "{\"level\":\"DEBUG\"}");
+///         try std.testing.expectEqual(sb.Verdict.drop, o.verdict);
+///     }
+pub const testing = struct {
+    /// What the filter did with one event. `records` is valid until the next call.
+    pub const Outcome = struct { verdict: Verdict, records: []const u8 };
+
+    var nodes: std.ArrayList(u8) = .empty;
+    var projected: std.ArrayList(u8) = .empty;
+    var text: std.ArrayList(u8) = .empty;
+
+    pub fn filter(comptime f: anytype, comptime opts: Options, json: []const u8) !Outcome {
+        return runOne(f, opts, .filter, json);
+    }
+
+    pub fn map(comptime f: anytype, comptime opts: Options, json: []const u8) !Outcome {
+        return runOne(f, opts, .map, json);
+    }
+
+    pub fn flatMap(comptime f: anytype, comptime opts: Options, json: []const u8) !Outcome {
+        return runOne(f, opts, .flat_map, json);
+    }
+
+    /// Runs `f` (an init) with `params`, a JSON object of strings: null when it accepts them,
+    /// else the message.
+    pub fn init(comptime f: anytype, params: []const u8) ?[]const u8 {
+        var parser: Parser = .{ .s = params };
+        const p = switch (parser.parse()) {
+            .ok => |p| p,
+            .err => |m| return m,
+        };
+        state.init_message = "";
+        const result = f(&p);
+        if (@typeInfo(@TypeOf(result)) == .error_union) {
+            result catch |err| return if (state.init_message.len > 0) state.init_message else @errorName(err);
+        }
+        return null;
+    }
+
+    fn runOne(comptime f: anytype, comptime opts: Options, comptime mode: Mode, json: []const u8) !Outcome {
+        nodes.clearRetainingCapacity();
+        var p: IndexParser = .{ .s = json };
+        p.ws();
+        if (!p.eat('{')) return error.NotAJsonObject;
+        try p.members(0);
+        p.ws();
+        if (p.at != json.len) return error.NotAJsonObject;
+        const full: Event = .{ .index = 0, .nodes = nodes.items, .data = json, .raw = json, .declared = null };
+        var event = full;
+        if (opts.fields) |paths| {
+            // One node per declared path, resolved over the full index as the host does.
+            projected.clearRetainingCapacity();
+            for (paths, 0..) |path, i| {
+                var n: [node_len]u8 = @splat(0);
+                if (full.get(path)) |v| {
+                    std.mem.writeInt(u32, n[8..12], @intCast(@intFromPtr(v.bytes.ptr) - @intFromPtr(json.ptr)), .little);
+                    std.mem.writeInt(u32, n[12..16], @intCast(v.bytes.len), .little);
+                    n[16] = @intFromEnum(v.kind);
+                    n[17] = if (v.escaped) flag_value_escaped else 0;
+                }
+                std.mem.writeInt(u32, n[20..24], @intCast(i + 1), .little);
+                try projected.appendSlice(allocator, &n);
+            }
+            event = .{ .index = 0, .nodes = projected.items, .data = json, .raw = if (opts.raw) json else null, .declared = paths };
+        }
+        state.out.edits.buf.clearRetainingCapacity();
+        try handle(&event, 0, mode, f);
+        return .{ .verdict = state.out.edits.verdict, .records = try render(state.out.edits.buf.items) };
+    }
+
+    fn render(records: []const u8) ![]const u8 {
+        const names = [_][]const u8{ "?", "set", "remove", "rename", "emit", "fail", "route" };
+        text.clearRetainingCapacity();
+        var at: usize = 0;
+        while (at + 16 <= records.len) {
+            const op = records[at + 4];
+            const a_len = rd32(records, at + 8);
+            const b_len = rd32(records, at + 12);
+            const a = records[at + 16 ..][0..a_len];
+            const b = records[at + 16 + a_len ..][0..b_len];
+            if (text.items.len > 0) try text.append(allocator, '\n');
+            try text.appendSlice(allocator, if (op < names.len) names[op] else "?");
+            if (op != op_emit and op != op_fail) try text.appendSlice(allocator, &.{ ' ' });
+            if (op != op_emit and op != op_fail) try text.appendSlice(allocator, a);
+            if (op != op_remove and op != op_route) {
+                try text.append(allocator, ' ');
+                try text.appendSlice(allocator, b);
+            }
+            at += (16 + a_len + b_len + 3) & ~@as(usize, 3);
+        }
+        return text.items;
+    }
+
+    /// The full index of a JSON object, as the host builds it (docs/abi.md).
+    const IndexParser = struct {
+        s: []const u8,
+        at: usize = 0,
+
+        fn ws(p: *IndexParser) void {
+            while (p.at < p.s.len and std.mem.indexOfScalar(u8, " \t\n\r", p.s[p.at]) != null) p.at += 1;
+        }
+
+        fn eat(p: *IndexParser, c: u8) bool {
+            p.ws();
+            if (p.at < p.s.len and p.s[p.at] == c) {
+                p.at += 1;
+                return true;
+            }
+            return false;
+        }
+
+        /// A string whose quote is at the cursor: its body and whether it has escapes.
+        fn string(p: *IndexParser) !struct { usize, usize, bool } {
+            p.at += 1;
+            const start = p.at;
+            var escaped = false;
+            while (p.at < p.s.len and p.s[p.at] != '"') : (p.at += 1) {
+                if (p.s[p.at] < 0x20) return error.NotAJsonObject;
+                if (p.s[p.at] == '\\') {
+                    escaped = true;
+                    p.at += 1;
+                }
+            }
+            if (p.at >= p.s.len) return error.NotAJsonObject;
+            p.at += 1;
+            return .{ start, p.at - 1 - start, escaped };
+        }
+
+        fn members(p: *IndexParser, depth: u16) anyerror!void {
+            if (p.eat('}')) return;
+            while (true) {
+                p.ws();
+                if (p.at >= p.s.len or p.s[p.at] != '"') return error.NotAJsonObject;
+                const ks, const kl, const esc = try p.string();
+                if (!p.eat(':')) return error.NotAJsonObject;
+                try p.value(depth, ks, kl, if (esc) flag_key_escaped else 0);
+                if (p.eat(',')) continue;
+                if (p.eat('}')) return;
+                return error.NotAJsonObject;
+            }
+        }
+
+        fn elements(p: *IndexParser, depth: u16) anyerror!void {
+            if (p.eat(']')) return;
+            while (true) {
+                try p.value(depth, 0, 0, flag_no_key);
+                if (p.eat(',')) continue;
+                if (p.eat(']')) return;
+                return error.NotAJsonObject;
+            }
+        }
+
+        fn value(p: *IndexParser, depth: u16, key_start: usize, key_len: usize, flags_: u8) anyerror!void {
+            p.ws();
+            if (p.at >= p.s.len) return error.NotAJsonObject;
+            const me = nodes.items.len;
+            try nodes.appendNTimes(allocator, 0, node_len);
+            var flags = flags_;
+            var start = p.at;
+            var len: usize = 0;
+            var kind: Kind = undefined;
+            switch (p.s[p.at]) {
+                '"' => {
+                    start, len, const esc = try p.string();
+                    kind = .string;
+                    if (esc) flags |= flag_value_escaped;
+                },
+                '{', '[' => |c| {
+                    p.at += 1;
+                    if (depth == std.math.maxInt(u16)) return error.NotAJsonObject;
+                    if (c == '{') try p.members(depth + 1) else try p.elements(depth + 1);
+                    kind = if (c == '{') .object else .array;
+                    len = p.at - start;
+                },
+                else => {
+                    while (p.at < p.s.len and std.mem.indexOfScalar(u8, " \t\n\r,]}", p.s[p.at]) == null) p.at += 1;
+                    const t = p.s[start..p.at];
+                    len = t.len;
+                    kind = if (std.mem.eql(u8, t, "null")) .null else if (std.mem.eql(u8, t, "true")) .true else if (std.mem.eql(u8, t, "false")) .false else blk: {
+                        _ = std.fmt.parseFloat(f64, t) catch return error.NotAJsonObject;
+                        break :blk .number;
+                    };
+                },
+            }
+            const n = nodes.items[me..][0..node_len];
+            std.mem.writeInt(u32, n[0..4], @intCast(key_start), .little);
+            std.mem.writeInt(u32, n[4..8], @intCast(key_len), .little);
+            std.mem.writeInt(u32, n[8..12], @intCast(start), .little);
+            std.mem.writeInt(u32, n[12..16], @intCast(len), .little);
+            n[16] = @intFromEnum(kind);
+            n[17] = flags;
+            std.mem.writeInt(u16, n[18..20], depth, .little);
+            std.mem.writeInt(u32, n[20..24], @intCast(nodes.items.len / node_len), .little);
+        }
+    };
+};

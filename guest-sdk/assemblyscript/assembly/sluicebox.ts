@@ -26,8 +26,8 @@
 // - Event and Value are views into the host's batch, valid only during the callback (Values
 //   come from a pool that is reused for every event). Every offset the host hands over is
 //   checked before it is read.
-// - Nothing allocates per event except the methods that return a `string` (getString,
-//   asString, rawString): with `--runtime stub` nothing is ever freed, so prefer strEq,
+// - Nothing allocates per event except the methods that return a `string` (str,
+//   asStr, raw): with `--runtime stub` nothing is ever freed, so prefer strEq,
 //   asI64, asF64 and asBool on hot paths.
 // - Edits / Emitter append records to one buffer reused for every batch; the verdict follows
 //   from the calls.
@@ -321,9 +321,9 @@ export class Event {
   }
 
   /** The string at `path`, decoded (allocates), or null when missing or not a string. */
-  getString(path: string): string | null {
+  str(path: string): string | null {
     const v = this.get(path);
-    return v === null ? null : v.asString();
+    return v === null ? null : v.asStr();
   }
 
   /** The integer at `path`, or `fallback` (see Value.isInteger). */
@@ -351,7 +351,7 @@ export class Event {
   }
 
   /** The event's JSON text (allocates); null when the batch carries no raw bytes. */
-  rawString(): string | null {
+  raw(): string | null {
     return this.hasRaw ? String.UTF8.decodeUnsafe(this.rawPtr, this.rawLen) : null;
   }
 }
@@ -377,7 +377,7 @@ export class Value {
   }
 
   /** The string, decoded (allocates); null when not a string or an escape is invalid. */
-  asString(): string | null {
+  asStr(): string | null {
     if (this.kind != Kind.String) return null;
     if (!this.escaped) return String.UTF8.decodeUnsafe(this.ptr, this.len);
     const n = unescape(this.ptr, this.len);
@@ -385,7 +385,7 @@ export class Value {
   }
 
   /** The value's text as written (allocates). */
-  rawString(): string {
+  raw(): string {
     return String.UTF8.decodeUnsafe(this.ptr, this.len);
   }
 
@@ -657,7 +657,7 @@ function pad(): void {
 /** The changes a map filter makes to one event.
  *
  *  Every call appends one record. No call keeps the event as it is; set/remove/rename edit
- *  it; drop() drops it and fail() dead-letters it: after those two the event's other records
+ *  it; discard() drops it and fail() dead-letters it: after those two the event's other records
  *  are withdrawn and later calls are ignored. route() sends the event to a named output. The
  *  host applies the records in order. Methods return `this` to chain. */
 export class Edits {
@@ -684,7 +684,7 @@ export class Edits {
   }
 
   /** Sets `path` to the string `s` (escaped here). */
-  setString(path: string, s: string): Edits {
+  setStr(path: string, s: string): Edits {
     if (this.live) {
       push(this.event, OP_SET, path, s, B_STRING);
       this.edited();
@@ -749,7 +749,7 @@ export class Edits {
   }
 
   /** Drops the event. */
-  drop(): void {
+  discard(): void {
     if (!this.live) return;
     recLen = this.start;
     this.verdict = Verdict.Drop;
@@ -1041,7 +1041,7 @@ export function sluicebox_filter(header: i32): i32 {
     edits.start = recLen;
     if (mode == MODE_FILTER) {
       edits.verdict = Verdict.Keep;
-      if (!filterFn(event)) edits.drop();
+      if (!filterFn(event)) edits.discard();
     } else if (mode == MODE_MAP) {
       edits.verdict = Verdict.Keep;
       mapFn(event, edits);

@@ -25,7 +25,7 @@ function letter(v: Value | null): string {
 function fieldPaths(e: Event, out: Edits): void {
   let k = "";
   for (let i = 0; i < PATHS.length; i++) k += letter(e.get(PATHS[i]));
-  out.setString("k", k);
+  out.setStr("k", k);
   for (let i = 0; i < PATHS.length; i++) {
     const v = e.get(PATHS[i]);
     if (v !== null) out.setValue("v" + i.toString(), v);

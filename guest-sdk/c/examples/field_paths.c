@@ -30,7 +30,7 @@ static void field_paths(const sb_event *e, sb_edits *out) {
     sb_set_str(out, "k", k);
     for (int i = 0; i < 10; i++) {
         sb_value v = sb_get(e, PATHS[i]);
-        if (sb_exists(v)) sb_set_value(out, NAMES[i], v);
+        if (sb_has(v)) sb_set_value(out, NAMES[i], v);
     }
 }
 

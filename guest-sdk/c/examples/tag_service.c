@@ -4,7 +4,7 @@
 
 static void tag_service(const sb_event *e, sb_edits *out) {
     sb_set_str(out, "env", "prod");
-    if (sb_exists(sb_get(e, "msg"))) {
+    if (sb_has(sb_get(e, "msg"))) {
         sb_rename(out, "msg", "message");
     }
 }

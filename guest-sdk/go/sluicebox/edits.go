@@ -78,7 +78,7 @@ func end(at int) {
 }
 
 // Edits are the changes a map function makes to one event. Each call appends one record.
-// No call keeps the event as it is; Set*, Remove and Rename edit it; Drop drops it and
+// No call keeps the event as it is; Set*, Remove and Rename edit it; Discard drops it and
 // Fail dead-letters it: after those two, the event's other records are withdrawn and later
 // calls are ignored. Route sends the event to a named output. The host applies the records
 // in order. Strings passed in are copied.
@@ -129,8 +129,8 @@ func (ed *Edits) record(op Op, a, b string) {
 	ed.edit(at)
 }
 
-// SetString sets `path` to the string s (escaped here; invalid UTF-8 becomes U+FFFD).
-func (ed *Edits) SetString(path, s string) {
+// SetStr sets `path` to the string s (escaped here; invalid UTF-8 becomes U+FFFD).
+func (ed *Edits) SetStr(path, s string) {
 	if !ed.live() {
 		return
 	}
@@ -144,8 +144,8 @@ func (ed *Edits) SetString(path, s string) {
 	ed.edit(at)
 }
 
-// SetInt sets `path` to the integer v.
-func (ed *Edits) SetInt(path string, v int64) {
+// SetI64 sets `path` to the integer v.
+func (ed *Edits) SetI64(path string, v int64) {
 	var digits [20]byte
 	ed.SetJSON(path, strconv.AppendInt(digits[:0], v, 10))
 }
@@ -201,8 +201,8 @@ func (ed *Edits) Route(name string) {
 	}
 }
 
-// Drop drops the event.
-func (ed *Edits) Drop() {
+// Discard drops the event.
+func (ed *Edits) Discard() {
 	if !ed.live() {
 		return
 	}

@@ -68,16 +68,16 @@ func (e *Event) IsNull(path string) bool { return e.Get(path).kind == KindNull }
 func (e *Event) StrEq(path, s string) bool { return e.Get(path).StrEq(s) }
 
 // Str returns the string at `path`, unescaped.
-func (e *Event) Str(path string) (string, bool) { return e.Get(path).Str() }
+func (e *Event) Str(path string) (string, bool) { return e.Get(path).AsStr() }
 
-// Int returns the integer at `path` (a number written as an integer that fits in int64).
-func (e *Event) Int(path string) (int64, bool) { return e.Get(path).Int() }
+// GetI64 returns the integer at `path` (a number written as an integer that fits in int64).
+func (e *Event) GetI64(path string) (int64, bool) { return e.Get(path).AsI64() }
 
-// Float returns the number at `path`.
-func (e *Event) Float(path string) (float64, bool) { return e.Get(path).Float() }
+// GetF64 returns the number at `path`.
+func (e *Event) GetF64(path string) (float64, bool) { return e.Get(path).AsF64() }
 
-// Bool returns the boolean at `path`.
-func (e *Event) Bool(path string) (bool, bool) { return e.Get(path).Bool() }
+// GetBool returns the boolean at `path`.
+func (e *Event) GetBool(path string) (bool, bool) { return e.Get(path).AsBool() }
 
 // Value is one JSON value of an event: a view into the batch, valid only during the call
 // of your function. The zero Value is KindMissing.
@@ -90,9 +90,6 @@ type Value struct {
 // Kind is the value's kind.
 func (v Value) Kind() Kind { return v.kind }
 
-// Exists reports whether the value is present (any kind but KindMissing).
-func (v Value) Exists() bool { return v.kind != KindMissing }
-
 // IsNull reports whether the value is null.
 func (v Value) IsNull() bool { return v.kind == KindNull }
 
@@ -100,8 +97,8 @@ func (v Value) IsNull() bool { return v.kind == KindNull }
 // quotes, escapes not decoded; nil when missing. A view: copy it to keep it.
 func (v Value) Raw() []byte { return v.b }
 
-// Escaped reports whether the value is a string written with backslash escapes.
-func (v Value) Escaped() bool { return v.escaped }
+// IsEscaped reports whether the value is a string written with backslash escapes.
+func (v Value) IsEscaped() bool { return v.escaped }
 
 // StrEq reports whether the value is the string s, compared after decoding its escapes
 // ("DEBU\u0047" equals "DEBUG"). Other kinds never match. It allocates nothing.
@@ -109,9 +106,9 @@ func (v Value) StrEq(s string) bool {
 	return v.kind == KindString && bodyEq(v.b, v.escaped, s, false)
 }
 
-// Str returns the string value, unescaped (a new string); false when the value is not a
+// AsStr returns the string value, unescaped (a new string); false when the value is not a
 // string or has an invalid escape.
-func (v Value) Str() (string, bool) {
+func (v Value) AsStr() (string, bool) {
 	if v.kind != KindString {
 		return "", false
 	}
@@ -138,8 +135,8 @@ func (v Value) AppendStr(dst []byte) ([]byte, bool) {
 	return out, true
 }
 
-// Bool returns the boolean value; false, false when it is not a boolean.
-func (v Value) Bool() (bool, bool) {
+// AsBool returns the boolean value; false, false when it is not a boolean.
+func (v Value) AsBool() (bool, bool) {
 	switch v.kind {
 	case KindTrue:
 		return true, true
@@ -149,9 +146,9 @@ func (v Value) Bool() (bool, bool) {
 	return false, false
 }
 
-// Int returns the number when it is written as an integer (no fraction, no exponent) that
+// AsI64 returns the number when it is written as an integer (no fraction, no exponent) that
 // fits in an int64.
-func (v Value) Int() (int64, bool) {
+func (v Value) AsI64() (int64, bool) {
 	if v.kind != KindNumber || len(v.b) == 0 {
 		return 0, false
 	}
@@ -184,9 +181,9 @@ func (v Value) Int() (int64, bool) {
 	return int64(n), true
 }
 
-// Float returns the number as a float64, correctly rounded; a number beyond the float64
+// AsF64 returns the number as a float64, correctly rounded; a number beyond the float64
 // range (1e400) gives ±Inf.
-func (v Value) Float() (float64, bool) {
+func (v Value) AsF64() (float64, bool) {
 	if v.kind != KindNumber || len(v.b) == 0 {
 		return 0, false
 	}

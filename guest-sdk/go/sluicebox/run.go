@@ -305,7 +305,7 @@ func (b *batchState) loop(i uint32) (at uint32, status int32, msg, panicked stri
 		case modeFilter:
 			ed.verdict = Keep
 			if !reg.filter(e) {
-				ed.Drop()
+				ed.Discard()
 			}
 		case modeMap:
 			ed.verdict = Keep

@@ -143,7 +143,7 @@ func TestDropDebugInEveryMode(t *testing.T) {
 func TestTagService(t *testing.T) {
 	use(t, func() {
 		Map(func(e *Event, out *Edits) {
-			out.SetString("env", "prod")
+			out.SetStr("env", "prod")
 			if e.Has("msg") {
 				out.Rename("msg", "message")
 			}
@@ -172,7 +172,7 @@ func TestEditsVerdicts(t *testing.T) {
 				out.Route("audit")
 			case 2:
 				out.Set("a", "1")
-				out.Drop()
+				out.Discard()
 				out.Set("b", "2")
 			case 3:
 				out.Remove("x")
@@ -180,9 +180,9 @@ func TestEditsVerdicts(t *testing.T) {
 				out.Set("c", "3")
 				out.Fail("second reason")
 			case 4:
-				out.SetInt("i", -42)
+				out.SetI64("i", -42)
 				out.SetBool("t", true)
-				out.SetString("s", "q\"\\\n\x01é\xff")
+				out.SetStr("s", "q\"\\\n\x01é\xff")
 				out.SetValue("copy", e.Get("obj"))
 				out.SetValue("str", e.Get("obj").Get("s"))
 				out.SetValue("none", e.Get("missing"))
@@ -216,7 +216,7 @@ func TestEditsVerdicts(t *testing.T) {
 func TestFlatMap(t *testing.T) {
 	use(t, func() {
 		FlatMap(func(e *Event, out *Emitter) {
-			n, _ := e.Int("n")
+			n, _ := e.GetI64("n")
 			for i := int64(0); i < n; i++ {
 				out.Emit(`{"i":1}`)
 			}
@@ -259,10 +259,10 @@ func TestAccessors(t *testing.T) {
 		Filter(func(e *Event) bool {
 			v := e.Get("v")
 			g := got{Kind: v.Kind(), Raw: string(v.Raw())}
-			g.Str, g.StrOK = v.Str()
-			g.Int, g.IntOK = v.Int()
-			g.Flt, g.FltOK = v.Float()
-			g.Bool, g.BOK = v.Bool()
+			g.Str, g.StrOK = v.AsStr()
+			g.Int, g.IntOK = v.AsI64()
+			g.Flt, g.FltOK = v.AsF64()
+			g.Bool, g.BOK = v.AsBool()
 			seen = append(seen, g)
 			return true
 		}, "v")
@@ -406,7 +406,7 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 		"drop_debug": func() { Filter(func(e *Event) bool { return !e.StrEq("level", "DEBUG") }, "level") },
 		"tag_service": func() {
 			Map(func(e *Event, out *Edits) {
-				out.SetString("env", "prod")
+				out.SetStr("env", "prod")
 				if e.Has("msg") {
 					out.Rename("msg", "message")
 				}

@@ -3,6 +3,7 @@
 //! found (M missing, N null, F false, T true, D number, S string, O object, A array) and
 //! copies each value found to "v0".."v9". `\.` is a dot inside a key, `\x` is `x`, a final
 //! `\` is itself, and components may be empty (`a..b` is a, "", b).
+const std = @import("std");
 const sb = @import("sluicebox");
 
 const paths = [_][]const u8{ ".", "a..b", ".a", "a.", "e\\", "\\l\\e\\v\\e\\l", "http.st\\atus", "u.😀.x", "sp ace", "a\\\\.b" };
@@ -32,4 +33,13 @@ fn fieldPaths(e: *const sb.Event, out: *sb.Edits) !void {
 
 comptime {
     sb.exportMap(fieldPaths, .{});
+}
+
+// Native test: `zig test` (see the README); the module build leaves it out.
+test "resolves the path syntax over the full index" {
+    const o = try sb.testing.map(fieldPaths, .{}, "{\"\":{\"\":1},\"a\":{\"\":{\"b\":2}},\"sp ace\":\"s\",\"level\":null}");
+    try std.testing.expectEqualStrings(
+        "set k \"DDMOMNMMSM\"\nset v0 1\nset v1 2\nset v3 {\"b\":2}\nset v5 null\nset v8 \"s\"",
+        o.records,
+    );
 }

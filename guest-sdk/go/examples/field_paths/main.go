@@ -22,9 +22,9 @@ func fieldPaths(e *sluicebox.Event, out *sluicebox.Edits) {
 	for _, p := range paths {
 		k = append(k, "MNFTDSOA"[e.Get(p).Kind()])
 	}
-	out.SetString("k", string(k))
+	out.SetStr("k", string(k))
 	for i, p := range paths {
-		if v := e.Get(p); v.Exists() {
+		if v := e.Get(p); v.Kind() != sluicebox.KindMissing {
 			out.SetValue("v"+strconv.Itoa(i), v)
 		}
 	}

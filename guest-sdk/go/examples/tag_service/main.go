@@ -8,7 +8,7 @@ func init() {
 }
 
 func tagService(e *sluicebox.Event, out *sluicebox.Edits) {
-	out.SetString("env", "prod")
+	out.SetStr("env", "prod")
 	if e.Has("msg") {
 		out.Rename("msg", "message")
 	}

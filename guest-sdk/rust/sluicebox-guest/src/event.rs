@@ -165,8 +165,14 @@ impl<'a> Event<'a> {
 
     /// The string at `path`: borrowed from the batch when it has no escapes, decoded otherwise.
     /// `None` when the path is missing or not a string.
-    pub fn get_str(&self, path: &str) -> Option<Cow<'a, str>> {
+    pub fn str(&self, path: &str) -> Option<Cow<'a, str>> {
         self.get(path)?.as_str()
+    }
+
+    /// Whether `path` holds the string `s`, compared after decoding, without allocating. False
+    /// when the path is missing or not a string.
+    pub fn str_eq(&self, path: &str, s: &str) -> bool {
+        self.get(path).is_some_and(|v| v.str_eq(s))
     }
 
     /// The integer at `path`. `None` when missing, not a number, not an integer (`1.5`, `1e3`)
@@ -191,7 +197,7 @@ impl<'a> Event<'a> {
     }
 
     /// Whether the event has `path`, whatever its value.
-    pub fn contains(&self, path: &str) -> bool {
+    pub fn has(&self, path: &str) -> bool {
         self.get(path).is_some()
     }
 

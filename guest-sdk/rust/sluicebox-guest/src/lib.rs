@@ -8,7 +8,7 @@
 //! /// Drops debug logs; asks the host to index only `level`.
 //! #[filter(fields = ["level"])]
 //! fn drop_debug(event: &Event) -> bool {
-//!     event.get_str("level").as_deref() != Some("DEBUG")
+//!     event.str("level").as_deref() != Some("DEBUG")
 //! }
 //!
 //! # fn main() {

@@ -581,7 +581,7 @@ mod tests {
         let mut seen = Vec::new();
         let result = process(&Buffer(mem), header, &spec, &mut out, false, |e, _| {
             seen.push(e.get_i64("a.b"));
-            e.get_str("c");
+            e.str("c");
             e.members().for_each(|m| {
                 m.key();
                 m.value().elements().count();

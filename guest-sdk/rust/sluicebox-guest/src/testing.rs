@@ -15,7 +15,7 @@
 //! use sluicebox_guest::testing::{Harness, Record, TestEvent};
 //!
 //! fn tag(event: &Event, edits: &mut Edits) -> Result<(), String> {
-//!     if event.get_str("level").as_deref() == Some("ERROR") {
+//!     if event.str("level").as_deref() == Some("ERROR") {
 //!         edits.set_str("alert", "yes");
 //!     }
 //!     Ok(())
@@ -26,7 +26,7 @@
 //! assert_eq!(out.records, [Record::set("alert", r#""yes""#)]);
 //!
 //! let event = TestEvent::new(r#"{"level":"INFO"}"#);
-//! assert_eq!(event.event().get_str("level").as_deref(), Some("INFO"));
+//! assert_eq!(event.event().str("level").as_deref(), Some("INFO"));
 //! ```
 
 use alloc::borrow::ToOwned;

@@ -21,11 +21,11 @@ const NESTED: &str = r#"{
 fn full_mode_finds_nested_paths() {
     let t = TestEvent::new(NESTED);
     let e = t.event();
-    assert_eq!(e.get_str("level").as_deref(), Some("INFO"));
-    assert_eq!(e.get_str("http.method").as_deref(), Some("GET"));
+    assert_eq!(e.str("level").as_deref(), Some("INFO"));
+    assert_eq!(e.str("http.method").as_deref(), Some("GET"));
     assert_eq!(e.get_i64("http.status"), Some(404));
-    assert_eq!(e.get_str(r"http.headers.x\.y").as_deref(), Some("1"));
-    assert_eq!(e.get_str(r"http.headers.a\\b").as_deref(), Some("2"));
+    assert_eq!(e.str(r"http.headers.x\.y").as_deref(), Some("1"));
+    assert_eq!(e.str(r"http.headers.a\\b").as_deref(), Some("2"));
     assert!(e.get("http.headers.x").is_none(), "the key is `x.y`");
     assert!(e.get("http.nope").is_none());
     assert!(e.get("level.deeper").is_none(), "a string has no members");
@@ -42,13 +42,18 @@ fn full_mode_finds_nested_paths() {
 fn full_mode_decodes_keys_and_values() {
     let t = TestEvent::new(NESTED);
     let e = t.event();
-    assert_eq!(e.get_str("level2").as_deref(), Some("escaped key"));
-    assert!(matches!(e.get_str("level"), Some(Cow::Borrowed(_))));
-    let esc = e.get_str("esc").unwrap();
+    assert_eq!(e.str("level2").as_deref(), Some("escaped key"));
+    assert!(matches!(e.str("level"), Some(Cow::Borrowed(_))));
+    let esc = e.str("esc").unwrap();
     assert!(matches!(esc, Cow::Owned(_)));
     assert_eq!(esc, "tab\there \"q\" é 😀");
     assert!(e.get("esc").unwrap().is_escaped());
     assert!(e.get("esc").unwrap().str_eq("tab\there \"q\" é 😀"));
+    assert!(e.str_eq("esc", "tab\there \"q\" é 😀"));
+    assert!(!e.str_eq("esc", "tab"));
+    assert!(!e.str_eq("dup", "tab"), "an object is not a string");
+    assert!(!e.str_eq("nope", ""), "a missing path is not a string");
+    assert!(e.has("dup") && !e.has("nope"));
 }
 
 #[test]
@@ -58,7 +63,7 @@ fn full_mode_last_duplicate_wins() {
     assert_eq!(e.get_i64("dup.y"), Some(2));
     assert_eq!(e.get_i64("dup.x"), None);
     let t = TestEvent::new(r#"{"a":1,"b":0,"a":"two"}"#);
-    assert_eq!(t.event().get_str("a").as_deref(), Some("two"));
+    assert_eq!(t.event().str("a").as_deref(), Some("two"));
 }
 
 #[test]
@@ -79,7 +84,7 @@ fn typed_getters() {
     assert!(e.is_null("nil"));
     assert!(!e.is_null("missing"));
     assert!(!e.is_null("no"));
-    assert_eq!(e.get_str("n"), None);
+    assert_eq!(e.str("n"), None);
     assert_eq!(e.get("nil").unwrap().kind(), Kind::Null);
     assert_eq!(
         e.get("big").unwrap().raw(),
@@ -128,10 +133,10 @@ fn projected_mode_reads_declared_paths_only() {
     ];
     let t = TestEvent::projected(NESTED, &fields);
     let e = t.event();
-    assert_eq!(e.get_str("level").as_deref(), Some("INFO"));
+    assert_eq!(e.str("level").as_deref(), Some("INFO"));
     assert_eq!(e.get_i64("http.status"), Some(404));
-    assert_eq!(e.get_str(r"http.headers.x\.y").as_deref(), Some("1"));
-    assert_eq!(e.get_str("esc").as_deref(), Some("tab\there \"q\" é 😀"));
+    assert_eq!(e.str(r"http.headers.x\.y").as_deref(), Some("1"));
+    assert_eq!(e.str("esc").as_deref(), Some("tab\there \"q\" é 😀"));
     assert!(e.get("missing").is_none());
     assert!(e.get("n").is_none(), "not declared");
     assert!(e.raw().is_none());
@@ -143,7 +148,7 @@ fn projected_mode_reads_declared_paths_only() {
 #[test]
 fn edits_write_records_and_set_verdicts() {
     fn edit(event: &Event, edits: &mut Edits) -> Result<(), String> {
-        match event.get_str("do").as_deref() {
+        match event.str("do").as_deref() {
             Some("all") => {
                 edits
                     .set("a", "{\"x\":[1]}")
@@ -257,10 +262,10 @@ fn emitters_replace_events() {
             }
             obj.value("item", &item).str("k\"ey", "v\u{1}").i64("n", 7);
         }
-        if event.contains("boom") {
+        if event.has("boom") {
             return Err("boom".into());
         }
-        if event.contains("plain") {
+        if event.has("plain") {
             out.emit(r#"{"plain":1}"#).route("side");
         }
         Ok(())

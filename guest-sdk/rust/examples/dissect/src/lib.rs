@@ -8,7 +8,7 @@ use sluicebox_guest::prelude::*;
 /// Splits `message` into its first three words.
 #[map(fields = ["message"])]
 fn dissect(event: &Event, edits: &mut Edits) -> Result<(), String> {
-    let Some(message) = event.get_str("message") else {
+    let Some(message) = event.str("message") else {
         return Ok(());
     };
     let mut words = message.split_ascii_whitespace();

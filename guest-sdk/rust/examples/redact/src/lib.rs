@@ -9,7 +9,7 @@ const SECRETS: [&str; 3] = ["password", "token", "user.email"];
 #[map(fields = ["password", "token", "user.email"])]
 fn redact(event: &Event, edits: &mut Edits) -> Result<(), String> {
     for path in SECRETS {
-        if event.contains(path) {
+        if event.has(path) {
             edits.set_str(path, "[REDACTED]");
         }
     }

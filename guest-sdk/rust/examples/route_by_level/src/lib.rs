@@ -7,7 +7,7 @@ use sluicebox_guest::prelude::*;
 /// Adds a route for `ERROR`/`FATAL` and `WARN` levels (any case).
 #[map(fields = ["level"])]
 fn route_by_level(event: &Event, edits: &mut Edits) {
-    let Some(level) = event.get_str("level") else {
+    let Some(level) = event.str("level") else {
         return;
     };
     if level.eq_ignore_ascii_case("error") || level.eq_ignore_ascii_case("fatal") {

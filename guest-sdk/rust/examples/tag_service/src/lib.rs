@@ -7,7 +7,7 @@ use sluicebox_guest::prelude::*;
 #[map(fields = ["msg"])]
 fn tag_service(event: &Event, edits: &mut Edits) -> Result<(), String> {
     edits.set_str("env", "prod");
-    if event.contains("msg") {
+    if event.has("msg") {
         edits.rename("msg", "message");
     }
     Ok(())

@@ -2,7 +2,7 @@ use sluicebox_guest::prelude::*;
 
 #[filter(fields = ["level"])]
 async fn keep(event: &Event) -> bool {
-    event.contains("level")
+    event.has("level")
 }
 
 fn main() {}

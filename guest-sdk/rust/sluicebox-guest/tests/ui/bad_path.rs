@@ -2,7 +2,7 @@ use sluicebox_guest::prelude::*;
 
 #[filter(fields = [""])]
 fn keep(event: &Event) -> bool {
-    event.contains("http")
+    event.has("http")
 }
 
 fn main() {}

@@ -2,7 +2,7 @@ use sluicebox_guest::prelude::*;
 
 #[filter(field = ["level"])]
 fn keep(event: &Event) -> bool {
-    event.contains("level")
+    event.has("level")
 }
 
 fn main() {}

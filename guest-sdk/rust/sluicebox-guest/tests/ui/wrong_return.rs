@@ -2,7 +2,7 @@ use sluicebox_guest::prelude::*;
 
 #[filter]
 fn keep(event: &Event) -> Option<bool> {
-    Some(event.contains("level"))
+    Some(event.has("level"))
 }
 
 fn main() {}
