@@ -3,6 +3,7 @@
 //! (golden cases for filter modules).
 
 mod bench;
+mod run;
 mod test_cmd;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,11 @@ enum Command {
     Gen(GenArgs),
     /// Measure baselines and pipelines side by side on the same bytes.
     Bench(bench::BenchArgs),
+    /// Run a pipeline from a TOML file (see docs/config.md) until its sources are done or
+    /// SIGTERM/SIGINT drains it.
+    Run(run::RunArgs),
+    /// Load and check a pipeline file (every module is loaded); exit 2 on any problem.
+    Validate(run::ValidateArgs),
     /// Run golden test cases (TOML case files, see docs/testing.md) for filter modules.
     Test(test_cmd::TestArgs),
 }
@@ -203,6 +209,8 @@ fn main() -> ExitCode {
     tracing_init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => return run::run(a),
+        Command::Validate(a) => return run::validate(a),
         Command::Filter(a) => cmd_filter(a),
         Command::Demo(a) => cmd_demo(a),
         Command::Gen(a) => cmd_gen(a),
@@ -481,4 +489,18 @@ fn cmd_gen(a: GenArgs) -> Result<(), Fail> {
             .write_all(&data)
             .map_err(|e| Fail::io("writing stdout", e)),
     }
+}
+
+/// Text that came from outside (a module, a config, an event) made safe for a terminal:
+/// control characters are shown as escapes.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -35,6 +35,11 @@ impl<W: Write> WriterSink<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
+
+    /// The writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
 }
 
 /// Runs of contiguous output at least this long are written straight from the batch buffer
