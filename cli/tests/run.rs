@@ -1,0 +1,243 @@
+//! `sluicebox run` and `sluicebox validate` end to end.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
+}
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sluicebox-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn wat(name: &str) -> String {
+    format!("{}/../examples/wat/{name}.wat", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn validate_reports_every_problem_with_component_and_key() {
+    let d = dir("validate");
+    let cfg = d.join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+data_dir = "state"
+[sources.app]
+type = "generator"
+eventz = 5
+[sources.idle]
+type = "stdin"
+[transforms.a]
+type = "wasm"
+inputs = ["b"]
+module = "{drop}"
+[transforms.b]
+type = "wasm"
+inputs = ["a"]
+module = "{drop}"
+[transforms.broken]
+type = "wasm"
+inputs = ["idle"]
+module = "/nonexistent.wasm"
+[sinks.out]
+type = "file"
+inputs = ["nope", "idle"]
+path = "out.ndjson"
+"#,
+            drop = wat("drop_debug")
+        ),
+    )
+    .unwrap();
+    let out = bin().arg("validate").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "sources.app: unknown field `eventz`",
+        "transforms.broken: key `module`",
+        "out: inputs: input \"nope\" names no source or transform",
+        "the inputs form a cycle",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn run_reads_a_file_once_filters_and_balances_with_a_dead_letter() {
+    let d = dir("once");
+    let input = d.join("in.ndjson");
+    let mut text = String::new();
+    for i in 0..1000 {
+        let level = if i % 4 == 0 { "DEBUG" } else { "INFO" };
+        text.push_str(&format!("{{\"level\":\"{level}\",\"n\":{i}}}\n"));
+        if i % 100 == 7 {
+            text.push_str("not json\n");
+        }
+    }
+    std::fs::write(&input, text).unwrap();
+    let cfg = d.join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+data_dir = "state"
+[api]
+enabled = false
+[sources.app]
+type = "file"
+include = ["in.ndjson"]
+follow = false
+[transforms.drop_debug]
+type = "wasm"
+inputs = ["app"]
+module = "{}"
+[sinks.out]
+type = "file"
+inputs = ["drop_debug"]
+path = "out.ndjson"
+"#,
+            wat("drop_debug")
+        ),
+    )
+    .unwrap();
+    let out = bin().arg("run").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let written = std::fs::read_to_string(d.join("out.ndjson")).unwrap();
+    assert_eq!(written.lines().count(), 750, "{err}");
+    let dead = std::fs::read_to_string(d.join("state/dead_letter.ndjson")).unwrap();
+    assert_eq!(dead.lines().count(), 10, "{err}");
+    let first: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert_eq!(first["component"], "app");
+    assert_eq!(first["raw"], "not json");
+    assert!(
+        err.contains("drop_debug           received=1000 sent=750 discarded=250"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_drains_and_metrics_agree_with_the_run() {
+    let d = dir("sigterm");
+    let port = free_port();
+    let cfg = d.join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+data_dir = "state"
+[api]
+address = "127.0.0.1:{port}"
+[sources.gen]
+type = "generator"
+events = 0
+rate = 20000
+[transforms.drop_debug]
+type = "wasm"
+inputs = ["gen"]
+module = "{}"
+[sinks.out]
+type = "file"
+inputs = ["drop_debug"]
+path = "out.ndjson"
+"#,
+            wat("drop_debug")
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Scrape /metrics once the endpoint is up.
+    let started = Instant::now();
+    let metrics = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            if body.contains("component_received_events_total") {
+                break body;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no /metrics");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("component_received_events_total{component_id=\"drop_debug\",component_kind=\"transform\",component_type=\"wasm\"}"),
+        "{metrics}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM: drain and exit 0.
+    let t0 = Instant::now();
+    unsafe_kill(child.id(), 15);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "drain took {:?}",
+        t0.elapsed()
+    );
+    assert!(err.contains("stopping: draining"), "{err}");
+    // Every event the transform sent is in the file.
+    let sent: u64 = err
+        .lines()
+        .find(|l| l.contains("transform drop_debug"))
+        .and_then(|l| l.split("sent=").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no drop_debug line in {err}"));
+    let written = std::fs::read_to_string(d.join("out.ndjson")).unwrap();
+    assert!(sent > 0);
+    assert_eq!(written.lines().count() as u64, sent, "{err}");
+}
+
+/// Sends `signal` to `pid` with the `kill` command (no libc binding needed).
+fn unsafe_kill(pid: u32, signal: i32) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn the_shipped_demo_pipeline_validates() {
+    let cfg = format!(
+        "{}/../examples/pipelines/demo.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = bin().arg("validate").arg(&cfg).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
