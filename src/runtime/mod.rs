@@ -333,6 +333,7 @@ impl Topology {
             .enable_all()
             .build()
             .map_err(|e| Error::new(Kind::Config, format!("cannot start the runtime: {e}")))?;
+        // Spare batches kept for reuse (their buffers stay allocated and warm).
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(64);
         let (work_tx, work_rx) = crossbeam_channel::unbounded::<crate::source::Work>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();

@@ -265,7 +265,7 @@ impl SourceContext {
     /// positions stay unacknowledged) when shutdown fired while waiting, or when the
     /// runtime has stopped.
     pub async fn send(&self, stream: &Stream, batch: Batch, end: u64) -> bool {
-        let bytes = batch.data.len() as u64;
+        let bytes = batch.data.capacity() as u64;
         match self.inner.budget.policy() {
             OverflowPolicy::Block => {
                 if !self.inner.budget.take(bytes, &self.inner.shutdown).await {
@@ -284,7 +284,7 @@ impl SourceContext {
 
     /// [`SourceContext::send`] for a source running on a blocking thread.
     pub fn blocking_send(&self, stream: &Stream, batch: Batch, end: u64) -> bool {
-        let bytes = batch.data.len() as u64;
+        let bytes = batch.data.capacity() as u64;
         match self.inner.budget.policy() {
             OverflowPolicy::Block => {
                 if !self.inner.budget.take_blocking(bytes, &self.inner.shutdown) {
