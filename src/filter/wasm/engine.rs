@@ -83,7 +83,7 @@ impl Engine {
         bytes: &[u8],
         cache_dir: Option<&Path>,
     ) -> Result<wasmtime::Module> {
-        let load_err = |e: wasmtime::Error| Error::new(Kind::ModuleLoad, format!("{e:#}"));
+        let load_err = |e: wasmtime::Error| Error::new(Kind::ModuleLoad, one_line(&format!("{e:#}")));
         let Some(dir) = cache_dir else {
             return wasmtime::Module::new(&self.inner, bytes).map_err(load_err);
         };
@@ -106,6 +106,19 @@ impl Engine {
         }
         Ok(module)
     }
+}
+
+/// wasmtime's message on one line: a WAT syntax error quotes the module's source line under
+/// its own lines (`--> file:3:5`, `3 | (module …`, a caret). The lines are joined with ` | `
+/// so that the whole message stays one line; the error's `Display` escapes whatever control
+/// characters the quoted source holds (see [`crate::printable`]).
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && l.trim() != "|")
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// A directory of compiled modules, each file authenticated with HMAC-SHA256 under a secret

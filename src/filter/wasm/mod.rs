@@ -26,7 +26,7 @@ use wasmtime::{ExternType, ValType};
 use crate::batch::{Decisions, Events};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
-use host::{HostState, Live};
+use host::{HostState, Live, LogBudget, SharedBudget};
 
 /// A compiled and checked filter module.
 ///
@@ -257,8 +257,8 @@ fn check_imports(module: &wasmtime::Module, wasi_allowed: bool) -> Result<()> {
                 Kind::ModuleLoad,
                 format!(
                     "unknown import `{}.{}`: sluicebox provides only `{}.{}`{}{hint}",
-                    imp.module(),
-                    imp.name(),
+                    cut_name(imp.module()),
+                    cut_name(imp.name()),
                     abi::IMPORT_MODULE,
                     abi::IMPORT_LOG,
                     if wasi_allowed {
@@ -271,6 +271,15 @@ fn check_imports(module: &wasmtime::Module, wasi_allowed: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A name the module chose, cut to 256 bytes for a message (the message's `Display` escapes
+/// it, see [`crate::printable`]).
+fn cut_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= 256 {
+        return name.into();
+    }
+    format!("{}… (cut)", &name[..name.floor_char_boundary(256)]).into()
 }
 
 /// Settings of one wasm filter. Plain data with documented defaults; [`WasmConfig::build`]
@@ -319,11 +328,13 @@ impl WasmConfig {
         }
         let params =
             serde_json::to_vec(&self.params).map_err(|e| Error::config(format!("params: {e}")))?;
-        let live = Live::new(module, self, &params)?;
+        let log = LogBudget::shared();
+        let live = Live::new(module, self, &params, log.clone())?;
         Ok(WasmFilter {
             module: module.clone(),
             config: self.clone(),
             params,
+            log,
             live: Some(live),
             marshal: Default::default(),
         })
@@ -339,6 +350,9 @@ pub struct WasmFilter {
     module: Arc<WasmModule>,
     config: WasmConfig,
     params: Vec<u8>,
+    /// The log rate limit, owned by the filter so that every instance it makes after a
+    /// trap shares it (a trap must not reset it).
+    log: SharedBudget,
     live: Option<Live>,
     marshal: marshal::Scratch,
 }
@@ -375,7 +389,12 @@ impl Filter for WasmFilter {
 
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {
         if self.live.is_none() {
-            self.live = Some(Live::new(&self.module, &self.config, &self.params)?);
+            self.live = Some(Live::new(
+                &self.module,
+                &self.config,
+                &self.params,
+                self.log.clone(),
+            )?);
         }
         let Some(live) = self.live.as_mut() else {
             unreachable!("instantiated above")
