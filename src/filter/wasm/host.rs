@@ -6,7 +6,7 @@ use sluicebox_abi as abi;
 use wasmtime::{Caller, Linker, Memory, Store, TypedFunc};
 
 use super::marshal::{self, Projection, Scratch};
-use super::{EPOCH_TICK, WasmConfig, WasmModule};
+use super::{WasmConfig, WasmModule};
 use crate::batch::{Decisions, Events};
 use crate::error::{Error, Kind, Result, printable};
 
@@ -210,8 +210,9 @@ pub(crate) struct Live {
     deadline_ticks: u64,
 }
 
-fn ticks(d: Duration) -> u64 {
-    (d.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
+/// Epoch ticks for a deadline `d` with ticks of `tick`: `ceil(d / tick) + 1` (at least 2).
+fn ticks(d: Duration, tick: Duration) -> u64 {
+    (d.as_nanos().div_ceil(tick.as_nanos()) as u64).max(1) + 1
 }
 
 impl Live {
@@ -237,7 +238,7 @@ impl Live {
         // The probe touches no more memory than the module declares: any cap a filter may
         // be given later is allowed here.
         let mut store = Self::store(module, super::MAX_MEMORY_LIMIT, LogBudget::shared());
-        store.set_epoch_deadline(ticks(Duration::from_secs(1)));
+        store.set_epoch_deadline(ticks(Duration::from_secs(1), module.engine.epoch_tick()));
         let inst = module
             .pre
             .instantiate(&mut store)
@@ -267,7 +268,10 @@ impl Live {
     ) -> Result<Live> {
         let init_err = |m: String| Error::new(Kind::ModuleInit, format!("{}: {m}", module.name));
         let mut store = Self::store(module, config.memory_limit, log);
-        store.set_epoch_deadline(ticks(config.deadline.max(Duration::from_secs(1))));
+        store.set_epoch_deadline(ticks(
+            config.deadline.max(Duration::from_secs(1)),
+            module.engine.epoch_tick(),
+        ));
         let inst = module
             .pre
             .instantiate(&mut store)
@@ -293,7 +297,7 @@ impl Live {
             buf_cap: 0,
             projection: None,
             poisoned: false,
-            deadline_ticks: ticks(config.deadline),
+            deadline_ticks: ticks(config.deadline, module.engine.epoch_tick()),
         };
         if module.has_init {
             let init = typed(&mut live.store, abi::EXPORT_INIT)?;
