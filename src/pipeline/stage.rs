@@ -142,7 +142,8 @@ impl Stage {
                         ));
                     }
                     if b - a == 1 {
-                        self.whole.fail(a, &cut_reason(format!("filter failed: {e}")));
+                        self.whole
+                            .fail(a, &cut_reason(format!("filter failed: {e}")));
                     } else {
                         let mid = a + (b - a) / 2;
                         self.ranges.push((mid, b));
@@ -316,7 +317,10 @@ fn cut_reason(reason: String) -> String {
     if reason.len() <= REASON_MAX {
         return reason;
     }
-    format!("{}… (cut)", &reason[..reason.floor_char_boundary(REASON_MAX)])
+    format!(
+        "{}… (cut)",
+        &reason[..reason.floor_char_boundary(REASON_MAX)]
+    )
 }
 
 /// A checked record, as offsets into its record stream.

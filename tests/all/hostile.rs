@@ -14,7 +14,8 @@ use crate::common::{ALLOC_WAT, numbered, run_with, wasm};
 
 /// Text a module would like to see on the host's stderr: a line break and a forged
 /// summary, a carriage return, a window title, a screen clear, BEL, NUL, DEL and a C1 CSI.
-const NASTY: &str = "x\nsluicebox: received=999 emitted=999\r\u{1b}]0;owned\u{7}\u{1b}[2J\0\u{7f}\u{9b}31m";
+const NASTY: &str =
+    "x\nsluicebox: received=999 emitted=999\r\u{1b}]0;owned\u{7}\u{1b}[2J\0\u{7f}\u{9b}31m";
 
 /// `s` as the body of a WAT string: every byte as a `\hh` escape.
 fn wat_bytes(s: &str) -> String {
@@ -75,9 +76,14 @@ fn assert_escaped(what: &str, stderr: &[u8]) {
         .chars()
         .filter(|&c| c.is_control() && c != '\n')
         .collect();
-    assert!(bad.is_empty(), "{what}: control characters {bad:?} on stderr:\n{text}");
     assert!(
-        !text.lines().any(|l| l.starts_with("sluicebox: received=999")),
+        bad.is_empty(),
+        "{what}: control characters {bad:?} on stderr:\n{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("sluicebox: received=999")),
         "{what}: a forged summary line on stderr:\n{text}"
     );
     assert!(
@@ -167,7 +173,9 @@ fn module_text_reaches_stderr_only_escaped() {
         "WAT syntax error: control characters on stderr:\n{text}"
     );
     assert!(
-        !text.lines().any(|l| l.starts_with("sluicebox: received=999")),
+        !text
+            .lines()
+            .any(|l| l.starts_with("sluicebox: received=999")),
         "WAT syntax error: a forged summary line:\n{text}"
     );
 }
@@ -226,7 +234,11 @@ fn the_deadline_reason_is_in_milliseconds() {
         ..Default::default()
     };
     let f = wasm("spin", &spin, &config).unwrap();
-    let (_, _, dead) = run_with(PipelineConfig::default(), vec![Box::new(f)], &numbered(1, &[]));
+    let (_, _, dead) = run_with(
+        PipelineConfig::default(),
+        vec![Box::new(f)],
+        &numbered(1, &[]),
+    );
     assert_eq!(
         dead[0]["reason"],
         "filter failed: deadline exceeded: the batch call ran longer than 1500ms"

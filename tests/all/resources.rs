@@ -415,7 +415,12 @@ fn isolation_keeps_a_bounded_amount_of_answers_per_batch() {
     let dl = tmp("big-answers-dead.ndjson");
     let _ = std::fs::remove_file(&dl);
     let mut child = filter_command()
-        .args(["--batch-events", &EVENTS.to_string(), "--memory-limit-mib", "128"])
+        .args([
+            "--batch-events",
+            &EVENTS.to_string(),
+            "--memory-limit-mib",
+            "128",
+        ])
         .arg("--module")
         .arg(&module)
         .arg("--dead-letter")
@@ -431,9 +436,7 @@ fn isolation_keeps_a_bounded_amount_of_answers_per_batch() {
     stdin.flush().unwrap();
     // The batch is full: the child processes it, then waits for more input.
     let started = Instant::now();
-    let lines = || {
-        std::fs::read(&dl).map_or(0, |d| d.iter().filter(|&&b| b == b'\n').count())
-    };
+    let lines = || std::fs::read(&dl).map_or(0, |d| d.iter().filter(|&&b| b == b'\n').count());
     while lines() < EVENTS {
         assert!(
             started.elapsed() < Duration::from_secs(120) && child.try_wait().unwrap().is_none(),
@@ -463,8 +466,14 @@ fn isolation_keeps_a_bounded_amount_of_answers_per_batch() {
     // The first answers fit under the bound (their reasons cut at 64 KiB); the rest are
     // refused with a reason that says why.
     let kept = reasons.iter().filter(|r| r.ends_with("… (cut)")).count();
-    let refused = reasons.iter().filter(|r| r.contains("passed 128 MiB")).count();
-    assert!(kept >= 1 && kept + refused == EVENTS, "{kept} kept, {refused} refused");
+    let refused = reasons
+        .iter()
+        .filter(|r| r.contains("passed 128 MiB"))
+        .count();
+    assert!(
+        kept >= 1 && kept + refused == EVENTS,
+        "{kept} kept, {refused} refused"
+    );
     // Kept: at most 128 MiB of answers, plus one 60 MiB answer being checked, plus the
     // guest's 62.5 MiB memory, plus the command's own few MiB and allocator slack: under
     // 400 MiB. Without the bound, the 16 answers alone are 960 MiB.

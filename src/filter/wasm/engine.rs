@@ -220,7 +220,8 @@ impl Engine {
         bytes: &[u8],
         cache_dir: Option<&Path>,
     ) -> Result<wasmtime::Module> {
-        let load_err = |e: wasmtime::Error| Error::new(Kind::ModuleLoad, one_line(&format!("{e:#}")));
+        let load_err =
+            |e: wasmtime::Error| Error::new(Kind::ModuleLoad, one_line(&format!("{e:#}")));
         let Some(dir) = cache_dir else {
             return wasmtime::Module::new(&self.inner, bytes).map_err(load_err);
         };
@@ -363,7 +364,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 fn check_private(path: &Path, what: &str, forbidden: u32) -> std::result::Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot inspect {what} {shown}: {e}"))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot inspect {what} {shown}: {e}"))?;
     let me = current_uid().map_err(|e| format!("cannot tell the current user: {e}"))?;
     if meta.uid() != me {
         return Err(format!(
@@ -498,8 +500,13 @@ mod tests {
         // A directory others can write: refused, saying why.
         for bad in [0o777, 0o720, 0o702] {
             mode(&dir, bad);
-            let why = Cache::open(&dir).err().expect("a writable directory is refused");
-            assert!(why.contains("cache directory") && why.contains("group or others"), "{why}");
+            let why = Cache::open(&dir)
+                .err()
+                .expect("a writable directory is refused");
+            assert!(
+                why.contains("cache directory") && why.contains("group or others"),
+                "{why}"
+            );
         }
         mode(&dir, 0o755);
         Cache::open(&dir).unwrap();
@@ -513,12 +520,19 @@ mod tests {
         Cache::open(&dir).unwrap();
         // Owned by another user (only root can give a file away).
         if std::os::unix::fs::chown(&key, Some(65534), None).is_ok() {
-            let why = Cache::open(&dir).err().expect("another user's key is refused");
+            let why = Cache::open(&dir)
+                .err()
+                .expect("another user's key is refused");
             assert!(why.contains("uid 65534"), "{why}");
             std::os::unix::fs::chown(&key, Some(current_uid().unwrap()), None).unwrap();
             std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
-            let why = Cache::open(&dir).err().expect("another user's directory is refused");
-            assert!(why.contains("cache directory") && why.contains("uid 65534"), "{why}");
+            let why = Cache::open(&dir)
+                .err()
+                .expect("another user's directory is refused");
+            assert!(
+                why.contains("cache directory") && why.contains("uid 65534"),
+                "{why}"
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -533,13 +547,25 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let engine = Engine::global().unwrap();
         engine.compile(b"(module)", Some(&dir)).unwrap();
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(names.is_empty(), "nothing written to a refused cache: {names:?}");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.is_empty(),
+            "nothing written to a refused cache: {names:?}"
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         engine.compile(b"(module)", Some(&dir)).unwrap();
         let cwasm = std::fs::read_dir(&dir)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "cwasm")
+            })
             .count();
         assert_eq!(cwasm, 1, "a private cache is used");
         let _ = std::fs::remove_dir_all(&dir);
@@ -548,7 +574,12 @@ mod tests {
     #[test]
     fn engine_settings_out_of_range_are_refused() {
         assert!(Engine::builder().pool_instances(0).build().is_err());
-        assert!(Engine::builder().epoch_tick(Duration::ZERO).build().is_err());
+        assert!(
+            Engine::builder()
+                .epoch_tick(Duration::ZERO)
+                .build()
+                .is_err()
+        );
         assert!(Engine::builder().max_wasm_stack(1).build().is_err());
     }
 }
