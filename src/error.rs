@@ -134,6 +134,9 @@ impl std::error::Error for Error {
     }
 }
 
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +157,3 @@ mod tests {
         assert_eq!(e.message(), nasty, "the raw message stays available");
     }
 }
-
-/// Shorthand used across the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -606,13 +606,13 @@ mod tests {
             partial: [Vec::new(), Vec::new()],
         };
         // One instance spends the budget; the next one (after a trap) finds it spent.
-        let mut first = state(&log);
+        let first = state(&log);
         for _ in 0..LOG_PER_SECOND {
-            log_line(&mut first, 2, "x");
+            log_line(&first, 2, "x");
         }
         drop(first);
-        let mut second = state(&log);
-        log_line(&mut second, 2, "y");
+        let second = state(&log);
+        log_line(&second, 2, "y");
         let b = log.lock().unwrap();
         if b.window.elapsed() < Duration::from_secs(1) {
             assert_eq!((b.count, b.dropped), (LOG_PER_SECOND, 1));
