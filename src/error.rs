@@ -93,9 +93,37 @@ impl fmt::Debug for Error {
 }
 
 impl fmt::Display for Error {
+    /// The message, through [`printable`]: an error may quote bytes a filter module chose
+    /// (a rejection message, an import name, a line of WAT), and whatever prints it (a
+    /// terminal, a log) must not receive line breaks or escape sequences from a module.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&printable(&self.message))
     }
+}
+
+/// `text` with every control character (line breaks, carriage returns, tabs, ESC and so
+/// every terminal escape sequence, NUL, DEL, C1 codes such as CSI `\u{9b}`) written as a Rust
+/// escape such as `\n` or `\u{1b}`, so that text a filter module controls can neither start
+/// a line of its own on stderr (forging a `sluicebox: received=…` summary) nor drive the
+/// terminal. Every byte a module controls that reaches a terminal or a log goes through
+/// this one function: guest log lines, WASI output, and every [`Error`] (its `Display`).
+///
+/// Idempotent (an escape contains no control character), so text escaped once may be
+/// escaped again. Borrows when there is nothing to escape. Cost: one scan; one allocation
+/// only when something is escaped.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl std::error::Error for Error {
@@ -108,3 +136,24 @@ impl std::error::Error for Error {
 
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_every_control_character_and_is_idempotent() {
+        assert_eq!(printable("plain text, é"), "plain text, é");
+        let nasty = "a\nsluicebox: received=999\r\u{1b}[31m\u{7}\0\u{9b}\u{7f}\t";
+        let once = printable(nasty);
+        assert_eq!(
+            once,
+            "a\\nsluicebox: received=999\\r\\u{1b}[31m\\u{7}\\u{0}\\u{9b}\\u{7f}\\t"
+        );
+        assert!(!once.chars().any(char::is_control));
+        assert_eq!(printable(&once), once);
+        let e = Error::new(Kind::ModuleInit, nasty);
+        assert!(!e.to_string().chars().any(char::is_control));
+        assert_eq!(e.message(), nasty, "the raw message stays available");
+    }
+}

@@ -68,7 +68,7 @@ pub mod sink;
 pub mod source;
 
 pub use batch::{Batch, DeadLetter, Decisions, EventRef, Events};
-pub use error::{Error, Kind, Result};
+pub use error::{Error, Kind, Result, printable};
 pub use filter::wasm::{self, WasmConfig, WasmFilter};
 pub use filter::{DropWhere, Filter, TagService};
 pub use parse::JsonEngine;

@@ -422,9 +422,12 @@ pub(crate) fn print_report(report: &Report) {
     eprintln!("sluicebox: {}", report.stats.summary(report.elapsed));
     for d in &report.first_dead_letters {
         let raw = String::from_utf8_lossy(&d.raw[..d.raw.len().min(80)]).into_owned();
+        // A reason may quote a filter module's own text: escaped like every such text.
         eprintln!(
             "sluicebox: dead letter: line {} (offset {}): {}: {raw:?}",
-            d.line, d.offset, d.reason
+            d.line,
+            d.offset,
+            sluicebox::printable(&d.reason)
         );
     }
     if report.stats.dead_lettered > report.first_dead_letters.len() as u64

@@ -257,7 +257,9 @@ fn edit_nested(
     f: impl FnOnce(&mut ObjEditor, &[u8]) -> Result<(), String>,
     depth: usize,
 ) -> Result<Vec<u8>, String> {
-    if depth > 256 {
+    // `depth` nested objects were entered already: this would be number `depth + 1`, and
+    // docs/abi.md section 11 refuses more than 256 (the top-level object not counted).
+    if depth >= 256 {
         return Err("edit path too deep".into());
     }
     let mut s = Vec::new();

@@ -5,6 +5,10 @@
 //! are alone; those are dead-lettered with the failure's reason, and every other event gets
 //! its normal answer. A breaker stops the run after `breaker_threshold` consecutive failed
 //! calls with no success between them, so a filter that fails on everything cannot loop.
+//!
+//! What the host keeps of the parts' answers while it isolates is bounded by
+//! [`ISOLATION_KEPT_MAX`] per batch: a module cannot make the host allocate without bound by
+//! answering every small part with a huge record stream.
 
 use sluicebox_abi::{self as abi, Verdict};
 
@@ -152,6 +156,14 @@ impl Stage {
                     self.failures[fi] = 0;
                     if (a, b) == (0, n) {
                         std::mem::swap(&mut self.whole, &mut self.part);
+                    } else if self.whole.records.len() + self.part.records.len()
+                        > ISOLATION_KEPT_MAX
+                    {
+                        // Keeping this part's answer would pass the batch's bound: its
+                        // events are dead-lettered instead (the answer is not kept).
+                        for i in a..b {
+                            self.whole.fail(i, ISOLATION_OVER_BOUND);
+                        }
                     } else {
                         merge(&mut self.whole, &self.part, a);
                     }
@@ -170,7 +182,8 @@ impl Stage {
                         ));
                     }
                     if b - a == 1 {
-                        self.whole.fail(a, &format!("filter failed: {e}"));
+                        self.whole
+                            .fail(a, &cut_reason(format!("filter failed: {e}")));
                     } else {
                         let mid = a + (b - a) / 2;
                         self.ranges.push((mid, b));
@@ -319,16 +332,35 @@ impl Stage {
     }
 }
 
-/// Most bytes of a `FAIL` reason kept in the dead letter (as for status messages).
-const FAIL_REASON_MAX: usize = 64 << 10;
+/// Most bytes of the answers the host keeps for one batch while it isolates a failure
+/// (the record streams of the parts answered so far, which also bound the bytes of the
+/// events they emit): 128 MiB, twice the default cap of one answer. A part whose answer
+/// would pass it has its events dead-lettered with [`ISOLATION_OVER_BOUND`]. The host's
+/// peak for one filter call during isolation is about this, plus one answer, plus the batch.
+pub(crate) const ISOLATION_KEPT_MAX: usize = 128 << 20;
 
-/// A `FAIL` record's reason (checked UTF-8), cut to [`FAIL_REASON_MAX`] bytes.
+/// The dead-letter reason of events whose part's answer would pass [`ISOLATION_KEPT_MAX`].
+const ISOLATION_OVER_BOUND: &str = "filter failed: while isolating a failure in this batch, the \
+     answers kept passed 128 MiB (docs/abi.md section 12.2); this event's answer was not kept";
+
+/// Most bytes of any dead-letter reason a filter causes (a `FAIL` record's reason, a failed
+/// call's message): 64 KiB, as for status messages.
+const REASON_MAX: usize = 64 << 10;
+
+/// A `FAIL` record's reason (checked UTF-8), cut to [`REASON_MAX`] bytes.
 fn fail_reason(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    if s.len() <= FAIL_REASON_MAX {
-        return s.into_owned();
+    cut_reason(String::from_utf8_lossy(b).into_owned())
+}
+
+/// `reason` cut at a character boundary to [`REASON_MAX`] bytes, marked `… (cut)`.
+fn cut_reason(reason: String) -> String {
+    if reason.len() <= REASON_MAX {
+        return reason;
     }
-    format!("{}… (cut)", &s[..s.floor_char_boundary(FAIL_REASON_MAX)])
+    format!(
+        "{}… (cut)",
+        &reason[..reason.floor_char_boundary(REASON_MAX)]
+    )
 }
 
 /// A checked record, as offsets into its record stream.

@@ -5,6 +5,7 @@ mod common;
 mod conformance;
 mod guest_sdks;
 mod guests;
+mod hostile;
 mod input;
 mod props;
 mod regressions;

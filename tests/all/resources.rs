@@ -374,3 +374,114 @@ fn trap_storm_100k_batches_keeps_memory_and_fds_flat() {
     );
     assert_eq!(from.2, to.2, "file descriptors changed: {show:?}");
 }
+
+/// Issue 16: a module that fails every call of more than one event, and answers each
+/// single event with a 60 MiB record stream (one `FAIL` record with a 60 MiB reason), made
+/// the host keep every such answer while it isolated the batch: about 1 GB for 16 events,
+/// some 100 GB for a batch of 1,024. What the host keeps per batch across isolation retries
+/// is bounded (128 MiB, docs/abi.md section 12.2); past it events are dead-lettered with a
+/// reason saying so. Peak RSS is read while the child waits for more input, once it has
+/// dead-lettered the whole batch.
+#[test]
+fn isolation_keeps_a_bounded_amount_of_answers_per_batch() {
+    const EVENTS: usize = 16;
+    const REASON: usize = 60 << 20;
+    let wat = format!(
+        r#"(module
+  (memory (export "memory") 1000)
+  (global $heap (mut i32) (i32.const 8192))
+  (func (export "sluicebox_abi_version") (result i32) (i32.const 1))
+  {alloc}
+  (func (export "sluicebox_filter") (param $h i32) (result i32)
+    (if (i32.gt_u (i32.load offset=4 (local.get $h)) (i32.const 1)) (then unreachable))
+    (memory.fill (i32.const 0x100010) (i32.const 0x78) (i32.const {REASON}))
+    (i32.store8 (i32.const 4096) (i32.const {fail}))
+    (i32.store (i32.const 0x100000) (i32.const 0))
+    (i32.store (i32.const 0x100004) (i32.const {op}))
+    (i32.store (i32.const 0x100008) (i32.const 0))
+    (i32.store (i32.const 0x10000c) (i32.const {REASON}))
+    (i32.store offset=36 (local.get $h) (i32.const 4096))
+    (i32.store offset=40 (local.get $h) (i32.const 0x100000))
+    (i32.store offset=44 (local.get $h) (i32.const {rl}))
+    (i32.const 0))
+)"#,
+        alloc = crate::common::ALLOC_WAT,
+        fail = sluicebox_abi::Verdict::Fail as u8,
+        op = sluicebox_abi::OP_FAIL,
+        rl = REASON + 16,
+    );
+    let module = tmp("big-answers.wat");
+    std::fs::write(&module, wat).unwrap();
+    let dl = tmp("big-answers-dead.ndjson");
+    let _ = std::fs::remove_file(&dl);
+    let mut child = filter_command()
+        .args([
+            "--batch-events",
+            &EVENTS.to_string(),
+            "--memory-limit-mib",
+            "128",
+        ])
+        .arg("--module")
+        .arg(&module)
+        .arg("--dead-letter")
+        .arg(&dl)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (_, out) = drain(child.stdout.take().unwrap());
+    let (_, err) = drain(child.stderr.take().unwrap());
+    stdin
+        .write_all(&crate::common::numbered(EVENTS, &[]))
+        .unwrap();
+    stdin.flush().unwrap();
+    // The batch is full: the child processes it, then waits for more input.
+    let started = Instant::now();
+    let lines = || std::fs::read(&dl).map_or(0, |d| d.iter().filter(|&&b| b == b'\n').count());
+    while lines() < EVENTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120) && child.try_wait().unwrap().is_none(),
+            "the child did not dead-letter the batch"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (_, peak_kib, _) = sample(child.id());
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let _ = out.join().unwrap();
+    let err = String::from_utf8(err.join().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    println!(
+        "resources: {EVENTS} events answered with 60 MiB each during isolation: peak RSS {:.0} MiB",
+        peak_kib as f64 / 1024.0
+    );
+    let dead = std::fs::read_to_string(&dl).unwrap();
+    let reasons: Vec<String> = dead
+        .lines()
+        .map(|l| {
+            let d: serde_json::Value = serde_json::from_str(l).unwrap();
+            d["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(reasons.len(), EVENTS);
+    // The first answers fit under the bound (their reasons cut at 64 KiB); the rest are
+    // refused with a reason that says why.
+    let kept = reasons.iter().filter(|r| r.ends_with("… (cut)")).count();
+    let refused = reasons
+        .iter()
+        .filter(|r| r.contains("passed 128 MiB"))
+        .count();
+    assert!(
+        kept >= 1 && kept + refused == EVENTS,
+        "{kept} kept, {refused} refused"
+    );
+    // Kept: at most 128 MiB of answers, plus one 60 MiB answer being checked, plus the
+    // guest's 62.5 MiB memory, plus the command's own few MiB and allocator slack: under
+    // 400 MiB. Without the bound, the 16 answers alone are 960 MiB.
+    assert!(
+        peak_kib < 400 << 10,
+        "peak RSS {} MiB: the host kept more than the bound",
+        peak_kib >> 10
+    );
+    let _ = std::fs::remove_file(&dl);
+    let _ = std::fs::remove_file(&module);
+}

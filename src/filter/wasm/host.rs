@@ -6,9 +6,9 @@ use sluicebox_abi as abi;
 use wasmtime::{Caller, Linker, Memory, Store, TypedFunc};
 
 use super::marshal::{self, Projection, Scratch};
-use super::{EPOCH_TICK, WasmConfig, WasmModule};
+use super::{WasmConfig, WasmModule};
 use crate::batch::{Decisions, Events};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Kind, Result, printable};
 
 /// The error a memory cap raises inside wasmtime; recognised when classifying traps.
 #[derive(Debug)]
@@ -29,12 +29,34 @@ impl std::fmt::Display for MemoryExceeded {
 
 impl std::error::Error for MemoryExceeded {}
 
+/// The log rate limit's state. It belongs to the filter ([`super::WasmFilter`]), not to one
+/// instance: every instance the filter makes (after a trap, the next call re-instantiates)
+/// shares it, so trapping cannot buy a fresh budget.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    window: Instant,
+    count: u32,
+    dropped: u64,
+}
+
+impl LogBudget {
+    pub(crate) fn shared() -> SharedBudget {
+        std::sync::Arc::new(std::sync::Mutex::new(LogBudget {
+            window: Instant::now(),
+            count: 0,
+            dropped: 0,
+        }))
+    }
+}
+
+/// A filter's log budget, shared by its successive instances. Locked once per guest log
+/// line (never on the batch path), by one thread at a time in practice.
+pub(crate) type SharedBudget = std::sync::Arc<std::sync::Mutex<LogBudget>>;
+
 /// Per-store state: the memory cap and the log rate limiter.
 pub(crate) struct HostState {
     memory_limit: usize,
-    log_window: Instant,
-    log_count: u32,
-    log_dropped: u64,
+    log: SharedBudget,
     module: String,
     /// For WASI's monotonic clock.
     pub(crate) started: Instant,
@@ -44,7 +66,8 @@ pub(crate) struct HostState {
     pub(crate) partial: [Vec<u8>; 2],
 }
 
-/// Log messages allowed per module instance per second; the rest are counted and dropped.
+/// Log messages allowed per filter per second (all its successive instances together); the
+/// rest are counted and dropped.
 const LOG_PER_SECOND: u32 = 20;
 /// Longest log message forwarded (longer ones are cut).
 pub(crate) const LOG_MAX: usize = 4096;
@@ -75,23 +98,41 @@ impl wasmtime::ResourceLimiter for HostState {
     }
 }
 
-/// Forwards one guest log line to `tracing`, at most [`LOG_PER_SECOND`] per instance per
-/// second; the rest are counted and reported once a second.
-pub(crate) fn log_line(st: &mut HostState, level: i32, msg: &str) {
+/// Forwards one guest log line to `tracing`, at most [`LOG_PER_SECOND`] per filter per
+/// second; the rest are counted and reported once a second. The text goes through
+/// [`printable`].
+pub(crate) fn log_line(st: &HostState, level: i32, msg: &str) {
+    if log_admit(st) {
+        log_emit(st, level, msg);
+    }
+}
+
+/// Takes one line from the filter's log budget: false when the budget of this second is
+/// spent (the line is counted as dropped). Cheap: callers check it before reading or
+/// converting the guest's text, so a dropped line costs no copy.
+pub(crate) fn log_admit(st: &HostState) -> bool {
+    // A poisoned lock only means another thread panicked while logging: the counters are
+    // still plain numbers.
+    let mut b = st.log.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
-    if now.duration_since(st.log_window) >= Duration::from_secs(1) {
-        if st.log_dropped > 0 {
-            tracing::warn!(module = %st.module, dropped = st.log_dropped, "filter log messages dropped by the rate limit");
+    if now.duration_since(b.window) >= Duration::from_secs(1) {
+        if b.dropped > 0 {
+            tracing::warn!(module = %st.module, dropped = b.dropped, "filter log messages dropped by the rate limit");
         }
-        st.log_window = now;
-        st.log_count = 0;
-        st.log_dropped = 0;
+        b.window = now;
+        b.count = 0;
+        b.dropped = 0;
     }
-    if st.log_count >= LOG_PER_SECOND {
-        st.log_dropped += 1;
-        return;
+    if b.count >= LOG_PER_SECOND {
+        b.dropped += 1;
+        return false;
     }
-    st.log_count += 1;
+    b.count += 1;
+    true
+}
+
+/// Logs one admitted line, cut to [`LOG_MAX`] bytes and escaped by [`printable`].
+fn log_emit(st: &HostState, level: i32, msg: &str) {
     let msg = printable(&msg[..msg.floor_char_boundary(LOG_MAX)]);
     let module = &st.module;
     match level {
@@ -100,24 +141,6 @@ pub(crate) fn log_line(st: &mut HostState, level: i32, msg: &str) {
         2 => tracing::info!(module = %module, "{msg}"),
         _ => tracing::debug!(module = %module, "{msg}"),
     }
-}
-
-/// `msg` with its control characters (line breaks, escape sequences, NUL, C1 codes) written
-/// as escapes, so a guest cannot start a line of its own on the host's stderr or drive the
-/// terminal. Borrows when there is nothing to escape.
-pub(crate) fn printable(msg: &str) -> std::borrow::Cow<'_, str> {
-    if !msg.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(msg);
-    }
-    let mut out = String::with_capacity(msg.len() + 8);
-    for c in msg.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// A WASI `proc_exit` call: it ends the call like a trap, with this message.
@@ -141,6 +164,10 @@ pub(crate) fn linker(engine: &wasmtime::Engine, wasi: bool) -> Result<Linker<Hos
             abi::IMPORT_MODULE,
             abi::IMPORT_LOG,
             |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+                // The budget first: a line over the rate limit is neither read nor copied.
+                if !log_admit(caller.data()) {
+                    return;
+                }
                 let Some(mem) = caller
                     .get_export(abi::EXPORT_MEMORY)
                     .and_then(|e| e.into_memory())
@@ -148,14 +175,17 @@ pub(crate) fn linker(engine: &wasmtime::Engine, wasi: bool) -> Result<Linker<Hos
                     return;
                 };
                 let (p, l) = (ptr as u32 as usize, (len as u32 as usize).min(LOG_MAX));
-                let msg = match p
-                    .checked_add(l)
-                    .and_then(|end| mem.data(&caller).get(p..end))
-                {
-                    Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                    None => "(log call with an out-of-bounds message)".to_string(),
-                };
-                log_line(caller.data_mut(), level, &msg);
+                let data = mem.data(&caller);
+                match p.checked_add(l).and_then(|end| data.get(p..end)) {
+                    Some(bytes) => {
+                        log_emit(caller.data(), level, &String::from_utf8_lossy(bytes));
+                    }
+                    None => log_emit(
+                        caller.data(),
+                        level,
+                        "(log call with an out-of-bounds message)",
+                    ),
+                }
             },
         )
         .map_err(|e| Error::new(Kind::Config, format!("defining host functions: {e}")))?;
@@ -180,18 +210,17 @@ pub(crate) struct Live {
     deadline_ticks: u64,
 }
 
-fn ticks(d: Duration) -> u64 {
-    (d.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
+/// Epoch ticks for a deadline `d` with ticks of `tick`: `ceil(d / tick) + 1` (at least 2).
+fn ticks(d: Duration, tick: Duration) -> u64 {
+    (d.as_nanos().div_ceil(tick.as_nanos()) as u64).max(1) + 1
 }
 
 impl Live {
-    fn store(module: &WasmModule, memory_limit: usize) -> Store<HostState> {
+    fn store(module: &WasmModule, memory_limit: usize, log: SharedBudget) -> Store<HostState> {
         let engine = module.pre.module().engine();
         let state = HostState {
             memory_limit,
-            log_window: Instant::now(),
-            log_count: 0,
-            log_dropped: 0,
+            log,
             module: module.name.clone(),
             started: Instant::now(),
             rng: 0x2545_F491_4F6C_DD1D ^ (std::ptr::from_ref(module) as u64),
@@ -208,8 +237,8 @@ impl Live {
         let load = |m: String| Error::new(Kind::ModuleLoad, m);
         // The probe touches no more memory than the module declares: any cap a filter may
         // be given later is allowed here.
-        let mut store = Self::store(module, super::MAX_MEMORY_LIMIT);
-        store.set_epoch_deadline(ticks(Duration::from_secs(1)));
+        let mut store = Self::store(module, super::MAX_MEMORY_LIMIT, LogBudget::shared());
+        store.set_epoch_deadline(ticks(Duration::from_secs(1), module.engine.epoch_tick()));
         let inst = module
             .pre
             .instantiate(&mut store)
@@ -230,10 +259,19 @@ impl Live {
     }
 
     /// Instantiates, runs `_initialize` and `sluicebox_init`, and reads the field declaration.
-    pub(crate) fn new(module: &WasmModule, config: &WasmConfig, params: &[u8]) -> Result<Live> {
+    /// `log` is the filter's log budget, shared with its earlier and later instances.
+    pub(crate) fn new(
+        module: &WasmModule,
+        config: &WasmConfig,
+        params: &[u8],
+        log: SharedBudget,
+    ) -> Result<Live> {
         let init_err = |m: String| Error::new(Kind::ModuleInit, format!("{}: {m}", module.name));
-        let mut store = Self::store(module, config.memory_limit);
-        store.set_epoch_deadline(ticks(config.deadline.max(Duration::from_secs(1))));
+        let mut store = Self::store(module, config.memory_limit, log);
+        store.set_epoch_deadline(ticks(
+            config.deadline.max(Duration::from_secs(1)),
+            module.engine.epoch_tick(),
+        ));
         let inst = module
             .pre
             .instantiate(&mut store)
@@ -259,7 +297,7 @@ impl Live {
             buf_cap: 0,
             projection: None,
             poisoned: false,
-            deadline_ticks: ticks(config.deadline),
+            deadline_ticks: ticks(config.deadline, module.engine.epoch_tick()),
         };
         if module.has_init {
             let init = typed(&mut live.store, abi::EXPORT_INIT)?;
@@ -494,11 +532,24 @@ fn initialize(
 fn describe_with_deadline(e: &wasmtime::Error, config: &WasmConfig) -> String {
     if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
         return format!(
-            "deadline exceeded: the batch call ran longer than {:?}",
-            config.deadline
+            "deadline exceeded: the batch call ran longer than {}",
+            millis(config.deadline)
         );
     }
     describe(e)
+}
+
+/// A deadline as documented in `docs/abi.md`: whole milliseconds (`1500ms`, never `1.5s`);
+/// a deadline with a fraction of a millisecond (possible only through the library) shows
+/// its fraction (`0.25ms`).
+pub(crate) fn millis(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns.is_multiple_of(1_000_000) {
+        format!("{}ms", ns / 1_000_000)
+    } else {
+        let ms = format!("{:.6}", ns as f64 / 1e6);
+        format!("{}ms", ms.trim_end_matches('0'))
+    }
 }
 
 /// A one-line description of a wasmtime error or trap.
@@ -533,15 +584,38 @@ pub(crate) fn describe(e: &wasmtime::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::*;
 
     #[test]
-    fn guest_log_text_cannot_start_a_line_or_drive_the_terminal() {
-        assert_eq!(printable("plain text, é"), "plain text, é");
-        assert_eq!(
-            printable("a\nsluicebox: received=999\r\u{1b}[31m\u{7}\0\u{9b}"),
-            "a\\nsluicebox: received=999\\r\\u{1b}[31m\\u{7}\\u{0}\\u{9b}"
-        );
-        assert!(!printable("x\ty\u{85}z").chars().any(char::is_control));
+    fn deadlines_are_written_in_milliseconds() {
+        assert_eq!(millis(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(millis(Duration::from_millis(100)), "100ms");
+        assert_eq!(millis(Duration::from_secs(2)), "2000ms");
+        assert_eq!(millis(Duration::from_micros(250)), "0.25ms");
+    }
+
+    #[test]
+    fn the_log_budget_is_shared_by_every_instance_of_a_filter() {
+        let log = LogBudget::shared();
+        let state = |log: &SharedBudget| HostState {
+            memory_limit: 0,
+            log: log.clone(),
+            module: "m".into(),
+            started: Instant::now(),
+            rng: 0,
+            partial: [Vec::new(), Vec::new()],
+        };
+        // One instance spends the budget; the next one (after a trap) finds it spent.
+        let first = state(&log);
+        for _ in 0..LOG_PER_SECOND {
+            log_line(&first, 2, "x");
+        }
+        drop(first);
+        let second = state(&log);
+        log_line(&second, 2, "y");
+        let b = log.lock().unwrap();
+        if b.window.elapsed() < Duration::from_secs(1) {
+            assert_eq!((b.count, b.dropped), (LOG_PER_SECOND, 1));
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! Wasm filters: modules that speak the batch ABI of `docs/abi.md`, run in a hard sandbox.
 //!
-//! - [`Engine`]: one per process, with an epoch ticker. Expensive to create, created once.
+//! - [`Engine`]: one per process by default ([`Engine::global`]), with an epoch ticker;
+//!   expensive to create, created once. [`Engine::builder`] makes another with its own pool
+//!   size, epoch tick and stack limit, for [`WasmModule::from_bytes_in`] and
+//!   [`WasmModule::load_in`].
 //! - [`WasmModule`]: a compiled, checked module (exports, imports, ABI version). Compiled
 //!   once and shared by every worker through an `Arc`; cached on disk when asked.
 //! - [`WasmConfig`]: the per-filter settings (parameters, deadline, memory cap). Plain data;
@@ -13,7 +16,10 @@ mod host;
 mod marshal;
 mod wasi;
 
-pub use engine::{EPOCH_TICK, Engine, MAX_MEMORY_LIMIT, MAX_WASM_STACK, default_cache_dir};
+pub use engine::{
+    EPOCH_TICK, Engine, EngineBuilder, MAX_MEMORY_LIMIT, MAX_WASM_STACK, POOL_INSTANCES,
+    default_cache_dir,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +32,7 @@ use wasmtime::{ExternType, ValType};
 use crate::batch::{Decisions, Events};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
-use host::{HostState, Live};
+use host::{HostState, Live, LogBudget, SharedBudget};
 
 /// A compiled and checked filter module.
 ///
@@ -34,6 +40,9 @@ use host::{HostState, Live};
 /// the cache); holding it is cheap. Thread-safe; share it with `Arc`.
 pub struct WasmModule {
     name: String,
+    /// The engine the module was compiled in; kept alive (with its epoch ticker) as long as
+    /// the module.
+    engine: Arc<Engine>,
     pre: wasmtime::InstancePre<HostState>,
     has_init: bool,
     has_fields: bool,
@@ -74,6 +83,19 @@ impl WasmModule {
     /// # Errors
     /// As [`WasmModule::from_file`].
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Arc<WasmModule>> {
+        Self::load_in(Engine::global_arc()?, path, options)
+    }
+
+    /// Loads the module at `path` with `options`, compiled in `engine` (see
+    /// [`Engine::builder`]) instead of the process-wide one.
+    ///
+    /// # Errors
+    /// As [`WasmModule::from_file`].
+    pub fn load_in(
+        engine: &Arc<Engine>,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> Result<Arc<WasmModule>> {
         let bytes = std::fs::read(path).map_err(|e| {
             Error::new(
                 Kind::ModuleLoad,
@@ -84,7 +106,7 @@ impl WasmModule {
         let name = path
             .file_stem()
             .map_or_else(|| "module".into(), |s| s.to_string_lossy().into_owned());
-        Self::from_bytes_with(&name, &bytes, options)
+        Self::from_bytes_in(engine, &name, &bytes, options)
             .map_err(|e| Error::new(e.kind(), format!("{}: {}", path.display(), e.message())))
     }
 
@@ -117,6 +139,20 @@ impl WasmModule {
         bytes: &[u8],
         options: &LoadOptions,
     ) -> Result<Arc<WasmModule>> {
+        Self::from_bytes_in(Engine::global_arc()?, name, bytes, options)
+    }
+
+    /// Compiles and checks a module from memory with `options`, in `engine` (see
+    /// [`Engine::builder`]) instead of the process-wide one.
+    ///
+    /// # Errors
+    /// As [`WasmModule::from_file`].
+    pub fn from_bytes_in(
+        engine: &Arc<Engine>,
+        name: &str,
+        bytes: &[u8],
+        options: &LoadOptions,
+    ) -> Result<Arc<WasmModule>> {
         let load = |m: String| Error::new(Kind::ModuleLoad, m);
         let is_text = bytes
             .iter()
@@ -127,7 +163,6 @@ impl WasmModule {
                 "not a wasm module: bad magic (expected \\0asm or WAT text)".into(),
             ));
         }
-        let engine = Engine::global()?;
         let module = engine.compile(bytes, options.cache_dir.as_deref())?;
         check_imports(&module, options.wasi)?;
         let exports = check_exports(&module)?;
@@ -137,6 +172,7 @@ impl WasmModule {
             .map_err(|e| load(format!("cannot link: {e:#}")))?;
         let m = WasmModule {
             name: name.to_string(),
+            engine: engine.clone(),
             pre,
             has_init: exports.init,
             has_fields: exports.fields,
@@ -257,8 +293,8 @@ fn check_imports(module: &wasmtime::Module, wasi_allowed: bool) -> Result<()> {
                 Kind::ModuleLoad,
                 format!(
                     "unknown import `{}.{}`: sluicebox provides only `{}.{}`{}{hint}",
-                    imp.module(),
-                    imp.name(),
+                    cut_name(imp.module()),
+                    cut_name(imp.name()),
                     abi::IMPORT_MODULE,
                     abi::IMPORT_LOG,
                     if wasi_allowed {
@@ -273,6 +309,15 @@ fn check_imports(module: &wasmtime::Module, wasi_allowed: bool) -> Result<()> {
     Ok(())
 }
 
+/// A name the module chose, cut to 256 bytes for a message (the message's `Display` escapes
+/// it, see [`crate::printable`]).
+fn cut_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= 256 {
+        return name.into();
+    }
+    format!("{}… (cut)", &name[..name.floor_char_boundary(256)]).into()
+}
+
 /// Settings of one wasm filter. Plain data with documented defaults; [`WasmConfig::build`]
 /// makes the running filter.
 #[derive(Clone, Debug)]
@@ -280,8 +325,8 @@ pub struct WasmConfig {
     /// Parameters handed to the module's `sluicebox_init` as a JSON object of strings.
     /// Default: empty.
     pub params: BTreeMap<String, String>,
-    /// CPU deadline per batch call, enforced by epoch interruption (rounded up to
-    /// [`EPOCH_TICK`]). Default 100 ms. A call past it traps, and the batch is split.
+    /// CPU deadline per batch call, enforced by epoch interruption (rounded up to the
+    /// engine's epoch tick, [`EPOCH_TICK`] by default). Default 100 ms. A call past it traps, and the batch is split.
     pub deadline: Duration,
     /// Cap on the module's linear memory. Default 64 MiB, at most [`MAX_MEMORY_LIMIT`]. A
     /// `memory.grow` past it traps with "memory limit exceeded".
@@ -319,11 +364,13 @@ impl WasmConfig {
         }
         let params =
             serde_json::to_vec(&self.params).map_err(|e| Error::config(format!("params: {e}")))?;
-        let live = Live::new(module, self, &params)?;
+        let log = LogBudget::shared();
+        let live = Live::new(module, self, &params, log.clone())?;
         Ok(WasmFilter {
             module: module.clone(),
             config: self.clone(),
             params,
+            log,
             live: Some(live),
             marshal: Default::default(),
         })
@@ -339,6 +386,9 @@ pub struct WasmFilter {
     module: Arc<WasmModule>,
     config: WasmConfig,
     params: Vec<u8>,
+    /// The log rate limit, owned by the filter so that every instance it makes after a
+    /// trap shares it (a trap must not reset it).
+    log: SharedBudget,
     live: Option<Live>,
     marshal: marshal::Scratch,
 }
@@ -375,7 +425,12 @@ impl Filter for WasmFilter {
 
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {
         if self.live.is_none() {
-            self.live = Some(Live::new(&self.module, &self.config, &self.params)?);
+            self.live = Some(Live::new(
+                &self.module,
+                &self.config,
+                &self.params,
+                self.log.clone(),
+            )?);
         }
         let Some(live) = self.live.as_mut() else {
             unreachable!("instantiated above")
