@@ -494,16 +494,3 @@ fn cmd_gen(a: GenArgs) -> Result<(), Fail> {
     }
 }
 
-/// Text that came from outside (a module, a config, an event) made safe for a terminal:
-/// control characters are shown as escapes.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}

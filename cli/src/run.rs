@@ -41,8 +41,8 @@ pub(crate) fn validate(a: ValidateArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("sluicebox: error: {}", crate::escape(line));
+            for line in e.message().lines() {
+                eprintln!("sluicebox: error: {}", sluicebox::printable(line));
             }
             ExitCode::from(2)
         }
@@ -54,8 +54,8 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
     let built = match Config::load(&a.config).and_then(|c| c.build(&config_dir(&a.config))) {
         Ok(b) => b,
         Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("sluicebox: error: {}", crate::escape(line));
+            for line in e.message().lines() {
+                eprintln!("sluicebox: error: {}", sluicebox::printable(line));
             }
             return ExitCode::from(2);
         }
@@ -84,7 +84,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
     let running = match built.topology.start() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("sluicebox: error: {}", crate::escape(&e.to_string()));
+            eprintln!("sluicebox: error: {}", sluicebox::printable(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -126,7 +126,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
     let report = match running.wait() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("sluicebox: error: {}", crate::escape(&e.to_string()));
+            eprintln!("sluicebox: error: {}", sluicebox::printable(&e.to_string()));
             return ExitCode::from(1);
         }
     };
@@ -134,7 +134,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
         eprintln!(
             "sluicebox: {:<9} {:<20} received={} sent={} discarded={} dead_lettered={}{}{}",
             c.kind,
-            crate::escape(&c.name),
+            sluicebox::printable(&c.name),
             c.received,
             c.sent,
             c.discarded,
@@ -159,8 +159,8 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
     for (c, e) in &report.errors {
         eprintln!(
             "sluicebox: error: {}: {}",
-            crate::escape(c),
-            crate::escape(e)
+            sluicebox::printable(c),
+            sluicebox::printable(e)
         );
         code = ExitCode::from(1);
     }

@@ -279,14 +279,14 @@ impl Config {
             let cx = base.for_component(&name);
             match build_source(&name, table, &cx) {
                 Ok(spec) => topo = topo.source(spec),
-                Err(e) => problems.extend(e.to_string().lines().map(str::to_string)),
+                Err(e) => problems.extend(e.message().lines().map(str::to_string)),
             }
         }
         for (name, table) in self.transforms {
             let cx = base.for_component(&name);
             match build_transform(&name, table, &cx) {
                 Ok(spec) => topo = topo.transform(spec),
-                Err(e) => problems.extend(e.to_string().lines().map(str::to_string)),
+                Err(e) => problems.extend(e.message().lines().map(str::to_string)),
             }
         }
         for (name, table) in self.sinks {
@@ -295,7 +295,7 @@ impl Config {
                 Ok((kind, inputs, sink)) => {
                     topo = topo.sink(SinkSpec::new(name, kind, inputs, sink));
                 }
-                Err(e) => problems.extend(e.to_string().lines().map(str::to_string)),
+                Err(e) => problems.extend(e.message().lines().map(str::to_string)),
             }
         }
         let dead = self.dead_letter.unwrap_or_else(|| {
@@ -319,7 +319,7 @@ impl Config {
             false,
         ) {
             Ok((_, _, sink)) => topo = topo.dead_letter(sink),
-            Err(e) => problems.extend(e.to_string().lines().map(str::to_string)),
+            Err(e) => problems.extend(e.message().lines().map(str::to_string)),
         }
         problems.extend(topo.check());
         if !problems.is_empty() {
