@@ -390,7 +390,11 @@ impl super::WasmFilter {
         decisions: &mut Decisions,
     ) -> Result<()> {
         if self.component.is_none() {
-            self.component = Some(Live::new(&self.module, &self.config, &params(&self.config))?);
+            self.component = Some(Live::new(
+                &self.module,
+                &self.config,
+                &params(&self.config),
+            )?);
         }
         let Some(live) = self.component.as_mut() else {
             unreachable!("instantiated above")
