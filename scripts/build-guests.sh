@@ -304,6 +304,10 @@ build_js() {
             -o "$out/$name.wasm" >/dev/null) || die "componentize-qjs failed for guest-sdk/js/examples/$name.js"
         built+=("$out/$name.wasm")
     done
+    # The hostile fixture of tests/all/components.rs (exports the WIT interface itself).
+    (cd "$sdk" && node "$tools_dir/js/node_modules/componentize-qjs/cli.mjs" --wit "$root/wit/sluicebox.wit" \
+        --js test/fixtures/hostile.js -n filter --stub-wasi --sync --opt-size --module-root . \
+        -o "$out/hostile.wasm" >/dev/null) || die "componentize-qjs failed for guest-sdk/js/test/fixtures/hostile.js"
     if [ "${GUEST_TESTS:-0}" = 1 ]; then
         (cd "$sdk" && node --test test/) || die "node --test failed in guest-sdk/js"
     fi
