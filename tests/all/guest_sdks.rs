@@ -1,5 +1,6 @@
 //! The guest SDKs agree with the native filters: `drop_debug`, `tag_service` and
-//! `field_paths` of every SDK (Rust, C, Zig, AssemblyScript, Go), as built by
+//! `field_paths` of every SDK (Rust, C, Zig, AssemblyScript, Go, and the JavaScript and Python
+//! WIT components), as built by
 //! `scripts/build-guests.sh` into `target/guests/<language>/`, give the output of the native
 //! `DropWhere::drop_debug()`, `TagService` and [`FieldPaths`] byte for byte, on generated logs
 //! and on hand-picked awkward events.
@@ -12,7 +13,10 @@ use sluicebox::{DropWhere, Filter, PipelineConfig, TagService, WasmConfig};
 
 use crate::common::*;
 
-const LANGUAGES: [&str; 5] = ["rust", "c", "zig", "assemblyscript", "go"];
+const LANGUAGES: [&str; 7] = ["rust", "c", "zig", "assemblyscript", "go", "js", "python"];
+
+/// The languages built as WIT components (docs/abi.md part II).
+const COMPONENT_LANGUAGES: [&str; 2] = ["js", "python"];
 
 /// The languages whose modules need WASI preview 1 (the Go runtime does); the others must
 /// load without it.

@@ -2,6 +2,7 @@
 
 mod abi_doc;
 mod common;
+mod components;
 mod conformance;
 mod guest_sdks;
 mod guests;

@@ -11,6 +11,7 @@
 //! - [`WasmFilter`]: one instance in its own `Store`, implementing [`crate::Filter`]. A trap
 //!   discards the instance; the next call re-instantiates from the module's `InstancePre`.
 
+mod component;
 mod engine;
 mod host;
 mod marshal;
@@ -47,6 +48,8 @@ pub struct WasmModule {
     has_init: bool,
     has_fields: bool,
     has_initialize: bool,
+    /// Set for a WIT component (`component.rs`); the core fields then hold an empty module.
+    component: Option<Arc<component::ComponentModule>>,
 }
 
 /// How to load a module. Plain data; the defaults compile every time and allow no WASI.
@@ -163,6 +166,9 @@ impl WasmModule {
                 "not a wasm module: bad magic (expected \\0asm or WAT text)".into(),
             ));
         }
+        if component::is_component(bytes) {
+            return component::load(engine, name, bytes, options);
+        }
         let module = engine.compile(bytes, options.cache_dir.as_deref())?;
         check_imports(&module, options.wasi)?;
         let exports = check_exports(&module)?;
@@ -177,6 +183,7 @@ impl WasmModule {
             has_init: exports.init,
             has_fields: exports.fields,
             has_initialize: exports.initialize,
+            component: None,
         };
         // Ask the module which ABI version it speaks before any batch reaches it.
         let version = Live::probe_version(&m)?;
@@ -362,6 +369,18 @@ impl WasmConfig {
         if self.deadline.is_zero() {
             return Err(Error::config("deadline must be positive"));
         }
+        if module.component.is_some() {
+            let live = component::Live::new(module, self, &component::params(self))?;
+            return Ok(WasmFilter {
+                module: module.clone(),
+                config: self.clone(),
+                params: Vec::new(),
+                log: LogBudget::shared(),
+                live: None,
+                marshal: Default::default(),
+                component: Some(live),
+            });
+        }
         let params =
             serde_json::to_vec(&self.params).map_err(|e| Error::config(format!("params: {e}")))?;
         let log = LogBudget::shared();
@@ -373,6 +392,7 @@ impl WasmConfig {
             log,
             live: Some(live),
             marshal: Default::default(),
+            component: None,
         })
     }
 }
@@ -391,6 +411,8 @@ pub struct WasmFilter {
     log: SharedBudget,
     live: Option<Live>,
     marshal: marshal::Scratch,
+    /// The live instance of a WIT component (`component.rs`), in place of `live`.
+    component: Option<component::Live>,
 }
 
 impl WasmFilter {
@@ -404,6 +426,9 @@ impl WasmFilter {
 
     /// The paths the module declared, or `None` when it reads the full index.
     pub fn declared_fields(&self) -> Option<Vec<String>> {
+        if let Some(c) = &self.component {
+            return Some(c.declared());
+        }
         let live = self.live.as_ref()?;
         live.projection.as_ref().map(|p| {
             p.paths
@@ -424,6 +449,9 @@ impl Filter for WasmFilter {
     }
 
     fn process(&mut self, events: &Events<'_>, decisions: &mut Decisions) -> Result<()> {
+        if self.module.component.is_some() {
+            return self.process_component(events, decisions);
+        }
         if self.live.is_none() {
             self.live = Some(Live::new(
                 &self.module,
