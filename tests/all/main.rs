@@ -9,3 +9,4 @@ mod input;
 mod props;
 mod regressions;
 mod resources;
+mod tail;
