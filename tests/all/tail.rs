@@ -148,7 +148,7 @@ fn tail_append_rename_copytruncate() {
     std::thread::sleep(Duration::from_millis(200));
     append(&log, 9..11);
     wait_for(&lines, 11);
-    // A directory and a FIFO that match are skipped, not fatal.
+    // A matching directory is reported once and skipped, not fatal.
     std::fs::create_dir(logs.join("dir.log")).unwrap();
     append(&log, 11..12);
     wait_for(&lines, 12);
