@@ -10,9 +10,9 @@ use serde::Deserialize;
 use super::BuildContext;
 use crate::error::{Error, Result};
 use crate::sink::{Flow, NullSink, Output, Sink, WriterSink};
+use crate::source::Source;
 use crate::source::generator::GeneratorSource;
 use crate::source::reader::ReaderSource;
-use crate::source::{BoxFuture, Source, SourceContext};
 
 fn bad(cx: &BuildContext, table: &str, key: &str, msg: impl std::fmt::Display) -> Error {
     Error::config(format!("{table}.{}: key `{key}`: {msg}", cx.name))
@@ -69,97 +69,6 @@ impl GeneratorSourceConfig {
             rate: (self.rate > 0.0).then_some(self.rate),
             seed: self.seed,
         }))
-    }
-}
-
-/// `type = "file"`: the files matching `include` (minus `exclude`), each read once from its
-/// start, one stream per file.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct FileSourceConfig {
-    /// Glob patterns of the files to read. Required.
-    pub include: Vec<String>,
-    /// Glob patterns (of the file name or the whole path) to leave out. Default none.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// `beginning` (default) or `end`: where files found at start are read from.
-    #[serde(default = "default_read_from")]
-    pub read_from: String,
-    /// Keep following the files. Default true; reading once is `false`.
-    #[serde(default = "super::yes")]
-    pub follow: bool,
-}
-
-fn default_read_from() -> String {
-    "beginning".into()
-}
-
-impl FileSourceConfig {
-    /// The source.
-    ///
-    /// # Errors
-    /// [`crate::Kind::Config`] for a bad pattern.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>> {
-        if self.include.is_empty() {
-            return Err(bad(cx, "sources", "include", "name at least one pattern"));
-        }
-        let mut include = Vec::new();
-        for p in &self.include {
-            let p = cx.resolve(std::path::Path::new(p)).display().to_string();
-            glob::Pattern::new(&p).map_err(|e| bad(cx, "sources", "include", e))?;
-            include.push(p);
-        }
-        let mut exclude = Vec::new();
-        for p in &self.exclude {
-            exclude.push(glob::Pattern::new(p).map_err(|e| bad(cx, "sources", "exclude", e))?);
-        }
-        if !matches!(self.read_from.as_str(), "beginning" | "end") {
-            return Err(bad(
-                cx,
-                "sources",
-                "read_from",
-                "expected \"beginning\" or \"end\"",
-            ));
-        }
-        Ok(Box::new(FilesOnce { include, exclude }))
-    }
-}
-
-/// Reads every matching file once.
-struct FilesOnce {
-    include: Vec<String>,
-    exclude: Vec<glob::Pattern>,
-}
-
-impl Source for FilesOnce {
-    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move {
-            let mut files = Vec::new();
-            for p in &self.include {
-                for path in glob::glob(p).into_iter().flatten().flatten() {
-                    let name = path.file_name().map(|n| n.to_string_lossy().to_string());
-                    let excluded = self.exclude.iter().any(|x| {
-                        x.matches_path(&path) || name.as_deref().is_some_and(|n| x.matches(n))
-                    });
-                    if !excluded && path.is_file() && !files.contains(&path) {
-                        files.push(path);
-                    }
-                }
-            }
-            for path in files {
-                let key = path.display().to_string();
-                let src = Box::new(ReaderSource::file(path));
-                if let Err(e) = src.run(cx.clone()).await {
-                    // One unreadable file is reported; the others still flow.
-                    tracing::error!("source {}: {key}: {e}", cx.name());
-                    cx.metrics().error("read_failed", "receiving");
-                }
-                if cx.shutdown().is_triggered() {
-                    break;
-                }
-            }
-            Ok(())
-        })
     }
 }
 

@@ -62,9 +62,10 @@ impl BuildContext {
 
 mod builtin;
 
+pub use crate::source::file::FileSourceConfig;
 pub use builtin::{
-    BlackholeSinkConfig, FileSinkConfig, FileSourceConfig, GeneratorSourceConfig,
-    StdinSourceConfig, StdoutSinkConfig, WasmTransformConfig,
+    BlackholeSinkConfig, FileSinkConfig, GeneratorSourceConfig, StdinSourceConfig,
+    StdoutSinkConfig, WasmTransformConfig,
 };
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@
 //! Writing a source takes a few dozen lines: see `examples/custom_source.rs`.
 
 mod budget;
+pub mod file;
 pub mod generator;
 pub mod reader;
 

@@ -12,3 +12,4 @@ mod props;
 mod regressions;
 mod resources;
 mod runtime;
+mod tail;

@@ -1,0 +1,630 @@
+//! The file tail source: follows the files matching glob patterns, survives rotation
+//! (rename + create, copytruncate, deletion while read) and restarts (checkpoints of the
+//! acknowledged offset, F2), and tells files apart by identity (F1, see [`identity`]).
+//!
+//! One [`crate::ack::Stream`] per file generation; its position is the byte offset in the
+//! file. The reader runs on one blocking thread and reads files round-robin, one bounded
+//! chunk per file per round, so a busy file cannot starve the others.
+//!
+//! Cost: one open descriptor per followed file (until `rotate_wait_secs` after it was
+//! rotated away or deleted), one `stat` per matched path per `glob_interval_ms`, one `fstat`
+//! per file per round, and a small checkpoint write (two `fsync`s) per `checkpoint_interval_ms`.
+
+pub mod checkpoint;
+pub mod identity;
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+
+use super::{BoxFuture, Source, SourceContext};
+use crate::ack::Stream;
+use crate::batch::Batch;
+use crate::error::{Error, Kind, Result};
+use crate::frame::Decoder;
+
+use checkpoint::{Checkpoint, Entry, Store};
+use identity::{HEAD_BYTES, Verdict};
+
+/// Bytes read from one file per round.
+const CHUNK: usize = 64 * 1024;
+
+/// Where files found at the first start begin.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// At offset 0 (default).
+    #[default]
+    Beginning,
+    /// At their current end: only lines written from now on.
+    End,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_glob_interval() -> u64 {
+    1000
+}
+fn default_rotate_wait() -> u64 {
+    30
+}
+fn default_checkpoint_interval() -> u64 {
+    1000
+}
+fn default_exclude() -> Vec<String> {
+    vec!["*.gz".into()]
+}
+
+/// `type = "file"`: tails files.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Glob patterns of files to read (required, at least one).
+    pub include: Vec<String>,
+    /// Glob patterns (matched against the full path, or the file name when the pattern has
+    /// no `/`) of files to skip. Default `["*.gz"]` (compressed rotated files).
+    #[serde(default = "default_exclude")]
+    pub exclude: Vec<String>,
+    /// `beginning` (default) or `end`: where files found at the first start (with no
+    /// checkpoint) begin. Files found later always start at 0.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// Skip files not modified for this many seconds. Default: none.
+    #[serde(default)]
+    pub ignore_older_secs: Option<u64>,
+    /// Follow files as they grow (default true); false reads each file once to its end and
+    /// the source finishes.
+    #[serde(default = "default_true")]
+    pub follow: bool,
+    /// How often the globs are expanded again, in ms. Default 1000.
+    #[serde(default = "default_glob_interval")]
+    pub glob_interval_ms: u64,
+    /// How long a rotated-away or deleted file stays open (read to its end) in s. Default 30.
+    #[serde(default = "default_rotate_wait")]
+    pub rotate_wait_secs: u64,
+    /// How often the checkpoint is written, in ms. Default 1000.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_ms: u64,
+}
+
+impl FileSourceConfig {
+    /// Checks the config and builds the source. Relative patterns resolve against the config
+    /// file's directory.
+    ///
+    /// # Errors
+    /// [`Kind::Config`] naming the key: no `include`, an invalid pattern, a zero interval.
+    pub fn build(&self, cx: &crate::config::BuildContext) -> Result<Box<dyn Source>> {
+        let name = &cx.name;
+        if self.include.is_empty() {
+            return Err(Error::new(
+                Kind::Config,
+                format!("sources.{name}: key `include`: at least one pattern is required"),
+            ));
+        }
+        let include = self
+            .include
+            .iter()
+            .map(|p| {
+                let r = cx.resolve(Path::new(p)).display().to_string();
+                glob::Pattern::new(&r).map(|_| r).map_err(|e| {
+                    Error::new(
+                        Kind::Config,
+                        format!("sources.{name}: key `include`: `{p}`: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let exclude = self
+            .exclude
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p).map_err(|e| {
+                    Error::new(
+                        Kind::Config,
+                        format!("sources.{name}: key `exclude`: `{p}`: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (k, v) in [
+            ("glob_interval_ms", self.glob_interval_ms),
+            ("checkpoint_interval_ms", self.checkpoint_interval_ms),
+        ] {
+            if v == 0 {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("sources.{name}: key `{k}`: must be greater than 0"),
+                ));
+            }
+        }
+        Ok(Box::new(FileSource {
+            include,
+            exclude,
+            cfg: self.clone(),
+            state_override: None,
+            decorate: None,
+        }))
+    }
+}
+
+/// Adds fields to each file's events (used by `kubernetes_logs` for path metadata): given a
+/// path, returns the decoder to use for a stream starting at an offset.
+pub type DecoderFactory =
+    std::sync::Arc<dyn Fn(&Path, &SourceContext, u64) -> Box<dyn Decoder> + Send + Sync>;
+
+/// The file tail source. Build it with [`FileSourceConfig::build`] or [`FileSource::new`].
+pub struct FileSource {
+    include: Vec<String>,
+    exclude: Vec<glob::Pattern>,
+    cfg: FileSourceConfig,
+    state_override: Option<PathBuf>,
+    decorate: Option<DecoderFactory>,
+}
+
+impl std::fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSource")
+            .field("include", &self.include)
+            .finish()
+    }
+}
+
+impl FileSource {
+    /// A source from a config, with patterns taken as they are (no config directory).
+    ///
+    /// # Errors
+    /// As [`FileSourceConfig::build`].
+    pub fn new(cfg: &FileSourceConfig) -> Result<Self> {
+        let include = cfg.include.clone();
+        let exclude = cfg
+            .exclude
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p)
+                    .map_err(|e| Error::config(format!("key `exclude`: `{p}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for p in &include {
+            glob::Pattern::new(p)
+                .map_err(|e| Error::config(format!("key `include`: `{p}`: {e}")))?;
+        }
+        Ok(Self {
+            include,
+            exclude,
+            cfg: cfg.clone(),
+            state_override: None,
+            decorate: None,
+        })
+    }
+
+    /// Uses `factory` for each file's decoder instead of the source's codec.
+    pub fn with_decoder(mut self, factory: DecoderFactory) -> Self {
+        self.decorate = Some(factory);
+        self
+    }
+}
+
+impl Source for FileSource {
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let name = cx.name().to_string();
+            tokio::task::spawn_blocking(move || Tail::new(*self, cx)?.run())
+                .await
+                .map_err(|e| {
+                    Error::new(Kind::Input, format!("{name}: file reader task failed: {e}"))
+                })?
+        })
+    }
+}
+
+/// One followed file generation.
+struct Tracked {
+    path: PathBuf,
+    file: std::fs::File,
+    dev: u64,
+    ino: u64,
+    stream: Stream,
+    decoder: Box<dyn Decoder>,
+    open: Option<Batch>,
+    /// Next byte to read.
+    read_pos: u64,
+    generation: u64,
+    /// When its path stopped pointing to it (rotated away, deleted).
+    gone_since: Option<Instant>,
+    /// Read to EOF and finished (follow = false).
+    done: bool,
+}
+
+struct Tail {
+    src: FileSource,
+    cx: SourceContext,
+    store: Option<Store>,
+    saved: HashMap<(u64, u64), Entry>,
+    files: Vec<Tracked>,
+    first_scan: bool,
+    reported: HashSet<PathBuf>,
+    buf: Vec<u8>,
+    resets: u64,
+    next: usize,
+}
+
+impl Tail {
+    fn new(src: FileSource, cx: SourceContext) -> Result<Self> {
+        let dir = match &src.state_override {
+            Some(d) => Some(d.clone()),
+            None => cx.state_dir()?,
+        };
+        let store = dir.map(|d| Store::new(&d));
+        let mut saved = HashMap::new();
+        if let Some(s) = &store {
+            let loaded = s.load();
+            for w in &loaded.warnings {
+                tracing::warn!(source = cx.name(), "{w}");
+                cx.metrics().error("checkpoint_corrupt", "reading");
+            }
+            for e in loaded.checkpoint.files {
+                saved.insert((e.dev, e.ino), e);
+            }
+        }
+        Ok(Self {
+            src,
+            cx,
+            store,
+            saved,
+            files: Vec::new(),
+            first_scan: true,
+            reported: HashSet::new(),
+            buf: vec![0; CHUNK],
+            resets: 0,
+            next: 0,
+        })
+    }
+
+    fn report(&mut self, path: &Path, what: &str) {
+        if self.reported.insert(path.to_path_buf()) {
+            tracing::warn!(source = self.cx.name(), path = %path.display(), "{what}");
+            self.cx.metrics().error("file_skipped", "reading");
+        }
+    }
+
+    fn excluded(&self, p: &Path) -> bool {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.src.exclude.iter().any(|x| {
+            if x.as_str().contains('/') {
+                x.matches_path(p)
+            } else {
+                x.matches(&name)
+            }
+        })
+    }
+
+    /// Expands the globs, opens new files, notices rotated-away and deleted ones.
+    fn scan(&mut self) {
+        let mut seen: HashSet<(u64, u64)> = HashSet::new();
+        let patterns = self.src.include.clone();
+        for pat in &patterns {
+            let paths = match glob::glob(pat) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.report(Path::new(pat), &format!("bad pattern: {e}"));
+                    continue;
+                }
+            };
+            for entry in paths {
+                let path = match entry {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let p = e.path().to_path_buf();
+                        self.report(&p, &format!("cannot read: {}", e.error()));
+                        continue;
+                    }
+                };
+                if self.excluded(&path) {
+                    continue;
+                }
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.report(
+                            &path,
+                            &format!("cannot stat (symlink loop, dangling link?): {e}"),
+                        );
+                        continue;
+                    }
+                };
+                if !meta.is_file() {
+                    self.report(
+                        &path,
+                        "not a regular file (directory, FIFO, device): skipped",
+                    );
+                    continue;
+                }
+                let id = (meta.dev(), meta.ino());
+                seen.insert(id);
+                if let Some(t) = self.files.iter_mut().find(|t| (t.dev, t.ino) == id) {
+                    // Same file, maybe under a new name (rename rotation): keep its offset.
+                    if t.path != path && t.gone_since.is_none() {
+                        t.path = path;
+                    } else if t.path == path {
+                        t.gone_since = None;
+                    }
+                    continue;
+                }
+                if let Some(old) = self.src.cfg.ignore_older_secs {
+                    let age = meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| SystemTime::now().duration_since(m).ok())
+                        .unwrap_or_default();
+                    if age > Duration::from_secs(old) {
+                        continue;
+                    }
+                }
+                self.open(path, meta);
+            }
+        }
+        for t in &mut self.files {
+            if !seen.contains(&(t.dev, t.ino)) && t.gone_since.is_none() {
+                t.gone_since = Some(Instant::now());
+            }
+        }
+        self.first_scan = false;
+    }
+
+    fn open(&mut self, path: PathBuf, meta: std::fs::Metadata) {
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.report(&path, &format!("cannot open: {e}"));
+                return;
+            }
+        };
+        // The identity is the open descriptor's: the path may have moved since the stat.
+        let meta = file.metadata().unwrap_or(meta);
+        let id = (meta.dev(), meta.ino());
+        let mut start = 0;
+        let mut generation = 0;
+        if let Some(e) = self.saved.remove(&id) {
+            match identity::check(&file, e.head_hash, e.head_len, e.offset, e.marker) {
+                Ok(Verdict::Resume(o)) => start = o,
+                Ok(Verdict::NewGeneration) => {
+                    self.resets += 1;
+                    generation = 1;
+                    tracing::info!(source = self.cx.name(), path = %path.display(),
+                        "file identity changed since the checkpoint: reading it from the start");
+                    self.cx.metrics().error("identity_reset", "reading");
+                }
+                Err(err) => {
+                    self.report(&path, &format!("cannot read: {err}"));
+                    return;
+                }
+            }
+        } else if self.first_scan && self.src.cfg.read_from == ReadFrom::End {
+            start = meta.len();
+        }
+        self.reported.remove(&path);
+        self.files
+            .push(self.tracked(path, file, id, start, generation));
+    }
+
+    fn tracked(
+        &self,
+        path: PathBuf,
+        file: std::fs::File,
+        id: (u64, u64),
+        start: u64,
+        generation: u64,
+    ) -> Tracked {
+        let key = if generation == 0 {
+            path.display().to_string()
+        } else {
+            format!("{}#{generation}", path.display())
+        };
+        let decoder = match &self.src.decorate {
+            Some(f) => f(&path, &self.cx, start),
+            None => self.cx.decoder(start),
+        };
+        Tracked {
+            stream: self.cx.stream(key, Some(start)),
+            decoder,
+            open: None,
+            read_pos: start,
+            generation,
+            gone_since: None,
+            done: false,
+            path,
+            file,
+            dev: id.0,
+            ino: id.1,
+        }
+    }
+
+    /// Reads one chunk of file `i`. Returns (bytes read, keep going); false = shutting down.
+    fn read_one(&mut self, i: usize) -> (usize, bool) {
+        if self.files[i].done {
+            return (0, true);
+        }
+        // Truncated in place (copytruncate): a new generation from 0.
+        if let Ok(m) = self.files[i].file.metadata()
+            && m.len() < self.files[i].read_pos
+        {
+            self.resets += 1;
+            self.cx.metrics().error("file_truncated", "reading");
+            let old = &self.files[i];
+            let (path, id, generation) = (old.path.clone(), (old.dev, old.ino), old.generation + 1);
+            let Ok(file) = old.file.try_clone() else {
+                return (0, true);
+            };
+            self.files[i] = self.tracked(path, file, id, 0, generation);
+        }
+        let t = &mut self.files[i];
+        let n = match t.file.read_at(&mut self.buf, t.read_pos) {
+            Ok(n) => n,
+            Err(e) => {
+                let p = t.path.clone();
+                self.report(&p, &format!("read failed: {e}"));
+                return (0, true);
+            }
+        };
+        t.read_pos += n as u64;
+        let mut input = &self.buf[..n];
+        let mut batch = t.open.take().unwrap_or_else(|| self.cx.batch());
+        loop {
+            if input.is_empty() && n > 0 {
+                // Everything taken: the batch may hold a partial line; keep it open.
+                t.open = Some(batch);
+                break;
+            }
+            if n == 0 {
+                if !self.src.cfg.follow {
+                    t.done = true;
+                    if t.decoder.decode_eof(&mut batch)
+                        && !self
+                            .cx
+                            .blocking_send(&t.stream, batch, t.decoder.position())
+                    {
+                        return (0, false);
+                    }
+                } else {
+                    t.open = Some(batch);
+                }
+                break;
+            }
+            if t.decoder.decode(&mut input, &mut batch) {
+                if !self
+                    .cx
+                    .blocking_send(&t.stream, batch, t.decoder.position())
+                {
+                    return (n, false);
+                }
+                batch = self.cx.batch();
+            }
+        }
+        (n, true)
+    }
+
+    fn checkpoint(&mut self) {
+        let Some(store) = &self.store else { return };
+        let mut c = Checkpoint {
+            version: checkpoint::VERSION,
+            files: Vec::new(),
+        };
+        for t in &self.files {
+            let Some(offset) = t.stream.acked() else {
+                continue;
+            };
+            self.cx.metrics().all().checkpoint_lag(
+                self.cx.name(),
+                t.stream.key(),
+                t.read_pos.saturating_sub(offset),
+            );
+            let head_len = match t.file.metadata() {
+                Ok(m) => m.len().min(HEAD_BYTES),
+                Err(_) => continue,
+            };
+            let (Ok(Some(head_hash)), Ok(Some(marker))) = (
+                identity::head_hash(&t.file, head_len),
+                identity::marker(&t.file, offset),
+            ) else {
+                continue; // truncated under us: the next round starts a new generation
+            };
+            c.files.push(Entry {
+                path: t.path.display().to_string(),
+                dev: t.dev,
+                ino: t.ino,
+                head_hash,
+                head_len,
+                offset,
+                marker,
+            });
+        }
+        if let Err(e) = store.save(&c) {
+            tracing::warn!(
+                source = self.cx.name(),
+                "{e} (the previous checkpoint stays)"
+            );
+            self.cx
+                .metrics()
+                .error("checkpoint_write_failed", "writing");
+        }
+    }
+
+    /// Closes files rotated away or deleted more than `rotate_wait_secs` ago that were read
+    /// to their end and fully acknowledged (or whose wait ran out twice over).
+    fn reap(&mut self) {
+        let wait = Duration::from_secs(self.src.cfg.rotate_wait_secs);
+        self.files.retain(|t| match t.gone_since {
+            Some(g) => {
+                let at_eof = t
+                    .file
+                    .metadata()
+                    .map(|m| m.len() <= t.read_pos)
+                    .unwrap_or(true);
+                let waited = g.elapsed();
+                !((waited >= wait && at_eof && t.stream.is_idle()) || waited >= wait * 2)
+            }
+            None => true,
+        });
+    }
+
+    fn wait_idle(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until && !self.files.iter().all(|t| t.stream.is_idle()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn run(mut self) -> Result<()> {
+        let glob_every = Duration::from_millis(self.src.cfg.glob_interval_ms);
+        let ckpt_every = Duration::from_millis(self.src.cfg.checkpoint_interval_ms);
+        self.scan();
+        let (mut last_glob, mut last_ckpt) = (Instant::now(), Instant::now());
+        loop {
+            if self.cx.shutdown().is_triggered() {
+                break;
+            }
+            let mut progress = 0;
+            let count = self.files.len();
+            for k in 0..count {
+                let i = (self.next + k) % count;
+                let (n, go) = self.read_one(i);
+                progress += n;
+                if !go {
+                    self.wait_idle(Duration::from_secs(2));
+                    self.checkpoint();
+                    return Ok(());
+                }
+            }
+            if count > 0 {
+                self.next = (self.next + 1) % count;
+            }
+            if !self.src.cfg.follow && self.files.iter().all(|t| t.done) {
+                self.wait_idle(Duration::from_secs(30));
+                self.checkpoint();
+                return Ok(());
+            }
+            if last_glob.elapsed() >= glob_every {
+                self.scan();
+                self.reap();
+                last_glob = Instant::now();
+            }
+            if last_ckpt.elapsed() >= ckpt_every {
+                self.checkpoint();
+                last_ckpt = Instant::now();
+            }
+            if progress == 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.wait_idle(Duration::from_secs(2));
+        self.checkpoint();
+        Ok(())
+    }
+}
