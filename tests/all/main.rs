@@ -3,6 +3,7 @@
 mod abi_doc;
 mod common;
 mod conformance;
+mod es;
 mod guest_sdks;
 mod guests;
 mod input;
