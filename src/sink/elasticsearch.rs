@@ -792,10 +792,8 @@ impl ElasticsearchSink {
                             self.metrics.all().es_items(&self.name, c, n);
                         }
                     }
-                    if !dead.is_empty() {
-                        if let Outcome::Stuck = self.dead_letter(dead) {
-                            return Outcome::Stuck;
-                        }
+                    if !dead.is_empty() && matches!(self.dead_letter(dead), Outcome::Stuck) {
+                        return Outcome::Stuck;
                     }
                     pending = retry;
                     if !pending.is_empty() {
@@ -858,10 +856,12 @@ fn event_date(ev: Option<&serde_json::Value>) -> (i64, u32, u32, u32) {
         let num = |r: std::ops::Range<usize>| -> Option<u32> {
             std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
         };
-        if let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) {
-            if b.get(4) == Some(&b'-') && (1..=12).contains(&m) && (1..=31).contains(&d) {
-                return (i64::from(y), m, d, num(11..13).unwrap_or(0));
-            }
+        if let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10))
+            && b.get(4) == Some(&b'-')
+            && (1..=12).contains(&m)
+            && (1..=31).contains(&d)
+        {
+            return (i64::from(y), m, d, num(11..13).unwrap_or(0));
         }
     }
     let now = SystemTime::now()
@@ -880,11 +880,9 @@ impl Sink for ElasticsearchSink {
                 dead.push(d);
             }
         }
-        if !dead.is_empty() {
-            if let Outcome::Stuck = self.dead_letter(dead) {
-                self.stuck.push(ack);
-                return Ok(Flow::Continue);
-            }
+        if !dead.is_empty() && matches!(self.dead_letter(dead), Outcome::Stuck) {
+            self.stuck.push(ack);
+            return Ok(Flow::Continue);
         }
         self.held_acks.push(ack);
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
