@@ -428,3 +428,35 @@ fn es_config_errors_name_the_key() {
         assert!(e.contains(key), "{e}");
     }
 }
+
+#[test]
+fn es_gzip_bodies_are_stored() {
+    let Some(srv) = start("gzip") else { return };
+    let dir = TempDir::new("gzip-work");
+    let cfg = config(srv.port, "index = \"gz-%Y\"\ncompression = \"gzip\"");
+    run(&cfg, "g", events(300), &dir.0);
+    let year = {
+        let (_, b) = http(srv.port, "GET", "/_cat/indices?format=json", "");
+        b
+    };
+    assert!(year.contains("gz-20"), "{year}");
+    assert_eq!(count(srv.port, "gz-*"), 300);
+}
+
+/// Throughput against the real server: `cargo test --release --test all es_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn es_throughput() {
+    let Some(srv) = start("tp") else { return };
+    let dir = TempDir::new("tp-work");
+    let n = 40_000;
+    let cfg = config(srv.port, "index = \"tp\"\nbatch_max_events = 5000");
+    let t = Instant::now();
+    run(&cfg, "tp", events(n), &dir.0);
+    let el = t.elapsed();
+    assert_eq!(count(srv.port, "tp"), n as u64);
+    eprintln!(
+        "es sink → noida-db: {n} events in {el:?} = {:.0} events/s",
+        n as f64 / el.as_secs_f64()
+    );
+}
