@@ -464,9 +464,21 @@ fn build_sink(
         "stdout" => typed::<StdoutSinkConfig>(table, &what)?.build(cx)?,
         "file" => typed::<FileSinkConfig>(table, &what)?.build(cx)?,
         "blackhole" => typed::<BlackholeSinkConfig>(table, &what)?.build(cx)?,
+        "elasticsearch" => {
+            let mut c: crate::sink::elasticsearch::ElasticsearchSinkConfig = typed(table, &what)?;
+            // Items the cluster rejects (400/404) need a durable place: by default a file
+            // next to the run's state.
+            if c.dead_letter_path.is_none() {
+                c.dead_letter_path = Some(
+                    cx.data_dir
+                        .join(format!("{}.es_dead_letter.ndjson", cx.name)),
+                );
+            }
+            c.build(cx)?
+        }
         other => {
             return Err(Error::config(format!(
-                "{what}: key `type`: unknown sink type {other:?} (known: stdout, file, blackhole)"
+                "{what}: key `type`: unknown sink type {other:?} (known: stdout, file, blackhole, elasticsearch)"
             )));
         }
     };

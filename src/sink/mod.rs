@@ -22,6 +22,7 @@
 //!   shutdown: send partial batches then.
 
 mod builtin;
+pub mod elasticsearch;
 
 pub use builtin::{CollectSink, NullSink, WriterSink};
 

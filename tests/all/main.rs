@@ -4,6 +4,7 @@ mod abi_doc;
 mod common;
 mod components;
 mod conformance;
+mod es;
 mod guest_sdks;
 mod guests;
 mod hostile;

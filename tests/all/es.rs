@@ -1,0 +1,462 @@
+//! Elasticsearch sink against the real ES-API server (noida-db), directly and through a
+//! fault-injecting proxy of ours.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sluicebox::config::BuildContext;
+use sluicebox::metrics::Metrics;
+use sluicebox::runtime::{SinkSpec, SourceSpec, Topology};
+use sluicebox::sink::elasticsearch::ElasticsearchSinkConfig;
+use sluicebox::source::Shutdown;
+use sluicebox::source::reader::ReaderSource;
+
+fn noida_bin() -> Option<PathBuf> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let p = dir.join("servers/bin/noida-db");
+    p.exists().then_some(p)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "sluicebox-es-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(tag: &str) -> Option<Server> {
+    let Some(bin) = noida_bin() else {
+        eprintln!("noida-db not installed (bash scripts/install-servers.sh): skipping");
+        return None;
+    };
+    let dir = TempDir::new(tag);
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["start", "--only", "elasticsearch", "--elasticsearch-port"])
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Server {
+        child,
+        port,
+        _dir: dir,
+    };
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "noida-db did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(s)
+}
+
+/// A blocking one-shot HTTP/1.1 request; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // Chunked replies: good enough to find the JSON between chunk sizes for small bodies.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => body[a..=b].to_string(),
+        _ => body.to_string(),
+    };
+    (status, body)
+}
+
+fn count(port: u16, index: &str) -> u64 {
+    http(port, "POST", &format!("/{index}/_refresh"), "");
+    let (st, body) = http(port, "GET", &format!("/{index}/_count"), "");
+    assert_eq!(st, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["count"]
+        .as_u64()
+        .unwrap()
+}
+
+fn config(port: u16, extra: &str) -> ElasticsearchSinkConfig {
+    toml::from_str(&format!(
+        "endpoints = [\"http://127.0.0.1:{port}\"]\nretry_initial_ms = 20\nretry_max_ms = 200\nrequest_timeout_ms = 2000\n{extra}"
+    ))
+    .unwrap()
+}
+
+/// Runs `input` through a reader source named `key` into the sink; returns the sink's metrics.
+fn run(cfg: &ElasticsearchSinkConfig, key: &str, input: Vec<u8>, dir: &std::path::Path) -> Metrics {
+    let metrics = Metrics::new();
+    let cx = BuildContext::new("es", dir, dir, metrics.clone(), Shutdown::new());
+    let sink = cfg.build(&cx).unwrap();
+    let report = Topology::new(Default::default())
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(ReaderSource::new(key, std::io::Cursor::new(input))),
+        ))
+        .sink(SinkSpec::new(
+            "es",
+            "elasticsearch",
+            vec!["in".into()],
+            sink,
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.is_balanced(), "{report:?}");
+    metrics
+}
+
+fn events(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| format!("{{\"n\":{i},\"msg\":\"event {i}\"}}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn metric(m: &Metrics, needle: &str) -> f64 {
+    m.render()
+        .lines()
+        .filter(|l| l.contains(needle) && !l.starts_with('#'))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn es_stores_every_event_once_and_replay_is_idempotent() {
+    let Some(srv) = start("once") else { return };
+    let dir = TempDir::new("once-work");
+    let cfg = config(srv.port, "index = \"logs\"\nbatch_max_events = 300");
+    let m = run(&cfg, "file-a", events(1000), &dir.0);
+    assert_eq!(count(srv.port, "logs"), 1000);
+    assert_eq!(metric(&m, "status_class=\"2xx\""), 1000.0);
+    // The same input again: create + origin ids → 409s, nothing new.
+    let m = run(&cfg, "file-a", events(1000), &dir.0);
+    assert_eq!(count(srv.port, "logs"), 1000);
+    assert_eq!(metric(&m, "status_class=\"409\""), 1000.0);
+    // A stored document is the event byte for byte.
+    let (_, body) = http(
+        srv.port,
+        "POST",
+        "/logs/_search",
+        r#"{"query":{"term":{"n":7}}}"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["hits"]["hits"][0]["_source"]["msg"], "event 7", "{body}");
+}
+
+#[test]
+fn es_mapping_conflicts_are_dead_lettered_exactly() {
+    let Some(srv) = start("conflict") else { return };
+    let dir = TempDir::new("conflict-work");
+    let dl = dir.0.join("dead.ndjson");
+    let cfg = config(
+        srv.port,
+        &format!("index = \"m\"\ndead_letter_path = \"{}\"", dl.display()),
+    );
+    // First a number, then objects at 3 and 6.
+    let mut input = String::new();
+    for i in 0..8 {
+        if i == 3 || i == 6 {
+            input.push_str(&format!("{{\"i\":{i},\"v\":{{\"x\":1}}}}\n"));
+        } else {
+            input.push_str(&format!("{{\"i\":{i},\"v\":{i}}}\n"));
+        }
+    }
+    let m = run(&cfg, "conf", input.into_bytes(), &dir.0);
+    assert_eq!(count(srv.port, "m"), 6);
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<u64> = dead
+        .iter()
+        .map(|d| d["event"]["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![3, 6]);
+    assert_eq!(dead[0]["status"], 400);
+    assert_eq!(dead[0]["index"], "m");
+    assert!(!dead[0]["error_type"].as_str().unwrap().is_empty());
+    assert_eq!(metric(&m, "status_class=\"4xx\""), 2.0);
+}
+
+#[test]
+fn es_without_dead_letter_keeps_rejected_unacked() {
+    let Some(srv) = start("nodl") else { return };
+    let dir = TempDir::new("nodl-work");
+    let cfg = config(srv.port, "index = \"m\"");
+    let input = b"{\"v\":1}\n{\"v\":{\"x\":1}}\n".to_vec();
+    let metrics = Metrics::new();
+    let cx = BuildContext::new("es", &dir.0, &dir.0, metrics.clone(), Shutdown::new());
+    let sink = cfg.build(&cx).unwrap();
+    let src = ReaderSource::new("k", std::io::Cursor::new(input));
+    let _ = Topology::new(Default::default())
+        .source(SourceSpec::new("in", "reader", Box::new(src)))
+        .sink(SinkSpec::new(
+            "es",
+            "elasticsearch",
+            vec!["in".into()],
+            sink,
+        ))
+        .start()
+        .unwrap()
+        .wait();
+    assert_eq!(count(srv.port, "m"), 1);
+    assert!(metric(&metrics, "no_dead_letter") >= 1.0);
+}
+
+/// Fault modes for requests, by request number (0-based).
+#[derive(Clone, Copy)]
+enum Fault {
+    Pass,
+    Status503,
+    Status429,
+    Truncate,
+    Drop,
+    Hang,
+    TooLarge,
+}
+
+/// A proxy that reads one request per connection, applies `plan(n, body_len)` and forwards
+/// the rest to the real server (answering with `connection: close`).
+fn proxy(
+    upstream: u16,
+    plan: impl Fn(usize, usize) -> Fault + Send + Sync + 'static,
+) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let plan = Arc::new(plan);
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let (n, plan) = (n2.clone(), plan.clone());
+            std::thread::spawn(move || {
+                loop {
+                    // Read headers.
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !buf.ends_with(b"\r\n\r\n") {
+                        match c.read(&mut b) {
+                            Ok(1) => buf.push(b[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if c.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let i = n.fetch_add(1, Ordering::SeqCst);
+                    let reply = |c: &mut TcpStream, st: &str| {
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 {st}\r\nretry-after: 0\r\ncontent-length: 2\r\n\r\n{{}}"
+                        );
+                    };
+                    match plan(i, len) {
+                        Fault::Status503 => reply(&mut c, "503 Service Unavailable"),
+                        Fault::Status429 => reply(&mut c, "429 Too Many Requests"),
+                        Fault::TooLarge => reply(&mut c, "413 Payload Too Large"),
+                        Fault::Drop => return,
+                        Fault::Hang => {
+                            std::thread::sleep(Duration::from_secs(5));
+                            return;
+                        }
+                        f @ (Fault::Pass | Fault::Truncate) => {
+                            // Forward with connection: close, relay the whole reply.
+                            let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                            let text = String::from_utf8_lossy(&buf).to_string();
+                            let mut out = String::new();
+                            for line in text.split("\r\n") {
+                                if line.to_lowercase().starts_with("connection:") || line.is_empty()
+                                {
+                                    continue;
+                                }
+                                out.push_str(line);
+                                out.push_str("\r\n");
+                            }
+                            out.push_str("connection: close\r\n\r\n");
+                            up.write_all(out.as_bytes()).unwrap();
+                            up.write_all(&body).unwrap();
+                            let mut resp = Vec::new();
+                            let _ = up.read_to_end(&mut resp);
+                            if let Fault::Truncate = f {
+                                resp.truncate(resp.len() - 10);
+                                let _ = c.write_all(&resp);
+                                return;
+                            }
+                            // Make it close-delimited for the client.
+                            let _ = c.write_all(&resp);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, n)
+}
+
+#[test]
+fn es_request_faults_retry_split_and_store_exactly_once() {
+    let Some(srv) = start("faults") else { return };
+    let dir = TempDir::new("faults-work");
+    let (pport, reqs) = proxy(srv.port, |i, len| match i {
+        0 => Fault::Status503,
+        1 => Fault::Status429,
+        2 => Fault::Drop,
+        3 => Fault::Truncate, // the server stored it; the retry gets 409s
+        4 => Fault::Hang,
+        _ if len > 20_000 => Fault::TooLarge,
+        _ => Fault::Pass,
+    });
+    let cfg = config(pport, "index = \"f\"\nbatch_max_events = 500");
+    let m = run(&cfg, "faulty", events(1200), &dir.0);
+    assert_eq!(count(srv.port, "f"), 1200);
+    assert!(metric(&m, "component_retries_total") >= 5.0);
+    assert!(
+        reqs.load(Ordering::SeqCst) > 8,
+        "413 split into more requests"
+    );
+    assert_eq!(
+        metric(&m, "status_class=\"2xx\"") + metric(&m, "status_class=\"409\""),
+        1200.0
+    );
+}
+
+#[test]
+fn es_per_item_429_on_read_only_index_is_retried() {
+    let Some(srv) = start("ro") else { return };
+    let dir = TempDir::new("ro-work");
+    let (st, b) = http(srv.port, "PUT", "/ro", "");
+    assert!(st == 200, "{b}");
+    let (st, b) = http(
+        srv.port,
+        "PUT",
+        "/ro/_settings",
+        r#"{"index.blocks.read_only_allow_delete":true}"#,
+    );
+    assert_eq!(st, 200, "{b}");
+    let port = srv.port;
+    let unblock = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        http(
+            port,
+            "PUT",
+            "/ro/_settings",
+            r#"{"index.blocks.read_only_allow_delete":null}"#,
+        )
+    });
+    let cfg = config(srv.port, "index = \"ro\"");
+    let m = run(&cfg, "ro", events(50), &dir.0);
+    let (st, b) = unblock.join().unwrap();
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(count(srv.port, "ro"), 50);
+    assert!(metric(&m, "status_class=\"429\"") >= 50.0);
+}
+
+#[test]
+fn es_config_errors_name_the_key() {
+    let dir = TempDir::new("cfg");
+    let cx = BuildContext::new("es", &dir.0, &dir.0, Metrics::new(), Shutdown::new());
+    for (extra, key) in [
+        ("index = \"x-%Q\"", "`index`"),
+        ("index = \"x\"\naction = \"upsert\"", "`action`"),
+        ("index = \"x\"\ncompression = \"zstd\"", "`compression`"),
+        ("index = \"x\"\nauth = { user = \"u\" }", "`auth`"),
+    ] {
+        let e = config(1, extra).build(&cx).err().expect(extra).to_string();
+        assert!(e.contains(key), "{e}");
+    }
+}
+
+#[test]
+fn es_gzip_bodies_are_stored() {
+    let Some(srv) = start("gzip") else { return };
+    let dir = TempDir::new("gzip-work");
+    let cfg = config(srv.port, "index = \"gz-%Y\"\ncompression = \"gzip\"");
+    run(&cfg, "g", events(300), &dir.0);
+    let year = {
+        let (_, b) = http(srv.port, "GET", "/_cat/indices?format=json", "");
+        b
+    };
+    assert!(year.contains("gz-20"), "{year}");
+    assert_eq!(count(srv.port, "gz-*"), 300);
+}
+
+/// Throughput against the real server: `cargo test --release --test all es_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn es_throughput() {
+    let Some(srv) = start("tp") else { return };
+    let dir = TempDir::new("tp-work");
+    let n = 40_000;
+    let cfg = config(srv.port, "index = \"tp\"\nbatch_max_events = 5000");
+    let t = Instant::now();
+    run(&cfg, "tp", events(n), &dir.0);
+    let el = t.elapsed();
+    assert_eq!(count(srv.port, "tp"), n as u64);
+    eprintln!(
+        "es sink → noida-db: {n} events in {el:?} = {:.0} events/s",
+        n as f64 / el.as_secs_f64()
+    );
+}
