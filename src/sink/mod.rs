@@ -22,6 +22,8 @@
 //!   shutdown: send partial batches then.
 
 mod builtin;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 pub use builtin::{CollectSink, NullSink, WriterSink};
 

@@ -7,6 +7,8 @@
 
 mod budget;
 pub mod generator;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod reader;
 
 pub use budget::{Budget, OverflowPolicy};

@@ -6,6 +6,8 @@ mod conformance;
 mod guest_sdks;
 mod guests;
 mod input;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod props;
 mod regressions;
 mod resources;
