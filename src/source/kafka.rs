@@ -8,7 +8,7 @@
 //! replaced.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -115,7 +115,51 @@ struct KafkaSource {
 
 /// What the source needs from a Kafka client: the only place krafka's consumer appears.
 struct Client {
-    consumer: krafka::consumer::Consumer,
+    consumer: Arc<krafka::consumer::Consumer>,
+}
+
+/// Commits what was delivered of the partitions a rebalance takes away, after waiting up
+/// to half the session timeout for their batches in flight, and forgets their streams (a
+/// partition assigned again starts a fresh stream at the committed offset).
+struct OnRevoke {
+    book: Arc<Mutex<CommitBook>>,
+    consumer: Arc<OnceLock<Weak<krafka::consumer::Consumer>>>,
+    drain: Duration,
+}
+
+fn keys(parts: &[krafka::consumer::TopicPartition]) -> Vec<(Arc<str>, i32)> {
+    parts
+        .iter()
+        .map(|tp| (Arc::from(tp.topic.as_str()), tp.partition))
+        .collect()
+}
+
+impl krafka::consumer::ConsumerRebalanceListener for OnRevoke {
+    async fn on_partitions_assigned(&self, _parts: &[krafka::consumer::TopicPartition]) {}
+
+    async fn on_partitions_revoked(&self, parts: &[krafka::consumer::TopicPartition]) {
+        let keys = keys(parts);
+        let deadline = Instant::now() + self.drain;
+        while !lock(&self.book).is_idle_for(&keys) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let due = lock(&self.book).due_for(&keys);
+        if let Some(c) = self.consumer.get().and_then(Weak::upgrade) {
+            if let Err(e) = Client::commit_with(&c, &due).await {
+                tracing::warn!("kafka: commit on revoke failed (the new owner replays): {e}");
+            }
+        }
+        lock(&self.book).forget(&keys);
+    }
+
+    async fn on_partitions_lost(&self, parts: &[krafka::consumer::TopicPartition]) {
+        // Another member may own them already: no commit.
+        lock(&self.book).forget(&keys(parts));
+    }
+}
+
+fn lock(book: &Mutex<CommitBook>) -> std::sync::MutexGuard<'_, CommitBook> {
+    book.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One fetched message: partition key, offset, value.
@@ -127,7 +171,16 @@ struct Message {
 }
 
 impl Client {
-    async fn connect(c: &KafkaSourceConfig) -> std::result::Result<Self, krafka::KrafkaError> {
+    async fn connect(
+        c: &KafkaSourceConfig,
+        book: Arc<Mutex<CommitBook>>,
+    ) -> std::result::Result<Self, krafka::KrafkaError> {
+        let handle = Arc::new(OnceLock::new());
+        let listener = OnRevoke {
+            book,
+            consumer: handle.clone(),
+            drain: Duration::from_millis(c.session_timeout_ms / 2),
+        };
         let kafka = krafka::Kafka::builder(c.brokers.join(","))
             .client_id("sluicebox")
             .connect()
@@ -141,8 +194,11 @@ impl Client {
             .enable_auto_commit(false)
             .session_timeout(Duration::from_millis(c.session_timeout_ms))
             .heartbeat_interval(Duration::from_millis(c.heartbeat_interval_ms))
+            .rebalance_listener(listener)
             .build()
             .await?;
+        let consumer = Arc::new(consumer);
+        let _ = handle.set(Arc::downgrade(&consumer));
         consumer.subscribe(c.topics.iter()).await?;
         Ok(Self { consumer })
     }
@@ -166,6 +222,13 @@ impl Client {
         &self,
         offsets: &[((Arc<str>, i32), u64)],
     ) -> std::result::Result<(), krafka::KrafkaError> {
+        Self::commit_with(&self.consumer, offsets).await
+    }
+
+    async fn commit_with(
+        consumer: &krafka::consumer::Consumer,
+        offsets: &[((Arc<str>, i32), u64)],
+    ) -> std::result::Result<(), krafka::KrafkaError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -178,7 +241,7 @@ impl Client {
                 )
             })
             .collect();
-        self.consumer.commit_offsets(&map).await
+        consumer.commit_offsets(&map).await
     }
 
     async fn close(&self) {
@@ -242,6 +305,27 @@ impl CommitBook {
             .and_then(|(_, (_, l))| *l)
     }
 
+    /// [`CommitBook::due`] restricted to `keys`.
+    pub fn due_for(&self, keys: &[(Arc<str>, i32)]) -> Vec<((Arc<str>, i32), u64)> {
+        self.due()
+            .into_iter()
+            .filter(|(k, _)| keys.contains(k))
+            .collect()
+    }
+
+    /// Whether the batches sent of partitions `keys` have all completed.
+    pub fn is_idle_for(&self, keys: &[(Arc<str>, i32)]) -> bool {
+        keys.iter()
+            .all(|k| self.parts.get(k).is_none_or(|(s, _)| s.is_idle()))
+    }
+
+    /// Forgets partitions `keys` (revoked or lost).
+    pub fn forget(&mut self, keys: &[(Arc<str>, i32)]) {
+        for k in keys {
+            self.parts.remove(k);
+        }
+    }
+
     /// Whether every partition's sent batches have completed.
     pub fn is_idle(&self) -> bool {
         self.parts.values().all(|(s, _)| s.is_idle())
@@ -253,7 +337,8 @@ impl Source for KafkaSource {
         Box::pin(async move {
             let c = self.config;
             let who = format!("sources.{}", self.name);
-            let client = Client::connect(&c).await.map_err(|e| {
+            let book = Arc::new(Mutex::new(CommitBook::new()));
+            let client = Client::connect(&c, book.clone()).await.map_err(|e| {
                 Error::new(
                     Kind::Config,
                     format!(
@@ -262,7 +347,6 @@ impl Source for KafkaSource {
                     ),
                 )
             })?;
-            let mut book = CommitBook::new();
             let commit_every = Duration::from_millis(c.commit_interval_ms);
             let mut last_commit = Instant::now();
             let mut failures = 0u32;
@@ -300,32 +384,32 @@ impl Source for KafkaSource {
                 }
                 for ((topic, part), msgs) in groups {
                     let first = msgs[0].offset.max(0) as u64;
-                    let stream = book.stream(&topic, part, first).clone();
+                    let stream = lock(&book).stream(&topic, part, first).clone();
                     if !send_partition(&cx, &stream, &msgs).await {
                         break;
                     }
                 }
                 if last_commit.elapsed() >= commit_every {
-                    commit(&client, &mut book, &who, &cx).await;
+                    commit(&client, &book, &who, &cx).await;
                     last_commit = Instant::now();
                 }
             }
             // Shutdown: give in-flight batches up to session/2 to complete, then commit.
             let deadline = Instant::now() + Duration::from_millis(c.session_timeout_ms / 2);
-            while !book.is_idle() && Instant::now() < deadline {
+            while !lock(&book).is_idle() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            commit(&client, &mut book, &who, &cx).await;
+            commit(&client, &book, &who, &cx).await;
             client.close().await;
             Ok(())
         })
     }
 }
 
-async fn commit(client: &Client, book: &mut CommitBook, who: &str, cx: &SourceContext) {
-    let due = book.due();
+async fn commit(client: &Client, book: &Mutex<CommitBook>, who: &str, cx: &SourceContext) {
+    let due = lock(book).due();
     match client.commit(&due).await {
-        Ok(()) => book.committed(&due),
+        Ok(()) => lock(book).committed(&due),
         Err(e) => tracing::warn!(source = cx.name(), "{who}: offset commit failed: {e}"),
     }
 }
@@ -385,7 +469,6 @@ mod tests {
             start in 0u64..1000,
             steps in proptest::collection::vec((0u64..3, 0usize..64, any::<bool>(), 0u8..10), 1..60),
         ) {
-            let mut book = CommitBook::new();
             let topic: Arc<str> = "t".into();
             let stream = book.stream(&topic, 0, start).clone();
             // Batch ends are non-decreasing (a batch split inside a message ends where the
