@@ -144,10 +144,10 @@ impl krafka::consumer::ConsumerRebalanceListener for OnRevoke {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let due = lock(&self.book).due_for(&keys);
-        if let Some(c) = self.consumer.get().and_then(Weak::upgrade) {
-            if let Err(e) = Client::commit_with(&c, &due).await {
-                tracing::warn!("kafka: commit on revoke failed (the new owner replays): {e}");
-            }
+        if let Some(c) = self.consumer.get().and_then(Weak::upgrade)
+            && let Err(e) = Client::commit_with(&c, &due).await
+        {
+            tracing::warn!("kafka: commit on revoke failed (the new owner replays): {e}");
         }
         lock(&self.book).forget(&keys);
     }
@@ -161,6 +161,9 @@ impl krafka::consumer::ConsumerRebalanceListener for OnRevoke {
 fn lock(book: &Mutex<CommitBook>) -> std::sync::MutexGuard<'_, CommitBook> {
     book.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// A partition: topic and number.
+type PartKey = (Arc<str>, i32);
 
 /// One fetched message: partition key, offset, value.
 struct Message {
@@ -374,7 +377,7 @@ impl Source for KafkaSource {
                     }
                 };
                 // Group the messages by partition, keeping their order.
-                let mut groups: Vec<((Arc<str>, i32), Vec<Message>)> = Vec::new();
+                let mut groups: Vec<(PartKey, Vec<Message>)> = Vec::new();
                 for m in msgs {
                     let k = (m.topic.clone(), m.partition);
                     match groups.iter_mut().find(|(g, _)| *g == k) {
@@ -469,6 +472,7 @@ mod tests {
             start in 0u64..1000,
             steps in proptest::collection::vec((0u64..3, 0usize..64, any::<bool>(), 0u8..10), 1..60),
         ) {
+            let mut book = CommitBook::new();
             let topic: Arc<str> = "t".into();
             let stream = book.stream(&topic, 0, start).clone();
             // Batch ends are non-decreasing (a batch split inside a message ends where the
