@@ -218,11 +218,10 @@ async fn serve_api(listener: tokio::net::TcpListener, metrics: Metrics) {
                             }
                             _ => (404, "text/plain", "not found\n".to_string()),
                         };
-                        let resp = hyper::Response::builder()
+                        hyper::Response::builder()
                             .status(status)
                             .header("content-type", ctype)
-                            .body(Full::new(Bytes::from(body)));
-                        resp
+                            .body(Full::new(Bytes::from(body)))
                     }
                 });
             let _ = hyper::server::conn::http1::Builder::new()

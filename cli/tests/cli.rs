@@ -141,7 +141,9 @@ fn wasm_module_through_the_cli_and_load_errors_exit_2() {
 fn bench_json_names_every_scenario() {
     let guests = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+        })
         .join("guests");
     let out = bin()
         .args([

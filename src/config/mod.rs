@@ -378,9 +378,13 @@ fn build_source(name: &str, mut table: toml::Table, cx: &BuildContext) -> Result
         "stdin" => typed::<StdinSourceConfig>(table, &what)?.build(cx)?,
         "file" => typed::<FileSourceConfig>(table, &what)?.build(cx)?,
         "generator" => typed::<GeneratorSourceConfig>(table, &what)?.build(cx)?,
+        #[cfg(feature = "kafka")]
+        "kafka" => typed::<crate::source::kafka::KafkaSourceConfig>(table, &what)?.build(cx)?,
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => return Err(without_kafka(&what)),
         other => {
             return Err(Error::config(format!(
-                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, generator)"
+                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, generator, kafka)"
             )));
         }
     };
@@ -476,13 +480,25 @@ fn build_sink(
             }
             c.build(cx)?
         }
+        #[cfg(feature = "kafka")]
+        "kafka" => typed::<crate::sink::kafka::KafkaSinkConfig>(table, &what)?.build(cx)?,
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => return Err(without_kafka(&what)),
         other => {
             return Err(Error::config(format!(
-                "{what}: key `type`: unknown sink type {other:?} (known: stdout, file, blackhole, elasticsearch)"
+                "{what}: key `type`: unknown sink type {other:?} (known: stdout, file, blackhole, elasticsearch, kafka)"
             )));
         }
     };
     Ok((ty, inputs, sink))
+}
+
+/// The error for `type = "kafka"` in a build of the library without its `kafka` feature.
+#[cfg(not(feature = "kafka"))]
+fn without_kafka(what: &str) -> Error {
+    Error::config(format!(
+        "{what}: key `type`: \"kafka\" needs the library's `kafka` feature (the sluicebox binary has it)"
+    ))
 }
 
 /// A problem's kind, for callers that tell config errors from others.

@@ -372,16 +372,15 @@ impl Topology {
         };
 
         // Transforms (prototypes) and per-source plans.
-        let protos: Arc<Vec<TransformProto>> = Arc::new(
-            self.transforms
-                .into_iter()
-                .map(|t| TransformProto {
-                    metrics: metrics.component(&t.name, "transform", &t.kind),
-                    name: t.name.into(),
-                    filter: t.filter,
-                })
-                .collect(),
-        );
+        let protos: Vec<TransformProto> = self
+            .transforms
+            .into_iter()
+            .map(|t| TransformProto {
+                metrics: metrics.component(&t.name, "transform", &t.kind),
+                name: t.name.into(),
+                filter: t.filter,
+            })
+            .collect();
         let source_names: Vec<Arc<str>> = self
             .sources
             .iter()

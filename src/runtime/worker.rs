@@ -187,7 +187,7 @@ impl SourceRunner {
             let mut copy = if i == last && sinks.is_empty() {
                 batch.take().unwrap_or_default()
             } else {
-                batch.as_ref().map(Clone::clone).unwrap_or_default()
+                batch.clone().unwrap_or_default()
             };
             copy.dead.clear();
             select_in_place(&mut copy, route);

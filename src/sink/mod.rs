@@ -23,6 +23,8 @@
 
 mod builtin;
 pub mod elasticsearch;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 pub use builtin::{CollectSink, NullSink, WriterSink};
 

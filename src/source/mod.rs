@@ -8,6 +8,8 @@
 mod budget;
 pub mod file;
 pub mod generator;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod reader;
 
 pub use budget::{Budget, OverflowPolicy};

@@ -15,9 +15,6 @@ use crate::common::*;
 
 const LANGUAGES: [&str; 7] = ["rust", "c", "zig", "assemblyscript", "go", "js", "python"];
 
-/// The languages built as WIT components (docs/abi.md part II).
-const COMPONENT_LANGUAGES: [&str; 2] = ["js", "python"];
-
 /// The languages whose modules need WASI preview 1 (the Go runtime does); the others must
 /// load without it.
 const WASI_LANGUAGES: [&str; 1] = ["go"];

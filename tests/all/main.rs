@@ -9,6 +9,8 @@ mod guest_sdks;
 mod guests;
 mod hostile;
 mod input;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod props;
 mod regressions;
 mod resources;
