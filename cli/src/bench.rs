@@ -362,19 +362,22 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             "config": {"workers": a.workers, "rounds": a.rounds, "batch_events": config.max_batch_events},
             "results": res,
         });
-        println!("{obj}");
+        outln!("{obj}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<32} {:>14} {:>10} {:>10}  note",
-        "scenario", "events/s", "MB/s", "ns/event"
+        "scenario",
+        "events/s",
+        "MB/s",
+        "ns/event"
     );
     for (name, note, secs) in &results {
         let (eps, mbps, ns) = row(*secs);
-        println!("{name:<32} {eps:>14.0} {mbps:>10.1} {ns:>10.1}  {note}");
+        outln!("{name:<32} {eps:>14.0} {mbps:>10.1} {ns:>10.1}  {note}");
     }
     let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.2);
-    println!();
+    outln!();
     for (num, den, target) in [
         ("pipeline.wasm_drop_debug", "baseline.simd_json_tape", 0.8),
         ("pipeline.wasm_drop_debug", "baseline.simd_json_value", 2.0),
@@ -389,7 +392,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         if let (Some(n), Some(d)) = (get(num), get(den)) {
             // Throughput ratio: time of the denominator over time of the numerator.
             let ratio = d / n;
-            println!(
+            outln!(
                 "{num} / {den} = {ratio:.2} (target >= {target}){}",
                 if ratio >= target {
                     ""

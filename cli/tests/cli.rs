@@ -243,3 +243,20 @@ fn an_unwritable_standard_output_fails_the_run() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("writing output"), "{err}");
 }
+
+/// A reader that goes away (`sluicebox bench --json | head -c 100`) ends the command quietly
+/// with the SIGPIPE status, never with a panic.
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    let mut child = bin()
+        .args(["bench", "--events", "2000", "--rounds", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
