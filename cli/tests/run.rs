@@ -241,3 +241,55 @@ fn the_shipped_demo_pipeline_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The shipped routing example (examples/pipelines/routing.toml), with its paths moved to a
+/// temporary directory: ERROR events reach `errors` only, the others `rest`, the archive
+/// gets every generated event, and nothing is dead-lettered.
+#[test]
+fn the_shipped_routing_pipeline_routes_by_level() {
+    let d = dir("routing");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let shipped = std::fs::read_to_string(format!("{examples}/pipelines/routing.toml")).unwrap();
+    let cfg = shipped
+        .replace("../../target/pipeline-routing", d.to_str().unwrap())
+        .replace("\"../wat/", &format!("\"{examples}/wat/"))
+        .replace("127.0.0.1:8687", &format!("127.0.0.1:{}", free_port()))
+        .replace("events = 200000", "events = 20000");
+    assert_ne!(cfg, shipped);
+    let path = d.join("routing.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = bin().arg("run").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = |f: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join(f))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (all, errors, rest) = (
+        lines("all.ndjson"),
+        lines("errors.ndjson"),
+        lines("rest.ndjson"),
+    );
+    assert_eq!(all.len(), 20000);
+    let level = |v: &serde_json::Value| v["level"].as_str().unwrap_or("").to_string();
+    let want_errors = all.iter().filter(|v| level(v) == "ERROR").count();
+    let want_rest = all
+        .iter()
+        .filter(|v| level(v) != "ERROR" && level(v) != "DEBUG")
+        .count();
+    assert!(want_errors > 0 && want_rest > 0);
+    assert_eq!(errors.len(), want_errors);
+    assert!(errors.iter().all(|v| level(v) == "ERROR"));
+    assert_eq!(rest.len(), want_rest);
+    assert!(
+        rest.iter()
+            .all(|v| level(v) != "ERROR" && level(v) != "DEBUG")
+    );
+    assert!(lines("dead_letter.ndjson").is_empty());
+}
