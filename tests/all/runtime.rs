@@ -343,3 +343,246 @@ fn the_examples_run() {
         );
     }
 }
+
+/// A sink that fails (and, as the runtime stops a failed sink, takes nothing more) on the
+/// first write holding one of its poison events (`n` values).
+#[derive(Clone, Default)]
+struct Poisoned {
+    ns: Arc<Mutex<Vec<u64>>>,
+    poison: Vec<u64>,
+}
+
+impl Sink for Poisoned {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        let mut got = Vec::new();
+        for e in out.iter() {
+            let v: serde_json::Value = serde_json::from_slice(e.bytes).unwrap();
+            got.push(v["n"].as_u64().unwrap());
+        }
+        if got.iter().any(|n| self.poison.contains(n)) {
+            return Err(sluicebox::Error::new(sluicebox::Kind::Sink, "poison"));
+        }
+        self.ns.lock().unwrap().extend(got);
+        Ok(Flow::Continue)
+    }
+}
+
+/// A transform of the random topologies, and what it does to (n, level, route) events.
+#[derive(Clone, Copy, Debug)]
+enum Kind3 {
+    DropDebug,
+    Route,
+    Tag,
+}
+
+/// One input of a random component: a producer (0 = the source, i + 1 = transform i) and,
+/// for a routing transform, maybe one of its routes.
+type Input = (usize, Option<&'static str>);
+
+const LEVELS: [&str; 4] = ["INFO", "ERROR", "DEBUG", "WARN"];
+const ROUTES: [&str; 3] = ["info", "error", "debug"];
+
+fn route_of(level: &str) -> &'static str {
+    match level {
+        "ERROR" => "error",
+        "DEBUG" => "debug",
+        "INFO" => "info",
+        _ => "other",
+    }
+}
+
+/// Model of the graph: each producer's output as (n, level index, route) triples.
+fn model_outputs(
+    events: &[(u64, usize)],
+    transforms: &[(Kind3, Vec<Input>)],
+) -> Vec<Vec<(u64, usize, Option<&'static str>)>> {
+    let mut outs: Vec<Vec<(u64, usize, Option<&'static str>)>> =
+        vec![events.iter().map(|&(n, l)| (n, l, None)).collect()];
+    for (kind, inputs) in transforms {
+        let mut input = Vec::new();
+        for &(p, route) in inputs {
+            input.extend(
+                outs[p]
+                    .iter()
+                    .filter(|e| route.is_none() || e.2 == route)
+                    .copied(),
+            );
+        }
+        let out = match kind {
+            Kind3::DropDebug => input.into_iter().filter(|e| e.1 != 2).collect(),
+            Kind3::Route => input
+                .into_iter()
+                .map(|(n, l, _)| (n, l, Some(route_of(LEVELS[l]))))
+                .collect(),
+            Kind3::Tag => input,
+        };
+        outs.push(out);
+    }
+    outs
+}
+
+fn topology_strategy() -> impl proptest::strategy::Strategy<
+    Value = (
+        Vec<(Kind3, Vec<Input>)>,
+        Vec<(Vec<Input>, Vec<u64>)>,
+        usize,
+        usize,
+        usize,
+    ),
+> {
+    use proptest::prelude::*;
+    // Transforms: kind + picks of earlier producers (resolved below).
+    let t = prop::collection::vec(
+        (0..3u8, prop::collection::vec((any::<u16>(), 0..4u8), 1..3)),
+        0..5,
+    );
+    let s = prop::collection::vec(
+        (
+            prop::collection::vec((any::<u16>(), 0..4u8), 1..3),
+            prop::collection::vec(0..400u64, 0..2),
+        ),
+        1..4,
+    );
+    (t, s, 1..4usize, 1..40usize, 20..400usize).prop_map(|(t, s, workers, batch, events)| {
+        let mut transforms: Vec<(Kind3, Vec<Input>)> = Vec::new();
+        let pick = |kinds: &[(Kind3, Vec<Input>)], picks: &[(u16, u8)]| -> Vec<Input> {
+            let mut inputs: Vec<Input> = Vec::new();
+            for &(p, r) in picks {
+                let producer = p as usize % (kinds.len() + 1);
+                if inputs.iter().any(|i| i.0 == producer) {
+                    continue;
+                }
+                let route = match producer.checked_sub(1).map(|i| kinds[i].0) {
+                    Some(Kind3::Route) if r < 3 => Some(ROUTES[r as usize]),
+                    _ => None,
+                };
+                inputs.push((producer, route));
+            }
+            inputs
+        };
+        for (k, picks) in t {
+            let kind = [Kind3::DropDebug, Kind3::Route, Kind3::Tag][k as usize];
+            let inputs = pick(&transforms, &picks);
+            transforms.push((kind, inputs));
+        }
+        let mut sinks: Vec<(Vec<Input>, Vec<u64>)> = s
+            .into_iter()
+            .map(|(picks, poison)| (pick(&transforms, &picks), poison))
+            .collect();
+        // Every producer needs a reader: a sink for those nothing reads.
+        for p in 0..=transforms.len() {
+            let read = transforms.iter().any(|t| t.1.iter().any(|i| i.0 == p))
+                || sinks.iter().any(|s| s.0.iter().any(|i| i.0 == p));
+            if !read {
+                sinks.push((vec![(p, None)], Vec::new()));
+            }
+        }
+        (transforms, sinks, workers, batch, events)
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Random graphs of drop/route/tag transforms and sinks (some failing on chosen events),
+    /// with 1 to 3 workers: each sink holds exactly what the model sends it (up to its
+    /// failure), the unread routes' events are dead-lettered, the counts balance, and the
+    /// source's acknowledged position is the first batch that reached a failing sink.
+    #[test]
+    fn acknowledgements_match_a_model_on_random_topologies(
+        (transforms, sinks, workers, batch, n_events) in topology_strategy()
+    ) {
+        let events: Vec<(u64, usize)> =
+            (0..n_events as u64).map(|n| (n, (n as usize * 7 + n as usize / 3) % 4)).collect();
+        let batches: Vec<Vec<String>> = events
+            .chunks(batch)
+            .map(|c| c.iter().map(|&(n, l)| line(LEVELS[l], n as usize)).collect())
+            .collect();
+        let n_batches = batches.len() as u64;
+        let name = |p: usize| if p == 0 { "src".to_string() } else { format!("t{}", p - 1) };
+        let input_name = |&(p, r): &Input| match r {
+            Some(r) => format!("{}.{r}", name(p)),
+            None => name(p),
+        };
+        let report_stream = Arc::new(Mutex::new(None));
+        let mut topo = Topology::new(settings(workers)).source(SourceSpec::new(
+            "src",
+            "test",
+            Box::new(Batches { batches, report: report_stream.clone() }),
+        ));
+        for (i, (kind, inputs)) in transforms.iter().enumerate() {
+            let filter: Box<dyn Filter> = match kind {
+                Kind3::DropDebug => Box::new(DropWhere::drop_debug()),
+                Kind3::Route => Box::new(RouteByLevel),
+                Kind3::Tag => Box::new(sluicebox::TagService),
+            };
+            topo = topo.transform(TransformSpec::new(
+                format!("t{i}"),
+                "native",
+                inputs.iter().map(input_name).collect(),
+                filter,
+            ));
+        }
+        let mut sink_state = Vec::new();
+        for (i, (inputs, poison)) in sinks.iter().enumerate() {
+            let s = Poisoned { ns: Default::default(), poison: poison.clone() };
+            sink_state.push(s.clone());
+            topo = topo.sink(SinkSpec::new(
+                format!("s{i}"),
+                "test",
+                inputs.iter().map(input_name).collect(),
+                Box::new(s),
+            ));
+        }
+        let dead = Shared::default();
+        let report = topo.dead_letter(Box::new(dead.clone())).start().unwrap().wait().unwrap();
+        proptest::prop_assert!(report.is_balanced(), "{report:?}");
+
+        // The model.
+        let outs = model_outputs(&events, &transforms);
+        let batch_of = |n: u64| n / batch as u64;
+        let mut first_failure = n_batches;
+        let mut wanted = Vec::new();
+        for (inputs, poison) in &sinks {
+            let mut got: Vec<u64> = Vec::new();
+            for &(p, route) in inputs {
+                got.extend(outs[p].iter().filter(|e| route.is_none() || e.2 == route).map(|e| e.0));
+            }
+            let fails_at = got.iter().filter(|n| poison.contains(n)).map(|&n| batch_of(n)).min();
+            if let Some(b) = fails_at {
+                first_failure = first_failure.min(b);
+                got.retain(|&n| batch_of(n) < b);
+            }
+            got.sort_unstable();
+            wanted.push(got);
+        }
+        for (i, (s, want)) in sink_state.iter().zip(&wanted).enumerate() {
+            let mut got = s.ns.lock().unwrap().clone();
+            got.sort_unstable();
+            proptest::prop_assert_eq!(&got, want, "sink s{}", i);
+        }
+        // Unread: events of a routing transform that no reader takes.
+        let mut unread = 0usize;
+        for (i, _) in transforms.iter().enumerate() {
+            let p = i + 1;
+            let readers: Vec<Option<&str>> = transforms
+                .iter()
+                .flat_map(|t| t.1.iter())
+                .chain(sinks.iter().flat_map(|s| s.0.iter()))
+                .filter(|inp| inp.0 == p)
+                .map(|inp| inp.1)
+                .collect();
+            if readers.iter().any(|r| r.is_none()) {
+                continue;
+            }
+            unread += outs[p]
+                .iter()
+                .filter(|e| !readers.contains(&e.2))
+                .count();
+        }
+        proptest::prop_assert_eq!(dead.lines.lock().unwrap().len(), unread);
+        let stream = report_stream.lock().unwrap().clone().unwrap();
+        let want_acked = if first_failure == 0 { None } else { Some(first_failure) };
+        proptest::prop_assert_eq!(stream.acked(), want_acked);
+    }
+}
