@@ -586,3 +586,90 @@ proptest::proptest! {
         proptest::prop_assert_eq!(stream.acked(), want_acked);
     }
 }
+
+/// A sink that takes nothing until its gate opens, then counts events.
+#[derive(Clone, Default)]
+struct Gated {
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    events: Arc<Mutex<u64>>,
+}
+
+impl Sink for Gated {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        let (lock, cv) = &*self.open;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        *self.events.lock().unwrap() += out.iter().count() as u64;
+        Ok(Flow::Continue)
+    }
+}
+
+/// A sink that does not move holds its source at the in-flight budget: the source reads no
+/// further (its bytes stop growing, below the budget plus one batch), nothing is dropped,
+/// and once the sink moves again a shutdown drains every event the source sent into it.
+#[test]
+fn a_stalled_sink_holds_its_source_at_the_in_flight_budget() {
+    use sluicebox::source::OverflowPolicy;
+    use sluicebox::source::generator::GeneratorSource;
+    let budget: u64 = 512 * 1024;
+    let batch_bytes = 64 * 1024;
+    let mut s = settings(2);
+    s.pipeline.max_batch_bytes = batch_bytes;
+    let sink = Gated::default();
+    let running = Topology::new(s)
+        .source(
+            SourceSpec::new(
+                "gen",
+                "generator",
+                Box::new(GeneratorSource {
+                    events: None,
+                    rate: None,
+                    seed: 7,
+                }),
+            )
+            .in_flight(budget, OverflowPolicy::Block),
+        )
+        .sink(SinkSpec::new(
+            "slow",
+            "test",
+            vec!["gen".into()],
+            Box::new(sink.clone()),
+        ))
+        .start()
+        .unwrap();
+    let source_bytes = || {
+        running
+            .metrics()
+            .components()
+            .into_iter()
+            .find(|(id, _, _)| id == "gen")
+            .map(|(_, _, m)| m.received_bytes.get())
+            .unwrap()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let first = source_bytes();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let second = source_bytes();
+    assert!(first > 0, "the source sent nothing");
+    assert_eq!(first, second, "the source kept reading past a stalled sink");
+    assert!(
+        second <= budget + batch_bytes as u64,
+        "{second} bytes in flight, budget {budget}"
+    );
+    // Release the sink, stop, and drain.
+    {
+        let (lock, cv) = &*sink.open;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    running.shutdown_handle().trigger();
+    let report = running.wait().unwrap();
+    assert!(report.is_balanced(), "{report:?}");
+    let src = report.component("gen").unwrap();
+    assert_eq!(src.discarded, 0);
+    assert_eq!(src.failed, 0);
+    assert_eq!(*sink.events.lock().unwrap(), src.sent, "{report:?}");
+    assert!(!report.timed_out);
+}
