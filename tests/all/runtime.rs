@@ -482,7 +482,7 @@ fn topology_strategy() -> impl proptest::strategy::Strategy<
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
 
     /// Random graphs of drop/route/tag transforms and sinks (some failing on chosen events),
     /// with 1 to 3 workers: each sink holds exactly what the model sends it (up to its
@@ -542,6 +542,9 @@ proptest::proptest! {
         let outs = model_outputs(&events, &transforms);
         let batch_of = |n: u64| n / batch as u64;
         let mut first_failure = n_batches;
+        // Per sink: what it must hold (batches before its failure), and what it may also
+        // hold of the batch it fails on (a sink fed along several paths gets one write per
+        // path and batch; the writes before the poisoned one succeed).
         let mut wanted = Vec::new();
         for (inputs, poison) in &sinks {
             let mut got: Vec<u64> = Vec::new();
@@ -549,17 +552,36 @@ proptest::proptest! {
                 got.extend(outs[p].iter().filter(|e| route.is_none() || e.2 == route).map(|e| e.0));
             }
             let fails_at = got.iter().filter(|n| poison.contains(n)).map(|&n| batch_of(n)).min();
+            let mut maybe = Vec::new();
             if let Some(b) = fails_at {
                 first_failure = first_failure.min(b);
+                maybe = got.iter().copied().filter(|&n| batch_of(n) == b).collect();
                 got.retain(|&n| batch_of(n) < b);
             }
             got.sort_unstable();
-            wanted.push(got);
+            wanted.push((got, fails_at, maybe));
         }
-        for (i, (s, want)) in sink_state.iter().zip(&wanted).enumerate() {
+        for (i, (s, (want, fails_at, maybe))) in sink_state.iter().zip(&wanted).enumerate() {
             let mut got = s.ns.lock().unwrap().clone();
             got.sort_unstable();
+            let mut extra: Vec<u64> = Vec::new();
+            if let Some(b) = fails_at {
+                extra = got.iter().copied().filter(|&n| batch_of(n) == *b).collect();
+                got.retain(|&n| batch_of(n) != *b);
+            }
             proptest::prop_assert_eq!(&got, want, "sink s{}", i);
+            // Of the failing batch, only a part of what the model sends it.
+            let mut left = maybe.clone();
+            for n in extra {
+                let Some(k) = left.iter().position(|&m| m == n) else {
+                    proptest::prop_assert!(false, "sink s{} got {} of its failing batch", i, n);
+                    unreachable!();
+                };
+                left.swap_remove(k);
+            }
+            if fails_at.is_some() {
+                proptest::prop_assert!(!left.is_empty(), "sink s{} took all of its failing batch", i);
+            }
         }
         // Unread: events of a routing transform that no reader takes.
         let mut unread = 0usize;

@@ -157,6 +157,82 @@ fn tail_append_rename_copytruncate() {
     assert!(report.is_balanced());
 }
 
+/// One read that holds several batches of short lines (64 KiB of 8-byte lines), in a file
+/// that is not written again: every line arrives, followed or read once.
+#[test]
+fn a_read_of_several_batches_delivers_them_all_without_more_input() {
+    for follow in [true, false] {
+        let d = tempfile::tempdir().unwrap();
+        let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut text = String::new();
+        for i in 0..6000 {
+            text.push_str(&format!("{{\"n\":{i}}}\n"));
+        }
+        std::fs::write(logs.join("short.log"), &text).unwrap();
+        let lines: Lines = Default::default();
+        let running = topology(
+            &config(&logs, "*.log", follow),
+            &data,
+            Box::new(Collect(lines.clone())),
+        )
+        .start()
+        .unwrap();
+        wait_for(&lines, 6000);
+        let report = if follow {
+            running.stop().unwrap()
+        } else {
+            running.wait().unwrap()
+        };
+        assert_eq!(
+            numbers(&lines),
+            (0..6000).collect::<Vec<_>>(),
+            "follow = {follow}"
+        );
+        assert!(report.is_balanced());
+    }
+}
+
+/// copytruncate with lines the reader has not read yet: they are only in the copy (which the
+/// globs do not match), and are read from it, from the last line sent; nothing twice.
+#[test]
+fn copytruncate_reads_the_unread_rest_from_the_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("app.log");
+    append(&log, 0..3);
+    let lines: Lines = Default::default();
+    let running = topology(
+        &config(&logs, "*.log", true),
+        &data,
+        Box::new(Collect(lines.clone())),
+    )
+    .start()
+    .unwrap();
+    wait_for(&lines, 3);
+    for round in 0..5u32 {
+        // Written, copied and truncated faster than the reader's idle poll (50 ms): most
+        // or all of these lines are read from the copy.
+        let base = 3 + round * 3000;
+        append(&log, base..base + 2990);
+        std::fs::copy(&log, logs.join(format!("app.log.{round}"))).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        append(&log, base + 2990..base + 3000);
+        wait_for(&lines, (base + 3000) as usize);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let report = running.stop().unwrap();
+    assert_eq!(numbers(&lines), (0..15003).collect::<Vec<_>>());
+    assert!(report.is_balanced());
+}
+
 #[test]
 fn restart_from_checkpoint_reads_exactly_the_rest() {
     let d = tempfile::tempdir().unwrap();

@@ -32,6 +32,10 @@ use identity::{HEAD_BYTES, Verdict};
 /// Bytes read from one file per round.
 const CHUNK: usize = 64 * 1024;
 
+/// Bytes before the read position kept per file, to recognise its copy after a
+/// copytruncate.
+const RECENT_BYTES: usize = 64;
+
 /// Where files found at the first start begin.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -237,6 +241,10 @@ struct Tracked {
     gone_since: Option<Instant>,
     /// Read to EOF and finished (follow = false).
     done: bool,
+    /// The file's first bytes (up to `HEAD_BYTES`) and the last bytes before `read_pos` (up
+    /// to `RECENT_BYTES`), as read: after a copytruncate they find the copy.
+    head: Vec<u8>,
+    recent: Vec<u8>,
 }
 
 struct Tail {
@@ -431,6 +439,20 @@ impl Tail {
             Some(f) => f(&path, &self.cx, start),
             None => self.cx.decoder(start),
         };
+        // What was read before `start` (a resumed file): its head and the bytes just before.
+        let read = |at: u64, len: u64| {
+            let mut b = vec![0; len as usize];
+            match file.read_at(&mut b, at) {
+                Ok(n) => {
+                    b.truncate(n);
+                    b
+                }
+                Err(_) => Vec::new(),
+            }
+        };
+        let head = read(0, start.min(HEAD_BYTES));
+        let recent_from = start.saturating_sub(RECENT_BYTES as u64);
+        let recent = read(recent_from, start - recent_from);
         Tracked {
             stream: self.cx.stream(key, Some(start)),
             decoder,
@@ -439,6 +461,8 @@ impl Tail {
             generation,
             gone_since: None,
             done: false,
+            head,
+            recent,
             path,
             file,
             dev: id.0,
@@ -457,6 +481,17 @@ impl Tail {
         {
             self.resets += 1;
             self.cx.metrics().error("file_truncated", "reading");
+            // copytruncate: what was written after our last read and before the truncation
+            // is only in the copy. Find it, and read it from the last line we sent.
+            let from = self.files[i].decoder.position();
+            if let Some((path, file, id)) = self.find_copy(i) {
+                tracing::info!(source = self.cx.name(), path = %self.files[i].path.display(),
+                    copy = %path.display(), offset = from,
+                    "truncated in place: reading the rest from its copy");
+                let mut copy = self.tracked(path, file, id, from, 0);
+                copy.gone_since = Some(Instant::now());
+                self.files.push(copy);
+            }
             let old = &self.files[i];
             let (path, id, generation) = (old.path.clone(), (old.dev, old.ino), old.generation + 1);
             let Ok(file) = old.file.try_clone() else {
@@ -473,41 +508,84 @@ impl Tail {
                 return (0, true);
             }
         };
+        if t.read_pos < HEAD_BYTES && t.head.len() as u64 == t.read_pos {
+            let take = n.min((HEAD_BYTES - t.read_pos) as usize);
+            t.head.extend_from_slice(&self.buf[..take]);
+        }
+        if n >= RECENT_BYTES {
+            t.recent.clear();
+            t.recent.extend_from_slice(&self.buf[n - RECENT_BYTES..n]);
+        } else if n > 0 {
+            t.recent.extend_from_slice(&self.buf[..n]);
+            let extra = t.recent.len().saturating_sub(RECENT_BYTES);
+            t.recent.drain(..extra);
+        }
         t.read_pos += n as u64;
         let mut input = &self.buf[..n];
         let mut batch = t.open.take().unwrap_or_else(|| self.cx.batch());
-        loop {
-            if input.is_empty() && n > 0 {
-                // Everything taken: the batch may hold a partial line; keep it open.
-                t.open = Some(batch);
-                break;
-            }
-            if n == 0 {
-                if !self.src.cfg.follow {
-                    t.done = true;
-                    if t.decoder.decode_eof(&mut batch)
-                        && !self
-                            .cx
-                            .blocking_send(&t.stream, batch, t.decoder.position())
-                    {
-                        return (0, false);
-                    }
-                } else {
-                    t.open = Some(batch);
-                }
-                break;
-            }
-            if t.decoder.decode(&mut input, &mut batch) {
+        if n == 0 && !self.src.cfg.follow {
+            // The end of a file read once: everything left, in as many batches as it takes.
+            t.done = true;
+            while t.decoder.decode_eof(&mut batch) {
                 if !self
                     .cx
                     .blocking_send(&t.stream, batch, t.decoder.position())
                 {
-                    return (n, false);
+                    return (0, false);
                 }
                 batch = self.cx.batch();
             }
+            return (0, true);
         }
+        // Complete batches go; what the decoder keeps (a partial line) waits in `open`. An
+        // empty read still decodes: lines carried over from the last batch go now.
+        while t.decoder.decode(&mut input, &mut batch) {
+            if !self
+                .cx
+                .blocking_send(&t.stream, batch, t.decoder.position())
+            {
+                return (n, false);
+            }
+            batch = self.cx.batch();
+        }
+        t.open = Some(batch);
         (n, true)
+    }
+
+    /// After file `i` was truncated in place: a regular file in its directory, not followed
+    /// yet, at least as long as what was read of `i`, that starts with `i`'s head and holds
+    /// `i`'s last read bytes just before `read_pos`: the copy a copytruncate made. Costs one
+    /// directory listing and two small reads per candidate, once per truncation.
+    fn find_copy(&self, i: usize) -> Option<(PathBuf, std::fs::File, (u64, u64))> {
+        let t = &self.files[i];
+        if t.head.is_empty() {
+            return None;
+        }
+        let same = |f: &std::fs::File, at: u64, want: &[u8]| {
+            let mut b = vec![0; want.len()];
+            matches!(f.read_exact_at(&mut b, at), Ok(())) && b == want
+        };
+        let recent_at = t.read_pos - t.recent.len() as u64;
+        for entry in std::fs::read_dir(t.path.parent()?).ok()?.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let id = (meta.dev(), meta.ino());
+            if !meta.is_file()
+                || meta.len() < t.read_pos
+                || self.files.iter().any(|f| (f.dev, f.ino) == id)
+            {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if same(&file, 0, &t.head) && same(&file, recent_at, &t.recent) {
+                return Some((path, file, id));
+            }
+        }
+        None
     }
 
     fn checkpoint(&mut self) {
