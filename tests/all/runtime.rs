@@ -421,15 +421,17 @@ fn model_outputs(
     outs
 }
 
-fn topology_strategy() -> impl proptest::strategy::Strategy<
-    Value = (
-        Vec<(Kind3, Vec<Input>)>,
-        Vec<(Vec<Input>, Vec<u64>)>,
-        usize,
-        usize,
-        usize,
-    ),
-> {
+/// A random graph: transforms (kind, inputs), sinks (inputs, poison events), workers, events
+/// per batch, events.
+type Drawn = (
+    Vec<(Kind3, Vec<Input>)>,
+    Vec<(Vec<Input>, Vec<u64>)>,
+    usize,
+    usize,
+    usize,
+);
+
+fn topology_strategy() -> impl proptest::strategy::Strategy<Value = Drawn> {
     use proptest::prelude::*;
     // Transforms: kind + picks of earlier producers (resolved below).
     let t = prop::collection::vec(
