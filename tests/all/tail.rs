@@ -335,7 +335,8 @@ fn spawn_child(dir: &Path) -> Kill {
     )
 }
 
-/// Writes lines with rename rotation while SIGKILLing the reader at pseudo-random moments;
+/// Writes lines with rotation (rename + create, or copytruncate) while SIGKILLing the reader
+/// at pseudo-random moments;
 /// every line must arrive at least once. Rounds: `SLUICEBOX_TORTURE_ROUNDS` (default 5).
 #[test]
 fn kill9_torture() {
@@ -357,7 +358,9 @@ fn kill9_torture() {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % m
     };
-    let (mut n, mut rotations) = (0u32, 0u32);
+    let (mut n, mut rotations, mut copytruncates) = (0u32, 0u32, 0u32);
+    // What happened when (the line count then), to explain a loss.
+    let mut history: Vec<(u32, String)> = Vec::new();
     let mut child = spawn_child(d.path());
     for _ in 0..rounds {
         let until = Instant::now() + Duration::from_millis(200 + rand(800));
@@ -366,11 +369,28 @@ fn kill9_torture() {
             n += 20;
             if rand(10) == 0 {
                 rotations += 1;
-                std::fs::rename(&log, logs.join(format!("app.log.{rotations}"))).unwrap();
+                let rotated = logs.join(format!("app.log.{rotations}"));
+                if rand(2) == 0 {
+                    history.push((n, format!("rename to app.log.{rotations}")));
+                    std::fs::rename(&log, rotated).unwrap();
+                } else {
+                    history.push((n, format!("copytruncate to app.log.{rotations}")));
+                    // copytruncate (the writer waits, as logrotate's copy is quicker than
+                    // the next line here; lines in neither are lost by the writer, not us).
+                    std::fs::copy(&log, rotated).unwrap();
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&log)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
+                    copytruncates += 1;
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         // SIGKILL (Child::kill sends SIGKILL on unix), then restart.
+        history.push((n, "kill -9, restart".to_string()));
         drop(child);
         child = spawn_child(d.path());
     }
@@ -392,15 +412,27 @@ fn kill9_torture() {
     drop(child);
     let missing: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] == 0).collect();
     eprintln!(
-        "torture: {rounds} kills, {n} lines, {rotations} rotations, {dups} duplicates ({:.2}%), missing {}",
+        "torture: {rounds} kills, {n} lines, {rotations} rotations ({copytruncates} by copytruncate), {dups} duplicates ({:.2}%), missing {}",
         100.0 * f64::from(dups) / f64::from(n.max(1)),
         missing.len()
     );
-    assert!(
-        missing.is_empty(),
-        "lost lines: {:?}",
-        &missing[..missing.len().min(20)]
-    );
+    if let Some(&first) = missing.first() {
+        let near: Vec<&(u32, String)> = history
+            .iter()
+            .filter(|(at, _)| (*at as usize).abs_diff(first) < 400)
+            .collect();
+        let mut holders = Vec::new();
+        for e in std::fs::read_dir(&logs).unwrap().flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if text.contains(&format!("{{\"n\":{first}}}")) {
+                holders.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        panic!(
+            "lost lines: {:?}; around the first: {near:?}; files holding it: {holders:?}",
+            &missing[..missing.len().min(20)]
+        );
+    }
     // Bound: a kill replays at most what was delivered after the last checkpoint (written
     // every 100 ms) plus what was in flight: far below one round's lines per kill.
     assert!(dups <= n / 2, "{dups} duplicates of {n}");

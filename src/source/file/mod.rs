@@ -3,7 +3,10 @@
 //! acknowledged offset, F2), and tells files apart by identity (F1, see [`identity`]).
 //!
 //! One [`crate::ack::Stream`] per file generation; its position is the byte offset in the
-//! file. The reader runs on one blocking thread and reads files round-robin, one bounded
+//! file. A truncation (the file got shorter, or the 64 bytes before the read position
+//! changed) starts a new generation from 0; the lines not read yet are then read from the
+//! copy a copytruncate left in the same directory (same head, same bytes before the read
+//! position), on the old generation's stream. The reader runs on one blocking thread and reads files round-robin, one bounded
 //! chunk per file per round, so a busy file cannot starve the others.
 //!
 //! Cost: one open descriptor per followed file (until `rotate_wait_secs` after it was
@@ -245,6 +248,8 @@ struct Tracked {
     /// to `RECENT_BYTES`), as read: after a copytruncate they find the copy.
     head: Vec<u8>,
     recent: Vec<u8>,
+    /// The modification time seen at the last read.
+    mtime: Option<SystemTime>,
 }
 
 struct Tail {
@@ -403,6 +408,24 @@ impl Tail {
             match identity::check(&file, e.head_hash, e.head_len, e.offset, e.marker) {
                 Ok(Verdict::Resume(o)) => start = o,
                 Ok(Verdict::NewGeneration) => {
+                    // Truncated while we were down (copytruncate): the lines after the
+                    // checkpoint are in the copy, if there is one in the directory.
+                    let copy = path.parent().and_then(|dir| {
+                        self.find_in_dir(dir, e.offset, |f| {
+                            matches!(
+                                identity::check(f, e.head_hash, e.head_len, e.offset, e.marker),
+                                Ok(Verdict::Resume(_))
+                            )
+                        })
+                    });
+                    if let Some((cpath, cfile, cid)) = copy {
+                        tracing::info!(source = self.cx.name(), path = %path.display(),
+                            copy = %cpath.display(), offset = e.offset,
+                            "truncated while stopped: reading the rest from its copy");
+                        let mut t = self.tracked(cpath, cfile, cid, e.offset, 0);
+                        t.gone_since = Some(Instant::now());
+                        self.files.push(t);
+                    }
                     self.resets += 1;
                     generation = 1;
                     tracing::info!(source = self.cx.name(), path = %path.display(),
@@ -463,6 +486,7 @@ impl Tail {
             done: false,
             head,
             recent,
+            mtime: None,
             path,
             file,
             dev: id.0,
@@ -475,10 +499,26 @@ impl Tail {
         if self.files[i].done {
             return (0, true);
         }
-        // Truncated in place (copytruncate): a new generation from 0.
-        if let Ok(m) = self.files[i].file.metadata()
-            && m.len() < self.files[i].read_pos
-        {
+        // Truncated in place (copytruncate): a new generation from 0. Shorter than what was
+        // read, or grown again past it with other bytes where our last read ended
+        // (truncated and refilled between two reads: one 64-byte pread per read that
+        // finds new data).
+        // Refilled to exactly the length we had read is caught by the modification time.
+        let meta = self.files[i].file.metadata();
+        let t = &mut self.files[i];
+        let modified = meta.as_ref().ok().and_then(|m| m.modified().ok());
+        let changed = modified != t.mtime;
+        t.mtime = modified;
+        let truncated = match meta {
+            Ok(m) if m.len() < t.read_pos => true,
+            Ok(m) if (m.len() > t.read_pos || changed) && !t.recent.is_empty() => {
+                let mut b = vec![0; t.recent.len()];
+                let at = t.read_pos - t.recent.len() as u64;
+                !matches!(t.file.read_exact_at(&mut b, at), Ok(())) || b != t.recent
+            }
+            _ => false,
+        };
+        if truncated {
             self.resets += 1;
             self.cx.metrics().error("file_truncated", "reading");
             // copytruncate: what was written after our last read and before the truncation
@@ -489,6 +529,9 @@ impl Tail {
                     copy = %path.display(), offset = from,
                     "truncated in place: reading the rest from its copy");
                 let mut copy = self.tracked(path, file, id, from, 0);
+                // The copy continues the old stream: the batches in flight acknowledge into
+                // it, and its checkpoint never claims what they hold before it is delivered.
+                copy.stream = self.files[i].stream.clone();
                 copy.gone_since = Some(Instant::now());
                 self.files.push(copy);
             }
@@ -566,22 +609,36 @@ impl Tail {
             matches!(f.read_exact_at(&mut b, at), Ok(())) && b == want
         };
         let recent_at = t.read_pos - t.recent.len() as u64;
-        for entry in std::fs::read_dir(t.path.parent()?).ok()?.flatten() {
+        self.find_in_dir(t.path.parent()?, t.read_pos, |f| {
+            same(f, 0, &t.head) && same(f, recent_at, &t.recent)
+        })
+    }
+
+    /// A regular file in `dir`, not followed and not in the checkpoint, holding at least
+    /// `min_len` bytes, that `matches`.
+    fn find_in_dir(
+        &self,
+        dir: &Path,
+        min_len: u64,
+        matches: impl Fn(&std::fs::File) -> bool,
+    ) -> Option<(PathBuf, std::fs::File, (u64, u64))> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
             let path = entry.path();
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
             let id = (meta.dev(), meta.ino());
             if !meta.is_file()
-                || meta.len() < t.read_pos
+                || meta.len() < min_len
                 || self.files.iter().any(|f| (f.dev, f.ino) == id)
+                || self.saved.contains_key(&id)
             {
                 continue;
             }
             let Ok(file) = std::fs::File::open(&path) else {
                 continue;
             };
-            if same(&file, 0, &t.head) && same(&file, recent_at, &t.recent) {
+            if matches(&file) {
                 return Some((path, file, id));
             }
         }
