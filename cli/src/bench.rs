@@ -48,6 +48,11 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure this pipeline file (`config.<file stem>`) next to the baselines: its filters
+    /// and routes as configured, its sources replaced by the corpus and its sinks by
+    /// blackholes; prints each component's counts and filter time.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 type Run<'a> = Box<dyn FnMut() -> Result<(), Fail> + 'a>;
@@ -204,7 +209,54 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         ),
     ));
     let wcfg = WasmConfig::default();
-    let want = |name: &str| a.only.as_ref().is_none_or(|o| name.contains(o.as_str()));
+    // With --config, the user's graph is measured against the baselines only.
+    let want = |name: &str| {
+        a.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+            && (a.config.is_none() || name.starts_with("baseline.") || name.starts_with("config."))
+    };
+    let graph = match &a.config {
+        Some(path) => {
+            let scratch =
+                std::env::temp_dir().join(format!("sluicebox-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch)
+                .map_err(|e| Fail::usage(format!("cannot create {}: {e}", scratch.display())))?;
+            let corpus_path = match &a.corpus {
+                Some(p) => std::fs::canonicalize(p)
+                    .map_err(|e| Fail::usage(format!("corpus {}: {e}", p.display())))?,
+                None => {
+                    let p = scratch.join("corpus.ndjson");
+                    std::fs::write(&p, &corpus)
+                        .map_err(|e| Fail::usage(format!("cannot write {}: {e}", p.display())))?;
+                    p
+                }
+            };
+            let g = crate::bench_config::ConfigBench::new(path, &corpus_path, &scratch)?;
+            let stem = path.file_stem().map_or_else(
+                || "pipeline".to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            );
+            Some((std::rc::Rc::new(std::cell::RefCell::new(g)), stem, scratch))
+        }
+        None => None,
+    };
+    if let Some((g, stem, _)) = &graph {
+        let g = g.clone();
+        scenarios.push(sc(
+            &format!("config.{stem}"),
+            format!(
+                "{}: its filters and routes; sources = the corpus, sinks = blackholes",
+                a.config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            Box::new(move || {
+                let secs = g.borrow_mut().run_once()?;
+                TAPE_ADJUST.with(|c| c.set(secs));
+                Ok(())
+            }),
+        ));
+    }
     if want("pipeline.wasm_noop") {
         let noop = WasmModule::from_bytes("noop", NOOP_WAT.as_bytes(), None)?;
         scenarios.push(sc(
@@ -312,9 +364,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             ),
         ));
     }
-    if let Some(only) = &a.only {
-        scenarios.retain(|s| s.name.contains(only.as_str()));
-    }
+    scenarios.retain(|s| want(&s.name));
 
     // Warm up once, then interleave rounds.
     for s in scenarios.iter_mut() {
@@ -356,12 +406,16 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
                 serde_json::json!({"name": name, "events_per_s": eps.round(), "mb_per_s": (mbps * 10.0).round() / 10.0, "ns_per_event": (ns * 10.0).round() / 10.0, "note": note})
             })
             .collect();
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "corpus": {"events": events, "bytes": bytes, "source": a.corpus.as_ref().map_or("generated".to_string(), |p| p.display().to_string())},
             "machine": machine(),
             "config": {"workers": a.workers, "rounds": a.rounds, "batch_events": config.max_batch_events},
             "results": res,
         });
+        if let Some((g, _, scratch)) = &graph {
+            obj["graph"] = g.borrow().breakdown(events).1;
+            let _ = std::fs::remove_dir_all(scratch);
+        }
         outln!("{obj}");
         return Ok(());
     }
@@ -378,6 +432,23 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     }
     let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.2);
     outln!();
+    if let Some((g, stem, scratch)) = &graph {
+        outln!("config.{stem}, per component (last round):");
+        for line in g.borrow().breakdown(events).0 {
+            outln!("  {line}");
+        }
+        if let (Some(n), Some(d)) = (
+            get(&format!("config.{stem}")),
+            get("baseline.simd_json_value"),
+        ) {
+            outln!(
+                "config.{stem} / baseline.simd_json_value = {:.2} (throughput ratio)",
+                d / n
+            );
+        }
+        let _ = std::fs::remove_dir_all(scratch);
+        return Ok(());
+    }
     for (num, den, target) in [
         ("pipeline.wasm_drop_debug", "baseline.simd_json_tape", 0.8),
         ("pipeline.wasm_drop_debug", "baseline.simd_json_value", 2.0),
@@ -406,7 +477,8 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
 }
 
 thread_local! {
-    /// Scenarios that must exclude a setup step report their inner time here.
+    /// Scenarios that must exclude a setup step (a copy, a graph's build) report their inner
+    /// time here.
     static TAPE_ADJUST: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NAN) };
 }
 

@@ -13,6 +13,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_config;
 mod run;
 mod test_cmd;
 
