@@ -19,8 +19,11 @@ pub(crate) struct ConfigBench {
     config_dir: PathBuf,
     state: PathBuf,
     /// The last round's report, filter seconds per transform, and wall time.
-    pub(crate) last: Option<(RunReport, Vec<(String, f64)>, f64)>,
+    last: Option<Round>,
 }
+
+/// One round's report, filter seconds per component, and seconds from start to drained.
+type Round = (RunReport, Vec<(String, f64)>, f64);
 
 impl ConfigBench {
     /// Loads `path` and rewrites its sources and sinks to read `corpus` (a file) and discard.
