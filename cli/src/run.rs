@@ -158,6 +158,24 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
             }
         });
     }
+    // An interactive terminal gets a live one-line status, redrawn once a second.
+    let status_on = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if status_on {
+        let current = current.clone();
+        control.spawn(async move {
+            let mut last: Option<(u64, u64)> = None;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let m = current
+                    .metrics
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let line = status_line(&m, &mut last);
+                eprint!("\r\x1b[2K{line}");
+            }
+        });
+    }
     if a.watch_config {
         let reload_tx = reload_tx.clone();
         control.spawn(async move {
@@ -215,6 +233,9 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        if status_on {
+            eprint!("\r\x1b[2K");
+        }
         code = print_report(&report);
         let Some(next) = restart else { break };
         if current.stopping.load(Ordering::SeqCst) {
@@ -237,6 +258,31 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
         eprintln!("sluicebox: reload: started again from the new config");
     }
     code
+}
+
+/// The live status: events in and out (totals and per second since the last call), dead
+/// letters and bytes in flight. Sums every component's counters: cheap at one call a second.
+fn status_line(m: &Metrics, last: &mut Option<(u64, u64)>) -> String {
+    let (mut inp, mut out, mut dead, mut flight) = (0u64, 0u64, 0u64, 0i64);
+    for (_, kind, c) in m.components() {
+        match kind.as_str() {
+            "source" => {
+                inp += c.received_events.get();
+                flight += c.buffer_bytes.get();
+            }
+            "sink" => out += c.sent_events.get(),
+            _ => {}
+        }
+        dead += c.dead_letters.get();
+    }
+    let (din, dout) = last.map_or((0, 0), |(i, o)| {
+        (inp.saturating_sub(i), out.saturating_sub(o))
+    });
+    *last = Some((inp, out));
+    format!(
+        "sluicebox: in {inp} ({din}/s), out {out} ({dout}/s), dead-lettered {dead}, in flight {:.1} MB",
+        flight.max(0) as f64 / 1e6
+    )
 }
 
 /// What the control thread acts on across restarts.
