@@ -214,32 +214,79 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         a.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
             && (a.config.is_none() || name.starts_with("baseline.") || name.starts_with("config."))
     };
-    let graph = match &a.config {
-        Some(path) => {
-            let scratch =
-                std::env::temp_dir().join(format!("sluicebox-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&scratch)
-                .map_err(|e| Fail::usage(format!("cannot create {}: {e}", scratch.display())))?;
-            let corpus_path = match &a.corpus {
-                Some(p) => std::fs::canonicalize(p)
-                    .map_err(|e| Fail::usage(format!("corpus {}: {e}", p.display())))?,
-                None => {
-                    let p = scratch.join("corpus.ndjson");
-                    std::fs::write(&p, &corpus)
-                        .map_err(|e| Fail::usage(format!("cannot write {}: {e}", p.display())))?;
-                    p
-                }
-            };
-            let g = crate::bench_config::ConfigBench::new(path, &corpus_path, &scratch)?;
+    // The graph scenarios read the corpus from a file in a scratch directory (removed when
+    // the bench ends).
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("sluicebox-bench-{}", std::process::id())));
+    let corpus_path = if a.config.is_some() || want("runtime.wasm_drop_debug") {
+        std::fs::create_dir_all(&scratch.0)
+            .map_err(|e| Fail::usage(format!("cannot create {}: {e}", scratch.0.display())))?;
+        Some(match &a.corpus {
+            Some(p) => std::fs::canonicalize(p)
+                .map_err(|e| Fail::usage(format!("corpus {}: {e}", p.display())))?,
+            None => {
+                let p = scratch.0.join("corpus.ndjson");
+                std::fs::write(&p, &corpus)
+                    .map_err(|e| Fail::usage(format!("cannot write {}: {e}", p.display())))?;
+                p
+            }
+        })
+    } else {
+        None
+    };
+    let graph = match (&a.config, &corpus_path) {
+        (Some(path), Some(corpus_path)) => {
+            let g = crate::bench_config::ConfigBench::new(path, corpus_path, &scratch.0)?;
             let stem = path.file_stem().map_or_else(
                 || "pipeline".to_string(),
                 |s| s.to_string_lossy().into_owned(),
             );
-            Some((std::rc::Rc::new(std::cell::RefCell::new(g)), stem, scratch))
+            Some((std::rc::Rc::new(std::cell::RefCell::new(g)), stem))
         }
-        None => None,
+        _ => None,
     };
-    if let Some((g, stem, _)) = &graph {
+    // runtime.wasm_drop_debug: the same filter as pipeline.wasm_drop_debug through the
+    // runtime (a file source read once, acknowledgements, a blackhole sink): the cost of the
+    // runtime and its acknowledgements.
+    if let (None, Some(corpus_path)) = (&a.config, &corpus_path) {
+        let rust = guests_dir(&a).join("rust").join("drop_debug.wasm");
+        let module = if rust.exists() {
+            std::fs::canonicalize(&rust).unwrap_or(rust)
+        } else {
+            let p = scratch.0.join("drop_debug.wat");
+            std::fs::write(&p, DROP_DEBUG_WAT)
+                .map_err(|e| Fail::usage(format!("cannot write {}: {e}", p.display())))?;
+            p
+        };
+        let cfg = scratch.0.join("runtime.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[runtime]\nworkers = {}\n[sources.file]\ntype = \"file\"\ninclude = [\"unused\"]\n\
+                 [transforms.drop_debug]\ntype = \"wasm\"\ninputs = [\"file\"]\nmodule = {:?}\n\
+                 [sinks.out]\ntype = \"blackhole\"\ninputs = [\"drop_debug\"]\n",
+                a.workers.max(1),
+                module.display().to_string()
+            ),
+        )
+        .map_err(|e| Fail::usage(format!("cannot write {}: {e}", cfg.display())))?;
+        let g = std::rc::Rc::new(std::cell::RefCell::new(
+            crate::bench_config::ConfigBench::new(&cfg, corpus_path, &scratch.0.join("runtime"))?,
+        ));
+        scenarios.push(sc(
+            "runtime.wasm_drop_debug",
+            format!(
+                "{}: file source read once -> wasm -> blackhole, with acknowledgements",
+                module.display()
+            ),
+            Box::new(move || {
+                let secs = g.borrow_mut().run_once()?;
+                TAPE_ADJUST.with(|c| c.set(secs));
+                Ok(())
+            }),
+        ));
+    }
+    if let Some((g, stem)) = &graph {
         let g = g.clone();
         scenarios.push(sc(
             &format!("config.{stem}"),
@@ -412,9 +459,8 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             "config": {"workers": a.workers, "rounds": a.rounds, "batch_events": config.max_batch_events},
             "results": res,
         });
-        if let Some((g, _, scratch)) = &graph {
+        if let Some((g, _)) = &graph {
             obj["graph"] = g.borrow().breakdown(events).1;
-            let _ = std::fs::remove_dir_all(scratch);
         }
         outln!("{obj}");
         return Ok(());
@@ -432,7 +478,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     }
     let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.2);
     outln!();
-    if let Some((g, stem, scratch)) = &graph {
+    if let Some((g, stem)) = &graph {
         outln!("config.{stem}, per component (last round):");
         for line in g.borrow().breakdown(events).0 {
             outln!("  {line}");
@@ -446,13 +492,13 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
                 d / n
             );
         }
-        let _ = std::fs::remove_dir_all(scratch);
         return Ok(());
     }
     for (num, den, target) in [
         ("pipeline.wasm_drop_debug", "baseline.simd_json_tape", 0.8),
         ("pipeline.wasm_drop_debug", "baseline.simd_json_value", 2.0),
         ("pipeline.wasm_noop", "pipeline.passthrough", 0.97),
+        ("runtime.wasm_drop_debug", "pipeline.wasm_drop_debug", 0.97),
         ("pipeline.wasm_tag_service", "baseline.simd_json_value", 1.5),
         (
             "pipeline.wasm_tag_service",
@@ -474,6 +520,15 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// A scratch directory, removed when the bench ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 thread_local! {
