@@ -371,7 +371,8 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             let lang = dir
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            for filter in ["drop_debug", "tag_service"] {
+            // noop: the per-batch boundary cost (x 1,024 events per call).
+            for filter in ["noop", "drop_debug", "tag_service"] {
                 let path = dir.join(format!("{filter}.wasm"));
                 let name = format!("lang.{lang}.{filter}");
                 if !path.exists() || !want(&name) {
@@ -382,15 +383,18 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
                     wasi: true,
                     ..Default::default()
                 };
+                let t0 = Instant::now();
                 let module = WasmModule::load(&path, &options)?;
+                let filter = wcfg.build(&module)?;
+                let load = t0.elapsed().as_secs_f64() * 1e3;
                 let size = std::fs::metadata(&path).map_or(0, |m| m.len());
                 scenarios.push(sc(
                     &name,
-                    format!("{} ({size} bytes)", path.display()),
-                    pipeline_run(
-                        Pipeline::new(config.clone())?.with_filter(wcfg.build(&module)?),
-                        &corpus,
+                    format!(
+                        "{} ({size} bytes, load + instantiate {load:.0} ms)",
+                        path.display()
                     ),
+                    pipeline_run(Pipeline::new(config.clone())?.with_filter(filter), &corpus),
                 ));
             }
         }
