@@ -392,7 +392,7 @@ fn build_source(name: &str, mut table: toml::Table, cx: &BuildContext) -> Result
     if let Some(c) = common.codec {
         spec.codec = crate::frame::Codec::from_name(&c).ok_or_else(|| {
             Error::config(format!(
-                "{what}: key `codec`: unknown codec {c:?} (known: ndjson, text)"
+                "{what}: key `codec`: unknown codec {c:?} (known: ndjson, text, cri, docker)"
             ))
         })?;
     }

@@ -83,6 +83,12 @@ impl FrameSettings {
     pub fn decoder(&self, offset: u64) -> Box<dyn Decoder> {
         self.codec.decoder(self.framer(offset))
     }
+
+    /// [`FrameSettings::decoder`] for an input named `origin` (a file's path), which
+    /// container log decoders name in their dead letters.
+    pub fn decoder_named(&self, offset: u64, origin: &str) -> Box<dyn Decoder> {
+        self.codec.decoder_named(self.framer(offset), origin)
+    }
 }
 
 /// Signals shutdown to sources and waits for it. Cheap to clone.

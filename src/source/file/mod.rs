@@ -429,7 +429,10 @@ impl Tail {
         };
         let decoder = match &self.src.decorate {
             Some(f) => f(&path, &self.cx, start),
-            None => self.cx.decoder(start),
+            None => self
+                .cx
+                .frame()
+                .decoder_named(start, &path.display().to_string()),
         };
         Tracked {
             stream: self.cx.stream(key, Some(start)),
@@ -483,6 +486,16 @@ impl Tail {
                 break;
             }
             if n == 0 {
+                if self.src.cfg.follow && t.decoder.flush_idle(&mut batch, Instant::now()) {
+                    // A dangling partial container log line waited past its timeout.
+                    if !self
+                        .cx
+                        .blocking_send(&t.stream, batch, t.decoder.position())
+                    {
+                        return (0, false);
+                    }
+                    batch = self.cx.batch();
+                }
                 if !self.src.cfg.follow {
                     t.done = true;
                     if t.decoder.decode_eof(&mut batch)
