@@ -10,6 +10,7 @@ pub mod file;
 pub mod generator;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod kubernetes;
 pub mod reader;
 
 pub use budget::{Budget, OverflowPolicy};
