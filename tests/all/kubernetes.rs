@@ -514,3 +514,146 @@ fn kubernetes_config_errors_name_the_key() {
         "{e}"
     );
 }
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
+}
+
+/// `kubernetes-validate`, installed by `scripts/install-servers.sh` (which `scripts/test.sh`
+/// runs) under the target dir.
+fn kubernetes_validate() -> Option<PathBuf> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let p = dir.join("servers/bin/kubernetes-validate");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn kubernetes_deploy_manifests_pass_strict_schema_validation() {
+    let Some(kv) = kubernetes_validate() else {
+        eprintln!(
+            "SKIPPED: kubernetes-validate is not installed (bash scripts/install-servers.sh)"
+        );
+        return;
+    };
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(deploy_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    manifests.sort();
+    assert_eq!(manifests.len(), 4, "{manifests:?}");
+    let out = std::process::Command::new(&kv)
+        .args(["--strict", "-k", "1.30.0"])
+        .args(&manifests)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for kind in [
+        "daemonset/sluicebox",
+        "configmap/sluicebox-config",
+        "clusterrole/sluicebox",
+        "clusterrolebinding/sluicebox",
+        "serviceaccount/sluicebox",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}")),
+            "{kind}: {text}"
+        );
+    }
+    // The validator does reject what is wrong: a misspelt field under --strict.
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.yaml");
+    let ds = std::fs::read_to_string(deploy_dir().join("daemonset.yaml")).unwrap();
+    std::fs::write(&bad, ds.replace("readOnly: true", "readonly: true")).unwrap();
+    let out = std::process::Command::new(&kv)
+        .args(["--strict", "-k", "1.30.0"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a misspelt field must fail --strict");
+}
+
+/// The `pipeline.toml` block of configmap.yaml (a `|` block scalar, indented 4).
+fn configmap_pipeline() -> String {
+    let text = std::fs::read_to_string(deploy_dir().join("configmap.yaml")).unwrap();
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim_end() != "  pipeline.toml: |");
+    assert!(lines.next().is_some(), "no pipeline.toml in configmap.yaml");
+    let mut toml = String::new();
+    for l in lines {
+        if l.trim().is_empty() {
+            toml.push('\n');
+        } else if let Some(body) = l.strip_prefix("    ") {
+            toml.push_str(body);
+            toml.push('\n');
+        } else {
+            break;
+        }
+    }
+    toml
+}
+
+#[test]
+fn kubernetes_deploy_configmap_pipeline_passes_sluicebox_validate() {
+    let pipeline = configmap_pipeline();
+    assert!(
+        pipeline.contains("type = \"kubernetes_logs\""),
+        "{pipeline}"
+    );
+    // The image's layout: /etc/sluicebox/pipeline.toml (the ConfigMap) next to
+    // filters/drop_debug.wat (the Dockerfile). Only data_dir moves, to keep the test out of
+    // /var/lib.
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile
+            .contains("COPY examples/wat/drop_debug.wat /etc/sluicebox/filters/drop_debug.wat")
+    );
+    let ds = std::fs::read_to_string(deploy_dir().join("daemonset.yaml")).unwrap();
+    assert!(ds.contains("mountPath: /etc/sluicebox/pipeline.toml"));
+    assert!(ds.contains("containerPort: 8686") && pipeline.contains("address = \"0.0.0.0:8686\""));
+    assert!(ds.contains("fieldPath: spec.nodeName") && pipeline.contains("${NODE_NAME}"));
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("filters")).unwrap();
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/wat/drop_debug.wat"),
+        d.path().join("filters/drop_debug.wat"),
+    )
+    .unwrap();
+    let data = d.path().join("data");
+    let moved = pipeline.replace(
+        "data_dir = \"/var/lib/sluicebox\"",
+        &format!("data_dir = {:?}", data.display().to_string()),
+    );
+    assert_ne!(moved, pipeline, "data_dir not found");
+    let config = d.path().join("pipeline.toml");
+    std::fs::write(&config, &moved).unwrap();
+    let validate = |node: Option<&str>| {
+        let mut c = std::process::Command::new(crate::common::sluicebox_bin());
+        c.arg("validate").arg(&config).env_remove("NODE_NAME");
+        if let Some(n) = node {
+            c.env("NODE_NAME", n);
+        }
+        c.output().unwrap()
+    };
+    let out = validate(Some("node-1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the downward API's NODE_NAME, validate names the key.
+    let out = validate(None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "sources.pods: key `node_name`: the environment variable NODE_NAME is not set"
+        ),
+        "{err}"
+    );
+}
