@@ -271,18 +271,31 @@ pub(crate) fn escape_text(line: &[u8], out: &mut Vec<u8>) -> bool {
         Ok(s) => (std::borrow::Cow::Borrowed(s), false),
         Err(_) => (String::from_utf8_lossy(line), true),
     };
-    for &c in text.as_bytes() {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // Copy the run that needs no escape in one go (most of a log line).
+        let run = bytes[i..]
+            .iter()
+            .position(|&c| c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f)
+            .unwrap_or(bytes.len() - i);
+        out.extend_from_slice(&bytes[i..i + run]);
+        i += run;
+        let Some(&c) = bytes.get(i) else { break };
         match c {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0..0x20 | 0x7f => {
-                out.extend_from_slice(format!("\\u{:04x}", c).as_bytes());
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
             }
-            _ => out.push(c),
         }
+        i += 1;
     }
     replaced
 }
