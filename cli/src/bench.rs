@@ -196,7 +196,6 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         }
     };
     let cri_decoder = |merge_json: bool| {
-        let framer = framer.clone();
         move || -> Box<dyn Decoder> {
             let settings = ContainerSettings {
                 format: ContainerFormat::Cri,
@@ -206,10 +205,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             Box::new(ContainerDecoder::new(framer(), settings, "bench"))
         }
     };
-    let ndjson_decoder = {
-        let framer = framer.clone();
-        move || -> Box<dyn Decoder> { Box::new(NdjsonDecoder::new(framer())) }
-    };
+    let ndjson_decoder = { move || -> Box<dyn Decoder> { Box::new(NdjsonDecoder::new(framer())) } };
     for (parse, what) in [(false, "decode"), (true, "decode_parse")] {
         scenarios.push(sc(
             &format!("{what}.ndjson"),
@@ -217,7 +213,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
                 "NdjsonDecoder over the corpus in 64 KiB chunks{}",
                 if parse { ", then the parse stage" } else { "" }
             ),
-            decode_run(ndjson_decoder.clone(), &corpus, parse),
+            decode_run(ndjson_decoder, &corpus, parse),
         ));
         let mut s = sc(
             &format!("{what}.cri"),

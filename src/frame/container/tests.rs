@@ -44,7 +44,7 @@ impl Sent {
             self.events.push(serde_json::from_slice(e.bytes).unwrap());
             self.origins.push((e.line, e.offset));
         }
-        self.dead.extend(b.dead.drain(..));
+        self.dead.append(&mut b.dead);
         self.ends.push(d.position());
         self.received += b.stats.received;
         self.dead_lettered += b.stats.dead_lettered;

@@ -331,9 +331,11 @@ struct PodFields {
     uid: String,
     path_part: Vec<u8>,
     store: Option<Arc<PodStore>>,
-    /// The API part last used, and the members rendered with it.
-    cache: Mutex<(Option<Arc<[u8]>>, Arc<[u8]>)>,
+    cache: Mutex<Rendered>,
 }
+
+/// The API part last used (`None`: none), and the members rendered with it.
+type Rendered = (Option<Arc<[u8]>>, Arc<[u8]>);
 
 impl PodFields {
     fn new(p: PodPath, store: Option<Arc<PodStore>>) -> Self {
