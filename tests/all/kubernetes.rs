@@ -657,3 +657,41 @@ fn kubernetes_deploy_configmap_pipeline_passes_sluicebox_validate() {
         "{err}"
     );
 }
+
+#[test]
+fn kubernetes_cri_codec_on_a_plain_file_source() {
+    // `codec = "cri"` works on the `file` source too (no pod metadata), with the file named
+    // in dead letters.
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("app.log");
+    append(
+        &log,
+        concat!(
+            "2026-12-05T10:00:00Z stdout P one \n",
+            "2026-12-05T10:00:00Z stdout F two\n",
+            "broken\n",
+        ),
+    );
+    let text = format!(
+        "data_dir = \"data\"\n[sources.f]\ntype = \"file\"\ncodec = \"cri\"\nfollow = false\ninclude = [{:?}]\n[sinks.out]\ntype = \"file\"\ninputs = [\"f\"]\npath = \"out.ndjson\"\n",
+        log.display().to_string()
+    );
+    let built = Config::parse(&text).unwrap().build(d.path()).unwrap();
+    let report = built.topology.start().unwrap().wait().unwrap();
+    report_balanced(&report);
+    let out = std::fs::read_to_string(d.path().join("out.ndjson")).unwrap();
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(events[0]["message"], "one two");
+    let dead = std::fs::read_to_string(d.path().join("data/dead_letter.ndjson")).unwrap();
+    assert!(
+        dead.contains(&format!(
+            "malformed CRI line in {} at offset 69",
+            log.display()
+        )),
+        "{dead}"
+    );
+}
