@@ -1,4 +1,4 @@
-//! Container log decoders: CRI ([`super::cri`]) and Docker json-file ([`super::docker`])
+//! Container log decoders: CRI (`frame/cri.rs`) and Docker json-file (`frame/docker.rs`)
 //! lines become events `{"stream":…,"time":…,"message":…}`, with the lines a runtime split
 //! (CRI `P` tags, Docker records whose `log` has no final `\n`) merged back into one event.
 //!
@@ -24,7 +24,7 @@ use super::decoder::escape_text;
 use super::{Decoder, Framer, NdjsonDecoder, READ_CHUNK};
 use crate::batch::{Batch, DeadLetter, EventMeta, NO_SLOTS, PADDING};
 
-/// Which line format a container log file has.
+/// Which line format a container log file has. Plain data, `Copy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerFormat {
@@ -37,7 +37,7 @@ pub enum ContainerFormat {
     Auto,
 }
 
-/// Settings of a [`ContainerDecoder`], with documented defaults.
+/// Settings of a [`ContainerDecoder`], with documented defaults. Plain data, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ContainerSettings {
     /// The line format. Default [`ContainerFormat::Cri`].
@@ -66,7 +66,8 @@ impl Default for ContainerSettings {
 
 /// Members added to every event of a stream (Kubernetes metadata): `"key":value` pairs
 /// separated by commas, with no leading or trailing comma, or nothing. Asked once per batch,
-/// so it may change while the stream runs (labels from the API).
+/// so it may change while the stream runs (labels from the API). Implementations should
+/// return a shared rendering (an `Arc` clone), not render per call.
 pub trait ExtraFields: Send + Sync {
     /// The members, rendered.
     fn members(&self) -> Arc<[u8]>;
@@ -109,6 +110,7 @@ struct Group {
 }
 
 /// Counters a [`ContainerDecoder`] keeps (read them with [`ContainerDecoder::counts`]).
+/// Plain data, `Copy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContainerCounts {
     /// Events merged from more than one physical line.

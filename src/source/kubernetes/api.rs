@@ -52,7 +52,7 @@ fn default_watch_timeout() -> u64 {
     290
 }
 
-/// `[sources.NAME.api]`: where and how to LIST+WATCH pods.
+/// `[sources.NAME.api]`: where and how to LIST+WATCH pods. Plain data.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
@@ -78,7 +78,7 @@ pub struct ApiConfig {
     pub watch_timeout_secs: u64,
 }
 
-/// A checked [`ApiConfig`] with this node's name.
+/// A checked [`ApiConfig`] with this node's name. Plain data, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Api {
     endpoint: String,
