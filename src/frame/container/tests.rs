@@ -402,3 +402,41 @@ proptest! {
         prop_assert_eq!(s.received, 1);
     }
 }
+
+proptest! {
+    /// Hostile input: any bytes, in any chunks, through any format, with small limits and
+    /// merge_json: no panic, every event is JSON our parser accepts (checked in `take`), and
+    /// every line ends as exactly one event or one dead letter (the counts balance).
+    #[test]
+    fn any_bytes_decode_to_valid_events_or_dead_letters(
+        lines in proptest::collection::vec(
+            prop_oneof![
+                "[ -~\u{e9}\u{0}\u{1b}]{0,40}",
+                "2026-12-05T10:00:00Z (stdout|stderr) (P|F) [ -~\u{e9}\u{1f}]{0,30}",
+                "2026-12-05T10:00:00Z stdout F \\{\"[a-z]{1,3}\":[0-9]{1,3}(,\"time\":1)?\\}",
+                "\\{\"log\":\"[a-z\\\\]{0,12}(\\\\n)?\",\"stream\":\"(stdout|stderr|x)\",\"time\":\"t\"\\}",
+            ],
+            0..24,
+        ),
+        chunk in 1usize..64,
+        format in prop_oneof![Just(ContainerFormat::Cri), Just(ContainerFormat::Docker), Just(ContainerFormat::Auto)],
+        merge_json in any::<bool>(),
+        max in 1usize..40,
+    ) {
+        let text = lines.join("\n");
+        let settings = ContainerSettings {
+            format,
+            merge_json,
+            max_merged_bytes: max,
+            ..ContainerSettings::default()
+        };
+        let mut d = ContainerDecoder::new(framer(0), settings, "f");
+        let bytes = text.as_bytes();
+        let chunks: Vec<&[u8]> = bytes.chunks(chunk).collect();
+        let s = run(&mut d, &chunks);
+        prop_assert_eq!(s.received, s.events.len() as u64 + s.dead.len() as u64);
+        prop_assert_eq!(s.dead_lettered, s.dead.len() as u64);
+        prop_assert_eq!(d.position(), bytes.len() as u64);
+        prop_assert!(s.ends.windows(2).all(|w| w[0] <= w[1]), "positions go back: {:?}", s.ends);
+    }
+}
