@@ -72,6 +72,6 @@ pub use error::{Error, Kind, Result, printable};
 pub use filter::wasm::{self, WasmConfig, WasmFilter};
 pub use filter::{DropWhere, Filter, TagService};
 pub use parse::JsonEngine;
-pub use parse::index::FieldRef;
+pub use parse::index::{FieldKind, FieldRef};
 pub use pipeline::{Pipeline, PipelineConfig, Report, Stats};
 pub use sink::{Ack, CollectSink, Flow, NullSink, OutEvent, Output, Sink, WriterSink};

@@ -51,6 +51,11 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure this pipeline file (`config.<file stem>`) next to the baselines: its filters
+    /// and routes as configured, its sources replaced by the corpus and its sinks by
+    /// blackholes; prints each component's counts and filter time.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 type Run<'a> = Box<dyn FnMut() -> Result<(), Fail> + 'a>;
@@ -264,7 +269,101 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         ),
     ));
     let wcfg = WasmConfig::default();
-    let want = |name: &str| a.only.as_ref().is_none_or(|o| name.contains(o.as_str()));
+    // With --config, the user's graph is measured against the baselines only.
+    let want = |name: &str| {
+        a.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+            && (a.config.is_none() || name.starts_with("baseline.") || name.starts_with("config."))
+    };
+    // The graph scenarios read the corpus from a file in a scratch directory (removed when
+    // the bench ends).
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("sluicebox-bench-{}", std::process::id())));
+    let corpus_path = if a.config.is_some() || want("runtime.wasm_drop_debug") {
+        std::fs::create_dir_all(&scratch.0)
+            .map_err(|e| Fail::usage(format!("cannot create {}: {e}", scratch.0.display())))?;
+        Some(match &a.corpus {
+            Some(p) => std::fs::canonicalize(p)
+                .map_err(|e| Fail::usage(format!("corpus {}: {e}", p.display())))?,
+            None => {
+                let p = scratch.0.join("corpus.ndjson");
+                std::fs::write(&p, &corpus)
+                    .map_err(|e| Fail::usage(format!("cannot write {}: {e}", p.display())))?;
+                p
+            }
+        })
+    } else {
+        None
+    };
+    let graph = match (&a.config, &corpus_path) {
+        (Some(path), Some(corpus_path)) => {
+            let g = crate::bench_config::ConfigBench::new(path, corpus_path, &scratch.0)?;
+            let stem = path.file_stem().map_or_else(
+                || "pipeline".to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            );
+            Some((std::rc::Rc::new(std::cell::RefCell::new(g)), stem))
+        }
+        _ => None,
+    };
+    // runtime.wasm_drop_debug: the same filter as pipeline.wasm_drop_debug through the
+    // runtime (a file source read once, acknowledgements, a blackhole sink): the cost of the
+    // runtime and its acknowledgements.
+    if let (None, Some(corpus_path)) = (&a.config, &corpus_path) {
+        let rust = guests_dir(&a).join("rust").join("drop_debug.wasm");
+        let module = if rust.exists() {
+            std::fs::canonicalize(&rust).unwrap_or(rust)
+        } else {
+            let p = scratch.0.join("drop_debug.wat");
+            std::fs::write(&p, DROP_DEBUG_WAT)
+                .map_err(|e| Fail::usage(format!("cannot write {}: {e}", p.display())))?;
+            p
+        };
+        let cfg = scratch.0.join("runtime.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[runtime]\nworkers = {}\n[sources.file]\ntype = \"file\"\ninclude = [\"unused\"]\n\
+                 [transforms.drop_debug]\ntype = \"wasm\"\ninputs = [\"file\"]\nmodule = {:?}\n\
+                 [sinks.out]\ntype = \"blackhole\"\ninputs = [\"drop_debug\"]\n",
+                a.workers.max(1),
+                module.display().to_string()
+            ),
+        )
+        .map_err(|e| Fail::usage(format!("cannot write {}: {e}", cfg.display())))?;
+        let g = std::rc::Rc::new(std::cell::RefCell::new(
+            crate::bench_config::ConfigBench::new(&cfg, corpus_path, &scratch.0.join("runtime"))?,
+        ));
+        scenarios.push(sc(
+            "runtime.wasm_drop_debug",
+            format!(
+                "{}: file source read once -> wasm -> blackhole, with acknowledgements",
+                module.display()
+            ),
+            Box::new(move || {
+                let secs = g.borrow_mut().run_once()?;
+                TAPE_ADJUST.with(|c| c.set(secs));
+                Ok(())
+            }),
+        ));
+    }
+    if let Some((g, stem)) = &graph {
+        let g = g.clone();
+        scenarios.push(sc(
+            &format!("config.{stem}"),
+            format!(
+                "{}: its filters and routes; sources = the corpus, sinks = blackholes",
+                a.config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            Box::new(move || {
+                let secs = g.borrow_mut().run_once()?;
+                TAPE_ADJUST.with(|c| c.set(secs));
+                Ok(())
+            }),
+        ));
+    }
     if want("pipeline.wasm_noop") {
         let noop = WasmModule::from_bytes("noop", NOOP_WAT.as_bytes(), None)?;
         scenarios.push(sc(
@@ -372,9 +471,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             ),
         ));
     }
-    if let Some(only) = &a.only {
-        scenarios.retain(|s| s.name.contains(only.as_str()));
-    }
+    scenarios.retain(|s| want(&s.name));
 
     // Warm up once, then interleave rounds.
     for s in scenarios.iter_mut() {
@@ -421,29 +518,52 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
                 serde_json::json!({"name": name, "events_per_s": eps.round(), "mb_per_s": (mbps * 10.0).round() / 10.0, "ns_per_event": (ns * 10.0).round() / 10.0, "note": note})
             })
             .collect();
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "corpus": {"events": events, "bytes": bytes, "source": a.corpus.as_ref().map_or("generated".to_string(), |p| p.display().to_string())},
             "machine": machine(),
             "config": {"workers": a.workers, "rounds": a.rounds, "batch_events": config.max_batch_events},
             "results": res,
         });
-        println!("{obj}");
+        if let Some((g, _)) = &graph {
+            obj["graph"] = g.borrow().breakdown(events).1;
+        }
+        outln!("{obj}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<32} {:>14} {:>10} {:>10}  note",
-        "scenario", "events/s", "MB/s", "ns/event"
+        "scenario",
+        "events/s",
+        "MB/s",
+        "ns/event"
     );
     for (name, note, secs, b) in &results {
         let (eps, mbps, ns) = row(*secs, *b);
-        println!("{name:<32} {eps:>14.0} {mbps:>10.1} {ns:>10.1}  {note}");
+        outln!("{name:<32} {eps:>14.0} {mbps:>10.1} {ns:>10.1}  {note}");
     }
     let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.2);
-    println!();
+    outln!();
+    if let Some((g, stem)) = &graph {
+        outln!("config.{stem}, per component (last round):");
+        for line in g.borrow().breakdown(events).0 {
+            outln!("  {line}");
+        }
+        if let (Some(n), Some(d)) = (
+            get(&format!("config.{stem}")),
+            get("baseline.simd_json_value"),
+        ) {
+            outln!(
+                "config.{stem} / baseline.simd_json_value = {:.2} (throughput ratio)",
+                d / n
+            );
+        }
+        return Ok(());
+    }
     for (num, den, target) in [
         ("pipeline.wasm_drop_debug", "baseline.simd_json_tape", 0.8),
         ("pipeline.wasm_drop_debug", "baseline.simd_json_value", 2.0),
         ("pipeline.wasm_noop", "pipeline.passthrough", 0.97),
+        ("runtime.wasm_drop_debug", "pipeline.wasm_drop_debug", 0.97),
         ("pipeline.wasm_tag_service", "baseline.simd_json_value", 1.5),
         (
             "pipeline.wasm_tag_service",
@@ -454,7 +574,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         if let (Some(n), Some(d)) = (get(num), get(den)) {
             // Throughput ratio: time of the denominator over time of the numerator.
             let ratio = d / n;
-            println!(
+            outln!(
                 "{num} / {den} = {ratio:.2} (target >= {target}){}",
                 if ratio >= target {
                     ""
@@ -467,8 +587,18 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     Ok(())
 }
 
+/// A scratch directory, removed when the bench ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 thread_local! {
-    /// Scenarios that must exclude a setup step report their inner time here.
+    /// Scenarios that must exclude a setup step (a copy, a graph's build) report their inner
+    /// time here.
     static TAPE_ADJUST: std::cell::Cell<f64> = const { std::cell::Cell::new(f64::NAN) };
 }
 
@@ -543,7 +673,7 @@ fn decode_run<'a>(
                 n += batch.output().len();
             }
         }
-        if d.decode_eof(&mut batch) {
+        while d.decode_eof(&mut batch) {
             if parse {
                 parser.parse(&mut batch);
             }

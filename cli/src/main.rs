@@ -2,7 +2,18 @@
 //! generated logs), `gen` (write a generated corpus), `bench` (measure scenarios) and `test`
 //! (golden cases for filter modules).
 
+/// Prints to standard output through [`out`]: a closed pipe ends the process quietly.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::out(format_args!($($t)*)) };
+}
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => { $crate::out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod bench;
+mod bench_config;
 mod run;
 mod test_cmd;
 
@@ -19,6 +30,21 @@ use sluicebox::wasm::{LoadOptions, WasmModule, default_cache_dir};
 use sluicebox::{Kind, Pipeline, PipelineConfig, Report, WasmConfig, WriterSink};
 
 pub use sluicebox::loggen::{DROP_DEBUG_WAT, NOOP_WAT};
+
+/// Writes a report line to standard output. When the reader has gone (`sluicebox bench
+/// --json | head -c 100`), the process ends quietly with 141, the status a shell gives a
+/// program killed by SIGPIPE; any other write error is reported and ends it with 1. Costs one
+/// lock and one flush per call (reports are a few lines).
+pub(crate) fn out(args: std::fmt::Arguments<'_>) {
+    let mut o = io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("sluicebox: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -467,7 +493,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), Fail> {
     print_report(&report);
     let s = &report.stats;
     let secs = report.elapsed.as_secs_f64();
-    println!(
+    outln!(
         "demo: {} events in, {} out, {} dropped as DEBUG, {} dead-lettered; {:.0} ns/event, {:.0} MB/s; balanced: {}",
         s.received,
         s.emitted,

@@ -103,19 +103,19 @@ pub(crate) fn run(a: TestArgs) -> Result<(), Fail> {
             // With --update, a case that does not give `output` yet gets it even when empty.
             if diff.is_empty() && (case.output.given || !a.update) {
                 passed += 1;
-                println!("ok   {label}");
+                outln!("ok   {label}");
                 continue;
             }
             if a.update {
                 update_case(&mut doc, i, case, &got, file)?;
                 rewrite = true;
                 updated += 1;
-                println!("updated {label}");
+                outln!("updated {label}");
                 continue;
             }
             failed += 1;
-            println!("FAIL {label}");
-            print!("{diff}");
+            outln!("FAIL {label}");
+            out!("{diff}");
         }
         if rewrite {
             std::fs::write(file, doc.to_string())
@@ -126,7 +126,7 @@ pub(crate) fn run(a: TestArgs) -> Result<(), Fail> {
     if a.update {
         summary.push_str(&format!(", {updated} updated"));
     }
-    println!("{summary} ({} case files)", files.len());
+    outln!("{summary} ({} case files)", files.len());
     if failed > 0 {
         return Err(Fail {
             code: 1,

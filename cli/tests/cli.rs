@@ -243,3 +243,64 @@ fn an_unwritable_standard_output_fails_the_run() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("writing output"), "{err}");
 }
+
+/// A reader that goes away (`sluicebox bench --json | head -c 100`) ends the command quietly
+/// with the SIGPIPE status, never with a panic.
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    let mut child = bin()
+        .args(["bench", "--events", "2000", "--rounds", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
+
+/// `sluicebox bench --config`: the shipped routing pipeline is measured next to the
+/// baselines, with each component's counts (its sources fed the corpus, its sinks
+/// blackholes) and the filters' time.
+#[test]
+fn bench_config_measures_a_users_pipeline() {
+    let out = bin()
+        .args([
+            "bench", "--events", "3000", "--rounds", "1", "--json", "--config",
+        ])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/pipelines/routing.toml"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let names: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"config.routing"), "{names:?}");
+    assert!(names.contains(&"baseline.simd_json_value"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("pipeline.")),
+        "{names:?}"
+    );
+    let comps = v["graph"]["components"].as_array().unwrap();
+    let get = |name: &str| comps.iter().find(|c| c["component"] == name).unwrap();
+    assert_eq!(get("logs")["received"], 3000);
+    assert_eq!(get("archive")["sent"], 3000);
+    let dropped = get("drop_debug")["discarded"].as_u64().unwrap();
+    let routed = get("errors")["sent"].as_u64().unwrap() + get("rest")["sent"].as_u64().unwrap();
+    assert!(dropped > 0);
+    assert_eq!(dropped + routed, 3000);
+    assert!(get("by_level")["filter_ns_per_event"].as_f64().unwrap() > 0.0);
+}

@@ -358,10 +358,16 @@ mod tests {
         d.reset(2);
         d.fail(1, "x");
         d.records[0] = 9; // event 9 of 2
-        assert!(check_decisions(&d.verdicts, &d.records, 2, 64).is_err());
+        let e = check_decisions(&d.verdicts, &d.records, 2, 64)
+            .unwrap_err()
+            .0;
+        assert!(e.contains('9'), "{e}");
         d.reset(2);
         d.verdicts[0] = 77;
-        assert!(check_decisions(&d.verdicts, &d.records, 2, 64).is_err());
+        let e = check_decisions(&d.verdicts, &d.records, 2, 64)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("77"), "{e}");
         d.reset(2);
         d.set(0, "a", "1");
         d.records[8] = 0xff; // a_len huge

@@ -6,8 +6,6 @@
 //! Cost per edited event: one walk of its top-level structural positions, plus a rescan of
 //! any nested object an edit goes into. The top-level scratch is reused across events.
 
-use sluicebox_abi as abi;
-
 use crate::parse::index::{self, path_components};
 use crate::parse::scalar;
 
@@ -182,8 +180,11 @@ impl ObjEditor {
             }
         }
         let f = index::lookup(v, &s, &path)?;
-        let start = f.start as usize - usize::from(f.kind == abi::KIND_STRING);
-        let end = f.start as usize + f.raw.len() + usize::from(f.kind == abi::KIND_STRING);
+        let start =
+            f.start as usize - usize::from(f.kind == crate::parse::index::FieldKind::String);
+        let end = f.start as usize
+            + f.raw.len()
+            + usize::from(f.kind == crate::parse::index::FieldKind::String);
         Some(v[start..end].to_vec())
     }
 

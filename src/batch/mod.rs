@@ -378,13 +378,12 @@ impl<'a> EventRef<'a> {
             return index::lookup(self.bytes(), self.structurals(), path);
         }
         let slot = self.batch.slots.get(m.slot_start as usize + k)?;
-        if slot.kind == sluicebox_abi::KIND_MISSING {
-            return None;
-        }
+        // KIND_MISSING: the event has no such field.
+        let kind = index::FieldKind::from_abi(slot.kind)?;
         let bytes = self.bytes();
         let (a, b) = (slot.start as usize, (slot.start + slot.len) as usize);
         Some(FieldRef {
-            kind: slot.kind,
+            kind,
             raw: bytes.get(a..b)?,
             start: slot.start,
             escaped: slot.escaped,

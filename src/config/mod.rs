@@ -61,6 +61,8 @@ impl BuildContext {
 }
 
 mod builtin;
+mod reload;
+pub use reload::{Reload, Reloader};
 
 pub use crate::source::file::FileSourceConfig;
 pub use crate::source::kubernetes::KubernetesLogsConfig;
@@ -79,7 +81,7 @@ use crate::runtime::{RuntimeSettings, SinkSpec, SourceSpec, Topology, TransformS
 use crate::source::OverflowPolicy;
 
 /// The whole configuration file. Unknown keys are errors.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Checkpoints and state. Default `/var/lib/sluicebox`.
@@ -111,7 +113,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// `[api]`.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Where `/metrics` and `/healthz` are served. Default `127.0.0.1:8686`.
@@ -140,7 +142,7 @@ fn yes() -> bool {
 }
 
 /// `[runtime]`: batch bounds, workers and the shutdown budget.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Worker threads that parse and filter, 1 to 255. Default 1.

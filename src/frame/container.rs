@@ -508,13 +508,13 @@ impl<'de> serde::de::Visitor<'de> for &KeyCheck<'_> {
 impl Decoder for ContainerDecoder {
     fn decode(&mut self, input: &mut &[u8], batch: &mut Batch) -> bool {
         let now = Instant::now();
-        while !input.is_empty() {
-            if self.inner.decode(input, &mut self.scratch) {
-                self.absorb(batch, now);
-                let s = &batch.stats;
-                if s.received > 0 || !batch.dead.is_empty() {
-                    return self.close(batch);
-                }
+        // The framer may complete batches even from no new input (lines carried over from
+        // a full batch), so it is asked until it takes everything and completes nothing.
+        while self.inner.decode(input, &mut self.scratch) {
+            self.absorb(batch, now);
+            let s = &batch.stats;
+            if s.received > 0 || !batch.dead.is_empty() {
+                return self.close(batch);
             }
         }
         false
@@ -522,8 +522,14 @@ impl Decoder for ContainerDecoder {
 
     fn decode_eof(&mut self, batch: &mut Batch) -> bool {
         let now = Instant::now();
-        if self.inner.decode_eof(&mut self.scratch) {
+        // Called until it returns false: what the framer has left, batch by batch, then the
+        // open groups.
+        while self.inner.decode_eof(&mut self.scratch) {
             self.absorb(batch, now);
+            let s = &batch.stats;
+            if s.received > 0 || !batch.dead.is_empty() {
+                return self.close(batch);
+            }
         }
         self.flush_groups(batch, |_| true);
         self.done = self.inner.position();

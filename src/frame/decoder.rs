@@ -151,6 +151,12 @@ impl Decoder for NdjsonDecoder {
                 return true;
             }
         }
+        // The input is used up: lines framed from bytes carried over from the last batch go
+        // now, not when more input comes (a file that is not written again).
+        if self.framer.idle(batch) == Need::Done {
+            self.open = false;
+            return true;
+        }
         false
     }
 

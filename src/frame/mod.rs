@@ -146,6 +146,18 @@ impl Framer {
         self.cursor = 0;
     }
 
+    /// The input has nothing more for now (not its end): with `flush_when_idle`, a batch
+    /// holding framed lines (carried over from the last batch) is complete; a partial line
+    /// stays for later.
+    pub(crate) fn idle(&mut self, batch: &mut Batch) -> Need {
+        let framed = !batch.events.is_empty() || !batch.dead.is_empty();
+        if self.flush_when_idle && framed {
+            self.finish(batch)
+        } else {
+            Need::Read
+        }
+    }
+
     /// Frames what the batch holds and says whether to read more or process the batch.
     pub(crate) fn step(&mut self, batch: &mut Batch) -> Need {
         self.frame(batch)

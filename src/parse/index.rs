@@ -11,8 +11,8 @@ use sluicebox_abi as abi;
 /// One value found by a lookup: its kind and its bytes inside the event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FieldRef<'a> {
-    /// One of `sluicebox_abi::KIND_*` (never `KIND_MISSING`).
-    pub kind: u8,
+    /// The value's JSON type.
+    pub kind: FieldKind,
     /// The value's text. Strings: between the quotes, escapes not decoded.
     pub raw: &'a [u8],
     /// Offset of `raw` inside the event.
@@ -21,10 +21,51 @@ pub struct FieldRef<'a> {
     pub escaped: bool,
 }
 
+/// The JSON type of a field's value. `kind.abi()` (or `as u8`) is the ABI's `KIND_*` code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FieldKind {
+    /// `null`
+    Null = abi::KIND_NULL,
+    /// `false`
+    False = abi::KIND_FALSE,
+    /// `true`
+    True = abi::KIND_TRUE,
+    /// A number.
+    Number = abi::KIND_NUMBER,
+    /// A string.
+    String = abi::KIND_STRING,
+    /// An object.
+    Object = abi::KIND_OBJECT,
+    /// An array.
+    Array = abi::KIND_ARRAY,
+}
+
+impl FieldKind {
+    /// The kind of an ABI `KIND_*` code; `None` for `KIND_MISSING` and unknown codes.
+    pub fn from_abi(code: u8) -> Option<Self> {
+        Some(match code {
+            abi::KIND_NULL => Self::Null,
+            abi::KIND_FALSE => Self::False,
+            abi::KIND_TRUE => Self::True,
+            abi::KIND_NUMBER => Self::Number,
+            abi::KIND_STRING => Self::String,
+            abi::KIND_OBJECT => Self::Object,
+            abi::KIND_ARRAY => Self::Array,
+            _ => return None,
+        })
+    }
+
+    /// The ABI's `KIND_*` code.
+    pub fn abi(self) -> u8 {
+        self as u8
+    }
+}
+
 impl<'a> FieldRef<'a> {
     /// The string value, decoded; `None` if the value is not a string.
     pub fn as_str(&self) -> Option<Cow<'a, str>> {
-        if self.kind != abi::KIND_STRING {
+        if self.kind != FieldKind::String {
             return None;
         }
         if !self.escaped {
@@ -42,7 +83,7 @@ impl<'a> FieldRef<'a> {
 
     /// Whether the value is the string `s` (compares decoded text).
     pub fn is_str(&self, s: &str) -> bool {
-        if self.kind != abi::KIND_STRING {
+        if self.kind != FieldKind::String {
             return false;
         }
         if !self.escaped {
@@ -53,7 +94,7 @@ impl<'a> FieldRef<'a> {
 
     /// The value as an `f64` when it is a number.
     pub fn as_f64(&self) -> Option<f64> {
-        if self.kind != abi::KIND_NUMBER {
+        if self.kind != FieldKind::Number {
             return None;
         }
         std::str::from_utf8(self.raw).ok()?.parse().ok()
@@ -61,7 +102,7 @@ impl<'a> FieldRef<'a> {
 
     /// The value as an `i64` when it is an integer that fits.
     pub fn as_i64(&self) -> Option<i64> {
-        if self.kind != abi::KIND_NUMBER {
+        if self.kind != FieldKind::Number {
             return None;
         }
         std::str::from_utf8(self.raw).ok()?.parse().ok()
@@ -70,8 +111,8 @@ impl<'a> FieldRef<'a> {
     /// The value as a `bool` when it is `true` or `false`.
     pub fn as_bool(&self) -> Option<bool> {
         match self.kind {
-            abi::KIND_TRUE => Some(true),
-            abi::KIND_FALSE => Some(false),
+            FieldKind::True => Some(true),
+            FieldKind::False => Some(false),
             _ => None,
         }
     }
@@ -322,8 +363,10 @@ pub fn lookup<'a>(bytes: &'a [u8], s: &[u32], path: &[u8]) -> Option<FieldRef<'a
 }
 
 #[inline]
-pub(crate) fn field_of(bytes: &[u8], kind: u8, vs: usize, ve: usize) -> FieldRef<'_> {
-    if kind == abi::KIND_STRING {
+pub(crate) fn field_of(bytes: &[u8], code: u8, vs: usize, ve: usize) -> FieldRef<'_> {
+    // Members always carry a value's kind (the parser never records KIND_MISSING).
+    let kind = FieldKind::from_abi(code).unwrap_or(FieldKind::Null);
+    if kind == FieldKind::String {
         let raw = &bytes[vs + 1..ve - 1];
         FieldRef {
             kind,
@@ -412,7 +455,7 @@ pub(crate) fn full_index(
                 let next = s.get(j + 1).map_or(bytes.len(), |&p| p as usize);
                 let end = trim_end(bytes, vpos, next);
                 let f = field_of(bytes, value_kind(bytes[vpos]), vpos, end);
-                node.kind = f.kind;
+                node.kind = f.kind.abi();
                 node.value_start = base + f.start;
                 node.value_len = f.raw.len() as u32;
                 if f.escaped {
@@ -464,7 +507,7 @@ mod tests {
         assert_eq!(a.raw, b"last");
         assert_eq!(lookup(t, &s, b"http.method").unwrap().raw, b"GET");
         assert_eq!(lookup(t, &s, b"http.x").unwrap().raw, br#"[1,{"y":2}]"#);
-        assert_eq!(lookup(t, &s, b"http.x").unwrap().kind, abi::KIND_ARRAY);
+        assert_eq!(lookup(t, &s, b"http.x").unwrap().kind, FieldKind::Array);
         let q = lookup(t, &s, b"s").unwrap();
         assert!(q.escaped);
         assert_eq!(q.as_str().unwrap(), "q\"x");

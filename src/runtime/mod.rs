@@ -398,7 +398,10 @@ impl Topology {
         // Workers.
         let workers = self.settings.pipeline.workers.max(1);
         let mut worker_threads = Vec::new();
+        let mut swap_txs = Vec::with_capacity(workers);
         for w in 0..workers {
+            let (swap_tx, swap_rx) = crossbeam_channel::unbounded::<Vec<worker::Swap>>();
+            swap_txs.push(swap_tx);
             let mut runners = Vec::with_capacity(plans.len());
             for (i, plan) in plans.iter().enumerate() {
                 runners.push(SourceRunner::new(
@@ -415,6 +418,21 @@ impl Topology {
                 .name(format!("sluicebox-worker-{w}"))
                 .spawn(move || {
                     for work in work_rx.iter() {
+                        // New filters (a reload) take effect between two batches.
+                        while let Ok(swaps) = swap_rx.try_recv() {
+                            let mut per_runner: Vec<Vec<(usize, Box<dyn crate::Filter>)>> =
+                                runners.iter().map(|_| Vec::new()).collect();
+                            for s in swaps {
+                                if let Some(v) = per_runner.get_mut(s.runner) {
+                                    v.push((s.node, s.filter));
+                                }
+                            }
+                            for (runner, list) in runners.iter_mut().zip(per_runner) {
+                                if !list.is_empty() {
+                                    runner.swap(list);
+                                }
+                            }
+                        }
                         let p = runners[work.source].process(work.source, work.batch);
                         if done_tx.send(p).is_err() {
                             break;
@@ -481,10 +499,18 @@ impl Topology {
                 }
             }
         });
+        let swapper = Swapper {
+            inner: Arc::new(SwapperInner {
+                transforms: protos.iter().map(|t| t.name.to_string()).collect(),
+                plans: plans.clone(),
+                workers: swap_txs,
+            }),
+        };
         Ok(Running {
             rt,
             shutdown,
             metrics,
+            swapper,
             source_tasks,
             source_metrics,
             worker_threads,
@@ -497,11 +523,90 @@ impl Topology {
     }
 }
 
+/// Replaces transforms' filters in a running topology (a reload): every instance is built
+/// first, so a module that fails to instantiate changes nothing; then each worker puts them
+/// in place between two batches. Batches a worker already started finish on the old
+/// instances; every batch it takes after that runs on the new. Cheap to clone; a swap costs
+/// one fork per worker and plan node running the transform, and a new parse stage per
+/// affected source on each worker.
+#[derive(Clone)]
+pub struct Swapper {
+    inner: Arc<SwapperInner>,
+}
+
+struct SwapperInner {
+    /// Transform names by index.
+    transforms: Vec<String>,
+    plans: Vec<Arc<graph::SourcePlan>>,
+    /// One channel per worker thread.
+    workers: Vec<crossbeam_channel::Sender<Vec<worker::Swap>>>,
+}
+
+impl std::fmt::Debug for Swapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swapper")
+            .field("transforms", &self.inner.transforms)
+            .field("workers", &self.inner.workers.len())
+            .finish()
+    }
+}
+
+impl Swapper {
+    /// The transforms that can be swapped, by name.
+    pub fn transforms(&self) -> &[String] {
+        &self.inner.transforms
+    }
+
+    /// Puts each `(name, filter)` in place of transform `name`'s filter, all in one step per
+    /// worker.
+    ///
+    /// # Errors
+    /// [`Kind::Config`] naming a transform the topology does not have; the error of a fork
+    /// that fails (the new module does not instantiate, or its init refuses). Either way
+    /// nothing was changed.
+    pub fn swap(&self, changes: Vec<(String, Box<dyn crate::Filter>)>) -> Result<()> {
+        let mut by_index = Vec::with_capacity(changes.len());
+        for (name, filter) in changes {
+            let Some(i) = self.inner.transforms.iter().position(|t| *t == name) else {
+                return Err(Error::new(
+                    Kind::Config,
+                    format!("transforms.{name}: not in the running topology"),
+                ));
+            };
+            by_index.push((i, filter));
+        }
+        let mut per_worker = Vec::with_capacity(self.inner.workers.len());
+        for _ in &self.inner.workers {
+            let mut swaps = Vec::new();
+            for (r, plan) in self.inner.plans.iter().enumerate() {
+                for (node, n) in plan.nodes.iter().enumerate() {
+                    for (i, filter) in &by_index {
+                        if n.transform == *i {
+                            swaps.push(worker::Swap {
+                                runner: r,
+                                node,
+                                filter: filter.fork()?,
+                            });
+                        }
+                    }
+                }
+            }
+            per_worker.push(swaps);
+        }
+        for (tx, swaps) in self.inner.workers.iter().zip(per_worker) {
+            // A worker that has ended (the run is stopping) has nothing left to filter.
+            let _ = tx.send(swaps);
+        }
+        Ok(())
+    }
+}
+
 /// A started topology. Dropping it without [`Running::wait`] shuts it down and waits.
 pub struct Running {
     rt: tokio::runtime::Runtime,
     shutdown: Shutdown,
     metrics: Metrics,
+    swapper: Swapper,
     source_tasks: Vec<(String, tokio::task::JoinHandle<Result<()>>)>,
     source_metrics: Vec<ComponentMetrics>,
     worker_threads: Vec<std::thread::JoinHandle<()>>,
@@ -550,6 +655,11 @@ impl RunReport {
 }
 
 impl Running {
+    /// A handle that swaps transforms' filters while the topology runs (a reload).
+    pub fn swapper(&self) -> Swapper {
+        self.swapper.clone()
+    }
+
     /// The shutdown signal (fire it to stop the sources; [`Running::wait`] then drains).
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()

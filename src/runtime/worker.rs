@@ -67,6 +67,7 @@ pub(crate) struct Processed {
 /// A worker's state for one source: the parser and its own instances of the plan's filters.
 pub(crate) struct SourceRunner {
     pub(crate) plan: Arc<SourcePlan>,
+    config: PipelineConfig,
     stage: Stage,
     /// Names of the transforms per plan node.
     names: Vec<Arc<str>>,
@@ -74,6 +75,14 @@ pub(crate) struct SourceRunner {
     source_metrics: ComponentMetrics,
     node_metrics: Vec<ComponentMetrics>,
     pool: crossbeam_channel::Sender<Batch>,
+}
+
+/// A new filter instance for plan node `node` of a worker's source runner `runner`, built
+/// off the worker thread (see [`super::Swapper`]).
+pub(crate) struct Swap {
+    pub(crate) runner: usize,
+    pub(crate) node: usize,
+    pub(crate) filter: Box<dyn Filter>,
 }
 
 /// The runtime's view of a transform: its name and its filter prototype (forked per worker
@@ -104,6 +113,7 @@ impl SourceRunner {
         }
         Ok(Self {
             stage: Stage::new(config, filters),
+            config: config.clone(),
             plan,
             names,
             source_name,
@@ -111,6 +121,20 @@ impl SourceRunner {
             node_metrics,
             pool,
         })
+    }
+
+    /// Puts new filters in place of plan nodes' filters, between two batches: the batches
+    /// this runner processed before ran on the old instances, every later one runs on the
+    /// new. Costs a new parse stage (the declared fields may have changed).
+    pub(crate) fn swap(&mut self, swaps: impl IntoIterator<Item = (usize, Box<dyn Filter>)>) {
+        let old = std::mem::replace(&mut self.stage, Stage::new(&self.config, Vec::new()));
+        let mut filters = old.into_filters();
+        for (node, filter) in swaps {
+            if let Some(slot) = filters.get_mut(node) {
+                *slot = filter;
+            }
+        }
+        self.stage = Stage::new(&self.config, filters);
     }
 
     /// Runs one batch from the source down the plan.

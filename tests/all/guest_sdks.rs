@@ -168,13 +168,13 @@ impl Filter for FieldPaths {
             let found: Vec<_> = PATHS.iter().map(|p| e.field(p)).collect();
             let k: String = found
                 .iter()
-                .map(|f| b"MNFTDSOA"[f.map_or(0, |f| f.kind as usize)] as char)
+                .map(|f| b"MNFTDSOA"[f.map_or(0, |f| f.kind.abi() as usize)] as char)
                 .collect();
             d.set(i, "k", &format!("\"{k}\""));
             for (n, f) in found.iter().enumerate() {
                 if let Some(f) = f {
                     let raw = String::from_utf8_lossy(f.raw);
-                    let text = if f.kind == sluicebox_abi::KIND_STRING {
+                    let text = if f.kind == sluicebox::FieldKind::String {
                         format!("\"{raw}\"")
                     } else {
                         raw.into_owned()

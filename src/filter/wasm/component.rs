@@ -288,7 +288,7 @@ impl Live {
                 };
                 match found {
                     Some(f) => {
-                        b.kinds.push(f.kind);
+                        b.kinds.push(f.kind.abi());
                         b.flags.push(if f.escaped {
                             abi::FLAG_VALUE_ESCAPED
                         } else {

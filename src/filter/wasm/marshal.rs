@@ -112,7 +112,7 @@ impl Scratch {
                             None => index::lookup(bytes, s, path),
                         };
                         if let Some(f) = found {
-                            node.kind = f.kind;
+                            node.kind = f.kind.abi();
                             node.flags = if f.escaped {
                                 abi::FLAG_VALUE_ESCAPED
                             } else {

@@ -62,8 +62,9 @@ fn run(d: &mut ContainerDecoder, chunks: &[&[u8]]) -> Sent {
             b = Batch::new();
         }
     }
-    if d.decode_eof(&mut b) {
+    while d.decode_eof(&mut b) {
         sent.take(d, &mut b);
+        b = Batch::new();
     }
     sent
 }

@@ -3,7 +3,10 @@
 //! acknowledged offset, F2), and tells files apart by identity (F1, see [`identity`]).
 //!
 //! One [`crate::ack::Stream`] per file generation; its position is the byte offset in the
-//! file. The reader runs on one blocking thread and reads files round-robin, one bounded
+//! file. A truncation (the file got shorter, or the 64 bytes before the read position
+//! changed) starts a new generation from 0; the lines not read yet are then read from the
+//! copy a copytruncate left in the same directory (same head, same bytes before the read
+//! position), on the old generation's stream. The reader runs on one blocking thread and reads files round-robin, one bounded
 //! chunk per file per round, so a busy file cannot starve the others.
 //!
 //! Cost: one open descriptor per followed file (until `rotate_wait_secs` after it was
@@ -31,6 +34,10 @@ use identity::{HEAD_BYTES, Verdict};
 
 /// Bytes read from one file per round.
 const CHUNK: usize = 64 * 1024;
+
+/// Bytes before the read position kept per file, to recognise its copy after a
+/// copytruncate.
+const RECENT_BYTES: usize = 64;
 
 /// Where files found at the first start begin.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -237,6 +244,12 @@ struct Tracked {
     gone_since: Option<Instant>,
     /// Read to EOF and finished (follow = false).
     done: bool,
+    /// The file's first bytes (up to `HEAD_BYTES`) and the last bytes before `read_pos` (up
+    /// to `RECENT_BYTES`), as read: after a copytruncate they find the copy.
+    head: Vec<u8>,
+    recent: Vec<u8>,
+    /// The modification time seen at the last read.
+    mtime: Option<SystemTime>,
 }
 
 struct Tail {
@@ -395,6 +408,24 @@ impl Tail {
             match identity::check(&file, e.head_hash, e.head_len, e.offset, e.marker) {
                 Ok(Verdict::Resume(o)) => start = o,
                 Ok(Verdict::NewGeneration) => {
+                    // Truncated while we were down (copytruncate): the lines after the
+                    // checkpoint are in the copy, if there is one in the directory.
+                    let copy = path.parent().and_then(|dir| {
+                        self.find_in_dir(dir, e.offset, |f| {
+                            matches!(
+                                identity::check(f, e.head_hash, e.head_len, e.offset, e.marker),
+                                Ok(Verdict::Resume(_))
+                            )
+                        })
+                    });
+                    if let Some((cpath, cfile, cid)) = copy {
+                        tracing::info!(source = self.cx.name(), path = %path.display(),
+                            copy = %cpath.display(), offset = e.offset,
+                            "truncated while stopped: reading the rest from its copy");
+                        let mut t = self.tracked(cpath, cfile, cid, e.offset, 0);
+                        t.gone_since = Some(Instant::now());
+                        self.files.push(t);
+                    }
                     self.resets += 1;
                     generation = 1;
                     tracing::info!(source = self.cx.name(), path = %path.display(),
@@ -434,6 +465,20 @@ impl Tail {
                 .frame()
                 .decoder_named(start, &path.display().to_string()),
         };
+        // What was read before `start` (a resumed file): its head and the bytes just before.
+        let read = |at: u64, len: u64| {
+            let mut b = vec![0; len as usize];
+            match file.read_at(&mut b, at) {
+                Ok(n) => {
+                    b.truncate(n);
+                    b
+                }
+                Err(_) => Vec::new(),
+            }
+        };
+        let head = read(0, start.min(HEAD_BYTES));
+        let recent_from = start.saturating_sub(RECENT_BYTES as u64);
+        let recent = read(recent_from, start - recent_from);
         Tracked {
             stream: self.cx.stream(key, Some(start)),
             decoder,
@@ -442,6 +487,9 @@ impl Tail {
             generation,
             gone_since: None,
             done: false,
+            head,
+            recent,
+            mtime: None,
             path,
             file,
             dev: id.0,
@@ -454,12 +502,42 @@ impl Tail {
         if self.files[i].done {
             return (0, true);
         }
-        // Truncated in place (copytruncate): a new generation from 0.
-        if let Ok(m) = self.files[i].file.metadata()
-            && m.len() < self.files[i].read_pos
-        {
+        // Truncated in place (copytruncate): a new generation from 0. Shorter than what was
+        // read, or grown again past it with other bytes where our last read ended
+        // (truncated and refilled between two reads: one 64-byte pread per read that
+        // finds new data).
+        // Refilled to exactly the length we had read is caught by the modification time.
+        let meta = self.files[i].file.metadata();
+        let t = &mut self.files[i];
+        let modified = meta.as_ref().ok().and_then(|m| m.modified().ok());
+        let changed = modified != t.mtime;
+        t.mtime = modified;
+        let truncated = match meta {
+            Ok(m) if m.len() < t.read_pos => true,
+            Ok(m) if (m.len() > t.read_pos || changed) && !t.recent.is_empty() => {
+                let mut b = vec![0; t.recent.len()];
+                let at = t.read_pos - t.recent.len() as u64;
+                !matches!(t.file.read_exact_at(&mut b, at), Ok(())) || b != t.recent
+            }
+            _ => false,
+        };
+        if truncated {
             self.resets += 1;
             self.cx.metrics().error("file_truncated", "reading");
+            // copytruncate: what was written after our last read and before the truncation
+            // is only in the copy. Find it, and read it from the last line we sent.
+            let from = self.files[i].decoder.position();
+            if let Some((path, file, id)) = self.find_copy(i) {
+                tracing::info!(source = self.cx.name(), path = %self.files[i].path.display(),
+                    copy = %path.display(), offset = from,
+                    "truncated in place: reading the rest from its copy");
+                let mut copy = self.tracked(path, file, id, from, 0);
+                // The copy continues the old stream: the batches in flight acknowledge into
+                // it, and its checkpoint never claims what they hold before it is delivered.
+                copy.stream = self.files[i].stream.clone();
+                copy.gone_since = Some(Instant::now());
+                self.files.push(copy);
+            }
             let old = &self.files[i];
             let (path, id, generation) = (old.path.clone(), (old.dev, old.ino), old.generation + 1);
             let Ok(file) = old.file.try_clone() else {
@@ -476,51 +554,108 @@ impl Tail {
                 return (0, true);
             }
         };
+        if t.read_pos < HEAD_BYTES && t.head.len() as u64 == t.read_pos {
+            let take = n.min((HEAD_BYTES - t.read_pos) as usize);
+            t.head.extend_from_slice(&self.buf[..take]);
+        }
+        if n >= RECENT_BYTES {
+            t.recent.clear();
+            t.recent.extend_from_slice(&self.buf[n - RECENT_BYTES..n]);
+        } else if n > 0 {
+            t.recent.extend_from_slice(&self.buf[..n]);
+            let extra = t.recent.len().saturating_sub(RECENT_BYTES);
+            t.recent.drain(..extra);
+        }
         t.read_pos += n as u64;
         let mut input = &self.buf[..n];
         let mut batch = t.open.take().unwrap_or_else(|| self.cx.batch());
-        loop {
-            if input.is_empty() && n > 0 {
-                // Everything taken: the batch may hold a partial line; keep it open.
-                t.open = Some(batch);
-                break;
-            }
-            if n == 0 {
-                if self.src.cfg.follow && t.decoder.flush_idle(&mut batch, Instant::now()) {
-                    // A dangling partial container log line waited past its timeout.
-                    if !self
-                        .cx
-                        .blocking_send(&t.stream, batch, t.decoder.position())
-                    {
-                        return (0, false);
-                    }
-                    batch = self.cx.batch();
-                }
-                if !self.src.cfg.follow {
-                    t.done = true;
-                    if t.decoder.decode_eof(&mut batch)
-                        && !self
-                            .cx
-                            .blocking_send(&t.stream, batch, t.decoder.position())
-                    {
-                        return (0, false);
-                    }
-                } else {
-                    t.open = Some(batch);
-                }
-                break;
-            }
-            if t.decoder.decode(&mut input, &mut batch) {
+        if n == 0 && !self.src.cfg.follow {
+            // The end of a file read once: everything left, in as many batches as it takes.
+            t.done = true;
+            while t.decoder.decode_eof(&mut batch) {
                 if !self
                     .cx
                     .blocking_send(&t.stream, batch, t.decoder.position())
                 {
-                    return (n, false);
+                    return (0, false);
                 }
                 batch = self.cx.batch();
             }
+            return (0, true);
         }
+        // Complete batches go; what the decoder keeps (a partial line) waits in `open`. An
+        // empty read still decodes: lines carried over from the last batch go now.
+        while t.decoder.decode(&mut input, &mut batch) {
+            if !self
+                .cx
+                .blocking_send(&t.stream, batch, t.decoder.position())
+            {
+                return (n, false);
+            }
+            batch = self.cx.batch();
+        }
+        if n == 0 && t.decoder.flush_idle(&mut batch, Instant::now()) {
+            // A dangling partial container log line waited past its timeout.
+            if !self
+                .cx
+                .blocking_send(&t.stream, batch, t.decoder.position())
+            {
+                return (0, false);
+            }
+            batch = self.cx.batch();
+        }
+        t.open = Some(batch);
         (n, true)
+    }
+
+    /// After file `i` was truncated in place: a regular file in its directory, not followed
+    /// yet, at least as long as what was read of `i`, that starts with `i`'s head and holds
+    /// `i`'s last read bytes just before `read_pos`: the copy a copytruncate made. Costs one
+    /// directory listing and two small reads per candidate, once per truncation.
+    fn find_copy(&self, i: usize) -> Option<(PathBuf, std::fs::File, (u64, u64))> {
+        let t = &self.files[i];
+        if t.head.is_empty() {
+            return None;
+        }
+        let same = |f: &std::fs::File, at: u64, want: &[u8]| {
+            let mut b = vec![0; want.len()];
+            matches!(f.read_exact_at(&mut b, at), Ok(())) && b == want
+        };
+        let recent_at = t.read_pos - t.recent.len() as u64;
+        self.find_in_dir(t.path.parent()?, t.read_pos, |f| {
+            same(f, 0, &t.head) && same(f, recent_at, &t.recent)
+        })
+    }
+
+    /// A regular file in `dir`, not followed and not in the checkpoint, holding at least
+    /// `min_len` bytes, that `matches`.
+    fn find_in_dir(
+        &self,
+        dir: &Path,
+        min_len: u64,
+        matches: impl Fn(&std::fs::File) -> bool,
+    ) -> Option<(PathBuf, std::fs::File, (u64, u64))> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let id = (meta.dev(), meta.ino());
+            if !meta.is_file()
+                || meta.len() < min_len
+                || self.files.iter().any(|f| (f.dev, f.ino) == id)
+                || self.saved.contains_key(&id)
+            {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if matches(&file) {
+                return Some((path, file, id));
+            }
+        }
+        None
     }
 
     fn checkpoint(&mut self) {

@@ -1,0 +1,186 @@
+//! `sluicebox bench --config pipeline.toml`: the user's own graph, with its real filters and
+//! routes, measured next to the baselines on the same corpus. Every source is replaced by
+//! the corpus (a `file` source read once, keeping the source's `codec`), every sink and the
+//! dead letter by a `blackhole`; the `[api]` endpoint is off and the state goes to a
+//! temporary directory that is emptied before each round.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sluicebox::config::Config;
+use sluicebox::runtime::RunReport;
+
+use crate::Fail;
+
+/// One graph under measurement. Costs one build (modules come from the compiled-module
+/// cache after the first) and one run over the corpus per round.
+pub(crate) struct ConfigBench {
+    config: Config,
+    config_dir: PathBuf,
+    state: PathBuf,
+    /// The last round's report, filter seconds per transform, and wall time.
+    last: Option<Round>,
+}
+
+/// One round's report, filter seconds per component, and seconds from start to drained.
+type Round = (RunReport, Vec<(String, f64)>, f64);
+
+impl ConfigBench {
+    /// Loads `path` and rewrites its sources and sinks to read `corpus` (a file) and discard.
+    pub(crate) fn new(path: &Path, corpus: &Path, scratch: &Path) -> Result<Self, Fail> {
+        let mut config = Config::load(path).map_err(|e| Fail::usage(e.message().to_string()))?;
+        let config_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let state = scratch.join("state");
+        config.data_dir = state.clone();
+        config.api.enabled = false;
+        for table in config.sources.values_mut() {
+            let codec = table.remove("codec");
+            table.clear();
+            table.insert("type".into(), "file".into());
+            table.insert(
+                "include".into(),
+                toml::Value::Array(vec![corpus.display().to_string().into()]),
+            );
+            table.insert("follow".into(), false.into());
+            table.insert("exclude".into(), toml::Value::Array(Vec::new()));
+            if let Some(c) = codec {
+                table.insert("codec".into(), c);
+            }
+        }
+        for table in config.sinks.values_mut() {
+            let inputs = table.remove("inputs");
+            table.clear();
+            table.insert("type".into(), "blackhole".into());
+            if let Some(i) = inputs {
+                table.insert("inputs".into(), i);
+            }
+        }
+        let mut dead = toml::Table::new();
+        dead.insert("type".into(), "blackhole".into());
+        config.dead_letter = Some(dead);
+        Ok(Self {
+            config,
+            config_dir,
+            state,
+            last: None,
+        })
+    }
+
+    /// Runs the graph once over the corpus; returns the seconds from start to the end of
+    /// the drain (the build, which loads the modules, is not counted).
+    pub(crate) fn run_once(&mut self) -> Result<f64, Fail> {
+        let _ = std::fs::remove_dir_all(&self.state);
+        let built = self
+            .config
+            .clone()
+            .build(&self.config_dir)
+            .map_err(|e| Fail::usage(e.message().to_string()))?;
+        let metrics = built.metrics.clone();
+        let t0 = Instant::now();
+        let report = built
+            .topology
+            .start()
+            .and_then(|r| r.wait())
+            .map_err(|e| Fail::usage(e.to_string()))?;
+        let secs = t0.elapsed().as_secs_f64();
+        if let Some((c, e)) = report.errors.first() {
+            return Err(Fail::usage(format!("{c}: {e}")));
+        }
+        let filter_secs = filter_seconds(&metrics.render());
+        self.last = Some((report, filter_secs, secs));
+        Ok(secs)
+    }
+
+    /// The last round per component, as table lines or JSON.
+    pub(crate) fn breakdown(&self, events: u64) -> (Vec<String>, serde_json::Value) {
+        let Some((report, filter_secs, secs)) = &self.last else {
+            return (Vec::new(), serde_json::Value::Null);
+        };
+        let mut lines = vec![format!(
+            "{:<10} {:<20} {:>10} {:>10} {:>10} {:>10} {:>12}",
+            "kind", "component", "received", "sent", "discarded", "dead", "ns/event"
+        )];
+        let mut json = Vec::new();
+        let mut in_filters = 0.0;
+        for c in &report.components {
+            let fsecs = filter_secs
+                .iter()
+                .find(|(n, _)| *n == c.name && c.kind == "transform")
+                .map(|(_, s)| *s);
+            in_filters += fsecs.unwrap_or(0.0);
+            let ns = fsecs.map(|s| s * 1e9 / c.received.max(1) as f64);
+            lines.push(format!(
+                "{:<10} {:<20} {:>10} {:>10} {:>10} {:>10} {:>12}",
+                c.kind,
+                sluicebox::printable(&c.name),
+                c.received,
+                c.sent,
+                c.discarded,
+                c.dead_lettered,
+                ns.map(|n| format!("{n:.1}")).unwrap_or_else(|| "-".into())
+            ));
+            json.push(serde_json::json!({
+                "kind": c.kind, "component": c.name, "received": c.received, "sent": c.sent,
+                "discarded": c.discarded, "dead_lettered": c.dead_lettered,
+                "filter_ns_per_event": ns,
+            }));
+        }
+        let rest = (secs - in_filters).max(0.0);
+        lines.push(format!(
+            "whole graph: {:.1} ns/event over {events} events; in filters {:.1}, the rest (read, frame, parse, route, sinks) {:.1}",
+            secs * 1e9 / events.max(1) as f64,
+            in_filters * 1e9 / events.max(1) as f64,
+            rest * 1e9 / events.max(1) as f64,
+        ));
+        (
+            lines,
+            serde_json::json!({"components": json, "seconds": secs, "filter_seconds": in_filters}),
+        )
+    }
+}
+
+/// Sums `wasm_filter_call_seconds_sum` per `component_id` from the OpenMetrics text.
+fn filter_seconds(text: &str) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("wasm_filter_call_seconds_sum{") else {
+            continue;
+        };
+        let Some(id) = rest
+            .split("component_id=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+        else {
+            continue;
+        };
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        match out.iter_mut().find(|(n, _)| n == id) {
+            Some(e) => e.1 += v,
+            None => out.push((id.to_string(), v)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_seconds_are_read_per_component() {
+        let text = "# TYPE wasm_filter_call_seconds histogram\n\
+            wasm_filter_call_seconds_sum{component_id=\"drop\",component_kind=\"transform\",component_type=\"wasm\"} 0.5\n\
+            wasm_filter_call_seconds_count{component_id=\"drop\",component_kind=\"transform\",component_type=\"wasm\"} 3\n\
+            wasm_filter_call_seconds_sum{component_id=\"tag\",component_kind=\"transform\",component_type=\"wasm\"} 0.25\n";
+        assert_eq!(
+            filter_seconds(text),
+            vec![("drop".to_string(), 0.5), ("tag".to_string(), 0.25)]
+        );
+    }
+}
