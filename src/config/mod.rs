@@ -65,6 +65,7 @@ mod reload;
 pub use reload::{Reload, Reloader};
 
 pub use crate::source::file::FileSourceConfig;
+pub use crate::source::kubernetes::KubernetesLogsConfig;
 pub use builtin::{
     BlackholeSinkConfig, FileSinkConfig, GeneratorSourceConfig, StdinSourceConfig,
     StdoutSinkConfig, WasmTransformConfig,
@@ -380,21 +381,27 @@ fn build_source(name: &str, mut table: toml::Table, cx: &BuildContext) -> Result
         "stdin" => typed::<StdinSourceConfig>(table, &what)?.build(cx)?,
         "file" => typed::<FileSourceConfig>(table, &what)?.build(cx)?,
         "generator" => typed::<GeneratorSourceConfig>(table, &what)?.build(cx)?,
+        "kubernetes_logs" => typed::<KubernetesLogsConfig>(table, &what)?.build(cx)?,
         #[cfg(feature = "kafka")]
         "kafka" => typed::<crate::source::kafka::KafkaSourceConfig>(table, &what)?.build(cx)?,
         #[cfg(not(feature = "kafka"))]
         "kafka" => return Err(without_kafka(&what)),
         other => {
             return Err(Error::config(format!(
-                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, generator, kafka)"
+                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, generator, kubernetes_logs, kafka)"
             )));
         }
     };
     let mut spec = SourceSpec::new(name, ty, source);
+    if spec.kind == "kubernetes_logs" && common.codec.is_some() {
+        return Err(Error::config(format!(
+            "{what}: key `codec`: kubernetes_logs decodes with `format` (cri, docker or auto)"
+        )));
+    }
     if let Some(c) = common.codec {
         spec.codec = crate::frame::Codec::from_name(&c).ok_or_else(|| {
             Error::config(format!(
-                "{what}: key `codec`: unknown codec {c:?} (known: ndjson, text)"
+                "{what}: key `codec`: unknown codec {c:?} (known: ndjson, text, cri, docker)"
             ))
         })?;
     }

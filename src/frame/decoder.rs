@@ -9,6 +9,7 @@
 //! - [`TextDecoder`]: each line becomes `{"message":"<line>"}`, for plain-text logs; invalid
 //!   UTF-8 is replaced with U+FFFD and counted.
 
+use super::container::{ContainerDecoder, ContainerFormat, ContainerSettings};
 use super::{Framer, Need};
 use crate::batch::{Batch, PADDING};
 
@@ -37,6 +38,16 @@ pub trait Decoder: Send {
 
     /// The stream position just past the last byte framed into a completed batch.
     fn position(&self) -> u64;
+
+    /// The input is idle at `now` (no new bytes): a decoder that holds back data waiting for
+    /// more (a partial container log line) and has waited past its timeout frames it into
+    /// `batch`, which must be the open batch (as [`Decoder::decode`] left it). Returns
+    /// whether the batch is then complete, to be sent with [`Decoder::position`]. The
+    /// default holds nothing back and returns false.
+    fn flush_idle(&mut self, batch: &mut Batch, now: std::time::Instant) -> bool {
+        let _ = (batch, now);
+        false
+    }
 }
 
 /// Which [`Decoder`] a source uses.
@@ -48,23 +59,48 @@ pub enum Codec {
     Ndjson,
     /// Plain text: each line becomes `{"message":"<line>"}`.
     Text,
+    /// CRI container logs (`<time> <stream> <P|F> <message>`), partial lines merged, with
+    /// the default [`ContainerSettings`].
+    Cri,
+    /// Docker json-file container logs, split records merged, with the default
+    /// [`ContainerSettings`].
+    Docker,
 }
 
 impl Codec {
-    /// The codec named `name` (`ndjson` or `text`).
+    /// The codec named `name` (`ndjson`, `text`, `cri` or `docker`).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "ndjson" | "json" => Some(Codec::Ndjson),
             "text" => Some(Codec::Text),
+            "cri" => Some(Codec::Cri),
+            "docker" => Some(Codec::Docker),
             _ => None,
         }
     }
 
     /// A decoder of this codec over `framer`.
     pub fn decoder(self, framer: Framer) -> Box<dyn Decoder> {
+        self.decoder_named(framer, "the input")
+    }
+
+    /// A decoder of this codec over `framer`, for an input named `origin` (a file's path:
+    /// container log decoders name it in their dead letters).
+    pub fn decoder_named(self, framer: Framer, origin: &str) -> Box<dyn Decoder> {
         match self {
             Codec::Ndjson => Box::new(NdjsonDecoder::new(framer)),
             Codec::Text => Box::new(TextDecoder::new(framer)),
+            Codec::Cri | Codec::Docker => {
+                let settings = ContainerSettings {
+                    format: if self == Codec::Cri {
+                        ContainerFormat::Cri
+                    } else {
+                        ContainerFormat::Docker
+                    },
+                    ..ContainerSettings::default()
+                };
+                Box::new(ContainerDecoder::new(framer, settings, origin))
+            }
         }
     }
 }
@@ -241,18 +277,31 @@ pub(crate) fn escape_text(line: &[u8], out: &mut Vec<u8>) -> bool {
         Ok(s) => (std::borrow::Cow::Borrowed(s), false),
         Err(_) => (String::from_utf8_lossy(line), true),
     };
-    for &c in text.as_bytes() {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // Copy the run that needs no escape in one go (most of a log line).
+        let run = bytes[i..]
+            .iter()
+            .position(|&c| c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f)
+            .unwrap_or(bytes.len() - i);
+        out.extend_from_slice(&bytes[i..i + run]);
+        i += run;
+        let Some(&c) = bytes.get(i) else { break };
         match c {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0..0x20 | 0x7f => {
-                out.extend_from_slice(format!("\\u{:04x}", c).as_bytes());
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
             }
-            _ => out.push(c),
         }
+        i += 1;
     }
     replaced
 }

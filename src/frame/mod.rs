@@ -6,8 +6,12 @@
 //! Cost per event: a `memchr` over its bytes and one 40-byte metadata push. Per batch: a copy
 //! of the partial line left over at its end (at most one read chunk).
 
+pub mod container;
+mod cri;
 mod decoder;
+mod docker;
 
+pub use container::{ContainerDecoder, ContainerFormat, ContainerSettings, ExtraFields};
 pub use decoder::{Codec, Decoder, NdjsonDecoder, TextDecoder};
 
 use crate::batch::{Batch, DeadLetter, EventMeta, PADDING};

@@ -10,6 +10,7 @@ pub mod file;
 pub mod generator;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod kubernetes;
 pub mod reader;
 
 pub use budget::{Budget, OverflowPolicy};
@@ -82,6 +83,12 @@ impl FrameSettings {
     /// A decoder of the configured codec whose stream starts at `offset`.
     pub fn decoder(&self, offset: u64) -> Box<dyn Decoder> {
         self.codec.decoder(self.framer(offset))
+    }
+
+    /// [`FrameSettings::decoder`] for an input named `origin` (a file's path), which
+    /// container log decoders name in their dead letters.
+    pub fn decoder_named(&self, offset: u64, origin: &str) -> Box<dyn Decoder> {
+        self.codec.decoder_named(self.framer(offset), origin)
     }
 }
 

@@ -11,6 +11,7 @@ mod hostile;
 mod input;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod kubernetes;
 mod props;
 mod regressions;
 mod resources;

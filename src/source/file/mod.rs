@@ -460,7 +460,10 @@ impl Tail {
         };
         let decoder = match &self.src.decorate {
             Some(f) => f(&path, &self.cx, start),
-            None => self.cx.decoder(start),
+            None => self
+                .cx
+                .frame()
+                .decoder_named(start, &path.display().to_string()),
         };
         // What was read before `start` (a resumed file): its head and the bytes just before.
         let read = |at: u64, len: u64| {
@@ -588,6 +591,16 @@ impl Tail {
                 .blocking_send(&t.stream, batch, t.decoder.position())
             {
                 return (n, false);
+            }
+            batch = self.cx.batch();
+        }
+        if n == 0 && t.decoder.flush_idle(&mut batch, Instant::now()) {
+            // A dangling partial container log line waited past its timeout.
+            if !self
+                .cx
+                .blocking_send(&t.stream, batch, t.decoder.position())
+            {
+                return (0, false);
             }
             batch = self.cx.batch();
         }
