@@ -8,9 +8,11 @@
 mod budget;
 pub mod file;
 pub mod generator;
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod reader;
+pub mod tcp;
 
 pub use budget::{Budget, OverflowPolicy};
 
