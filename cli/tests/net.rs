@@ -53,7 +53,12 @@ fn finish(mut child: Child, secs: u64) -> (Option<i32>, String) {
     loop {
         if let Some(st) = child.try_wait().unwrap() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (st.code(), err);
         }
         if Instant::now() > until {
@@ -245,12 +250,20 @@ path = "out.ndjson"
     assert!(dead.contains("\"raw\":\"not json\""), "{dead}");
 
     // Refused: wrong or no credentials, too large, wrong method; nothing taken.
-    assert_eq!(post(port, Some("Bearer s3cret-tokeN"), b"{\"n\":9}\n").0, 401);
+    assert_eq!(
+        post(port, Some("Bearer s3cret-tokeN"), b"{\"n\":9}\n").0,
+        401
+    );
     assert_eq!(post(port, None, b"{\"n\":9}\n").0, 401);
     let big = "{\"n\":9}\n".repeat(200);
     assert_eq!(post(port, good, big.as_bytes()).0, 413);
     assert_eq!(
-        request(port, "GET / HTTP/1.1\r\nAuthorization: Bearer s3cret-token", b"").0,
+        request(
+            port,
+            "GET / HTTP/1.1\r\nAuthorization: Bearer s3cret-token",
+            b""
+        )
+        .0,
         405
     );
 
@@ -271,7 +284,10 @@ path = "out.ndjson"
     kill(&child, "TERM");
     let (code, err) = finish(child, 30);
     assert_eq!(code, Some(0), "{err}");
-    assert!(!err.contains("s3cret"), "the secret leaked into the output:\n{err}");
+    assert!(
+        !err.contains("s3cret"),
+        "the secret leaked into the output:\n{err}"
+    );
     // received = sent + discarded + dead_lettered at the source.
     let (r, s, x, dl) = counts(&err, "source", "h");
     assert_eq!((r, s + x + dl), (5, 5), "{err}");
@@ -309,11 +325,11 @@ path = "out.ndjson"
         .collect();
     for round in 0..100 {
         for (c, s) in conns.iter_mut().enumerate() {
-            write!(s, "{{\"c\":{c},\"i\":{round}}}\n").unwrap();
+            writeln!(s, "{{\"c\":{c},\"i\":{round}}}").unwrap();
         }
     }
     // An oversized line, and a last line without a newline.
-    write!(conns[0], "{{\"big\":\"{}\"}}\n", "x".repeat(200)).unwrap();
+    writeln!(conns[0], "{{\"big\":\"{}\"}}", "x".repeat(200)).unwrap();
     write!(conns[1], "{{\"c\":1,\"i\":100}}").unwrap();
     drop(conns);
     let until = Instant::now() + Duration::from_secs(20);

@@ -49,8 +49,11 @@ use output::SinkMsg;
 /// Cost: a mutex section and one NDJSON rendering per call. Cheap to clone (an `Arc`).
 #[derive(Clone, Default)]
 pub struct DeadLetterOutlet {
-    inner: Arc<std::sync::Mutex<Option<(crossbeam_channel::Sender<SinkMsg>, ComponentMetrics)>>>,
+    inner: Arc<std::sync::Mutex<Option<DeadLetterTarget>>>,
 }
+
+/// The dead-letter sink's queue and its metrics.
+type DeadLetterTarget = (crossbeam_channel::Sender<SinkMsg>, ComponentMetrics);
 
 impl std::fmt::Debug for DeadLetterOutlet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -233,7 +233,10 @@ enum Sent {
 }
 
 impl HttpSink {
-    fn send_once(&self, body: &Bytes) -> std::result::Result<(u16, Option<Duration>), &'static str> {
+    fn send_once(
+        &self,
+        body: &Bytes,
+    ) -> std::result::Result<(u16, Option<Duration>), &'static str> {
         let mut req = hyper::Request::post(self.uri.clone())
             .header(hyper::header::CONTENT_TYPE, "application/x-ndjson");
         if let Some(h) = req.headers_mut() {
@@ -241,9 +244,7 @@ impl HttpSink {
                 h.insert(k, v.clone());
             }
         }
-        let req = req
-            .body(Full::new(body.clone()))
-            .map_err(|_| "request")?;
+        let req = req.body(Full::new(body.clone())).map_err(|_| "request")?;
         match self.http.send(req, self.timeout) {
             Ok(r) => Ok((r.status, retry_after(&r.headers))),
             Err(e) => Err(e.as_str()),
@@ -259,10 +260,8 @@ impl HttpSink {
             let hint = match self.send_once(&body) {
                 Ok((200..=299, _)) => return Sent::Delivered,
                 Ok((st @ (408 | 429 | 500..=599), hint)) => {
-                    self.metrics.error(
-                        if st == 429 { "http_429" } else { "http_5xx" },
-                        "sending",
-                    );
+                    self.metrics
+                        .error(if st == 429 { "http_429" } else { "http_5xx" }, "sending");
                     hint
                 }
                 Ok((st, _)) => return Sent::Rejected(st),

@@ -117,7 +117,10 @@ pub(crate) fn expected_authorization(
     auth: &SourceAuthConfig,
 ) -> Result<(String, &'static str)> {
     let err = |key: &str, m: String| {
-        Error::new(Kind::Config, format!("{table}.{name}: key `auth.{key}`: {m}"))
+        Error::new(
+            Kind::Config,
+            format!("{table}.{name}: key `auth.{key}`: {m}"),
+        )
     };
     let secret = |key: &str, v: &str| {
         let s = crate::config::secret(v).map_err(|e| err(key, e.message().to_string()))?;
@@ -305,9 +308,7 @@ async fn serve_connection(
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (cx, settings) = (cx.clone(), settings.clone());
         let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
-        async move {
-            Ok::<_, std::convert::Infallible>(handle(req, peer, n, &cx, &settings).await)
-        }
+        async move { Ok::<_, std::convert::Infallible>(handle(req, peer, n, &cx, &settings).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -385,9 +386,9 @@ async fn handle(
         if !constant_time_eq(given, expected.as_bytes()) {
             cx.metrics().error("auth_refused", "receiving");
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!(
-                "{scheme} realm=\"sluicebox\""
-            )) {
+            if let Ok(v) =
+                hyper::header::HeaderValue::from_str(&format!("{scheme} realm=\"sluicebox\""))
+            {
                 r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
             }
             return r;
@@ -466,10 +467,7 @@ async fn handle(
         );
         return r;
     }
-    reply(
-        StatusCode::OK,
-        format!("{{\"received\":{received}}}"),
-    )
+    reply(StatusCode::OK, format!("{{\"received\":{received}}}"))
 }
 
 #[cfg(test)]
