@@ -193,9 +193,27 @@ impl Stream {
         self.lock().outstanding() == 0
     }
 
+    /// Waits until every batch sent so far has completed (returns at once when none is
+    /// outstanding). A push source answers its sender then (see `source::http`).
+    pub async fn idle(&self) {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     fn complete(&self, seq: u64, end: u64, status: Status) {
-        let moved = self.lock().complete(seq, end, status);
-        if moved || status == Status::Errored {
+        let (moved, idle) = {
+            let mut w = self.lock();
+            let moved = w.complete(seq, end, status);
+            (moved, w.outstanding() == 0)
+        };
+        if moved || idle || status == Status::Errored {
             self.inner.changed.notify_waiters();
         }
     }

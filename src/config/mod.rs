@@ -22,6 +22,9 @@ pub struct BuildContext {
     /// Fires when the run shuts down: network sinks stop retrying then, leaving what they
     /// hold unacknowledged.
     pub shutdown: Shutdown,
+    /// The run's dead letter, for sinks whose peer refuses events for good (connected when
+    /// the run starts). The dead letter's own context leaves it unconnected.
+    pub dead_letters: crate::runtime::DeadLetterOutlet,
 }
 
 impl BuildContext {
@@ -39,6 +42,7 @@ impl BuildContext {
             config_dir: config_dir.into(),
             metrics,
             shutdown,
+            dead_letters: crate::runtime::DeadLetterOutlet::default(),
         }
     }
 
@@ -278,7 +282,8 @@ impl Config {
         let base = BuildContext::new("", &data_dir, config_dir, metrics.clone(), shutdown.clone());
         let mut topo = Topology::new(settings)
             .with_metrics(metrics.clone())
-            .with_shutdown(shutdown.clone());
+            .with_shutdown(shutdown.clone())
+            .with_dead_letter_outlet(base.dead_letters.clone());
         for (name, table) in self.sources {
             let cx = base.for_component(&name);
             match build_source(&name, table, &cx) {
@@ -315,13 +320,11 @@ impl Config {
             );
             t
         });
-        match build_sink(
-            "dead_letter",
-            "dead_letter",
-            dead,
-            &base.for_component("dead_letter"),
-            false,
-        ) {
+        // The dead letter cannot dead-letter into itself (its thread would never see its
+        // channel close).
+        let mut dead_cx = base.for_component("dead_letter");
+        dead_cx.dead_letters = crate::runtime::DeadLetterOutlet::default();
+        match build_sink("dead_letter", "dead_letter", dead, &dead_cx, false) {
             Ok((_, _, sink)) => topo = topo.dead_letter(sink),
             Err(e) => problems.extend(e.message().lines().map(str::to_string)),
         }
@@ -382,13 +385,15 @@ fn build_source(name: &str, mut table: toml::Table, cx: &BuildContext) -> Result
         "file" => typed::<FileSourceConfig>(table, &what)?.build(cx)?,
         "generator" => typed::<GeneratorSourceConfig>(table, &what)?.build(cx)?,
         "kubernetes_logs" => typed::<KubernetesLogsConfig>(table, &what)?.build(cx)?,
+        "tcp" => typed::<crate::source::tcp::TcpSourceConfig>(table, &what)?.build(cx)?,
+        "http" => typed::<crate::source::http::HttpSourceConfig>(table, &what)?.build(cx)?,
         #[cfg(feature = "kafka")]
         "kafka" => typed::<crate::source::kafka::KafkaSourceConfig>(table, &what)?.build(cx)?,
         #[cfg(not(feature = "kafka"))]
         "kafka" => return Err(without_kafka(&what)),
         other => {
             return Err(Error::config(format!(
-                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, generator, kubernetes_logs, kafka)"
+                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, tcp, http, generator, kubernetes_logs, kafka)"
             )));
         }
     };
@@ -477,6 +482,8 @@ fn build_sink(
         "stdout" => typed::<StdoutSinkConfig>(table, &what)?.build(cx)?,
         "file" => typed::<FileSinkConfig>(table, &what)?.build(cx)?,
         "blackhole" => typed::<BlackholeSinkConfig>(table, &what)?.build(cx)?,
+        "http" => typed::<crate::sink::http::HttpSinkConfig>(table, &what)?.build(cx)?,
+        "tcp" => typed::<crate::sink::tcp::TcpSinkConfig>(table, &what)?.build(cx)?,
         "elasticsearch" => {
             let mut c: crate::sink::elasticsearch::ElasticsearchSinkConfig = typed(table, &what)?;
             // Items the cluster rejects (400/404) need a durable place: by default a file
@@ -495,7 +502,7 @@ fn build_sink(
         "kafka" => return Err(without_kafka(&what)),
         other => {
             return Err(Error::config(format!(
-                "{what}: key `type`: unknown sink type {other:?} (known: stdout, file, blackhole, elasticsearch, kafka)"
+                "{what}: key `type`: unknown sink type {other:?} (known: stdout, file, blackhole, http, tcp, elasticsearch, kafka)"
             )));
         }
     };

@@ -40,6 +40,88 @@ use crate::source::{Budget, FrameSettings, OverflowPolicy, Shutdown, Source, Sou
 
 pub use output::ComponentReport;
 use output::SinkMsg;
+
+/// Where a sink sends the events its peer refused for good (an HTTP 4xx): the run's dead
+/// letter. Built empty with the config; [`Topology::start`] connects it. Events sent before
+/// that, or in a run without a dead-letter sink, are refused (`false`), so the sink keeps
+/// them unacknowledged instead of losing them.
+///
+/// Cost: a mutex section and one NDJSON rendering per call. Cheap to clone (an `Arc`).
+#[derive(Clone, Default)]
+pub struct DeadLetterOutlet {
+    inner: Arc<std::sync::Mutex<Option<DeadLetterTarget>>>,
+}
+
+/// The dead-letter sink's queue and its metrics.
+type DeadLetterTarget = (crossbeam_channel::Sender<SinkMsg>, ComponentMetrics);
+
+impl std::fmt::Debug for DeadLetterOutlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterOutlet").finish_non_exhaustive()
+    }
+}
+
+impl DeadLetterOutlet {
+    fn connect(&self, tx: crossbeam_channel::Sender<SinkMsg>, m: ComponentMetrics) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = Some((tx, m));
+    }
+
+    /// Sends `events` (`(bytes, line, offset)`) to the dead letter as objects naming
+    /// `component`, the `stream` they came from, and `reason`. `token` is held until the
+    /// dead letter has written them. Returns false when there is no dead letter to take
+    /// them (the caller keeps them unacknowledged).
+    pub fn send<'a>(
+        &self,
+        component: &str,
+        reason: &str,
+        events: impl Iterator<Item = (&'a [u8], u64, u64)>,
+        token: Option<&crate::ack::AckToken>,
+    ) -> bool {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((tx, m)) = guard.as_ref() else {
+            return false;
+        };
+        let mut db = worker::DeadBatch {
+            text: Vec::new(),
+            metas: Vec::new(),
+            token: token.cloned(),
+            count: 0,
+        };
+        let stream = token.map(|t| t.stream().key().to_string());
+        for (raw, line, offset) in events {
+            let start = db.text.len();
+            db.text.extend_from_slice(b"{\"component\":");
+            let _ = serde_json::to_writer(&mut db.text, component);
+            if let Some(s) = &stream {
+                db.text.extend_from_slice(b",\"stream\":");
+                let _ = serde_json::to_writer(&mut db.text, s);
+            }
+            db.text.push(b',');
+            let at = db.text.len();
+            crate::batch::DeadLetter::new(reason.to_string(), line, offset, None, raw, raw.len())
+                .to_json(&mut db.text);
+            db.text.remove(at);
+            db.metas.push(crate::batch::EventMeta {
+                start: start as u32,
+                len: (db.text.len() - start) as u32,
+                line,
+                offset,
+                changed: true,
+                ..Default::default()
+            });
+            db.count += 1;
+        }
+        if db.count == 0 {
+            return true;
+        }
+        m.buffer_events.inc();
+        if tx.send(SinkMsg::Dead(db)).is_err() {
+            m.buffer_events.dec();
+            return false;
+        }
+        true
+    }
+}
 use worker::{SourceRunner, TransformProto};
 
 /// Settings of a whole run.
@@ -208,6 +290,7 @@ pub struct Topology {
     dead_letter: Option<SinkSpec>,
     metrics: Option<Metrics>,
     shutdown: Option<Shutdown>,
+    outlet: Option<DeadLetterOutlet>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -269,6 +352,13 @@ impl Topology {
     /// it too).
     pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Connects `outlet` (held by sinks built before the run) to the dead-letter sink when
+    /// the run starts.
+    pub fn with_dead_letter_outlet(mut self, outlet: DeadLetterOutlet) -> Self {
+        self.outlet = Some(outlet);
         self
     }
 
@@ -366,6 +456,9 @@ impl Topology {
                     shutdown.clone(),
                     self.settings.flush_interval,
                 ));
+                if let Some(o) = &self.outlet {
+                    o.connect(tx.clone(), m.clone());
+                }
                 Some((tx, m))
             }
             None => None,

@@ -29,15 +29,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde::Deserialize;
 
 use crate::config::BuildContext;
 use crate::error::{Error, Kind, Result};
 use crate::metrics::ComponentMetrics;
+use crate::sink::net::{Backoff, BlockingHttp, base64, retry_after};
 use crate::sink::{Ack, Flow, Output, Sink};
 use crate::source::Shutdown;
 
@@ -199,23 +197,6 @@ fn resolve_secret(v: &str) -> std::result::Result<String, String> {
     }
 }
 
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[derive(Debug, Clone, PartialEq)]
 enum Seg {
     Lit(String),
@@ -309,10 +290,9 @@ pub struct ElasticsearchSink {
     max_events: usize,
     linger: Duration,
     timeout: Duration,
-    backoff: (u64, u64),
+    backoff: Backoff,
     rr: usize,
-    rt: tokio::runtime::Runtime,
-    client: Client<HttpConnector, Full<Bytes>>,
+    http: BlockingHttp,
     metrics: ComponentMetrics,
     shutdown: Shutdown,
     dead_letters: Option<DeadLetters>,
@@ -321,7 +301,6 @@ pub struct ElasticsearchSink {
     held_acks: Vec<Ack>,
     oldest: Option<Instant>,
     stuck: Vec<Ack>,
-    rng: u64,
 }
 
 impl ElasticsearchSinkConfig {
@@ -439,12 +418,7 @@ impl ElasticsearchSinkConfig {
             });
             f
         });
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::sink("elasticsearch runtime", e))?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let http = BlockingHttp::new("elasticsearch runtime")?;
         let needs_event = !matches!(id, IdMode::Origin | IdMode::Auto)
             || segs.iter().any(|s| !matches!(s, Seg::Lit(_)));
         Ok(ElasticsearchSink {
@@ -461,10 +435,9 @@ impl ElasticsearchSinkConfig {
             max_events: self.batch_max_events,
             linger: Duration::from_millis(self.linger_ms),
             timeout: Duration::from_millis(self.request_timeout_ms),
-            backoff: (self.retry_initial_ms, self.retry_max_ms),
+            backoff: Backoff::new(self.retry_initial_ms, self.retry_max_ms),
             rr: 0,
-            rt,
-            client,
+            http,
             metrics: cx.metrics.component(n, "sink", "elasticsearch"),
             shutdown: cx.shutdown.clone(),
             dead_letters,
@@ -473,10 +446,6 @@ impl ElasticsearchSinkConfig {
             held_acks: Vec::new(),
             oldest: None,
             stuck: Vec::new(),
-            rng: 0x9e37_79b9_7f4a_7c15
-                ^ SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64),
         })
     }
 }
@@ -627,31 +596,10 @@ impl ElasticsearchSink {
             Ok(r) => r,
             Err(_) => return Reply::Retry(None),
         };
-        let client = self.client.clone();
-        let timeout = self.timeout;
-        let got = self.rt.block_on(async move {
-            tokio::time::timeout(timeout, async move {
-                let resp = client.request(req).await.map_err(|_| "connection")?;
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let body = resp.into_body().collect().await.map_err(|_| "body")?;
-                Ok::<_, &str>((status, retry_after, body.to_bytes()))
-            })
-            .await
-        });
-        let (status, retry_after, body) = match got {
-            Ok(Ok(x)) => x,
-            Ok(Err(what)) => {
-                self.metrics.error(what, "sending");
-                return Reply::Retry(None);
-            }
-            Err(_) => {
-                self.metrics.error("timeout", "sending");
+        let (status, retry_after, body) = match self.http.send(req, self.timeout) {
+            Ok(r) => (r.status, retry_after(&r.headers), r.body),
+            Err(e) => {
+                self.metrics.error(e.as_str(), "sending");
                 return Reply::Retry(None);
             }
         };
@@ -697,26 +645,10 @@ impl ElasticsearchSink {
 
     fn sleep_backoff(&mut self, attempt: u32, hint: Option<Duration>) -> bool {
         self.metrics.retries.inc();
-        let cap = self
-            .backoff
-            .1
-            .min(self.backoff.0.saturating_mul(1u64 << attempt.min(20)));
-        // xorshift for full jitter
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let mut d = Duration::from_millis(self.rng % (cap + 1));
-        if let Some(h) = hint {
-            d = d.max(h.min(Duration::from_millis(self.backoff.1)));
+        if attempt == 0 {
+            self.backoff.reset();
         }
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            if self.shutdown.is_triggered() {
-                return false;
-            }
-            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-        }
-        !self.shutdown.is_triggered()
+        self.backoff.sleep(hint, &self.shutdown)
     }
 
     fn deliver(&mut self, docs: Vec<Doc>) -> Outcome {
@@ -932,7 +864,5 @@ mod tests {
         assert_eq!(civil(951_782_400 + 3600 * 5), (2000, 2, 29, 5));
         let v: serde_json::Value = serde_json::json!({"@timestamp": "2024-03-07T10:00:00Z"});
         assert_eq!(event_date(Some(&v)), (2024, 3, 7, 10));
-        assert_eq!(base64(b"elastic:changeme"), "ZWxhc3RpYzpjaGFuZ2VtZQ==");
-        assert_eq!(base64(b"ab"), "YWI=");
     }
 }

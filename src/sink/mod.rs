@@ -23,8 +23,11 @@
 
 mod builtin;
 pub mod elasticsearch;
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod net;
+pub mod tcp;
 
 pub use builtin::{CollectSink, NullSink, WriterSink};
 

@@ -8,10 +8,12 @@
 mod budget;
 pub mod file;
 pub mod generator;
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod kubernetes;
 pub mod reader;
+pub mod tcp;
 
 pub use budget::{Budget, OverflowPolicy};
 
