@@ -1,10 +1,7 @@
 //! The `sluicebox` command end to end: a generated mixed corpus through `filter`.
 
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
-}
+mod common;
+use common::bin;
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("sluicebox-cli-{}", std::process::id()));

@@ -1,30 +1,14 @@
 //! `sluicebox run` and `sluicebox validate` end to end.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluicebox"))
-}
-
-fn dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("sluicebox-run-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::*;
 
 fn wat(name: &str) -> String {
     format!("{}/../examples/wat/{name}.wat", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -188,7 +172,7 @@ path = "out.ndjson"
     std::thread::sleep(Duration::from_millis(500));
     // SIGTERM: drain and exit 0.
     let t0 = Instant::now();
-    unsafe_kill(child.id(), 15);
+    signal(child.id(), "15");
     let status = child.wait().unwrap();
     let mut err = String::new();
     child
@@ -215,17 +199,6 @@ path = "out.ndjson"
     let written = std::fs::read_to_string(d.join("out.ndjson")).unwrap();
     assert!(sent > 0);
     assert_eq!(written.lines().count() as u64, sent, "{err}");
-}
-
-/// Sends `signal` to `pid` with the `kill` command (no libc binding needed).
-fn unsafe_kill(pid: u32, signal: i32) {
-    let ok = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
 }
 
 #[test]
@@ -348,20 +321,20 @@ path = "out.ndjson"
     }
     for v in 1..=50 {
         put(&format!("r{v:03}"));
-        unsafe_kill(child.id(), 1);
+        signal(child.id(), "1");
         std::thread::sleep(Duration::from_millis(60));
     }
     std::thread::sleep(Duration::from_millis(300));
     // A module that does not load: reported, the running one stays.
     std::fs::write(d.join("tag.wat"), "(module (func $broken").unwrap();
-    unsafe_kill(child.id(), 1);
+    signal(child.id(), "1");
     std::thread::sleep(Duration::from_millis(300));
     let before_restart = std::fs::read_to_string(&out).unwrap().lines().count();
     // A source change: drained, then started again from the new config (the module is
     // fixed first, so the new graph builds).
     put("r051");
     std::fs::write(&cfg, config(50_000)).unwrap();
-    unsafe_kill(child.id(), 1);
+    signal(child.id(), "1");
     let started = Instant::now();
     loop {
         let now = std::fs::read_to_string(&out).unwrap().lines().count();
@@ -376,7 +349,7 @@ path = "out.ndjson"
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
-    unsafe_kill(child.id(), 15);
+    signal(child.id(), "15");
     let status = child.wait().unwrap();
     let mut err = String::new();
     child
