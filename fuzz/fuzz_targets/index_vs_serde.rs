@@ -47,7 +47,7 @@ fn value_of(kind: u8, raw: &[u8], what: &str) -> Value {
 /// What our lookup returns for `path`, as a serde_json value.
 fn ours(text: &[u8], s: &[u32], path: &str) -> Option<Value> {
     let f = lookup(text, s, path.as_bytes())?;
-    let v = value_of(f.kind, f.raw, path);
+    let v = value_of(f.kind.abi(), f.raw, path);
     if let Some(decoded) = f.as_str() {
         assert_eq!(Some(&*decoded), v.as_str(), "FieldRef::as_str at {path:?}");
     }
@@ -271,7 +271,7 @@ impl Filter for Probe {
         for p in &self.paths {
             seen.push(
                 e.field(p)
-                    .map(|f| (f.kind, f.start, f.raw.len(), f.escaped)),
+                    .map(|f| (f.kind.abi(), f.start, f.raw.len(), f.escaped)),
             );
         }
         Ok(())
@@ -304,7 +304,7 @@ fuzz_target!(|data: &[u8]| {
     paths.extend(["nope", "a.nope", ""].map(String::from));
     let expect: Vec<Found> = paths
         .iter()
-        .map(|p| lookup(data, &s, p.as_bytes()).map(|f| (f.kind, f.start, f.raw.len(), f.escaped)))
+        .map(|p| lookup(data, &s, p.as_bytes()).map(|f| (f.kind.abi(), f.start, f.raw.len(), f.escaped)))
         .collect();
     for engine in [JsonEngine::Sluice, JsonEngine::SimdJson] {
         let seen = Arc::new(Mutex::new(Vec::new()));
