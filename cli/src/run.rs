@@ -314,8 +314,9 @@ fn reload_loop(
             Ok(Reload::Unchanged) => {}
             Ok(Reload::Transforms(filters)) => {
                 let names: Vec<String> = filters.iter().map(|(n, _)| n.clone()).collect();
-                match swapper.swap(filters).and_then(|()| reloader.accept()) {
+                match swapper.swap(filters) {
                     Ok(()) => {
+                        reloader.accept();
                         metrics.reload(true);
                         eprintln!(
                             "sluicebox: reload: {path}: swapped {}",

@@ -52,6 +52,9 @@ pub struct Reloader {
     config_dir: PathBuf,
     running: Config,
     digests: BTreeMap<String, Option<[u8; 32]>>,
+    /// The config and digests the last [`Reloader::check`] built transforms from, until
+    /// [`Reloader::accept`] makes them the running ones.
+    pending: Option<(Config, BTreeMap<String, Option<[u8; 32]>>)>,
     metrics: Metrics,
     shutdown: Shutdown,
 }
@@ -71,6 +74,7 @@ impl Reloader {
             config_dir,
             running,
             digests,
+            pending: None,
             metrics,
             shutdown,
         }
@@ -88,7 +92,8 @@ impl Reloader {
     /// # Errors
     /// [`crate::Kind::Config`] with every problem of the new config (the running pipeline is
     /// to be left as it is).
-    pub fn check(&self) -> Result<Reload> {
+    pub fn check(&mut self) -> Result<Reload> {
+        self.pending = None;
         let new = Config::load(&self.path)?;
         let digests = module_digests(&new, &self.config_dir);
         if new == self.running && digests == self.digests {
@@ -157,19 +162,18 @@ impl Reloader {
         if !problems.is_empty() {
             return Err(Error::config(problems.join("\n")));
         }
+        self.pending = Some((new, digests));
         Ok(Reload::Transforms(built))
     }
 
-    /// Makes the config the file holds now (and its modules) the running one: call after a
-    /// swap of [`Reload::Transforms`] succeeded.
-    ///
-    /// # Errors
-    /// The file cannot be read or parsed any more.
-    pub fn accept(&mut self) -> Result<()> {
-        let new = Config::load(&self.path)?;
-        self.digests = module_digests(&new, &self.config_dir);
-        self.running = new;
-        Ok(())
+    /// Makes the config (and module digests) that the last [`Reloader::check`] built its
+    /// transforms from the running one: call after their swap succeeded. A file changed
+    /// again since that check is seen by the next one.
+    pub fn accept(&mut self) {
+        if let Some((config, digests)) = self.pending.take() {
+            self.running = config;
+            self.digests = digests;
+        }
     }
 }
 

@@ -209,9 +209,8 @@ impl Framer {
             self.eof = true;
         }
         let need = self.frame(batch);
-        let framed = !batch.events.is_empty() || !batch.dead.is_empty();
-        if need == Need::Read && self.flush_when_idle && n > 0 && idle && framed {
-            return self.finish(batch);
+        if need == Need::Read && n > 0 && idle {
+            return self.idle(batch);
         }
         need
     }

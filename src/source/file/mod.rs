@@ -6,8 +6,9 @@
 //! file. A truncation (the file got shorter, or the 64 bytes before the read position
 //! changed) starts a new generation from 0; the lines not read yet are then read from the
 //! copy a copytruncate left in the same directory (same head, same bytes before the read
-//! position), on the old generation's stream. The reader runs on one blocking thread and reads files round-robin, one bounded
-//! chunk per file per round, so a busy file cannot starve the others.
+//! position), on the old generation's stream. The reader runs on one blocking thread and
+//! reads files round-robin, one bounded chunk per file per round, so a busy file cannot
+//! starve the others.
 //!
 //! Cost: one open descriptor per followed file (until `rotate_wait_secs` after it was
 //! rotated away or deleted), one `stat` per matched path per `glob_interval_ms`, one `fstat`
@@ -466,16 +467,7 @@ impl Tail {
                 .decoder_named(start, &path.display().to_string()),
         };
         // What was read before `start` (a resumed file): its head and the bytes just before.
-        let read = |at: u64, len: u64| {
-            let mut b = vec![0; len as usize];
-            match file.read_at(&mut b, at) {
-                Ok(n) => {
-                    b.truncate(n);
-                    b
-                }
-                Err(_) => Vec::new(),
-            }
-        };
+        let read = |at: u64, len: u64| identity::read_range(&file, at, len).unwrap_or_default();
         let head = read(0, start.min(HEAD_BYTES));
         let recent_from = start.saturating_sub(RECENT_BYTES as u64);
         let recent = read(recent_from, start - recent_from);
@@ -515,9 +507,7 @@ impl Tail {
         let truncated = match meta {
             Ok(m) if m.len() < t.read_pos => true,
             Ok(m) if (m.len() > t.read_pos || changed) && !t.recent.is_empty() => {
-                let mut b = vec![0; t.recent.len()];
-                let at = t.read_pos - t.recent.len() as u64;
-                !matches!(t.file.read_exact_at(&mut b, at), Ok(())) || b != t.recent
+                !holds(&t.file, t.read_pos - t.recent.len() as u64, &t.recent)
             }
             _ => false,
         };
@@ -617,13 +607,9 @@ impl Tail {
         if t.head.is_empty() {
             return None;
         }
-        let same = |f: &std::fs::File, at: u64, want: &[u8]| {
-            let mut b = vec![0; want.len()];
-            matches!(f.read_exact_at(&mut b, at), Ok(())) && b == want
-        };
         let recent_at = t.read_pos - t.recent.len() as u64;
         self.find_in_dir(t.path.parent()?, t.read_pos, |f| {
-            same(f, 0, &t.head) && same(f, recent_at, &t.recent)
+            holds(f, 0, &t.head) && holds(f, recent_at, &t.recent)
         })
     }
 
@@ -775,4 +761,14 @@ impl Tail {
         self.checkpoint();
         Ok(())
     }
+}
+
+/// Whether `f` holds exactly `want` at `at` (a short file does not). One pread of up to
+/// `HEAD_BYTES` into a stack buffer.
+fn holds(f: &std::fs::File, at: u64, want: &[u8]) -> bool {
+    let mut buf = [0u8; HEAD_BYTES as usize];
+    let Some(b) = buf.get_mut(..want.len()) else {
+        return false;
+    };
+    f.read_exact_at(b, at).is_ok() && b == want
 }
