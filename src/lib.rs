@@ -66,6 +66,7 @@ pub mod pipeline;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod tls;
 
 pub use batch::{Batch, DeadLetter, Decisions, EventRef, Events};
 pub use error::{Error, Kind, Result, printable};

@@ -67,6 +67,10 @@ pub struct ElasticsearchSinkConfig {
     /// Credentials. Default: none.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// TLS for `https://` endpoints: extra CA, system roots, client certificate. Default: the
+    /// system roots (feature `tls`).
+    #[serde(default)]
+    pub tls: Option<crate::tls::ClientTlsConfig>,
     /// `none` (default) or `gzip`.
     #[serde(default = "default_compression")]
     pub compression: String,
@@ -324,17 +328,23 @@ impl ElasticsearchSinkConfig {
         let mut endpoints = Vec::new();
         for e in &self.endpoints {
             let e = e.trim_end_matches('/');
-            if !e.starts_with("http://") {
+            let uri: hyper::Uri = e
+                .parse()
+                .map_err(|err| cfg_err(n, "endpoints", format!("`{e}`: {err}")))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
                 return Err(cfg_err(
                     n,
                     "endpoints",
-                    format!(
-                        "`{e}`: only http:// is supported in this build (https needs the `tls` feature, not yet written)"
-                    ),
+                    format!("`{e}`: must start with http:// or https://"),
                 ));
+            }
+            if uri.host().is_none_or(str::is_empty) {
+                return Err(cfg_err(n, "endpoints", format!("`{e}`: names no host")));
             }
             endpoints.push(e.to_string());
         }
+        let urls: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+        let tls = crate::sink::net::client_tls(n, &urls, self.tls.as_ref(), |p| cx.resolve(p))?;
         let segs = parse_template(&self.index).map_err(|m| cfg_err(n, "index", m))?;
         if segs.is_empty() {
             return Err(cfg_err(n, "index", "is empty"));
@@ -418,7 +428,7 @@ impl ElasticsearchSinkConfig {
             });
             f
         });
-        let http = BlockingHttp::new("elasticsearch runtime")?;
+        let http = BlockingHttp::new("elasticsearch runtime", tls.as_ref())?;
         let needs_event = !matches!(id, IdMode::Origin | IdMode::Auto)
             || segs.iter().any(|s| !matches!(s, Seg::Lit(_)));
         Ok(ElasticsearchSink {

@@ -58,6 +58,10 @@ pub struct HttpSinkConfig {
     /// Credentials: `{ token }` (bearer) or `{ user, password }` (basic). Default none.
     #[serde(default)]
     pub auth: Option<SourceAuthConfig>,
+    /// TLS for an `https://` uri: extra CA, system roots, client certificate. Default: the
+    /// system roots (feature `tls`).
+    #[serde(default)]
+    pub tls: Option<crate::tls::ClientTlsConfig>,
     /// First retry delay. Default 500.
     #[serde(default = "default_backoff_min")]
     pub retry_initial_ms: u64,
@@ -116,15 +120,8 @@ impl HttpSinkConfig {
             .parse()
             .map_err(|e| sink_err(n, "uri", format!("`{}`: {e}", self.uri)))?;
         match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(sink_err(
-                    n,
-                    "uri",
-                    "https is not available in this build (rustls needs a C crypto provider)",
-                ));
-            }
-            _ => return Err(sink_err(n, "uri", "must start with http://")),
+            Some("http" | "https") => {}
+            _ => return Err(sink_err(n, "uri", "must start with http:// or https://")),
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(sink_err(n, "uri", "names no host"));
@@ -180,7 +177,13 @@ impl HttpSinkConfig {
             linger: Duration::from_millis(self.linger_ms),
             timeout: Duration::from_secs(self.timeout_secs),
             backoff: Backoff::new(self.retry_initial_ms, self.retry_max_ms),
-            http: BlockingHttp::new("http sink runtime")?,
+            http: BlockingHttp::new(
+                "http sink runtime",
+                crate::sink::net::client_tls(n, &[&self.uri], self.tls.as_ref(), |p| {
+                    cx.resolve(p)
+                })?
+                .as_ref(),
+            )?,
             metrics: cx.metrics.component(n, "sink", "http"),
             shutdown: cx.shutdown.clone(),
             dead: cx.dead_letters.clone(),

@@ -1,6 +1,7 @@
 //! Plumbing shared by the network sinks (`elasticsearch`, `http`, `tcp`): retry backoff with
 //! full jitter that honours `Retry-After` and stops at shutdown, an HTTP/1 client on a
-//! one-thread tokio runtime for sinks that run on a plain thread, and Basic auth encoding.
+//! one-thread tokio runtime for sinks that run on a plain thread (plain HTTP, or HTTPS with the
+//! `tls` feature), and Basic auth encoding.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Error, Result};
 use crate::source::Shutdown;
+use crate::tls::{ClientTls, ClientTlsConfig};
 
 /// Exponential backoff with full jitter: the delay of attempt `n` is uniform in
 /// `[0, min(max, initial * 2^n)]`, raised to the server's `Retry-After` hint (capped at `max`).
@@ -135,28 +137,90 @@ impl SendError {
     }
 }
 
-/// A plain-HTTP/1 client with its own one-thread tokio runtime, for a sink that runs on its
+/// The TLS settings of a sink that sends to `urls`, from its `tls` table: `None` when no URL
+/// is `https://` (a `tls` table is then an error: it would silently not be used), the table's
+/// settings, or the system roots when an `https://` URL has no table.
+///
+/// # Errors
+/// [`crate::Kind::Config`] naming `sinks.NAME` and the key under `tls`.
+pub fn client_tls(
+    name: &str,
+    urls: &[&str],
+    table: Option<&ClientTlsConfig>,
+    resolve: impl Fn(&std::path::Path) -> std::path::PathBuf,
+) -> Result<Option<ClientTls>> {
+    let https = urls.iter().any(|u| {
+        u.get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+    });
+    let err = |e: crate::tls::TlsError| {
+        Error::new(
+            crate::Kind::Config,
+            format!("sinks.{name}: key `{}`: {}", e.key, e.message),
+        )
+    };
+    match (https, table) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Error::new(
+            crate::Kind::Config,
+            format!("sinks.{name}: key `tls`: is set, but no URL starts with https://"),
+        )),
+        (true, t) => t
+            .cloned()
+            .unwrap_or_default()
+            .build(resolve)
+            .map(Some)
+            .map_err(err),
+    }
+}
+
+/// The connection pool, plain or (feature `tls`) plain-or-TLS by the URL's scheme.
+enum Pool {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    #[cfg(feature = "tls")]
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+/// An HTTP/1 client with its own one-thread tokio runtime, for a sink that runs on its
 /// own (blocking) thread.
 ///
-/// Cost: one tokio worker thread and a pool of keep-alive connections.
+/// Cost: one tokio worker thread and a pool of keep-alive connections; with TLS, one
+/// handshake per new connection.
 pub struct BlockingHttp {
     rt: tokio::runtime::Runtime,
-    client: Client<HttpConnector, Full<Bytes>>,
+    pool: Pool,
 }
 
 impl BlockingHttp {
-    /// The client and its runtime; `what` names the sink in the error.
+    /// The client and its runtime; `what` names the sink in the error. With `tls`, `https://`
+    /// URLs are sent over TLS with those settings (and `http://` ones in plain text).
     ///
     /// # Errors
     /// [`crate::Kind::Sink`] when the runtime cannot start.
-    pub fn new(what: &'static str) -> Result<Self> {
+    pub fn new(what: &'static str, tls: Option<&ClientTls>) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| Error::sink(what, e))?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(Self { rt, client })
+        let builder = Client::builder(TokioExecutor::new());
+        let pool = match tls {
+            None => Pool::Plain(builder.build_http()),
+            #[cfg(feature = "tls")]
+            Some(tls) => Pool::Tls(
+                builder.build(
+                    hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config((*tls.rustls()).clone())
+                        .https_or_http()
+                        .enable_http1()
+                        .build(),
+                ),
+            ),
+            // Without the feature a ClientTls cannot be built (its build refuses).
+            #[cfg(not(feature = "tls"))]
+            Some(_) => Pool::Plain(builder.build_http()),
+        };
+        Ok(Self { rt, pool })
     }
 
     /// Sends `req` and reads the whole reply, within `timeout`.
@@ -168,14 +232,25 @@ impl BlockingHttp {
         req: hyper::Request<Full<Bytes>>,
         timeout: Duration,
     ) -> std::result::Result<Reply, SendError> {
-        let client = self.client.clone();
+        let pending = match &self.pool {
+            Pool::Plain(c) => c.request(req),
+            #[cfg(feature = "tls")]
+            Pool::Tls(c) => c.request(req),
+        };
         self.rt
             .block_on(async move {
                 tokio::time::timeout(timeout, async move {
-                    let resp = client
-                        .request(req)
-                        .await
-                        .map_err(|_| SendError::Connection)?;
+                    let resp = pending.await.map_err(|e| {
+                        // The cause (refused, unknown issuer, ...) is what an operator needs.
+                        let mut why = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            why = format!("{why}: {s}");
+                            src = s.source();
+                        }
+                        tracing::warn!("request failed: {why}");
+                        SendError::Connection
+                    })?;
                     let status = resp.status().as_u16();
                     let (parts, body) = resp.into_parts();
                     let body = body.collect().await.map_err(|_| SendError::Body)?;

@@ -460,3 +460,250 @@ fn es_throughput() {
         n as f64 / el.as_secs_f64()
     );
 }
+
+/// TLS to the cluster: a TLS-terminating proxy of ours (the library's own listener TLS) in
+/// front of the real server, with a CA and certificates made by the test.
+#[cfg(feature = "tls")]
+mod tls {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    use sluicebox::tls::ServerTlsConfig;
+
+    /// A test PKI in `dir`: ca.pem, server.pem/server.key (localhost, 127.0.0.1),
+    /// client.pem/client.key, and other-ca.pem (a CA that signed nothing here).
+    fn pki(dir: &std::path::Path) {
+        let ca = |name: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+        };
+        let root = ca("sluicebox test CA");
+        std::fs::write(dir.join("ca.pem"), root.pem()).unwrap();
+        std::fs::write(dir.join("other-ca.pem"), ca("another CA").pem()).unwrap();
+        for (name, sans, eku) in [
+            (
+                "server",
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ),
+            ("client", vec![], ExtendedKeyUsagePurpose::ClientAuth),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.extended_key_usages = vec![eku];
+            let cert = p.signed_by(&key, &root).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+    }
+
+    /// Terminates TLS on a free port and forwards the plain bytes to `upstream`. Returns the
+    /// port and the number of handshakes that failed.
+    fn tls_proxy(upstream: u16, tls: &ServerTlsConfig) -> (u16, Arc<AtomicUsize>) {
+        let acceptor = tls.build(|p| p.to_path_buf()).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let failed = Arc::new(AtomicUsize::new(0));
+        let failed2 = failed.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                loop {
+                    let Ok((sock, _)) = l.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, failed) = (acceptor.clone(), failed2.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(sock).await else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        };
+                        let Ok(mut up) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                        else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                    });
+                }
+            });
+        });
+        (port, failed)
+    }
+
+    /// Runs 500 events into the sink for at most `secs`; returns the metrics.
+    fn run_for(cfg: &ElasticsearchSinkConfig, dir: &std::path::Path, secs: u64) -> Metrics {
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let cx = BuildContext::new("es", dir, dir, metrics.clone(), shutdown.clone());
+        let sink = cfg.build(&cx).unwrap();
+        let running = Topology::new(Default::default())
+            .with_shutdown(shutdown.clone())
+            .source(SourceSpec::new(
+                "in",
+                "reader",
+                Box::new(ReaderSource::new("t", std::io::Cursor::new(events(500)))),
+            ))
+            .sink(SinkSpec::new(
+                "es",
+                "elasticsearch",
+                vec!["in".into()],
+                sink,
+            ))
+            .start()
+            .unwrap();
+        let stopper = shutdown.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            stopper.trigger();
+        });
+        let _ = running.wait();
+        metrics
+    }
+
+    fn https_config(port: u16, tls: &str) -> ElasticsearchSinkConfig {
+        toml::from_str(&format!(
+            "endpoints = [\"https://localhost:{port}\"]\nindex = \"secure\"\nretry_initial_ms = 20\nretry_max_ms = 100\nrequest_timeout_ms = 2000\n{tls}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn es_over_tls_trusts_the_given_ca_and_nothing_else() {
+        let Some(srv) = start("tls") else { return };
+        let dir = TempDir::new("tls-work");
+        let d = &dir.0;
+        pki(d);
+        let (port, failed) = tls_proxy(
+            srv.port,
+            &toml::from_str(&format!(
+                "crt_file = {:?}\nkey_file = {:?}",
+                d.join("server.pem"),
+                d.join("server.key")
+            ))
+            .unwrap(),
+        );
+        // The wrong CA: every handshake fails, nothing is stored, nothing is acknowledged.
+        let wrong = https_config(
+            port,
+            &format!(
+                "tls = {{ ca_file = {:?}, system_roots = false }}",
+                d.join("other-ca.pem")
+            ),
+        );
+        let m = run_for(&wrong, d, 2);
+        assert_eq!(count(srv.port, "secure*"), 0);
+        assert!(failed.load(Ordering::Relaxed) >= 1);
+        assert!(
+            metric(&m, "component_errors_total") >= 1.0,
+            "{}",
+            m.render()
+        );
+        // The system roots alone do not know the test CA either (or, on a machine with no
+        // system roots, the sink refuses to build and says what to set).
+        let system = https_config(port, "");
+        let cx = BuildContext::new("es", d, d, Metrics::new(), Shutdown::new());
+        let has_roots = [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+        ]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+        match system.build(&cx) {
+            Err(e) if !has_roots => assert!(e.to_string().contains("no trusted roots"), "{e}"),
+            Err(e) => panic!("the system has roots, yet: {e}"),
+            Ok(_) => {
+                let m = run_for(&system, d, 1);
+                assert_eq!(count(srv.port, "secure*"), 0);
+                assert!(metric(&m, "component_errors_total") >= 1.0);
+            }
+        }
+        // The right CA: all 500 stored, read back through the server's plain port.
+        let right = https_config(
+            port,
+            &format!("tls = {{ ca_file = {:?} }}", d.join("ca.pem")),
+        );
+        run_for(&right, d, 30);
+        assert_eq!(count(srv.port, "secure"), 500);
+    }
+
+    #[test]
+    fn es_over_mutual_tls_needs_the_client_certificate() {
+        let Some(srv) = start("mtls") else { return };
+        let dir = TempDir::new("mtls-work");
+        let d = &dir.0;
+        pki(d);
+        let (port, _) = tls_proxy(
+            srv.port,
+            &toml::from_str(&format!(
+                "crt_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}",
+                d.join("server.pem"),
+                d.join("server.key"),
+                d.join("ca.pem")
+            ))
+            .unwrap(),
+        );
+        let ca = format!("ca_file = {:?}, system_roots = false", d.join("ca.pem"));
+        run_for(&https_config(port, &format!("tls = {{ {ca} }}")), d, 2);
+        assert_eq!(count(srv.port, "secure*"), 0);
+        let with_cert = format!(
+            "tls = {{ {ca}, crt_file = {:?}, key_file = {:?} }}",
+            d.join("client.pem"),
+            d.join("client.key")
+        );
+        run_for(&https_config(port, &with_cert), d, 30);
+        assert_eq!(count(srv.port, "secure"), 500);
+    }
+
+    #[test]
+    fn tls_config_errors_name_the_key() {
+        let dir = TempDir::new("tls-cfg");
+        let d = &dir.0;
+        pki(d);
+        let cx = BuildContext::new("es", d, d, Metrics::new(), Shutdown::new());
+        for (cfg, key) in [
+            (
+                config(1, "index = \"x\"\ntls = { ca_file = \"ca.pem\" }"),
+                "key `tls`: is set, but no URL starts with https://",
+            ),
+            (
+                https_config(1, "tls = { ca_file = \"missing.pem\" }"),
+                "key `tls.ca_file`",
+            ),
+            (
+                https_config(1, "tls = { ca_file = \"server.key\" }"),
+                "key `tls.ca_file`",
+            ),
+            (
+                https_config(
+                    1,
+                    "tls = { ca_file = \"ca.pem\", crt_file = \"client.pem\" }",
+                ),
+                "key `tls.key_file`",
+            ),
+            (
+                https_config(
+                    1,
+                    "tls = { ca_file = \"ca.pem\", crt_file = \"client.pem\", key_file = \"server.key\" }",
+                ),
+                "key `tls.key_file`",
+            ),
+        ] {
+            let e = cfg.build(&cx).err().expect(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        // Relative paths resolve against the config's directory.
+        let ok = https_config(1, "tls = { ca_file = \"ca.pem\", system_roots = false }");
+        assert!(ok.build(&cx).is_ok());
+    }
+}
