@@ -44,6 +44,9 @@ impl std::fmt::Debug for Reload {
     }
 }
 
+/// Each transform's module SHA-256 (`None`: the transform has no module file).
+type Digests = BTreeMap<String, Option<[u8; 32]>>;
+
 /// The running config and its modules' digests, to compare a reload against. Costs one read
 /// and one SHA-256 of each module file per [`Reloader::check`].
 #[derive(Debug)]
@@ -51,10 +54,10 @@ pub struct Reloader {
     path: PathBuf,
     config_dir: PathBuf,
     running: Config,
-    digests: BTreeMap<String, Option<[u8; 32]>>,
+    digests: Digests,
     /// The config and digests the last [`Reloader::check`] built transforms from, until
     /// [`Reloader::accept`] makes them the running ones.
-    pending: Option<(Config, BTreeMap<String, Option<[u8; 32]>>)>,
+    pending: Option<(Config, Digests)>,
     metrics: Metrics,
     shutdown: Shutdown,
 }
@@ -200,7 +203,7 @@ fn diff_tables(
 
 /// SHA-256 of each transform's `module` file (None when it cannot be read: building it
 /// will say why).
-fn module_digests(config: &Config, config_dir: &Path) -> BTreeMap<String, Option<[u8; 32]>> {
+fn module_digests(config: &Config, config_dir: &Path) -> Digests {
     config
         .transforms
         .iter()
