@@ -378,6 +378,7 @@ impl<'a, 'b> Outlet<'a, 'b> {
                     events: &self.dead_meta,
                     routes: &[],
                     token: None,
+                    tally: None,
                 })?;
             } else {
                 let room = REPORT_DEAD_LETTERS.saturating_sub(self.first_dead.len());
@@ -393,6 +394,7 @@ impl<'a, 'b> Outlet<'a, 'b> {
             events: &batch.events,
             routes: &batch.routes,
             token: batch.token.as_ref(),
+            tally: None,
         })
     }
 

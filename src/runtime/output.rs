@@ -32,7 +32,8 @@ pub struct ComponentReport {
     pub received: u64,
     /// Extra events a flat-map filter made.
     pub created: u64,
-    /// Events it sent on (sinks: written successfully).
+    /// Events it sent on (sinks: delivered — when the sink's acknowledgements resolved, for
+    /// sinks that hold them).
     pub sent: u64,
     /// Events a filter dropped on purpose.
     pub discarded: u64,
@@ -215,6 +216,7 @@ fn drive_sink(
 ) -> ComponentReport {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     m.up.set(1);
+    let shared = std::sync::Arc::new(m.clone());
     let mut error: Option<String> = None;
     let mut dirty = false;
     let mut view: Vec<EventMeta> = Vec::new();
@@ -278,17 +280,28 @@ fn drive_sink(
             m.discarded_unintentional.inc_by(n);
             continue;
         }
+        let slot = crate::sink::TallySlot {
+            cell: std::sync::OnceLock::new(),
+            events: n,
+            bytes,
+            metrics: shared.clone(),
+        };
         let out = Output {
             data,
             events,
             routes,
             token,
+            tally: Some(&slot),
         };
         match catch_unwind(AssertUnwindSafe(|| sink.write(&out))) {
             Ok(Ok(flow)) => {
                 dirty = true;
-                m.sent_events.inc_by(n);
-                m.sent_event_bytes.inc_by(bytes);
+                // A sink that took an Ack is counted when its Acks are resolved; one that
+                // did not has delivered the batch by returning.
+                if slot.cell.get().is_none() {
+                    m.sent_events.inc_by(n);
+                    m.sent_event_bytes.inc_by(bytes);
+                }
                 if flow == Flow::Stop {
                     shutdown.trigger();
                 }
@@ -297,14 +310,18 @@ fn drive_sink(
                 if let Some(t) = token {
                     t.fail();
                 }
-                m.discarded_unintentional.inc_by(n);
+                if slot.cell.get().is_none() {
+                    m.discarded_unintentional.inc_by(n);
+                }
                 fail(&mut error, e.to_string());
             }
             Err(p) => {
                 if let Some(t) = token {
                     t.fail();
                 }
-                m.discarded_unintentional.inc_by(n);
+                if slot.cell.get().is_none() {
+                    m.discarded_unintentional.inc_by(n);
+                }
                 fail(&mut error, format!("panicked: {}", panic_text(p)));
             }
         }
@@ -320,6 +337,8 @@ fn drive_sink(
             Err(p) => fail(&mut error, format!("panicked: {}", panic_text(p))),
         }
     }
+    // Acks the sink still holds are resolved (failed) when it is dropped: count them first.
+    drop(sink);
     m.up.set(0);
     let mut rep = ComponentReport::from_metrics(m.id(), "sink", &m);
     rep.error = error;

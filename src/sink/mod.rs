@@ -31,6 +31,9 @@ pub mod tcp;
 
 pub use builtin::{CollectSink, NullSink, WriterSink};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use crate::ack::AckToken;
 use crate::batch::EventMeta;
 use crate::error::Result;
@@ -53,6 +56,50 @@ pub struct Output<'a> {
     pub(crate) events: &'a [EventMeta],
     pub(crate) routes: &'a [String],
     pub(crate) token: Option<&'a AckToken>,
+    /// Where the runtime counts this batch's outcome once the sink's [`Ack`]s are resolved
+    /// (none outside the runtime).
+    pub(crate) tally: Option<&'a TallySlot>,
+}
+
+/// The runtime's per-batch slot for a [`Tally`]: made when a sink first takes an [`Ack`].
+///
+/// Cost: one `Arc` the first time `Output::ack` is called for the batch.
+pub(crate) struct TallySlot {
+    pub(crate) cell: std::sync::OnceLock<Arc<Tally>>,
+    pub(crate) events: u64,
+    pub(crate) bytes: u64,
+    pub(crate) metrics: Arc<crate::metrics::ComponentMetrics>,
+}
+
+/// How the [`Ack`]s a sink took for one batch came out: counted as sent when the last one is
+/// resolved and none failed, as not delivered otherwise. So a sink that accepted a batch
+/// and later could not deliver it (refused credentials, shutdown while retrying) does not
+/// report it as sent.
+///
+/// Cost: two atomics per `Ack` clone and resolution.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    outstanding: AtomicUsize,
+    failed: AtomicBool,
+    events: u64,
+    bytes: u64,
+    metrics: Arc<crate::metrics::ComponentMetrics>,
+}
+
+impl Tally {
+    fn resolve(&self, delivered: bool) {
+        if !delivered {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if self.failed.load(Ordering::Relaxed) {
+                self.metrics.discarded_unintentional.inc_by(self.events);
+            } else {
+                self.metrics.sent_events.inc_by(self.events);
+                self.metrics.sent_event_bytes.inc_by(self.bytes);
+            }
+        }
+    }
 }
 
 /// A sink's hold on the acknowledgement of the batch an [`Output`] came from. While any
@@ -63,18 +110,25 @@ pub struct Output<'a> {
 #[must_use = "dropping an Ack unresolved marks the batch failed"]
 pub struct Ack {
     token: Option<AckToken>,
+    tally: Option<Arc<Tally>>,
 }
 
 impl Ack {
     /// The events were durably delivered.
     pub fn delivered(mut self) {
         self.token = None;
+        if let Some(t) = self.tally.take() {
+            t.resolve(true);
+        }
     }
 
     /// The events could not be delivered: their positions stay unacknowledged.
     pub fn failed(mut self) {
         if let Some(t) = self.token.take() {
             t.fail();
+        }
+        if let Some(t) = self.tally.take() {
+            t.resolve(false);
         }
     }
 
@@ -86,8 +140,12 @@ impl Ack {
 
 impl Clone for Ack {
     fn clone(&self) -> Self {
+        if let Some(t) = &self.tally {
+            t.outstanding.fetch_add(1, Ordering::AcqRel);
+        }
         Self {
             token: self.token.clone(),
+            tally: self.tally.clone(),
         }
     }
 }
@@ -96,6 +154,9 @@ impl Drop for Ack {
     fn drop(&mut self) {
         if let Some(t) = self.token.take() {
             t.fail();
+        }
+        if let Some(t) = self.tally.take() {
+            t.resolve(false);
         }
     }
 }
@@ -119,8 +180,29 @@ impl<'a> Output<'a> {
     /// Takes a hold on this batch's acknowledgement: it completes only once the returned
     /// [`Ack`] is resolved (see the module docs).
     pub fn ack(&self) -> Ack {
+        let tally = self.tally.map(|slot| {
+            let mut made = false;
+            let t = slot
+                .cell
+                .get_or_init(|| {
+                    made = true;
+                    Arc::new(Tally {
+                        outstanding: AtomicUsize::new(1),
+                        failed: AtomicBool::new(false),
+                        events: slot.events,
+                        bytes: slot.bytes,
+                        metrics: slot.metrics.clone(),
+                    })
+                })
+                .clone();
+            if !made {
+                t.outstanding.fetch_add(1, Ordering::AcqRel);
+            }
+            t
+        });
         Ack {
             token: self.token.cloned(),
+            tally,
         }
     }
 

@@ -267,6 +267,8 @@ enum Fault {
     Drop,
     Hang,
     TooLarge,
+    Status401,
+    Status403,
 }
 
 /// A proxy that reads one request per connection, applies `plan(n, body_len)` and forwards
@@ -316,6 +318,8 @@ fn proxy(
                         Fault::Status503 => reply(&mut c, "503 Service Unavailable"),
                         Fault::Status429 => reply(&mut c, "429 Too Many Requests"),
                         Fault::TooLarge => reply(&mut c, "413 Payload Too Large"),
+                        Fault::Status401 => reply(&mut c, "401 Unauthorized"),
+                        Fault::Status403 => reply(&mut c, "403 Forbidden"),
                         Fault::Drop => return,
                         Fault::Hang => {
                             std::thread::sleep(Duration::from_secs(5));
@@ -381,6 +385,52 @@ fn es_request_faults_retry_split_and_store_exactly_once() {
         metric(&m, "status_class=\"2xx\"") + metric(&m, "status_class=\"409\""),
         1200.0
     );
+}
+
+#[test]
+fn es_refused_credentials_stop_the_sink_and_keep_every_event_unacknowledged() {
+    let Some(srv) = start("auth") else { return };
+    let dir = TempDir::new("auth-work");
+    for (fault, status) in [(Fault::Status401, 401), (Fault::Status403, 403)] {
+        let (pport, reqs) = proxy(srv.port, move |_, _| fault);
+        let cfg = config(pport, "index = \"auth\"\nbatch_max_events = 100");
+        let metrics = Metrics::new();
+        let shutdown = Shutdown::new();
+        let cx = BuildContext::new("es", &dir.0, &dir.0, metrics.clone(), shutdown.clone());
+        let running = Topology::new(Default::default())
+            .with_shutdown(shutdown.clone())
+            .source(SourceSpec::new(
+                "in",
+                "reader",
+                Box::new(ReaderSource::new("a", std::io::Cursor::new(events(300)))),
+            ))
+            .sink(SinkSpec::new(
+                "es",
+                "elasticsearch",
+                vec!["in".into()],
+                cfg.build(&cx).unwrap(),
+            ))
+            .start()
+            .unwrap();
+        // The sink stops at the first refusal: no retries pile up while we wait.
+        std::thread::sleep(Duration::from_millis(1500));
+        let asked = reqs.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            reqs.load(Ordering::SeqCst),
+            asked,
+            "{status}: it kept sending"
+        );
+        shutdown.trigger();
+        let report = running.wait().unwrap();
+        let es = report.component("es").unwrap();
+        assert_eq!(es.sent, 0, "{status}: {es:?}");
+        assert_eq!(es.dead_lettered, 0, "{status}: {es:?}");
+        assert_eq!(es.failed, es.received, "{status}: {es:?}");
+        assert!(report.is_balanced(), "{report:?}");
+        assert_eq!(metric(&metrics, "auth_refused"), 1.0, "{status}");
+        assert_eq!(count(srv.port, "auth*"), 0);
+    }
 }
 
 #[test]

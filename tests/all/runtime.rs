@@ -160,6 +160,86 @@ fn a_failed_batch_stops_the_watermark_at_the_contiguous_delivered_prefix() {
     assert!(report.is_balanced(), "{report:?}");
 }
 
+/// Takes an [`Ack`] per batch (twice for even ones) and resolves them after `write`
+/// returned: batch 3 failed, the last batch held until the sink is dropped, the rest delivered.
+struct Deferred {
+    held: Vec<(usize, sluicebox::sink::Ack)>,
+    n: usize,
+    last: usize,
+}
+
+impl Sink for Deferred {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        let i = self.n;
+        self.n += 1;
+        self.held.push((i, out.ack()));
+        if i % 2 == 0 {
+            self.held.push((i, out.ack()));
+        }
+        // Resolve what the earlier writes left.
+        for (j, ack) in std::mem::take(&mut self.held) {
+            if j == i || j == self.last {
+                self.held.push((j, ack));
+            } else if j == 3 {
+                ack.failed();
+            } else {
+                ack.delivered();
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, _stats: &sluicebox::Stats) -> sluicebox::Result<()> {
+        for (j, ack) in std::mem::take(&mut self.held) {
+            if j != self.last {
+                ack.delivered();
+            } else {
+                self.held.push((j, ack));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_sink_counts_what_its_acks_resolve_to_not_what_it_accepted() {
+    let batches: Vec<Vec<String>> = (0..6)
+        .map(|i| (0..=i).map(|k| line("INFO", 10 * i + k)).collect())
+        .collect();
+    let report = Topology::new(settings(1))
+        .source(SourceSpec::new(
+            "src",
+            "test",
+            Box::new(Batches {
+                batches,
+                report: Arc::new(Mutex::new(None)),
+            }),
+        ))
+        .sink(SinkSpec::new(
+            "out",
+            "test",
+            vec!["src".into()],
+            Box::new(Deferred {
+                held: Vec::new(),
+                n: 0,
+                last: 5,
+            }),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    let out = report.component("out").unwrap();
+    // Batch i holds i + 1 events: 21 in all; batch 3 (4 events) failed, batch 5 (6 events)
+    // was never resolved (dropped with the sink: failed).
+    assert_eq!(
+        (out.received, out.sent, out.failed),
+        (21, 11, 10),
+        "{out:?}"
+    );
+    assert!(report.is_balanced(), "{report:?}");
+}
+
 /// Routes each event to its level in lower case.
 #[derive(Clone)]
 struct RouteByLevel;
