@@ -278,7 +278,11 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     // the bench ends).
     let scratch =
         Scratch(std::env::temp_dir().join(format!("sluicebox-bench-{}", std::process::id())));
-    let corpus_path = if a.config.is_some() || want("runtime.wasm_drop_debug") {
+    let corpus_path = if a.config.is_some()
+        || want("runtime.wasm_drop_debug")
+        || want("runtime.blackhole")
+        || want("sink.elasticsearch")
+    {
         std::fs::create_dir_all(&scratch.0)
             .map_err(|e| Fail::usage(format!("cannot create {}: {e}", scratch.0.display())))?;
         Some(match &a.corpus {
@@ -294,9 +298,19 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     } else {
         None
     };
+    let instant = if a.config.is_some() || want("sink.elasticsearch") {
+        Some(
+            crate::bench_server::InstantServer::start()
+                .map_err(|e| Fail::usage(format!("cannot start the bench's local server: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let instant_url = instant.as_ref().map_or("", |s| s.url.as_str());
     let graph = match (&a.config, &corpus_path) {
         (Some(path), Some(corpus_path)) => {
-            let g = crate::bench_config::ConfigBench::new(path, corpus_path, &scratch.0)?;
+            let g =
+                crate::bench_config::ConfigBench::new(path, corpus_path, &scratch.0, instant_url)?;
             let stem = path.file_stem().map_or_else(
                 || "pipeline".to_string(),
                 |s| s.to_string_lossy().into_owned(),
@@ -331,7 +345,12 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         )
         .map_err(|e| Fail::usage(format!("cannot write {}: {e}", cfg.display())))?;
         let g = std::rc::Rc::new(std::cell::RefCell::new(
-            crate::bench_config::ConfigBench::new(&cfg, corpus_path, &scratch.0.join("runtime"))?,
+            crate::bench_config::ConfigBench::new(
+                &cfg,
+                corpus_path,
+                &scratch.0.join("runtime"),
+                instant_url,
+            )?,
         ));
         scenarios.push(sc(
             "runtime.wasm_drop_debug",
@@ -345,6 +364,55 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
                 Ok(())
             }),
         ));
+    }
+    // runtime.blackhole and sink.elasticsearch: the runtime alone (file source read once →
+    // blackhole), and the same into an elasticsearch sink that sends to the local server
+    // answering at once: the difference is the sink's own cost per event (action lines,
+    // origin ids, the request, parsing the per-item reply, acknowledgements).
+    if let (None, Some(corpus_path)) = (&a.config, &corpus_path) {
+        for (name, sink, note) in [
+            (
+                "runtime.blackhole",
+                "type = \"blackhole\"".to_string(),
+                "file source read once -> blackhole, with acknowledgements",
+            ),
+            (
+                "sink.elasticsearch",
+                format!(
+                    "type = \"elasticsearch\"\nendpoints = [{instant_url:?}]\nindex = \"logs-%Y.%m.%d\"\nlinger_ms = 10"
+                ),
+                "file source read once -> elasticsearch sink (create, origin ids, 10k events/request) -> a local server that answers 201 per item at once",
+            ),
+        ] {
+            if !want(name) {
+                continue;
+            }
+            let cfg = scratch.0.join(format!("{name}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[sources.file]\ntype = \"file\"\ninclude = [\"unused\"]\n[sinks.out]\ninputs = [\"file\"]\n{sink}\n"
+                ),
+            )
+            .map_err(|e| Fail::usage(format!("cannot write {}: {e}", cfg.display())))?;
+            let g = std::rc::Rc::new(std::cell::RefCell::new(
+                crate::bench_config::ConfigBench::new(
+                    &cfg,
+                    corpus_path,
+                    &scratch.0.join(name),
+                    instant_url,
+                )?,
+            ));
+            scenarios.push(sc(
+                name,
+                note.into(),
+                Box::new(move || {
+                    let secs = g.borrow_mut().run_once()?;
+                    TAPE_ADJUST.with(|c| c.set(secs));
+                    Ok(())
+                }),
+            ));
+        }
     }
     if let Some((g, stem)) = &graph {
         let g = g.clone();

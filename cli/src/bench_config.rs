@@ -1,8 +1,10 @@
 //! `sluicebox bench --config pipeline.toml`: the user's own graph, with its real filters and
 //! routes, measured next to the baselines on the same corpus. Every source is replaced by
-//! the corpus (a `file` source read once, keeping the source's `codec`), every sink and the
-//! dead letter by a `blackhole`; the `[api]` endpoint is off and the state goes to a
-//! temporary directory that is emptied before each round.
+//! the corpus (a `file` source read once, keeping the source's `codec`); `elasticsearch` and
+//! `http` sinks keep their settings but send to a local server that answers success at once
+//! (so their batching, encoding and reply parsing are measured, not a real server); every
+//! other sink and the dead letter become a `blackhole`. The `[api]` endpoint is off and the
+//! state goes to a temporary directory that is emptied before each round.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,8 +28,14 @@ pub(crate) struct ConfigBench {
 type Round = (RunReport, Vec<(String, f64)>, f64);
 
 impl ConfigBench {
-    /// Loads `path` and rewrites its sources and sinks to read `corpus` (a file) and discard.
-    pub(crate) fn new(path: &Path, corpus: &Path, scratch: &Path) -> Result<Self, Fail> {
+    /// Loads `path` and rewrites its sources to read `corpus` (a file), its network sinks to
+    /// send to `instant` (see [`crate::bench_server`]) and its other sinks to discard.
+    pub(crate) fn new(
+        path: &Path,
+        corpus: &Path,
+        scratch: &Path,
+        instant: &str,
+    ) -> Result<Self, Fail> {
         let mut config = Config::load(path).map_err(|e| Fail::usage(e.message().to_string()))?;
         let config_dir = path
             .parent()
@@ -52,11 +60,28 @@ impl ConfigBench {
             }
         }
         for table in config.sinks.values_mut() {
-            let inputs = table.remove("inputs");
-            table.clear();
-            table.insert("type".into(), "blackhole".into());
-            if let Some(i) = inputs {
-                table.insert("inputs".into(), i);
+            let kind = table.get("type").and_then(|t| t.as_str()).unwrap_or("");
+            match kind {
+                "elasticsearch" => {
+                    table.insert("endpoints".into(), toml::Value::Array(vec![instant.into()]));
+                    for k in ["tls", "auth", "dead_letter_path"] {
+                        table.remove(k);
+                    }
+                }
+                "http" => {
+                    table.insert("uri".into(), format!("{instant}/").into());
+                    for k in ["tls", "auth", "headers"] {
+                        table.remove(k);
+                    }
+                }
+                _ => {
+                    let inputs = table.remove("inputs");
+                    table.clear();
+                    table.insert("type".into(), "blackhole".into());
+                    if let Some(i) = inputs {
+                        table.insert("inputs".into(), i);
+                    }
+                }
             }
         }
         let mut dead = toml::Table::new();

@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod bench;
 mod bench_config;
+mod bench_server;
 mod run;
 mod test_cmd;
 

@@ -168,6 +168,8 @@ pub struct EsDeadLetter {
     pub reason: String,
     /// Target index.
     pub index: String,
+    /// Index of its batch's Ack in the request in flight (`u32::MAX`: refused before sending).
+    ack: u32,
 }
 
 impl EsDeadLetter {
@@ -277,6 +279,8 @@ struct Doc {
     action: Arc<[u8]>,
     event: Arc<[u8]>,
     index: Arc<str>,
+    /// Index of its batch's [`Ack`] among those held for the same request.
+    ack: u32,
 }
 
 /// The Elasticsearch sink built from [`ElasticsearchSinkConfig`].
@@ -305,6 +309,8 @@ pub struct ElasticsearchSink {
     held_acks: Vec<Ack>,
     oldest: Option<Instant>,
     stuck: Vec<Ack>,
+    /// Per held Ack of the request in flight: events (and bytes) dead-lettered.
+    dead_per_ack: Vec<(u64, u64)>,
 }
 
 impl ElasticsearchSinkConfig {
@@ -456,6 +462,7 @@ impl ElasticsearchSinkConfig {
             held_acks: Vec::new(),
             oldest: None,
             stuck: Vec::new(),
+            dead_per_ack: Vec::new(),
         })
     }
 }
@@ -527,6 +534,7 @@ impl ElasticsearchSink {
                         reason: "a `{{ field }}` of `index` is missing and no fallback_index"
                             .into(),
                         index: String::new(),
+                        ack: u32::MAX,
                     });
                 }
             },
@@ -550,6 +558,7 @@ impl ElasticsearchSink {
                         error_type: "id_field_missing".into(),
                         reason: "the `id` field is missing or not a string/number".into(),
                         index,
+                        ack: u32::MAX,
                     });
                 }
             },
@@ -566,6 +575,7 @@ impl ElasticsearchSink {
             action: action.into_bytes().into(),
             event: bytes.into(),
             index: index.into(),
+            ack: self.held_acks.len() as u32,
         });
         None
     }
@@ -684,6 +694,7 @@ impl ElasticsearchSink {
                             error_type: "request_entity_too_large".into(),
                             reason: "a single event is larger than the server accepts".into(),
                             index: d.index.to_string(),
+                            ack: d.ack,
                         }]);
                     }
                     let right = pending.split_off(pending.len() / 2);
@@ -725,6 +736,7 @@ impl ElasticsearchSink {
                                     error_type: ty,
                                     reason,
                                     index: d.index.to_string(),
+                                    ack: d.ack,
                                 });
                             }
                         }
@@ -759,7 +771,12 @@ impl ElasticsearchSink {
         };
         match dl(&items) {
             Ok(()) => {
-                self.metrics.dead_letters.inc_by(items.len() as u64);
+                for i in &items {
+                    if let Some(d) = self.dead_per_ack.get_mut(i.ack as usize) {
+                        d.0 += 1;
+                        d.1 += i.event.len() as u64;
+                    }
+                }
                 Outcome::Done
             }
             Err(e) => {
@@ -778,13 +795,16 @@ impl ElasticsearchSink {
         let acks = std::mem::take(&mut self.held_acks);
         self.held_bytes = 0;
         self.oldest = None;
-        let n = docs.len() as u64;
-        let bytes: u64 = docs.iter().map(|d| d.event.len() as u64).sum();
+        self.dead_per_ack.clear();
+        self.dead_per_ack.resize(acks.len(), (0, 0));
         match self.deliver(docs) {
             Outcome::Done => {
-                self.metrics.sent_events.inc_by(n);
-                self.metrics.sent_event_bytes.inc_by(bytes);
-                acks.into_iter().for_each(Ack::delivered);
+                // The runtime counts each batch as sent when its Ack is delivered, less
+                // what went to the dead letter.
+                for (ack, &(n, b)) in acks.into_iter().zip(&self.dead_per_ack) {
+                    ack.dead_lettered(n, b);
+                    ack.delivered();
+                }
             }
             Outcome::Stuck => self.stuck.extend(acks),
         }
@@ -822,9 +842,16 @@ impl Sink for ElasticsearchSink {
                 dead.push(d);
             }
         }
-        if !dead.is_empty() && matches!(self.dead_letter(dead), Outcome::Stuck) {
-            self.stuck.push(ack);
-            return Ok(Flow::Continue);
+        if !dead.is_empty() {
+            let (n, bytes) = (
+                dead.len() as u64,
+                dead.iter().map(|d| d.event.len() as u64).sum(),
+            );
+            if matches!(self.dead_letter(dead), Outcome::Stuck) {
+                self.stuck.push(ack);
+                return Ok(Flow::Continue);
+            }
+            ack.dead_lettered(n, bytes);
         }
         self.held_acks.push(ack);
         let oldest = *self.oldest.get_or_insert_with(Instant::now);

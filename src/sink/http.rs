@@ -300,7 +300,9 @@ impl HttpSink {
                         let s = e.start as usize;
                         (&body[s..s + e.len as usize], e.line, e.offset)
                     });
+                    let bytes: u64 = self.events[a..b].iter().map(|e| u64::from(e.len)).sum();
                     if self.dead.send(&self.name, &reason, evs, ack.token()) {
+                        ack.dead_lettered((b - a) as u64, bytes);
                         ack.delivered();
                     } else {
                         tracing::error!(sink = %self.name,

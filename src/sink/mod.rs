@@ -32,7 +32,7 @@ pub mod tcp;
 pub use builtin::{CollectSink, NullSink, WriterSink};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::ack::AckToken;
 use crate::batch::EventMeta;
@@ -83,6 +83,9 @@ pub(crate) struct Tally {
     failed: AtomicBool,
     events: u64,
     bytes: u64,
+    /// Of `events`, how many (and their bytes) went to a dead letter instead.
+    dead_events: AtomicU64,
+    dead_bytes: AtomicU64,
     metrics: Arc<crate::metrics::ComponentMetrics>,
 }
 
@@ -95,8 +98,13 @@ impl Tally {
             if self.failed.load(Ordering::Relaxed) {
                 self.metrics.discarded_unintentional.inc_by(self.events);
             } else {
-                self.metrics.sent_events.inc_by(self.events);
-                self.metrics.sent_event_bytes.inc_by(self.bytes);
+                let dead = self.dead_events.load(Ordering::Relaxed).min(self.events);
+                let dead_bytes = self.dead_bytes.load(Ordering::Relaxed).min(self.bytes);
+                self.metrics.sent_events.inc_by(self.events - dead);
+                self.metrics
+                    .sent_event_bytes
+                    .inc_by(self.bytes - dead_bytes);
+                self.metrics.dead_letters.inc_by(dead);
             }
         }
     }
@@ -119,6 +127,17 @@ impl Ack {
         self.token = None;
         if let Some(t) = self.tally.take() {
             t.resolve(true);
+        }
+    }
+
+    /// Notes that `events` of this batch's events (`bytes` of event bytes) went to a dead
+    /// letter instead of the destination (a server refused them). Once the batch is
+    /// delivered, the sink reports them as dead-lettered, not sent. Call it before
+    /// [`Ack::delivered`], and only after the dead letter took them.
+    pub fn dead_lettered(&self, events: u64, bytes: u64) {
+        if let Some(t) = &self.tally {
+            t.dead_events.fetch_add(events, Ordering::Relaxed);
+            t.dead_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
@@ -191,6 +210,8 @@ impl<'a> Output<'a> {
                         failed: AtomicBool::new(false),
                         events: slot.events,
                         bytes: slot.bytes,
+                        dead_events: AtomicU64::new(0),
+                        dead_bytes: AtomicU64::new(0),
                         metrics: slot.metrics.clone(),
                     })
                 })
