@@ -332,17 +332,17 @@ async fn handle(
         );
         return r;
     }
-    if let Some((expected, scheme)) = &s.auth {
-        if !authorized(req.headers(), expected) {
-            cx.metrics().error("auth_refused", "receiving");
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-            if let Ok(v) =
-                hyper::header::HeaderValue::from_str(&format!("{scheme} realm=\"sluicebox\""))
-            {
-                r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
-            }
-            return r;
+    if let Some((expected, scheme)) = &s.auth
+        && !authorized(req.headers(), expected)
+    {
+        cx.metrics().error("auth_refused", "receiving");
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+        if let Ok(v) =
+            hyper::header::HeaderValue::from_str(&format!("{scheme} realm=\"sluicebox\""))
+        {
+            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
         }
+        return r;
     }
     if req
         .headers()
