@@ -173,7 +173,7 @@ impl Sink for Deferred {
         let i = self.n;
         self.n += 1;
         self.held.push((i, out.ack()));
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             self.held.push((i, out.ack()));
         }
         // Resolve what the earlier writes left.
