@@ -140,6 +140,19 @@ impl Watermark {
     pub fn completed(&self) -> (u64, u64) {
         (self.delivered, self.errored)
     }
+
+    /// The end positions of the batches completed [`Status::Errored`] so far. An errored
+    /// batch is never removed from the watermark's pending map (it blocks everything after
+    /// it), so this sees every one of them. A push source that answers per item (see
+    /// `source::elasticsearch`) maps them back to the items those batches held.
+    ///
+    /// Cost: a walk over the batches completed out of order or after the block.
+    pub fn errored_ends(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending
+            .values()
+            .filter(|(_, s)| *s == Status::Errored)
+            .map(|&(end, _)| end)
+    }
 }
 
 impl Stream {
@@ -324,6 +337,7 @@ mod tests {
         w.complete(s[2], 30, Status::Delivered);
         assert_eq!(w.acked(), Some(10));
         assert!(w.is_blocked());
+        assert_eq!(w.errored_ends().collect::<Vec<_>>(), [20]);
     }
 
     #[test]

@@ -387,13 +387,17 @@ fn build_source(name: &str, mut table: toml::Table, cx: &BuildContext) -> Result
         "kubernetes_logs" => typed::<KubernetesLogsConfig>(table, &what)?.build(cx)?,
         "tcp" => typed::<crate::source::tcp::TcpSourceConfig>(table, &what)?.build(cx)?,
         "http" => typed::<crate::source::http::HttpSourceConfig>(table, &what)?.build(cx)?,
+        "elasticsearch" => {
+            typed::<crate::source::elasticsearch::ElasticsearchSourceConfig>(table, &what)?
+                .build(cx)?
+        }
         #[cfg(feature = "kafka")]
         "kafka" => typed::<crate::source::kafka::KafkaSourceConfig>(table, &what)?.build(cx)?,
         #[cfg(not(feature = "kafka"))]
         "kafka" => return Err(without_kafka(&what)),
         other => {
             return Err(Error::config(format!(
-                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, tcp, http, generator, kubernetes_logs, kafka)"
+                "{what}: key `type`: unknown source type {other:?} (known: stdin, file, tcp, http, elasticsearch, generator, kubernetes_logs, kafka)"
             )));
         }
     };

@@ -25,15 +25,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
+use super::serve::{BodyError, Handler, authorized, declared_too_large, read_body, serve, settle};
 use super::tcp::{bind, cfg_err};
 use super::{BoxFuture, Source, SourceContext};
 use crate::config::BuildContext;
@@ -110,6 +110,25 @@ fn default_body_timeout() -> u64 {
 /// The largest `max_body_bytes` accepted (bodies are held whole while they arrive).
 const BODY_CEILING: usize = 1 << 30;
 
+/// Resolves the credential `value` of key `auth.<key>` of component `table.name` through
+/// [`crate::config::secret`] (`${ENV}`, `@file:PATH`); an empty one is refused.
+///
+/// # Errors
+/// [`Kind::Config`] naming the key: an unset variable, an unreadable file, an empty value.
+pub(crate) fn auth_secret(table: &str, name: &str, key: &str, value: &str) -> Result<String> {
+    let err = |m: String| {
+        Error::new(
+            Kind::Config,
+            format!("{table}.{name}: key `auth.{key}`: {m}"),
+        )
+    };
+    let s = crate::config::secret(value).map_err(|e| err(e.message().to_string()))?;
+    if s.is_empty() {
+        return Err(err("is empty".into()));
+    }
+    Ok(s)
+}
+
 /// The `Authorization` value a request must carry, built from [`SourceAuthConfig`].
 pub(crate) fn expected_authorization(
     table: &str,
@@ -122,13 +141,7 @@ pub(crate) fn expected_authorization(
             format!("{table}.{name}: key `auth.{key}`: {m}"),
         )
     };
-    let secret = |key: &str, v: &str| {
-        let s = crate::config::secret(v).map_err(|e| err(key, e.message().to_string()))?;
-        if s.is_empty() {
-            return Err(err(key, "is empty".into()));
-        }
-        Ok(s)
-    };
+    let secret = |key: &str, v: &str| auth_secret(table, name, key, v);
     match (&auth.token, &auth.user, &auth.password) {
         (Some(t), None, None) => Ok((format!("Bearer {}", secret("token", t)?), "Bearer")),
         (None, Some(u), Some(p)) => {
@@ -201,6 +214,8 @@ impl HttpSourceConfig {
     }
 }
 
+/// What every request of one `http` source is checked against; shared by its connections
+/// through an `Arc`.
 struct Settings {
     path: String,
     max_body: usize,
@@ -255,105 +270,44 @@ fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
 impl Source for HttpSource {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let listener = tokio::net::TcpListener::from_std(self.listener).map_err(|e| {
-                Error::new(Kind::Input, format!("{}: listening: {e}", cx.name())).with_source(e)
-            })?;
-            let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
-            let requests = Arc::new(AtomicU64::new(0));
-            let mut tasks = tokio::task::JoinSet::new();
-            loop {
-                let permit = tokio::select! {
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    _ = cx.shutdown().wait() => break,
-                };
-                let (sock, peer) = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            cx.metrics().error("accept", "receiving");
-                            tracing::warn!(source = cx.name(), "accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                    _ = cx.shutdown().wait() => break,
-                };
-                let (cx, settings, requests) =
-                    (cx.clone(), self.settings.clone(), requests.clone());
-                tasks.spawn(async move {
-                    serve_connection(sock, peer, cx, settings, requests).await;
-                    drop(permit);
-                });
-                while tasks.try_join_next().is_some() {}
-            }
-            // Shutdown: idle connections close, requests in progress get their answer.
-            while tasks.join_next().await.is_some() {}
-            Ok(())
+            let timeout = self.settings.timeout;
+            serve(
+                self.listener,
+                cx,
+                self.max_connections,
+                timeout,
+                self.settings,
+            )
+            .await
         })
     }
 }
 
-async fn serve_connection(
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    cx: SourceContext,
-    settings: Arc<Settings>,
-    requests: Arc<AtomicU64>,
-) {
-    let shutdown = cx.shutdown().clone();
-    let timeout = settings.timeout;
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (cx, settings) = (cx.clone(), settings.clone());
-        let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
-        async move { Ok::<_, std::convert::Infallible>(handle(req, peer, n, &cx, &settings).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(timeout)
-        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = shutdown.wait() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+fn body_error(e: BodyError, max: usize) -> Response<Full<Bytes>> {
+    match e {
+        BodyError::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is larger than max_body_bytes ({max})"),
+        ),
+        BodyError::Timeout => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        ),
+        BodyError::Broken | BodyError::BadGzip => {
+            error(StatusCode::BAD_REQUEST, "the body broke off")
         }
     }
 }
 
-/// Reads the whole body, at most `max` bytes. `Err` is the answer to give.
-async fn read_body(
-    body: Incoming,
-    max: usize,
-    timeout: Duration,
-) -> std::result::Result<Vec<u8>, Response<Full<Bytes>>> {
-    let mut body = body;
-    let mut buf = Vec::new();
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| error(StatusCode::BAD_REQUEST, "the body broke off"))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > max {
-                    return Err(error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("the body is larger than max_body_bytes ({max})"),
-                    ));
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(())) => Ok(buf),
-        Ok(Err(r)) => Err(r),
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            "the body did not arrive in time",
-        )),
+impl Handler for Settings {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        n: u64,
+        cx: &SourceContext,
+    ) -> Response<Full<Bytes>> {
+        handle(req, peer, n, cx, self).await
     }
 }
 
@@ -378,21 +332,17 @@ async fn handle(
         );
         return r;
     }
-    if let Some((expected, scheme)) = &s.auth {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .map_or(&[][..], |v| v.as_bytes());
-        if !constant_time_eq(given, expected.as_bytes()) {
-            cx.metrics().error("auth_refused", "receiving");
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-            if let Ok(v) =
-                hyper::header::HeaderValue::from_str(&format!("{scheme} realm=\"sluicebox\""))
-            {
-                r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
-            }
-            return r;
+    if let Some((expected, scheme)) = &s.auth
+        && !authorized(req.headers(), expected)
+    {
+        cx.metrics().error("auth_refused", "receiving");
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+        if let Ok(v) =
+            hyper::header::HeaderValue::from_str(&format!("{scheme} realm=\"sluicebox\""))
+        {
+            r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
         }
+        return r;
     }
     if req
         .headers()
@@ -404,12 +354,7 @@ async fn handle(
             "Content-Encoding is not supported",
         );
     }
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|d| d > s.max_body as u64) {
+    if declared_too_large(req.headers(), s.max_body) {
         cx.metrics().error("body_too_large", "receiving");
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -418,14 +363,9 @@ async fn handle(
     }
     let body = match read_body(req.into_body(), s.max_body, s.timeout).await {
         Ok(b) => b,
-        Err(r) => {
-            let what = match r.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-                StatusCode::REQUEST_TIMEOUT => "body_timeout",
-                _ => "body_broken",
-            };
-            cx.metrics().error(what, "receiving");
-            return r;
+        Err(e) => {
+            cx.metrics().error(e.metric(), "receiving");
+            return body_error(e, s.max_body);
         }
     };
     let stream = cx.stream(format!("http:{peer}#{n}"), None);
@@ -448,8 +388,7 @@ async fn handle(
         sent_all = cx.send(&stream, batch, decoder.position()).await;
     }
     // Answer only once everything sent was delivered, dead-lettered or given up on.
-    stream.idle().await;
-    let (_, errored) = stream.watermark().completed();
+    let (_, errored) = settle(&stream).await.completed();
     if !sent_all {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

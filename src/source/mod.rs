@@ -6,6 +6,7 @@
 //! Writing a source takes a few dozen lines: see `examples/custom_source.rs`.
 
 mod budget;
+pub mod elasticsearch;
 pub mod file;
 pub mod generator;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod kafka;
 pub mod kubernetes;
 pub mod reader;
+mod serve;
 pub mod tcp;
 
 pub use budget::{Budget, OverflowPolicy};

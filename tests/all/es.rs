@@ -16,7 +16,7 @@ use sluicebox::sink::elasticsearch::ElasticsearchSinkConfig;
 use sluicebox::source::Shutdown;
 use sluicebox::source::reader::ReaderSource;
 
-fn noida_bin() -> Option<PathBuf> {
+pub(super) fn noida_bin() -> Option<PathBuf> {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -24,7 +24,7 @@ fn noida_bin() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,9 +32,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
+pub(super) struct Server {
     child: Child,
-    port: u16,
+    pub(super) port: u16,
     _dir: TempDir,
 }
 
@@ -45,9 +45,9 @@ impl Drop for Server {
     }
 }
 
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 impl TempDir {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         let p = std::env::temp_dir().join(format!(
             "sluicebox-es-{tag}-{}-{}",
             std::process::id(),
@@ -63,7 +63,7 @@ impl Drop for TempDir {
     }
 }
 
-fn start(tag: &str) -> Option<Server> {
+pub(super) fn start(tag: &str) -> Option<Server> {
     let Some(bin) = noida_bin() else {
         eprintln!("noida-db not installed (bash scripts/install-servers.sh): skipping");
         return None;
@@ -96,7 +96,7 @@ fn start(tag: &str) -> Option<Server> {
 }
 
 /// A blocking one-shot HTTP/1.1 request; returns (status, body).
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(super) fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
@@ -117,7 +117,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-fn count(port: u16, index: &str) -> u64 {
+pub(super) fn count(port: u16, index: &str) -> u64 {
     http(port, "POST", &format!("/{index}/_refresh"), "");
     let (st, body) = http(port, "GET", &format!("/{index}/_count"), "");
     assert_eq!(st, 200, "{body}");

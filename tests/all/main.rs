@@ -5,6 +5,7 @@ mod common;
 mod components;
 mod conformance;
 mod es;
+mod es_source;
 mod guest_sdks;
 mod guests;
 mod hostile;
