@@ -139,7 +139,7 @@ adress = "127.0.0.1:1"
 [sources.tls]
 type = "http"
 address = "127.0.0.1:{p2}"
-tls = {{ crt_file = "x" }}
+tls = {{ crt_file = "x.pem", key_file = "x.key" }}
 [sources.noauth]
 type = "http"
 address = "127.0.0.1:{p3}"
@@ -172,7 +172,7 @@ address = "nowhere"
         &format!("sources.busy: key `address`: cannot listen on 127.0.0.1:{busy_port}"),
         "sources.h: key `max_body_bytes`",
         "sources.typo: unknown field `adress`",
-        "sources.tls: key `tls`: TLS is not available",
+        "sources.tls: key `tls.crt_file`: `",
         "sources.noauth: key `auth.token`: the environment variable SLUICEBOX_TEST_UNSET_TOKEN is not set",
         "sinks.h: key `uri`: must start with http://",
         "sinks.h2: key `batch_max_events`",

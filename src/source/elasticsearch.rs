@@ -65,7 +65,7 @@
 //! an API key (`Authorization: ApiKey <base64 id:key>`), or either; the comparison is in
 //! constant time, the secrets come from `${ENV}` or `@file:` and are never logged. A
 //! refused request gets 401 with Elasticsearch's `security_exception` body and
-//! `WWW-Authenticate`. TLS is not built (see `source::http`): terminate it in front.
+//! `WWW-Authenticate`. With `tls` it serves HTTPS (feature `tls`).
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -120,9 +120,10 @@ pub struct ElasticsearchSourceConfig {
     /// Credentials the requests must carry. Default: none.
     #[serde(default)]
     pub auth: Option<EsSourceAuthConfig>,
-    /// Refused with an explanation: TLS is not available in this build.
+    /// Serve HTTPS: `{ crt_file, key_file, client_ca_file }` (see [`crate::tls`]); needs the
+    /// `tls` feature (the `sluicebox` binary has it). Default: plain HTTP.
     #[serde(default)]
-    pub tls: Option<toml::Value>,
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 impl std::fmt::Debug for ElasticsearchSourceConfig {
@@ -193,13 +194,12 @@ impl ElasticsearchSourceConfig {
     /// limit, a metadata field that is not a plain key, unset credentials, `tls`.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>> {
         let n = &cx.name;
-        if self.tls.is_some() {
-            return Err(cfg_err(
-                n,
-                "tls",
-                "TLS is not available in this build: rustls needs a crypto provider and the maintained ones (aws-lc-rs, ring) compile C; terminate TLS in front of the source",
-            ));
-        }
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| t.build(|p| cx.resolve(p)))
+            .transpose()
+            .map_err(|e| cfg_err(n, e.key, e.message))?;
         if !(1..=BODY_CEILING).contains(&self.max_body_bytes) {
             return Err(cfg_err(
                 n,
@@ -263,6 +263,7 @@ impl ElasticsearchSourceConfig {
         let listener = bind(n, &self.address)?;
         Ok(Box::new(ElasticsearchSource {
             listener,
+            tls,
             endpoint: Arc::new(Endpoint {
                 max_body: self.max_body_bytes,
                 timeout: Duration::from_secs(self.body_timeout_secs),
@@ -284,6 +285,7 @@ impl ElasticsearchSourceConfig {
 /// record per item until the answer.
 pub struct ElasticsearchSource {
     listener: std::net::TcpListener,
+    tls: Option<crate::tls::ServerTls>,
     endpoint: Arc<Endpoint>,
     max_connections: usize,
 }
@@ -306,6 +308,7 @@ impl Source for ElasticsearchSource {
                 self.max_connections,
                 timeout,
                 self.endpoint,
+                self.tls,
             )
             .await
         })

@@ -18,10 +18,8 @@
 //! A body is read whole before any of it is framed: a client that disconnects mid-body has
 //! sent nothing into the pipeline, and a 413 takes nothing either.
 //!
-//! TLS is not built in: rustls needs a crypto provider, and the maintained ones
-//! (`aws-lc-rs`, `ring`) compile C, which this crate's default build excludes
-//! (`scripts/check-no-c.sh`). Terminate TLS in front of the source (a sidecar, a load
-//! balancer) or keep it on a private network.
+//! With `tls = { crt_file, key_file }` it serves HTTPS (feature `tls`, which the `sluicebox`
+//! binary has); `client_ca_file` also requires client certificates.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,9 +59,10 @@ pub struct HttpSourceConfig {
     /// may send).
     #[serde(default)]
     pub auth: Option<SourceAuthConfig>,
-    /// Refused with an explanation: TLS is not available in this build.
+    /// Serve HTTPS: `{ crt_file, key_file, client_ca_file }` (see [`crate::tls`]); needs the
+    /// `tls` feature (the `sluicebox` binary has it). Default: plain HTTP.
     #[serde(default)]
-    pub tls: Option<toml::Value>,
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 impl std::fmt::Debug for HttpSourceConfig {
@@ -173,13 +172,12 @@ impl HttpSourceConfig {
     /// a bad path, unset credentials, `tls`.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>> {
         let n = &cx.name;
-        if self.tls.is_some() {
-            return Err(cfg_err(
-                n,
-                "tls",
-                "TLS is not available in this build: rustls needs a crypto provider and the maintained ones (aws-lc-rs, ring) compile C; terminate TLS in front of the source",
-            ));
-        }
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| t.build(|p| cx.resolve(p)))
+            .transpose()
+            .map_err(|e| cfg_err(n, e.key, e.message))?;
         if !self.path.starts_with('/') {
             return Err(cfg_err(n, "path", "must start with `/`"));
         }
@@ -203,6 +201,7 @@ impl HttpSourceConfig {
         let listener = bind(n, &self.address)?;
         Ok(Box::new(HttpSource {
             listener,
+            tls,
             settings: Arc::new(Settings {
                 path: self.path.clone(),
                 max_body: self.max_body_bytes,
@@ -231,6 +230,7 @@ struct Settings {
 /// batches, which count against the source's in-flight budget until acknowledged.
 pub struct HttpSource {
     listener: std::net::TcpListener,
+    tls: Option<crate::tls::ServerTls>,
     settings: Arc<Settings>,
     max_connections: usize,
 }
@@ -277,6 +277,7 @@ impl Source for HttpSource {
                 self.max_connections,
                 timeout,
                 self.settings,
+                self.tls,
             )
             .await
         })

@@ -37,8 +37,9 @@ pub(crate) trait Handler: Send + Sync + 'static {
 
 /// Serves HTTP/1.1 on `listener` until the source's shutdown fires: at most
 /// `max_connections` connections at once (further ones wait in the listen backlog), each
-/// allowed `header_timeout` to send a request's headers. At shutdown, idle connections
-/// close and requests in progress get their answer before this returns.
+/// allowed `header_timeout` to finish the TLS handshake (with `tls`) and then to send a
+/// request's headers. At shutdown, idle connections close and requests in progress get
+/// their answer before this returns.
 ///
 /// # Errors
 /// [`Kind::Input`] when the listener cannot be registered with the runtime.
@@ -48,6 +49,7 @@ pub(crate) async fn serve<H: Handler>(
     max_connections: usize,
     header_timeout: Duration,
     handler: Arc<H>,
+    tls: Option<crate::tls::ServerTls>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
         Error::new(Kind::Input, format!("{}: listening: {e}", cx.name())).with_source(e)
@@ -76,8 +78,16 @@ pub(crate) async fn serve<H: Handler>(
             _ = cx.shutdown().wait() => break,
         };
         let (cx, handler, requests) = (cx.clone(), handler.clone(), requests.clone());
+        let tls = tls.clone();
         tasks.spawn(async move {
-            serve_connection(sock, peer, cx, header_timeout, handler, requests).await;
+            match tls {
+                None => serve_connection(sock, peer, cx, header_timeout, handler, requests).await,
+                Some(tls) => {
+                    if let Some(sock) = handshake(&tls, sock, peer, &cx, header_timeout).await {
+                        serve_connection(sock, peer, cx, header_timeout, handler, requests).await;
+                    }
+                }
+            }
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
@@ -87,14 +97,53 @@ pub(crate) async fn serve<H: Handler>(
     Ok(())
 }
 
-async fn serve_connection<H: Handler>(
+/// The server side of a TLS handshake within `timeout`; a failure is counted
+/// (`component_errors_total{error_type="tls_handshake"}`) and closes the connection.
+#[cfg(feature = "tls")]
+async fn handshake(
+    tls: &crate::tls::ServerTls,
     sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    cx: &SourceContext,
+    timeout: Duration,
+) -> Option<crate::tls::Accepted> {
+    match tokio::time::timeout(timeout, tls.accept(sock)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            cx.metrics().error("tls_handshake", "receiving");
+            tracing::debug!(source = cx.name(), %peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            cx.metrics().error("tls_handshake", "receiving");
+            tracing::debug!(source = cx.name(), %peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Without the `tls` feature no [`crate::tls::ServerTls`] can be built: never called.
+#[cfg(not(feature = "tls"))]
+async fn handshake(
+    _tls: &crate::tls::ServerTls,
+    _sock: tokio::net::TcpStream,
+    _peer: SocketAddr,
+    _cx: &SourceContext,
+    _timeout: Duration,
+) -> Option<tokio::net::TcpStream> {
+    None
+}
+
+async fn serve_connection<H: Handler, S>(
+    sock: S,
     peer: SocketAddr,
     cx: SourceContext,
     header_timeout: Duration,
     handler: Arc<H>,
     requests: Arc<AtomicU64>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let shutdown = cx.shutdown().clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (cx, handler) = (cx.clone(), handler.clone());

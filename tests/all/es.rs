@@ -516,41 +516,8 @@ fn es_throughput() {
 #[cfg(feature = "tls")]
 mod tls {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair,
-    };
+    use crate::common::pki;
     use sluicebox::tls::ServerTlsConfig;
-
-    /// A test PKI in `dir`: ca.pem, server.pem/server.key (localhost, 127.0.0.1),
-    /// client.pem/client.key, and other-ca.pem (a CA that signed nothing here).
-    fn pki(dir: &std::path::Path) {
-        let ca = |name: &str| {
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.distinguished_name.push(DnType::CommonName, name);
-            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-        };
-        let root = ca("sluicebox test CA");
-        std::fs::write(dir.join("ca.pem"), root.pem()).unwrap();
-        std::fs::write(dir.join("other-ca.pem"), ca("another CA").pem()).unwrap();
-        for (name, sans, eku) in [
-            (
-                "server",
-                vec!["localhost".to_string(), "127.0.0.1".to_string()],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ),
-            ("client", vec![], ExtendedKeyUsagePurpose::ClientAuth),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(sans).unwrap();
-            p.distinguished_name.push(DnType::CommonName, name);
-            p.extended_key_usages = vec![eku];
-            let cert = p.signed_by(&key, &root).unwrap();
-            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        }
-    }
 
     /// Terminates TLS on a free port and forwards the plain bytes to `upstream`. Returns the
     /// port and the number of handshakes that failed.

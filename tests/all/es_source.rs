@@ -487,7 +487,7 @@ print(json.dumps({{"wrong": wrong, "good": good, "key": key}}))
 }
 
 #[test]
-fn es_source_config_refuses_tls_and_unknown_keys() {
+fn es_source_config_names_tls_and_unknown_keys() {
     let dir = TempDir::new("cfg");
     let build = |extra: &str| {
         let text = format!(
@@ -499,9 +499,9 @@ fn es_source_config_refuses_tls_and_unknown_keys() {
             .map(|e| e.to_string())
     };
     assert_eq!(build(""), None);
-    let e = build("tls = { crt_file = \"x\" }").unwrap();
+    let e = build("tls = { crt_file = \"x.pem\", key_file = \"x.key\" }").unwrap();
     assert!(
-        e.contains("key `tls`") && e.contains("TLS is not available"),
+        e.contains("key `tls.crt_file`") && e.contains("x.pem"),
         "{e}"
     );
     let e = build("colour = 1").unwrap();
@@ -510,4 +510,80 @@ fn es_source_config_refuses_tls_and_unknown_keys() {
     assert!(e.contains("key `metadata_field`"), "{e}");
     let e = build("auth = { api_key = \"${SLUICEBOX_TEST_SURELY_UNSET}\" }").unwrap();
     assert!(e.contains("auth.api_key") && !e.contains("aWQ6"), "{e}");
+}
+
+/// HTTPS to the ingest endpoint with a CA made by the test: the official client trusting
+/// that CA sends and the documents are stored; one that does not trust it, and a plain-HTTP
+/// client, are refused. With `client_ca_file`, only a client with a certificate gets in.
+#[cfg(feature = "tls")]
+#[test]
+fn es_source_serves_https_and_mutual_tls_to_the_python_client() {
+    let Some(srv) = noida() else { return };
+    let pki = TempDir::new("pki");
+    crate::common::pki(&pki.0);
+    let f = |name: &str| pki.0.join(name).display().to_string();
+    let script = format!(
+        r#"
+import json, sys
+from elasticsearch import Elasticsearch, helpers
+{DOCS}
+port, ca, first, cert, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+url = f"https://localhost:{{port}}"
+def refused(make):
+    try:
+        make().info()
+        return False
+    except Exception:
+        return True
+out = {{
+    "untrusted_refused": refused(lambda: Elasticsearch(url, request_timeout=5, max_retries=0)),
+    "plain_refused": refused(lambda: Elasticsearch(f"http://127.0.0.1:{{port}}", request_timeout=5, max_retries=0)),
+    "no_cert_refused": refused(lambda: Elasticsearch(url, ca_certs=ca, request_timeout=5, max_retries=0)),
+}}
+es = Elasticsearch(url, ca_certs=ca, client_cert=cert or None, client_key=key or None, request_timeout=60)
+out["ok"], out["errors"] = helpers.bulk(es, docs(first, 300, "t"), raise_on_error=False)
+print(json.dumps(out))
+"#
+    );
+    // Server certificate only.
+    let tls = format!(
+        "tls = {{ crt_file = {:?}, key_file = {:?} }}",
+        f("server.pem"),
+        f("server.key")
+    );
+    let mut agent = Agent::start(srv.port, &tls, None);
+    let port = agent.port.to_string();
+    let out = client(&script, &[&port, &f("ca.pem"), "0", "", ""]);
+    assert_eq!(out["untrusted_refused"], true, "{out}");
+    assert_eq!(out["plain_refused"], true, "{out}");
+    assert_eq!(
+        out["no_cert_refused"], false,
+        "no client certificate is asked for: {out}"
+    );
+    assert_eq!(out["ok"], 300, "{out}");
+    assert_eq!(stored(srv.port), kept(0, 300));
+    assert_balanced(&agent.stop());
+    // Mutual TLS: the same client without a certificate is refused, with one it sends.
+    let mtls = format!(
+        "tls = {{ crt_file = {:?}, key_file = {:?}, client_ca_file = {:?} }}",
+        f("server.pem"),
+        f("server.key"),
+        f("ca.pem")
+    );
+    let mut agent = Agent::start(srv.port, &mtls, None);
+    let port = agent.port.to_string();
+    let out = client(
+        &script,
+        &[
+            &port,
+            &f("ca.pem"),
+            "300",
+            &f("client.pem"),
+            &f("client.key"),
+        ],
+    );
+    assert_eq!(out["no_cert_refused"], true, "{out}");
+    assert_eq!(out["ok"], 300, "{out}");
+    assert_eq!(stored(srv.port), kept(0, 600));
+    assert_balanced(&agent.stop());
 }
