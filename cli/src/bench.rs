@@ -379,7 +379,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             (
                 "sink.elasticsearch",
                 format!(
-                    "type = \"elasticsearch\"\nendpoints = [{instant_url:?}]\nindex = \"logs-%Y.%m.%d\"\nlinger_ms = 10"
+                    "type = \"elasticsearch\"\nendpoints = [{instant_url:?}]\nindex = \"logs-%Y.%m.%d\"\nlinger_ms = 1000"
                 ),
                 "file source read once -> elasticsearch sink (create, origin ids, 10k events/request) -> a local server that answers 201 per item at once",
             ),

@@ -233,6 +233,7 @@ impl Batch {
             events: &self.events,
             routes: &self.routes,
             token: self.token.as_ref(),
+            structurals: &self.structurals,
             tally: None,
         }
     }

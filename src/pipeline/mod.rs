@@ -378,6 +378,7 @@ impl<'a, 'b> Outlet<'a, 'b> {
                     events: &self.dead_meta,
                     routes: &[],
                     token: None,
+                    structurals: &[],
                     tally: None,
                 })?;
             } else {
@@ -394,6 +395,7 @@ impl<'a, 'b> Outlet<'a, 'b> {
             events: &batch.events,
             routes: &batch.routes,
             token: batch.token.as_ref(),
+            structurals: &batch.structurals,
             tally: None,
         })
     }

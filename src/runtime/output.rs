@@ -244,7 +244,7 @@ fn drive_sink(
         };
         m.buffer_events.dec();
         // Build the view of this message's events.
-        let (data, events, routes, token, n) = match &msg {
+        let (data, events, routes, token, n, structurals) = match &msg {
             SinkMsg::Deliver(d) => {
                 let b = &d.shared.batch;
                 let events: &[EventMeta] = match d.select {
@@ -256,7 +256,14 @@ fn drive_sink(
                     }
                 };
                 let n = events.len() as u64;
-                (&b.data[..], events, &b.routes[..], b.token.as_ref(), n)
+                (
+                    &b.data[..],
+                    events,
+                    &b.routes[..],
+                    b.token.as_ref(),
+                    n,
+                    &b.structurals[..],
+                )
             }
             SinkMsg::Dead(db) => (
                 &db.text[..],
@@ -264,6 +271,7 @@ fn drive_sink(
                 &[][..],
                 db.token.as_ref(),
                 db.count,
+                &[][..],
             ),
         };
         if n == 0 {
@@ -291,6 +299,7 @@ fn drive_sink(
             events,
             routes,
             token,
+            structurals,
             tally: Some(&slot),
         };
         match catch_unwind(AssertUnwindSafe(|| sink.write(&out))) {

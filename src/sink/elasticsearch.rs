@@ -35,8 +35,9 @@ use serde::Deserialize;
 use crate::config::BuildContext;
 use crate::error::{Error, Kind, Result};
 use crate::metrics::ComponentMetrics;
+use crate::parse::index::FieldKind;
 use crate::sink::net::{Backoff, BlockingHttp, base64, retry_after};
-use crate::sink::{Ack, Flow, Output, Sink};
+use crate::sink::{Ack, Flow, OutEvent, Output, Sink};
 use crate::source::Shutdown;
 
 /// Configuration of `type = "elasticsearch"` sinks.
@@ -168,11 +169,29 @@ pub struct EsDeadLetter {
     pub reason: String,
     /// Target index.
     pub index: String,
+    /// The stream the event came from (a file, a request, a partition), when known.
+    pub stream: Option<String>,
+    /// The event's byte offset in that stream.
+    pub offset: u64,
     /// Index of its batch's Ack in the request in flight (`u32::MAX`: refused before sending).
     ack: u32,
 }
 
 impl EsDeadLetter {
+    /// An event refused before it was sent (no index, no id).
+    fn refused(e: &OutEvent<'_>, stream: Option<&str>, error_type: &str, reason: &str) -> Self {
+        Self {
+            event: e.bytes.to_vec(),
+            status: 0,
+            error_type: error_type.into(),
+            reason: reason.into(),
+            index: String::new(),
+            stream: stream.map(str::to_string),
+            offset: e.offset,
+            ack: u32::MAX,
+        }
+    }
+
     /// One JSON object (the dead-letter line format).
     pub fn to_json(&self) -> String {
         let event = match serde_json::from_slice::<serde_json::Value>(&self.event) {
@@ -182,6 +201,7 @@ impl EsDeadLetter {
         serde_json::json!({
             "event": event, "status": self.status, "error_type": self.error_type,
             "reason": self.reason, "index": self.index, "sink": "elasticsearch",
+            "stream": self.stream, "offset": self.offset,
         })
         .to_string()
     }
@@ -207,7 +227,8 @@ fn resolve_secret(v: &str) -> std::result::Result<String, String> {
 enum Seg {
     Lit(String),
     Date(char),
-    Field(Vec<String>),
+    /// A field path (`a.b`, docs/abi.md §10).
+    Field(String),
 }
 
 fn parse_template(t: &str) -> std::result::Result<Vec<Seg>, String> {
@@ -224,7 +245,7 @@ fn parse_template(t: &str) -> std::result::Result<Vec<Seg>, String> {
             if !lit.is_empty() {
                 segs.push(Seg::Lit(std::mem::take(&mut lit)));
             }
-            segs.push(Seg::Field(path.split('.').map(str::to_string).collect()));
+            segs.push(Seg::Field(path.to_string()));
             rest = &r[end + 2..];
         } else if c == '%' {
             let d = rest[1..].chars().next().ok_or("`%` at the end")?;
@@ -262,25 +283,40 @@ fn civil(secs: u64) -> (i64, u32, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d, hour)
 }
 
-fn lookup<'v>(v: &'v serde_json::Value, path: &[String]) -> Option<&'v serde_json::Value> {
-    path.iter().try_fold(v, |v, k| v.get(k))
-}
-
 #[derive(Debug, Clone, PartialEq)]
 enum IdMode {
     Origin,
     Auto,
-    Field(Vec<String>),
+    /// A field path (`a.b`).
+    Field(String),
 }
 
-/// One item held for a request.
-#[derive(Clone)]
+/// One item held for a request: where its action and event lines are in the request's
+/// text (`action\nevent\n`), and its origin.
+#[derive(Clone, Copy)]
 struct Doc {
-    action: Arc<[u8]>,
-    event: Arc<[u8]>,
-    index: Arc<str>,
+    start: usize,
+    /// Length of the action line, without its newline.
+    action: u32,
+    /// Length of the event, without its newline.
+    event: u32,
     /// Index of its batch's [`Ack`] among those held for the same request.
     ack: u32,
+    /// The event's byte offset in its stream.
+    offset: u64,
+}
+
+impl Doc {
+    fn end(&self) -> usize {
+        self.start + self.action as usize + self.event as usize + 2
+    }
+    fn action<'t>(&self, text: &'t [u8]) -> &'t [u8] {
+        &text[self.start..self.start + self.action as usize]
+    }
+    fn event<'t>(&self, text: &'t [u8]) -> &'t [u8] {
+        let at = self.start + self.action as usize + 1;
+        &text[at..at + self.event as usize]
+    }
 }
 
 /// The Elasticsearch sink built from [`ElasticsearchSinkConfig`].
@@ -289,7 +325,6 @@ pub struct ElasticsearchSink {
     endpoints: Vec<String>,
     segs: Vec<Seg>,
     fallback: Option<Vec<Seg>>,
-    needs_event: bool,
     create: bool,
     id: IdMode,
     auth_header: Option<String>,
@@ -305,12 +340,15 @@ pub struct ElasticsearchSink {
     shutdown: Shutdown,
     dead_letters: Option<DeadLetters>,
     held: Vec<Doc>,
-    held_bytes: usize,
+    /// The held items' action and event lines, back to back: the next request's body.
+    held_text: Vec<u8>,
     held_acks: Vec<Ack>,
     oldest: Option<Instant>,
     stuck: Vec<Ack>,
     /// Per held Ack of the request in flight: events (and bytes) dead-lettered.
     dead_per_ack: Vec<(u64, u64)>,
+    /// Per held Ack of the request in flight: its stream, for dead letters.
+    streams: Vec<Option<Arc<str>>>,
 }
 
 impl ElasticsearchSinkConfig {
@@ -374,7 +412,7 @@ impl ElasticsearchSinkConfig {
             "origin" => IdMode::Origin,
             "auto" => IdMode::Auto,
             "" => return Err(cfg_err(n, "id", "is empty")),
-            p => IdMode::Field(p.split('.').map(str::to_string).collect()),
+            p => IdMode::Field(p.to_string()),
         };
         let gzip = match self.compression.as_str() {
             "none" => false,
@@ -435,14 +473,11 @@ impl ElasticsearchSinkConfig {
             f
         });
         let http = BlockingHttp::new("elasticsearch runtime", tls.as_ref())?;
-        let needs_event = !matches!(id, IdMode::Origin | IdMode::Auto)
-            || segs.iter().any(|s| !matches!(s, Seg::Lit(_)));
         Ok(ElasticsearchSink {
             name: n.clone(),
             endpoints,
             segs,
             fallback,
-            needs_event,
             create,
             id,
             auth_header,
@@ -458,11 +493,12 @@ impl ElasticsearchSinkConfig {
             shutdown: cx.shutdown.clone(),
             dead_letters,
             held: Vec::new(),
-            held_bytes: 0,
+            held_text: Vec::new(),
             held_acks: Vec::new(),
             oldest: None,
             stuck: Vec::new(),
             dead_per_ack: Vec::new(),
+            streams: Vec::new(),
         })
     }
 }
@@ -490,118 +526,118 @@ impl ElasticsearchSink {
         self
     }
 
-    fn render_index(&self, segs: &[Seg], ev: Option<&serde_json::Value>) -> Option<String> {
-        let mut out = String::new();
-        let mut date: Option<(i64, u32, u32, u32)> = None;
-        for s in segs {
-            match s {
-                Seg::Lit(l) => out.push_str(l),
-                Seg::Field(p) => match ev.and_then(|v| lookup(v, p))? {
-                    serde_json::Value::String(s) => out.push_str(s),
-                    serde_json::Value::Number(n) => out.push_str(&n.to_string()),
-                    _ => return None,
-                },
-                Seg::Date(c) => {
-                    let (y, m, d, h) = *date.get_or_insert_with(|| event_date(ev));
-                    match c {
-                        'Y' => out.push_str(&format!("{y:04}")),
-                        'm' => out.push_str(&format!("{m:02}")),
-                        'd' => out.push_str(&format!("{d:02}")),
-                        _ => out.push_str(&format!("{h:02}")),
-                    }
-                }
+    /// Queues one event (its action line, then its bytes); returns an item to dead-letter at
+    /// once if it has no index or id.
+    fn add(&mut self, e: &OutEvent<'_>, key: Option<&str>) -> Option<EsDeadLetter> {
+        let start = self.held_text.len();
+        let t = &mut self.held_text;
+        t.extend_from_slice(if self.create {
+            b"{\"create\":{\"_index\":\""
+        } else {
+            b"{\"index\":{\"_index\":\""
+        });
+        let at = t.len();
+        let mut date = None;
+        if !render(&self.segs, e, &mut date, t) {
+            t.truncate(at);
+            let fell_back = match &self.fallback {
+                Some(f) => render(f, e, &mut date, t),
+                None => false,
+            };
+            if !fell_back {
+                t.truncate(start);
+                return Some(EsDeadLetter::refused(
+                    e,
+                    key,
+                    "index_field_missing",
+                    "a `{{ field }}` of `index` is missing and no fallback_index",
+                ));
             }
         }
-        Some(out)
-    }
-
-    /// Queues one event; returns an item to dead-letter at once if it has no index or id.
-    fn add(&mut self, bytes: &[u8], key: Option<&str>, offset: u64) -> Option<EsDeadLetter> {
-        let parsed = if self.needs_event {
-            serde_json::from_slice::<serde_json::Value>(bytes).ok()
-        } else {
-            None
-        };
-        let index = match self.render_index(&self.segs, parsed.as_ref()) {
-            Some(i) => i,
-            None => match &self.fallback {
-                Some(f) => self.render_index(f, parsed.as_ref()).unwrap_or_default(),
-                None => {
-                    return Some(EsDeadLetter {
-                        event: bytes.to_vec(),
-                        status: 0,
-                        error_type: "index_field_missing".into(),
-                        reason: "a `{{ field }}` of `index` is missing and no fallback_index"
-                            .into(),
-                        index: String::new(),
-                        ack: u32::MAX,
-                    });
-                }
-            },
-        };
-        let id = match (&self.id, key) {
+        t.push(b'"');
+        match (&self.id, key) {
             (IdMode::Origin, Some(k)) => {
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
                 h.update(k.as_bytes());
                 h.update(&[0]);
-                h.update(&offset.to_le_bytes());
-                Some(format!("{:032x}", h.digest128()))
+                h.update(&e.offset.to_le_bytes());
+                t.extend_from_slice(b",\"_id\":\"");
+                push_hex(t, h.digest128());
+                t.push(b'"');
             }
-            (IdMode::Origin | IdMode::Auto, _) => None,
-            (IdMode::Field(p), _) => match parsed.as_ref().and_then(|v| lookup(v, p)) {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            (IdMode::Origin | IdMode::Auto, _) => {}
+            (IdMode::Field(p), _) => match e.field(p) {
+                Some(f) if matches!(f.kind, FieldKind::String | FieldKind::Number) => {
+                    // A string's raw bytes are JSON string content already (escapes kept).
+                    t.extend_from_slice(b",\"_id\":\"");
+                    t.extend_from_slice(f.raw);
+                    t.push(b'"');
+                }
                 _ => {
-                    return Some(EsDeadLetter {
-                        event: bytes.to_vec(),
-                        status: 0,
-                        error_type: "id_field_missing".into(),
-                        reason: "the `id` field is missing or not a string/number".into(),
-                        index,
-                        ack: u32::MAX,
-                    });
+                    t.truncate(start);
+                    return Some(EsDeadLetter::refused(
+                        e,
+                        key,
+                        "id_field_missing",
+                        "the `id` field is missing or not a string/number",
+                    ));
                 }
             },
-        };
-        let mut head = serde_json::Map::new();
-        head.insert("_index".into(), index.clone().into());
-        if let Some(id) = id {
-            head.insert("_id".into(), id.into());
         }
-        let verb = if self.create { "create" } else { "index" };
-        let action = serde_json::json!({ verb: head }).to_string();
-        self.held_bytes += action.len() + bytes.len() + 2;
+        t.extend_from_slice(b"}}\n");
+        let action = (t.len() - start - 1) as u32;
+        t.extend_from_slice(e.bytes);
+        t.push(b'\n');
         self.held.push(Doc {
-            action: action.into_bytes().into(),
-            event: bytes.into(),
-            index: index.into(),
+            start,
+            action,
+            event: e.bytes.len() as u32,
             ack: self.held_acks.len() as u32,
+            offset: e.offset,
         });
         None
     }
 
-    fn body(&self, docs: &[Doc]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(
-            docs.iter()
-                .map(|d| d.action.len() + d.event.len() + 2)
-                .sum(),
-        );
-        for d in docs {
-            b.extend_from_slice(&d.action);
-            b.push(b'\n');
-            b.extend_from_slice(&d.event);
-            b.push(b'\n');
+    /// The request body for `docs`: a slice of `text` (no copy) when they lie back to back,
+    /// else their lines copied; gzipped when asked.
+    fn body(&self, text: &Bytes, docs: &[Doc]) -> Bytes {
+        let (Some(first), Some(last)) = (docs.first(), docs.last()) else {
+            return Bytes::new();
+        };
+        let whole = docs.windows(2).all(|w| w[0].end() == w[1].start);
+        if !self.gzip && whole {
+            return text.slice(first.start..last.end());
         }
-        if self.gzip {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut e = if self.gzip {
+            Some(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::fast(),
+            ))
+        } else {
+            None
+        };
+        let mut b = Vec::new();
+        let mut put = |bytes: &[u8]| match &mut e {
             // Writing into a Vec cannot fail.
-            let _ = e.write_all(&b);
-            b = e.finish().unwrap_or_default();
+            Some(e) => {
+                let _ = e.write_all(bytes);
+            }
+            None => b.extend_from_slice(bytes),
+        };
+        if whole {
+            put(&text[first.start..last.end()]);
+        } else {
+            for d in docs {
+                put(&text[d.start..d.end()]);
+            }
         }
-        b
+        match e {
+            Some(e) => e.finish().unwrap_or_default().into(),
+            None => b.into(),
+        }
     }
 
-    fn send_once(&mut self, docs: &[Doc]) -> Reply {
+    fn send_once(&mut self, text: &Bytes, docs: &[Doc]) -> Reply {
         let ep = &self.endpoints[self.rr % self.endpoints.len()];
         self.rr = self.rr.wrapping_add(1);
         let uri = format!("{ep}/_bulk?filter_path=errors,items.*.error,items.*.status");
@@ -612,7 +648,7 @@ impl ElasticsearchSink {
         if let Some(a) = &self.auth_header {
             req = req.header("authorization", a.as_str());
         }
-        let req = match req.body(Full::new(Bytes::from(self.body(docs)))) {
+        let req = match req.body(Full::new(self.body(text, docs))) {
             Ok(r) => r,
             Err(_) => return Reply::Retry(None),
         };
@@ -629,33 +665,26 @@ impl ElasticsearchSink {
             401 | 403 => return Reply::Refused(status),
             _ => return Reply::Retry(retry_after),
         }
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        let Ok(reply) = serde_json::from_slice::<BulkReply>(&body) else {
+            self.metrics.error("unparsable_reply", "receiving");
             return Reply::Retry(None);
         };
-        let items = v.get("items").and_then(|i| i.as_array());
-        let mut out = Vec::with_capacity(docs.len());
-        if v.get("errors").and_then(|e| e.as_bool()) == Some(false) && items.is_none() {
-            // filter_path drops `items` entirely only if every item lacks status: not expected.
-            return Reply::Retry(None);
-        }
-        for it in items.map(|a| a.as_slice()).unwrap_or_default() {
-            let Some(inner) = it.as_object().and_then(|o| o.values().next()) else {
-                return Reply::Retry(None);
-            };
-            let st = inner.get("status").and_then(|s| s.as_u64()).unwrap_or(0) as u16;
-            let err = inner.get("error");
-            let ty = err
-                .and_then(|e| e.get("type"))
-                .and_then(|t| t.as_str())
-                .unwrap_or("")
-                .to_string();
-            let reason = err
-                .and_then(|e| e.get("reason"))
-                .and_then(|t| t.as_str())
-                .unwrap_or("")
-                .to_string();
-            out.push((st, ty, reason));
-        }
+        let out: Vec<(u16, String, String)> = reply
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|BulkItem(r)| {
+                let (ty, reason) = match &r.error {
+                    None => (String::new(), String::new()),
+                    Some(serde_json::Value::String(s)) => (String::new(), s.clone()),
+                    Some(e) => {
+                        let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                        (s("type").to_string(), s("reason").to_string())
+                    }
+                };
+                (r.status, ty, reason)
+            })
+            .collect();
         if out.len() != docs.len() {
             self.metrics.error("short_reply", "receiving");
             return Reply::Retry(None);
@@ -671,14 +700,14 @@ impl ElasticsearchSink {
         self.backoff.sleep(hint, &self.shutdown)
     }
 
-    fn deliver(&mut self, docs: Vec<Doc>) -> Outcome {
+    fn deliver(&mut self, text: &Bytes, docs: Vec<Doc>) -> Outcome {
         let mut pending = docs;
         let mut attempt = 0u32;
         while !pending.is_empty() {
             if self.shutdown.is_triggered() {
                 return Outcome::Stuck;
             }
-            match self.send_once(&pending) {
+            match self.send_once(text, &pending) {
                 Reply::Retry(hint) => {
                     if !self.sleep_backoff(attempt, hint) {
                         return Outcome::Stuck;
@@ -687,18 +716,17 @@ impl ElasticsearchSink {
                 }
                 Reply::TooLarge => {
                     if pending.len() == 1 {
-                        let d = &pending[0];
-                        return self.dead_letter(vec![EsDeadLetter {
-                            event: d.event.to_vec(),
-                            status: 413,
-                            error_type: "request_entity_too_large".into(),
-                            reason: "a single event is larger than the server accepts".into(),
-                            index: d.index.to_string(),
-                            ack: d.ack,
-                        }]);
+                        let d = self.rejected(
+                            text,
+                            &pending[0],
+                            413,
+                            "request_entity_too_large".into(),
+                            "a single event is larger than the server accepts".into(),
+                        );
+                        return self.dead_letter(vec![d]);
                     }
                     let right = pending.split_off(pending.len() / 2);
-                    if let Outcome::Stuck = self.deliver(std::mem::take(&mut pending)) {
+                    if let Outcome::Stuck = self.deliver(text, std::mem::take(&mut pending)) {
                         return Outcome::Stuck;
                     }
                     pending = right;
@@ -730,14 +758,7 @@ impl ElasticsearchSink {
                             }
                             _ => {
                                 counts[3] += 1;
-                                dead.push(EsDeadLetter {
-                                    event: d.event.to_vec(),
-                                    status: st,
-                                    error_type: ty,
-                                    reason,
-                                    index: d.index.to_string(),
-                                    ack: d.ack,
-                                });
+                                dead.push(self.rejected(text, &d, st, ty, reason));
                             }
                         }
                     }
@@ -760,6 +781,43 @@ impl ElasticsearchSink {
             }
         }
         Outcome::Done
+    }
+
+    /// The dead letter of an item the cluster refused.
+    fn rejected(
+        &self,
+        text: &[u8],
+        d: &Doc,
+        status: u16,
+        error_type: String,
+        reason: String,
+    ) -> EsDeadLetter {
+        let index = serde_json::from_slice::<serde_json::Value>(d.action(text))
+            .ok()
+            .and_then(|v| {
+                v.as_object()?
+                    .values()
+                    .next()?
+                    .get("_index")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        EsDeadLetter {
+            event: d.event(text).to_vec(),
+            status,
+            error_type,
+            reason,
+            index,
+            stream: self
+                .streams
+                .get(d.ack as usize)
+                .cloned()
+                .flatten()
+                .map(|s| s.to_string()),
+            offset: d.offset,
+            ack: d.ack,
+        }
     }
 
     fn dead_letter(&mut self, items: Vec<EsDeadLetter>) -> Outcome {
@@ -793,11 +851,16 @@ impl ElasticsearchSink {
         }
         let docs = std::mem::take(&mut self.held);
         let acks = std::mem::take(&mut self.held_acks);
-        self.held_bytes = 0;
+        let text = Bytes::from(std::mem::take(&mut self.held_text));
         self.oldest = None;
+        self.streams.clear();
+        self.streams.extend(
+            acks.iter()
+                .map(|a| a.token().map(|t| Arc::<str>::from(t.stream().key()))),
+        );
         self.dead_per_ack.clear();
         self.dead_per_ack.resize(acks.len(), (0, 0));
-        match self.deliver(docs) {
+        match self.deliver(&text, docs) {
             Outcome::Done => {
                 // The runtime counts each batch as sent when its Ack is delivered, less
                 // what went to the dead letter.
@@ -811,25 +874,139 @@ impl ElasticsearchSink {
     }
 }
 
-fn event_date(ev: Option<&serde_json::Value>) -> (i64, u32, u32, u32) {
-    let ts = ev.and_then(|v| v.get("@timestamp").or_else(|| v.get("timestamp")));
-    if let Some(serde_json::Value::String(s)) = ts {
-        let b = s.as_bytes();
-        let num = |r: std::ops::Range<usize>| -> Option<u32> {
-            std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
-        };
-        if let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10))
-            && b.get(4) == Some(&b'-')
-            && (1..=12).contains(&m)
-            && (1..=31).contains(&d)
-        {
-            return (i64::from(y), m, d, num(11..13).unwrap_or(0));
-        }
+/// (year, month, day, hour) of the event's `@timestamp` or `timestamp` (an RFC 3339
+/// string), or of now (UTC).
+fn event_date(e: &OutEvent<'_>) -> (i64, u32, u32, u32) {
+    let ts = e.first_top_level(&[b"@timestamp", b"timestamp"]);
+    if let Some(f) = ts.filter(|f| f.kind == FieldKind::String)
+        && let Some(d) = parse_date(f.raw)
+    {
+        return d;
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     civil(now)
+}
+
+/// `YYYY-MM-DD[THH…]` → (year, month, day, hour).
+fn parse_date(b: &[u8]) -> Option<(i64, u32, u32, u32)> {
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let d = b.get(r)?;
+        d.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b.get(4) != Some(&b'-') || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some((i64::from(y), m, d, num(11..13).unwrap_or(0)))
+}
+
+/// Appends the index `segs` name for `e` (JSON string content) to `out`; false when a
+/// `{{ field }}` is missing or not a string or number.
+fn render(
+    segs: &[Seg],
+    e: &OutEvent<'_>,
+    date: &mut Option<(i64, u32, u32, u32)>,
+    out: &mut Vec<u8>,
+) -> bool {
+    for s in segs {
+        match s {
+            Seg::Lit(l) => push_json_str(out, l),
+            Seg::Field(p) => match e.field(p) {
+                // A string's raw bytes are JSON string content already (escapes kept).
+                Some(f) if matches!(f.kind, FieldKind::String | FieldKind::Number) => {
+                    out.extend_from_slice(f.raw);
+                }
+                _ => return false,
+            },
+            Seg::Date(c) => {
+                let (y, m, d, h) = *date.get_or_insert_with(|| event_date(e));
+                match c {
+                    'Y' => push_digits(out, y.clamp(0, 9999) as u32, 4),
+                    'm' => push_digits(out, m, 2),
+                    'd' => push_digits(out, d, 2),
+                    _ => push_digits(out, h, 2),
+                }
+            }
+        }
+    }
+    true
+}
+
+fn push_digits(out: &mut Vec<u8>, n: u32, width: u32) {
+    for i in (0..width).rev() {
+        out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+    }
+}
+
+fn push_hex(out: &mut Vec<u8>, v: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..32).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+/// Appends `s` as JSON string content (quotes, backslashes and control characters escaped).
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    for &c in s.as_bytes() {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(b"0123456789abcdef"[usize::from(c >> 4)]);
+                out.push(b"0123456789abcdef"[usize::from(c & 0xf)]);
+            }
+            _ => out.push(c),
+        }
+    }
+}
+
+/// The reply of `_bulk` (with `filter_path`): one item per action, in order.
+#[derive(Deserialize)]
+struct BulkReply {
+    #[serde(default)]
+    items: Option<Vec<BulkItem>>,
+}
+
+/// One item: `{ "<action>": { "status": …, "error": … } }`.
+struct BulkItem(ItemResult);
+
+#[derive(Deserialize)]
+struct ItemResult {
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for BulkItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BulkItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a bulk item: an object with one action")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<BulkItem, A::Error> {
+                let Some((serde::de::IgnoredAny, r)) = m.next_entry::<_, ItemResult>()? else {
+                    return Err(serde::de::Error::custom("an empty bulk item"));
+                };
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(BulkItem(r))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl Sink for ElasticsearchSink {
@@ -838,7 +1015,7 @@ impl Sink for ElasticsearchSink {
         let key = ack.token().map(|t| t.stream().key().to_string());
         let mut dead = Vec::new();
         for ev in out.iter() {
-            if let Some(d) = self.add(ev.bytes, key.as_deref(), ev.offset) {
+            if let Some(d) = self.add(&ev, key.as_deref()) {
                 dead.push(d);
             }
         }
@@ -856,7 +1033,7 @@ impl Sink for ElasticsearchSink {
         self.held_acks.push(ack);
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
         if self.held.len() >= self.max_events
-            || self.held_bytes >= self.max_bytes
+            || self.held_text.len() >= self.max_bytes
             || oldest.elapsed() >= self.linger
         {
             self.send_held();
@@ -886,7 +1063,7 @@ mod tests {
             parse_template("logs-{{ a.b }}-%Y.%m.%d").unwrap(),
             vec![
                 Seg::Lit("logs-".into()),
-                Seg::Field(vec!["a".into(), "b".into()]),
+                Seg::Field("a.b".into()),
                 Seg::Lit("-".into()),
                 Seg::Date('Y'),
                 Seg::Lit(".".into()),
@@ -899,7 +1076,37 @@ mod tests {
         assert!(parse_template("x-{{ a").is_err());
         assert_eq!(civil(0), (1970, 1, 1, 0));
         assert_eq!(civil(951_782_400 + 3600 * 5), (2000, 2, 29, 5));
-        let v: serde_json::Value = serde_json::json!({"@timestamp": "2024-03-07T10:00:00Z"});
-        assert_eq!(event_date(Some(&v)), (2024, 3, 7, 10));
+        assert_eq!(parse_date(b"2024-03-07T10:00:00Z"), Some((2024, 3, 7, 10)));
+        assert_eq!(parse_date(b"2024-03-07"), Some((2024, 3, 7, 0)));
+        assert_eq!(parse_date(b"2024-13-07"), None);
+        assert_eq!(parse_date(b"20x4-03-07"), None);
+        let mut out = Vec::new();
+        push_json_str(&mut out, "a\"b\\c\n");
+        assert_eq!(out, b"a\\\"b\\\\c\\u000a");
+        out.clear();
+        push_hex(&mut out, 0xabc);
+        assert_eq!(out, b"00000000000000000000000000000abc");
+        out.clear();
+        push_digits(&mut out, 7, 2);
+        assert_eq!(out, b"07");
+    }
+
+    #[test]
+    fn bulk_replies_parse_one_item_per_action() {
+        let r: BulkReply = serde_json::from_slice(
+            br#"{"errors":true,"items":[{"create":{"status":201}},{"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}},{"create":{"status":429,"error":"busy"}}]}"#,
+        )
+        .unwrap();
+        let items = r.items.unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[1].0.status, 400);
+        assert_eq!(
+            items[1].0.error.as_ref().unwrap()["type"],
+            "mapper_parsing_exception"
+        );
+        assert!(serde_json::from_slice::<BulkReply>(br#"{"items":[{}]}"#).is_err());
+        assert!(
+            serde_json::from_slice::<BulkReply>(br#"{"items":[{"create":{"status":201}}"#).is_err()
+        );
     }
 }

@@ -56,6 +56,8 @@ pub struct Output<'a> {
     pub(crate) events: &'a [EventMeta],
     pub(crate) routes: &'a [String],
     pub(crate) token: Option<&'a AckToken>,
+    /// The batch's structural positions (see `EventMeta::s_start`), empty when unknown.
+    pub(crate) structurals: &'a [u32],
     /// Where the runtime counts this batch's outcome once the sink's [`Ack`]s are resolved
     /// (none outside the runtime).
     pub(crate) tally: Option<&'a TallySlot>,
@@ -193,6 +195,55 @@ pub struct OutEvent<'a> {
     pub route: Option<&'a str>,
     /// Whether it is byte-for-byte the input line.
     pub unchanged: bool,
+    /// Its structural positions from the parse stage (empty when a filter changed it).
+    structurals: &'a [u32],
+}
+
+impl<'a> OutEvent<'a> {
+    /// The value at `path` (`a.b`, with `\.` for a dot in a key: docs/abi.md §10), or `None`.
+    ///
+    /// Cost: a walk of the positions the parse stage recorded (no parse); for an event a
+    /// filter changed, one validation of its bytes first.
+    pub fn field(&self, path: &str) -> Option<crate::FieldRef<'a>> {
+        if !self.structurals.is_empty() {
+            return crate::parse::index::lookup(self.bytes, self.structurals, path.as_bytes());
+        }
+        let mut s = Vec::new();
+        crate::parse::scalar::validate(self.bytes, 4096, &mut s).ok()?;
+        crate::parse::index::lookup(self.bytes, &s, path.as_bytes())
+    }
+
+    /// The top-level member whose key comes first in `keys` (plain keys, no escapes), in
+    /// one walk of the members; a repeated key's last occurrence wins, as in
+    /// [`Self::field`].
+    pub(crate) fn first_top_level(&self, keys: &[&[u8]]) -> Option<crate::FieldRef<'a>> {
+        let owned;
+        let s = if self.structurals.is_empty() {
+            let mut v = Vec::new();
+            crate::parse::scalar::validate(self.bytes, 4096, &mut v).ok()?;
+            owned = v;
+            &owned[..]
+        } else {
+            self.structurals
+        };
+        let bytes = self.bytes;
+        let mut best: Option<(usize, crate::parse::index::Member)> = None;
+        crate::parse::index::members(bytes, s, 0, |m| {
+            let key = &bytes[m.key.0..m.key.1];
+            if let Some(rank) = keys
+                .iter()
+                .position(|k| crate::parse::index::key_eq(key, k))
+                && best.as_ref().is_none_or(|(r, _)| rank <= *r)
+            {
+                best = Some((rank, m));
+            }
+            true
+        })?;
+        let (_, m) = best?;
+        Some(crate::parse::index::field_of(
+            bytes, m.kind, m.value.0, m.value.1,
+        ))
+    }
 }
 
 impl<'a> Output<'a> {
@@ -239,8 +290,14 @@ impl<'a> Output<'a> {
 
     /// The events, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = OutEvent<'a>> + 'a {
-        let (data, routes) = (self.data, self.routes);
+        let (data, routes, all) = (self.data, self.routes, self.structurals);
         self.events.iter().map(move |m| OutEvent {
+            structurals: if m.s_len == crate::batch::STALE {
+                &[]
+            } else {
+                all.get(m.s_start as usize..(m.s_start + m.s_len) as usize)
+                    .unwrap_or(&[])
+            },
             bytes: &data[m.start as usize..(m.start + m.len) as usize],
             line: m.line,
             offset: m.offset,
