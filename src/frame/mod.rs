@@ -13,6 +13,7 @@ mod docker;
 
 pub use container::{ContainerDecoder, ContainerFormat, ContainerSettings, ExtraFields};
 pub use decoder::{Codec, Decoder, NdjsonDecoder, TextDecoder};
+pub(crate) use decoder::escape_text;
 
 use crate::batch::{Batch, DeadLetter, EventMeta, PADDING};
 

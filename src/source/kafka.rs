@@ -60,6 +60,17 @@ pub struct KafkaSourceConfig {
     /// How often delivered offsets are committed, in ms (default 5000).
     #[serde(default = "default_commit")]
     pub commit_interval_ms: u64,
+    /// Top-level field that receives the message key (default: none). See [`MessageFields`]
+    /// for the representation.
+    #[serde(default)]
+    pub key_field: Option<String>,
+    /// Top-level field that receives the message timestamp, in milliseconds since the epoch
+    /// (default: none).
+    #[serde(default)]
+    pub timestamp_field: Option<String>,
+    /// Top-level field that receives the message headers as an object (default: none).
+    #[serde(default)]
+    pub headers_field: Option<String>,
 }
 
 impl KafkaSourceConfig {
@@ -93,9 +104,28 @@ impl KafkaSourceConfig {
         if self.commit_interval_ms == 0 {
             return bad("commit_interval_ms", "must be above 0");
         }
+        let named = [
+            ("key_field", &self.key_field),
+            ("timestamp_field", &self.timestamp_field),
+            ("headers_field", &self.headers_field),
+        ];
+        for (i, (key, name)) in named.iter().enumerate() {
+            let Some(name) = name else { continue };
+            if name.is_empty() {
+                return bad(key, "must not be empty");
+            }
+            if named[..i].iter().any(|(_, other)| other.as_ref() == Some(name)) {
+                return bad(key, "names the same field as another `*_field` key");
+            }
+        }
         Ok(Box::new(KafkaSource {
             config: self.clone(),
             name: cx.name.clone(),
+            fields: MessageFields {
+                key: self.key_field.clone(),
+                timestamp: self.timestamp_field.clone(),
+                headers: self.headers_field.clone(),
+            },
         }))
     }
 }
@@ -111,6 +141,7 @@ pub(crate) fn valid_broker(b: &str) -> bool {
 struct KafkaSource {
     config: KafkaSourceConfig,
     name: String,
+    fields: MessageFields,
 }
 
 /// What the source needs from a Kafka client: the only place krafka's consumer appears.
@@ -165,12 +196,178 @@ fn lock(book: &Mutex<CommitBook>) -> std::sync::MutexGuard<'_, CommitBook> {
 /// A partition: topic and number.
 type PartKey = (Arc<str>, i32);
 
-/// One fetched message: partition key, offset, value.
+/// One fetched message: partition key, offset, value, and what [`MessageFields`] may copy
+/// into its events.
 struct Message {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
     value: Option<bytes::Bytes>,
+    key: Option<bytes::Bytes>,
+    timestamp: i64,
+    headers: Vec<(String, Option<bytes::Bytes>)>,
+}
+
+/// The message metadata a source copies into each of its events (`key_field`,
+/// `timestamp_field`, `headers_field`), as top-level fields inserted at the front of the
+/// object:
+/// - the key: a JSON string when it is UTF-8, `{"base64":"…"}` (standard alphabet, padded)
+///   when it is not, `null` when the message has none;
+/// - the timestamp: an integer, milliseconds since the epoch (the producer's create time,
+///   or the broker's append time on a topic configured so);
+/// - the headers: an object in wire order, each value as the key's representation; a
+///   header name that occurs several times maps to an array of its values, in order.
+///
+/// Cost: nothing when no field is asked for (the event stays the message's bytes); else
+/// one copy of each event, like the `text` codec. An event that is not a JSON object is
+/// left as it is (the parser dead-letters it).
+#[derive(Debug, Clone, Default)]
+struct MessageFields {
+    key: Option<String>,
+    timestamp: Option<String>,
+    headers: Option<String>,
+}
+
+impl MessageFields {
+    fn any(&self) -> bool {
+        self.key.is_some() || self.timestamp.is_some() || self.headers.is_some()
+    }
+
+    /// The members to insert for message `m`, as JSON text without braces.
+    fn members(&self, m: &Message, out: &mut Vec<u8>) {
+        out.clear();
+        let name = |out: &mut Vec<u8>, n: &str| {
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            json_string(n.as_bytes(), out);
+            out.push(b':');
+        };
+        if let Some(f) = &self.key {
+            name(out, f);
+            json_bytes(m.key.as_deref(), out);
+        }
+        if let Some(f) = &self.timestamp {
+            name(out, f);
+            out.extend_from_slice(m.timestamp.to_string().as_bytes());
+        }
+        if let Some(f) = &self.headers {
+            name(out, f);
+            out.push(b'{');
+            let mut done: Vec<&str> = Vec::new();
+            for (k, _) in &m.headers {
+                if done.contains(&k.as_str()) {
+                    continue;
+                }
+                done.push(k);
+                if done.len() > 1 {
+                    out.push(b',');
+                }
+                json_string(k.as_bytes(), out);
+                out.push(b':');
+                let values: Vec<_> = m.headers.iter().filter(|(h, _)| h == k).collect();
+                if values.len() == 1 {
+                    json_bytes(values[0].1.as_deref(), out);
+                } else {
+                    out.push(b'[');
+                    for (i, (_, v)) in values.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        json_bytes(v.as_deref(), out);
+                    }
+                    out.push(b']');
+                }
+            }
+            out.push(b'}');
+        }
+    }
+
+    /// Inserts each message's members into its events: `ranges` gives, in order, the end
+    /// index of each earlier message's events with its members; the events after the last
+    /// range get `rest`.
+    fn apply(batch: &mut crate::batch::Batch, ranges: &[(usize, Vec<u8>)], rest: &[u8]) {
+        if batch.events.is_empty() {
+            return;
+        }
+        let mut events = std::mem::take(&mut batch.events);
+        let mut start = 0;
+        let n = events.len();
+        let tail = [(n, rest.to_vec())];
+        for (end, members) in ranges.iter().chain(&tail) {
+            let end = (*end).min(n);
+            for e in &mut events[start.min(end)..end] {
+                insert_members(&mut batch.data, e, members);
+            }
+            start = end;
+        }
+        batch.data.resize(batch.data.len() + crate::batch::PADDING, 0);
+        batch.events = events;
+    }
+}
+
+/// Appends a copy of event `e` with `members` inserted after its `{` to `data`, and points
+/// `e` at it. An event that is not an object is left alone.
+fn insert_members(data: &mut Vec<u8>, e: &mut crate::batch::EventMeta, members: &[u8]) {
+    let (a, b) = (e.start as usize, (e.start + e.len) as usize);
+    let ev = &data[a..b];
+    let Some(open) = ev.iter().position(|c| !c.is_ascii_whitespace()) else {
+        return;
+    };
+    if ev[open] != b'{' {
+        return;
+    }
+    let rest = &ev[open + 1..];
+    let empty = rest
+        .iter()
+        .find(|c| !c.is_ascii_whitespace())
+        .is_none_or(|&c| c == b'}');
+    let mut new = Vec::with_capacity(ev.len() + members.len() + 2);
+    new.push(b'{');
+    new.extend_from_slice(members);
+    if !empty {
+        new.push(b',');
+    }
+    new.extend_from_slice(rest);
+    let start = data.len();
+    data.extend_from_slice(&new);
+    e.start = start as u32;
+    e.len = new.len() as u32;
+    e.plain = false;
+}
+
+/// Appends `v` as JSON: a string when UTF-8, `{"base64":"…"}` when not, `null` when absent.
+fn json_bytes(v: Option<&[u8]>, out: &mut Vec<u8>) {
+    match v {
+        None => out.extend_from_slice(b"null"),
+        Some(b) if std::str::from_utf8(b).is_ok() => json_string(b, out),
+        Some(b) => {
+            out.extend_from_slice(b"{\"base64\":\"");
+            base64(b, out);
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+/// Appends UTF-8 `s` as a JSON string.
+fn json_string(s: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    crate::frame::escape_text(s, out);
+    out.push(b'"');
+}
+
+/// Appends standard, padded base64 of `b`.
+fn base64(b: &[u8], out: &mut Vec<u8>) {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        out.push(A[(n >> 18) as usize & 63]);
+        out.push(A[(n >> 12) as usize & 63]);
+        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] } else { b'=' });
+        out.push(if c.len() > 2 { A[n as usize & 63] } else { b'=' });
+    }
 }
 
 impl Client {
@@ -217,6 +414,9 @@ impl Client {
                 partition: r.partition,
                 offset: r.offset,
                 value: r.value,
+                key: r.key,
+                timestamp: r.timestamp,
+                headers: r.headers,
             })
             .collect())
     }
@@ -339,6 +539,7 @@ impl Source for KafkaSource {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             let c = self.config;
+            let fields = self.fields;
             let who = format!("sources.{}", self.name);
             let book = Arc::new(Mutex::new(CommitBook::new()));
             let client = Client::connect(&c, book.clone()).await.map_err(|e| {
@@ -388,7 +589,7 @@ impl Source for KafkaSource {
                 for ((topic, part), msgs) in groups {
                     let first = msgs[0].offset.max(0) as u64;
                     let stream = lock(&book).stream(&topic, part, first).clone();
-                    if !send_partition(&cx, &stream, &msgs).await {
+                    if !send_partition(&cx, &stream, &msgs, &fields).await {
                         break;
                     }
                 }
@@ -420,30 +621,47 @@ async fn commit(client: &Client, book: &Mutex<CommitBook>, who: &str, cx: &Sourc
 /// Frames one poll's messages of one partition and sends them. Every batch ends at the
 /// offset of the first message not wholly in it (a batch closed inside message `i` ends at
 /// `i`, so that message is replayed rather than skipped). Returns false on shutdown.
-async fn send_partition(cx: &SourceContext, stream: &Stream, msgs: &[Message]) -> bool {
+async fn send_partition(
+    cx: &SourceContext,
+    stream: &Stream,
+    msgs: &[Message],
+    fields: &MessageFields,
+) -> bool {
     let mut decoder = cx.decoder(0);
     let mut batch = cx.batch();
+    // With `*_field` keys: the members of each earlier message of the open batch, with the
+    // end of its events. They are inserted when the batch completes, after the codec (a
+    // `text` decoder wraps lines only then).
+    let mut pending: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut members = Vec::new();
     for m in msgs {
         let Some(v) = &m.value else { continue };
-        let mut input: &[u8] = v;
-        while decoder.decode(&mut input, &mut batch) {
-            let full = std::mem::replace(&mut batch, cx.batch());
-            if !cx.send(stream, full, m.offset as u64).await {
-                return false;
-            }
+        if fields.any() {
+            fields.members(m, &mut members);
         }
-        if !v.ends_with(b"\n") {
-            let mut nl: &[u8] = b"\n";
-            while decoder.decode(&mut nl, &mut batch) {
-                let full = std::mem::replace(&mut batch, cx.batch());
+        let mut input: &[u8] = v;
+        let mut nl: &[u8] = if v.ends_with(b"\n") { b"" } else { b"\n" };
+        for part in [&mut input, &mut nl] {
+            while decoder.decode(part, &mut batch) {
+                let mut full = std::mem::replace(&mut batch, cx.batch());
+                if fields.any() {
+                    MessageFields::apply(&mut full, &pending, &members);
+                    pending.clear();
+                }
                 if !cx.send(stream, full, m.offset as u64).await {
                     return false;
                 }
             }
         }
+        if fields.any() {
+            pending.push((batch.events.len(), std::mem::take(&mut members)));
+        }
     }
     let end = msgs.last().map_or(0, |m| m.offset as u64 + 1);
     decoder.decode_eof(&mut batch);
+    if fields.any() {
+        MessageFields::apply(&mut batch, &pending, &[]);
+    }
     // Always send the last batch, even empty, so the watermark covers every message.
     cx.send(stream, batch, end).await
 }
