@@ -154,8 +154,19 @@ struct Client {
 /// partition assigned again starts a fresh stream at the committed offset).
 struct OnRevoke {
     book: Arc<Mutex<CommitBook>>,
+    metrics: crate::metrics::Metrics,
+    name: String,
     consumer: Arc<OnceLock<Weak<krafka::consumer::Consumer>>>,
     drain: Duration,
+}
+
+impl OnRevoke {
+    fn forget(&self, keys: &[(Arc<str>, i32)]) {
+        lock(&self.book).forget(keys);
+        for (t, p) in keys {
+            self.metrics.kafka_partition_gone(&self.name, t, *p);
+        }
+    }
 }
 
 fn keys(parts: &[krafka::consumer::TopicPartition]) -> Vec<(Arc<str>, i32)> {
@@ -176,16 +187,22 @@ impl krafka::consumer::ConsumerRebalanceListener for OnRevoke {
         }
         let due = lock(&self.book).due_for(&keys);
         if let Some(c) = self.consumer.get().and_then(Weak::upgrade)
-            && let Err(e) = Client::commit_with(&c, &due).await
+            && !due.is_empty()
         {
-            tracing::warn!("kafka: commit on revoke failed (the new owner replays): {e}");
+            let t = Instant::now();
+            let r = Client::commit_with(&c, &due).await;
+            self.metrics
+                .kafka_commit(&self.name, t.elapsed().as_secs_f64());
+            if let Err(e) = r {
+                tracing::warn!("kafka: commit on revoke failed (the new owner replays): {e}");
+            }
         }
-        lock(&self.book).forget(&keys);
+        self.forget(&keys);
     }
 
     async fn on_partitions_lost(&self, parts: &[krafka::consumer::TopicPartition]) {
         // Another member may own them already: no commit.
-        lock(&self.book).forget(&keys(parts));
+        self.forget(&keys(parts));
     }
 }
 
@@ -374,10 +391,13 @@ impl Client {
     async fn connect(
         c: &KafkaSourceConfig,
         book: Arc<Mutex<CommitBook>>,
+        cx: &SourceContext,
     ) -> std::result::Result<Self, krafka::KrafkaError> {
         let handle = Arc::new(OnceLock::new());
         let listener = OnRevoke {
             book,
+            metrics: cx.metrics().all().clone(),
+            name: cx.name().to_string(),
             consumer: handle.clone(),
             drain: Duration::from_millis(c.session_timeout_ms / 2),
         };
@@ -445,6 +465,17 @@ impl Client {
             })
             .collect();
         consumer.commit_offsets(&map).await
+    }
+
+    /// The high watermark of each assigned partition, as the last fetch reported it (no
+    /// request is sent).
+    async fn high_watermarks(&self) -> HashMap<(String, i32), i64> {
+        self.consumer
+            .lag()
+            .await
+            .into_iter()
+            .filter_map(|(tp, l)| Some(((tp.topic, tp.partition), l.high_watermark?)))
+            .collect()
     }
 
     async fn close(&self) {
@@ -529,6 +560,14 @@ impl CommitBook {
         }
     }
 
+    /// Each partition's acknowledged position and last committed offset.
+    pub fn positions(&self) -> Vec<(PartKey, Option<u64>, Option<u64>)> {
+        self.parts
+            .iter()
+            .map(|(k, (s, last))| (k.clone(), s.acked(), *last))
+            .collect()
+    }
+
     /// Whether every partition's sent batches have completed.
     pub fn is_idle(&self) -> bool {
         self.parts.values().all(|(s, _)| s.is_idle())
@@ -542,7 +581,7 @@ impl Source for KafkaSource {
             let fields = self.fields;
             let who = format!("sources.{}", self.name);
             let book = Arc::new(Mutex::new(CommitBook::new()));
-            let client = Client::connect(&c, book.clone()).await.map_err(|e| {
+            let client = Client::connect(&c, book.clone(), &cx).await.map_err(|e| {
                 Error::new(
                     Kind::Config,
                     format!(
@@ -610,11 +649,31 @@ impl Source for KafkaSource {
     }
 }
 
+/// Commits what is due, timing the request, then updates the partitions' lag and
+/// committed-offset gauges.
 async fn commit(client: &Client, book: &Mutex<CommitBook>, who: &str, cx: &SourceContext) {
     let due = lock(book).due();
-    match client.commit(&due).await {
-        Ok(()) => lock(book).committed(&due),
-        Err(e) => tracing::warn!(source = cx.name(), "{who}: offset commit failed: {e}"),
+    let metrics = cx.metrics().all();
+    if !due.is_empty() {
+        let t = Instant::now();
+        let r = client.commit(&due).await;
+        metrics.kafka_commit(cx.name(), t.elapsed().as_secs_f64());
+        match r {
+            Ok(()) => lock(book).committed(&due),
+            Err(e) => {
+                cx.metrics().error("kafka_commit_failed", "sending");
+                tracing::warn!(source = cx.name(), "{who}: offset commit failed: {e}");
+            }
+        }
+    }
+    let hw = client.high_watermarks().await;
+    for ((topic, part), acked, last) in lock(book).positions() {
+        // Tansu under-reports the high watermark: never a negative lag.
+        let lag = hw
+            .get(&(topic.to_string(), part))
+            .zip(acked)
+            .map(|(&h, a)| (h.max(0) as u64).saturating_sub(a));
+        metrics.kafka_partition(cx.name(), &topic, part, lag, last);
     }
 }
 
