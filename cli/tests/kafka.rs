@@ -301,6 +301,15 @@ fn seed() -> u64 {
 /// kafka source (broker `addr`) → wasm drop_debug → kafka sink (broker `out`), as member
 /// `name` of group `failover`.
 fn write_config(d: &Path, name: &str, addr: &str, out: &str) -> PathBuf {
+    write_config_api(d, name, addr, out, None)
+}
+
+/// [`write_config`] with `/metrics` on `api` when given.
+fn write_config_api(d: &Path, name: &str, addr: &str, out: &str, api: Option<u16>) -> PathBuf {
+    let api = match api {
+        Some(p) => format!("address = \"127.0.0.1:{p}\""),
+        None => "enabled = false".into(),
+    };
     let cfg = d.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
@@ -308,7 +317,7 @@ fn write_config(d: &Path, name: &str, addr: &str, out: &str) -> PathBuf {
             r#"
 data_dir = "state-{name}"
 [api]
-enabled = false
+{api}
 [sources.in]
 type = "kafka"
 brokers = ["{addr}"]
@@ -441,6 +450,17 @@ print(json.dumps(sorted(seen)))
             .into_iter()
             .collect();
         let absent: Vec<u64> = missing.iter().copied().filter(|n| !input.contains(n)).collect();
+        // Offsets the broker gave to two different messages (the producer's acknowledgements).
+        let mut by_offset: HashMap<(usize, i64), std::collections::BTreeSet<u64>> = HashMap::new();
+        for (n, at) in &produced.at {
+            by_offset.entry(*at).or_default().insert(n - n % per_msg);
+        }
+        let mut reused: Vec<_> = by_offset.iter().filter(|(_, m)| m.len() > 1).collect();
+        reused.sort();
+        eprintln!(
+            "offsets the broker acknowledged for two different messages ((partition, offset): first events): {:?}",
+            &reused[..reused.len().min(20)]
+        );
         eprintln!(
             "{} of the {} lost events are not in the input topic either (the broker acknowledged \
              them to the producer and does not serve them): {:?}",
@@ -577,6 +597,18 @@ fn kafka_two_members_survive_kill9() {
     assert_eq!(after_stop, ends, "still the ends after the survivor stopped");
 }
 
+/// `GET /metrics` of a running member.
+fn scrape(port: u16) -> String {
+    use std::io::Read;
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
+
 /// An S3 API server (moto) with bucket `tansu`: Tansu's storage, which outlives a Tansu
 /// process (the memory engine loses everything when Tansu stops). Returns the server and
 /// the environment Tansu needs to reach it.
@@ -675,7 +707,8 @@ fn kafka_broker_restart_loses_nothing() {
     let partitions = 2;
     create_topic(&servers, &addr, "in", partitions);
     create_topic(&servers, &addr, "out", 1);
-    let cfg = write_config(&d, "a", &addr, &addr);
+    let api = free_port();
+    let cfg = write_config_api(&d, "a", &addr, &addr, Some(api));
     let _member = member(&d, "a", &cfg);
     let mut oracle = Oracle::start(&servers, &addr, "failover", partitions);
 
@@ -745,6 +778,19 @@ fn kafka_broker_restart_loses_nothing() {
     }
     let ends = produced.lock().unwrap().ends.clone();
     let committed = wait_committed(&mut oracle, &ends, Duration::from_secs(60));
+    let metrics = scrape(api);
+    let count = |name: &str, id: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(&format!("component_id=\"{id}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    eprintln!(
+        "kafka broker restart: source received {} events, sink sent {} (delivered)",
+        count("component_received_events_total", "in"),
+        count("component_sent_events_total", "out")
+    );
     let produced = produced.lock().unwrap();
     let (kept, dups, bound) = check_output(&servers, &addr, &addr, total, &produced, &windows, per_msg);
     eprintln!(

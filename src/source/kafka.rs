@@ -478,6 +478,12 @@ impl Client {
             .collect()
     }
 
+    async fn seek(&self, topic: &str, partition: i32, offset: u64) {
+        if let Err(e) = self.consumer.seek(topic, partition, offset as i64).await {
+            tracing::warn!("kafka: seek {topic}/{partition} to {offset}: {e}");
+        }
+    }
+
     async fn close(&self) {
         let _ = self.consumer.close().await;
     }
@@ -488,6 +494,8 @@ impl Client {
 #[derive(Default, Debug)]
 pub struct CommitBook {
     parts: HashMap<(Arc<str>, i32), (Stream, Option<u64>)>,
+    /// Per partition, the offset after the last message sent (where reading must go on).
+    next: HashMap<(Arc<str>, i32), u64>,
 }
 
 impl CommitBook {
@@ -557,6 +565,20 @@ impl CommitBook {
     pub fn forget(&mut self, keys: &[(Arc<str>, i32)]) {
         for k in keys {
             self.parts.remove(k);
+            self.next.remove(k);
+        }
+    }
+
+    /// The offset after the last message sent of a partition, if it was read since it was
+    /// assigned.
+    pub fn next_offset(&self, key: &PartKey) -> Option<u64> {
+        self.next.get(key).copied()
+    }
+
+    /// Records that the messages of a partition were sent up to `next` (exclusive).
+    pub fn sent_up_to(&mut self, key: &PartKey, next: u64) {
+        if self.parts.contains_key(key) {
+            self.next.insert(key.clone(), next);
         }
     }
 
@@ -593,6 +615,8 @@ impl Source for KafkaSource {
             let commit_every = Duration::from_millis(c.commit_interval_ms);
             let mut last_commit = Instant::now();
             let mut failures = 0u32;
+            // Per partition, the last offset gap seen: (expected, returned).
+            let mut gaps: HashMap<PartKey, (u64, u64)> = HashMap::new();
             loop {
                 if cx.shutdown().is_triggered() {
                     break;
@@ -625,12 +649,40 @@ impl Source for KafkaSource {
                         None => groups.push((k, vec![m])),
                     }
                 }
-                for ((topic, part), msgs) in groups {
+                for ((topic, part), mut msgs) in groups {
+                    let key = (topic.clone(), part);
+                    let next = lock(&book).next_offset(&key);
+                    if let Some(next) = next {
+                        // Already sent (a replay after a seek): not again.
+                        msgs.retain(|m| m.offset >= 0 && m.offset as u64 >= next);
+                        let Some(first) = msgs.first().map(|m| m.offset as u64) else {
+                            continue;
+                        };
+                        if first > next {
+                            // The client skipped offsets (seen after a broker restart): read
+                            // them again, unless it says the same twice (a compacted range or
+                            // transaction markers: nothing to read in between).
+                            if gaps.get(&key) != Some(&(next, first)) {
+                                gaps.insert(key.clone(), (next, first));
+                                cx.metrics().error("kafka_offset_gap", "receiving");
+                                tracing::warn!(
+                                    source = cx.name(),
+                                    "{who}: {topic}/{part}: the client returned offset {first} \
+                                     where {next} was next; reading again from {next}"
+                                );
+                                client.seek(&topic, part, next).await;
+                                continue;
+                            }
+                        }
+                    }
+                    gaps.remove(&key);
                     let first = msgs[0].offset.max(0) as u64;
+                    let end = msgs.last().map_or(first, |m| m.offset as u64 + 1);
                     let stream = lock(&book).stream(&topic, part, first).clone();
                     if !send_partition(&cx, &stream, &msgs, &fields).await {
                         break;
                     }
+                    lock(&book).sent_up_to(&key, end);
                 }
                 if last_commit.elapsed() >= commit_every {
                     commit(&client, &book, &who, &cx).await;
