@@ -843,6 +843,34 @@ mod tests {
     }
 
     #[test]
+    fn bytes_as_json() {
+        let enc = |v: Option<&[u8]>| {
+            let mut out = Vec::new();
+            json_bytes(v, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(enc(None), "null");
+        assert_eq!(enc(Some(b"a\"b\n")), r#""a\"b\n""#);
+        assert_eq!(enc(Some(b"\xff")), r#"{"base64":"/w=="}"#);
+        assert_eq!(enc(Some(b"\xff\x00")), r#"{"base64":"/wA="}"#);
+        assert_eq!(enc(Some(b"\xff\x00\x01\x02")), r#"{"base64":"/wABAg=="}"#);
+    }
+
+    #[test]
+    fn next_offsets_follow_the_assignment() {
+        let mut book = CommitBook::new();
+        let t: Arc<str> = "t".into();
+        let k = (t.clone(), 0);
+        book.sent_up_to(&k, 5);
+        assert_eq!(book.next_offset(&k), None, "not assigned: nothing recorded");
+        let _ = book.stream(&t, 0, 3);
+        book.sent_up_to(&k, 5);
+        assert_eq!(book.next_offset(&k), Some(5));
+        book.forget(std::slice::from_ref(&k));
+        assert_eq!(book.next_offset(&k), None, "a revoked partition starts afresh");
+    }
+
+    #[test]
     fn config_defaults() {
         let c: KafkaSourceConfig =
             toml::from_str("brokers = [\"a:1\"]\ntopics = [\"t\"]\ngroup_id = \"g\"").unwrap();

@@ -264,6 +264,16 @@ group_id = "g""#,
     .unwrap();
     let e = c.build(&cx).err().expect("bad brokers").to_string();
     assert!(e.contains("sources.k") && e.contains("`brokers`"), "{e}");
+    let c: KafkaSourceConfig = toml::from_str(
+        r#"brokers = ["127.0.0.1:1"]
+topics = ["t"]
+group_id = "g"
+key_field = "k"
+timestamp_field = "k""#,
+    )
+    .unwrap();
+    let e = c.build(&cx).err().expect("same field twice").to_string();
+    assert!(e.contains("`timestamp_field`"), "{e}");
     let s: KafkaSinkConfig = toml::from_str(
         r#"brokers = ["127.0.0.1:1"]
 topic = "{{ unclosed""#,
