@@ -45,7 +45,13 @@ fn tansu(servers: &Path, port: u16, storage: &str, env: &[(&str, String)], log: 
         .open(log)
         .unwrap();
     let child = Command::new(servers.join("bin/tansu"))
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", storage])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
@@ -54,7 +60,10 @@ fn tansu(servers: &Path, port: u16, storage: &str, env: &[(&str, String)], log: 
         .expect("start tansu");
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "tansu did not listen");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "tansu did not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Proc(child)
@@ -449,7 +458,11 @@ print(json.dumps(sorted(seen)))
             .unwrap()
             .into_iter()
             .collect();
-        let absent: Vec<u64> = missing.iter().copied().filter(|n| !input.contains(n)).collect();
+        let absent: Vec<u64> = missing
+            .iter()
+            .copied()
+            .filter(|n| !input.contains(n))
+            .collect();
         // Offsets the broker gave to two different messages (the producer's acknowledgements).
         let mut by_offset: HashMap<(usize, i64), std::collections::BTreeSet<u64>> = HashMap::new();
         for (n, at) in &produced.at {
@@ -507,10 +520,7 @@ fn kafka_two_members_survive_kill9() {
     eprintln!("kafka failover: {kills} kills, SLUICEBOX_KAFKA_SEED={seed}");
     let d = dir("kafka-failover");
     let (port, out_port) = (free_port(), free_port());
-    let (addr, out_addr) = (
-        format!("127.0.0.1:{port}"),
-        format!("127.0.0.1:{out_port}"),
-    );
+    let (addr, out_addr) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{out_port}"));
     let _broker = tansu(&servers, port, "memory://tansu/", &[], &d.join("tansu.log"));
     let out_broker = tansu(
         &servers,
@@ -526,7 +536,10 @@ fn kafka_two_members_survive_kill9() {
         write_config(&d, "a", &addr, &out_addr),
         write_config(&d, "b", &addr, &out_addr),
     ];
-    let mut members = [Some(member(&d, "a", &cfgs[0])), Some(member(&d, "b", &cfgs[1]))];
+    let mut members = [
+        Some(member(&d, "a", &cfgs[0])),
+        Some(member(&d, "b", &cfgs[1])),
+    ];
     let mut oracle = Oracle::start(&servers, &addr, "failover", partitions);
 
     // 1,000 events/s in messages of 5 lines, for longer than the kills take on average.
@@ -572,7 +585,10 @@ fn kafka_two_members_survive_kill9() {
     assert!(status.success(), "producer failed");
     let t = Instant::now();
     while !produced.lock().unwrap().done {
-        assert!(t.elapsed() < Duration::from_secs(10), "producer output lost");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "producer output lost"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let ends = produced.lock().unwrap().ends.clone();
@@ -584,8 +600,9 @@ fn kafka_two_members_survive_kill9() {
     // A clean stop commits nothing past the end either.
     let after_stop = oracle.committed();
     let produced = produced.lock().unwrap();
-    let (kept, dups, bound) =
-        check_output(&servers, &addr, &out_addr, total, &produced, &windows, per_msg);
+    let (kept, dups, bound) = check_output(
+        &servers, &addr, &out_addr, total, &produced, &windows, per_msg,
+    );
     eprintln!(
         "kafka failover: {} kills, {total} events ({kept} kept), lost 0, duplicates {dups} \
          (uncommitted at the kills: {bound} events), committed {committed:?} = ends {ends:?}, \
@@ -593,8 +610,14 @@ fn kafka_two_members_survive_kill9() {
         kills + 1,
         began.elapsed().as_secs_f64()
     );
-    assert_eq!(committed, ends, "committed offsets = end of every partition");
-    assert_eq!(after_stop, ends, "still the ends after the survivor stopped");
+    assert_eq!(
+        committed, ends,
+        "committed offsets = end of every partition"
+    );
+    assert_eq!(
+        after_stop, ends,
+        "still the ends after the survivor stopped"
+    );
 }
 
 /// `GET /metrics` of a running member.
@@ -792,7 +815,10 @@ fn kafka_broker_restart_loses_nothing() {
     assert!(status.success(), "producer failed");
     let t = Instant::now();
     while !produced.lock().unwrap().done {
-        assert!(t.elapsed() < Duration::from_secs(10), "producer output lost");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "producer output lost"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let ends = produced.lock().unwrap().ends.clone();
@@ -811,7 +837,9 @@ fn kafka_broker_restart_loses_nothing() {
         count("component_sent_events_total", "out")
     );
     let produced = produced.lock().unwrap();
-    let (kept, dups, bound) = check_output(&servers, &addr, &out_addr, total, &produced, &windows, per_msg);
+    let (kept, dups, bound) = check_output(
+        &servers, &addr, &out_addr, total, &produced, &windows, per_msg,
+    );
     eprintln!(
         "kafka broker restart: {restarts} restarts, {total} events ({kept} kept), lost 0, \
          duplicates {dups} (uncommitted at the restarts: {bound} events), {checked} kept events \
@@ -819,5 +847,8 @@ fn kafka_broker_restart_loses_nothing() {
         began.elapsed().as_secs_f64()
     );
     assert!(checked > 0, "no commit moved before the check");
-    assert_eq!(committed, ends, "committed offsets = end of every partition");
+    assert_eq!(
+        committed, ends,
+        "committed offsets = end of every partition"
+    );
 }

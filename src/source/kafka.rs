@@ -114,7 +114,10 @@ impl KafkaSourceConfig {
             if name.is_empty() {
                 return bad(key, "must not be empty");
             }
-            if named[..i].iter().any(|(_, other)| other.as_ref() == Some(name)) {
+            if named[..i]
+                .iter()
+                .any(|(_, other)| other.as_ref() == Some(name))
+            {
                 return bad(key, "names the same field as another `*_field` key");
             }
         }
@@ -318,7 +321,9 @@ impl MessageFields {
             }
             start = end;
         }
-        batch.data.resize(batch.data.len() + crate::batch::PADDING, 0);
+        batch
+            .data
+            .resize(batch.data.len() + crate::batch::PADDING, 0);
         batch.events = events;
     }
 }
@@ -382,8 +387,16 @@ fn base64(b: &[u8], out: &mut Vec<u8>) {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(A[(n >> 18) as usize & 63]);
         out.push(A[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] } else { b'=' });
-        out.push(if c.len() > 2 { A[n as usize & 63] } else { b'=' });
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63]
+        } else {
+            b'='
+        });
     }
 }
 
@@ -867,7 +880,11 @@ mod tests {
         book.sent_up_to(&k, 5);
         assert_eq!(book.next_offset(&k), Some(5));
         book.forget(std::slice::from_ref(&k));
-        assert_eq!(book.next_offset(&k), None, "a revoked partition starts afresh");
+        assert_eq!(
+            book.next_offset(&k),
+            None,
+            "a revoked partition starts afresh"
+        );
     }
 
     #[test]

@@ -297,8 +297,7 @@ topic = "t""#,
 #[test]
 fn kafka_message_metadata_becomes_fields() {
     let Some(b) = Broker::start() else { return };
-    b.py(
-        r#"
+    b.py(r#"
 from kafka.admin import KafkaAdminClient, NewTopic
 a = KafkaAdminClient(bootstrap_servers=B)
 a.create_topics([NewTopic("in", 1, 1), NewTopic("out", 1, 1)])
@@ -310,8 +309,7 @@ p.send("in", key=b"user-1", value=b'{"i":0}\n{ "i" : 1 }', timestamp_ms=17000000
 p.send("in", key=b"\xc3\x28", value=b'{}', timestamp_ms=1700000000124)
 p.send("in", value=b'{"i":3,"s":"\xc3\xa9\\"q"}', timestamp_ms=1700000000125)
 p.flush()
-"#,
-    );
+"#);
     let shutdown = Shutdown::new();
     let metrics = Metrics::new();
     let tmp = std::env::temp_dir();
@@ -392,8 +390,7 @@ headers_field = "kafka_headers""#,
     ]);
     assert_eq!(serde_json::Value::Array(got), want);
     // Keys come first, in the documented order, and the rest of the event is its bytes.
-    let raw = b.py(
-        r#"
+    let raw = b.py(r#"
 from kafka import KafkaConsumer, TopicPartition
 c = KafkaConsumer(bootstrap_servers=B, enable_auto_commit=False, auto_offset_reset="earliest")
 c.assign([TopicPartition("out", 0)])
@@ -402,11 +399,13 @@ while len(recs) < 4:
     for tp, rs in c.poll(timeout_ms=500).items():
         recs += rs
 print(recs[1].value.decode())
-"#,
-    );
+"#);
     assert!(
         raw.trim().ends_with(r#""kafka_headers":{"trace":["abc","def"],"bin":{"base64":"/wAB"},"empty":""}, "i" : 1 }"#),
         "{raw}"
     );
-    assert!(raw.starts_with(r#"{"kafka_key":"user-1","kafka_ts":1700000000123,"#), "{raw}");
+    assert!(
+        raw.starts_with(r#"{"kafka_key":"user-1","kafka_ts":1700000000123,"#),
+        "{raw}"
+    );
 }
