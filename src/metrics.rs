@@ -46,10 +46,23 @@ struct StreamLabels {
     stream: String,
 }
 
+/// One Kafka partition of a component.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    component_id: String,
+    topic: String,
+    partition: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     component_id: String,
     status_class: String,
+}
+
+fn commit_histogram() -> Histogram {
+    // 1 ms to about 16 s.
+    Histogram::new(exponential_buckets(1e-3, 2.0, 15))
 }
 
 fn call_histogram() -> Histogram {
@@ -76,6 +89,9 @@ struct Families {
     retries: Family<ComponentLabels, Counter>,
     up: Family<ComponentLabels, Gauge>,
     es_items: Family<ClassLabels, Counter>,
+    kafka_lag: Family<PartitionLabels, Gauge>,
+    kafka_committed: Family<PartitionLabels, Gauge>,
+    kafka_commit_seconds: Family<ComponentLabels, Histogram, fn() -> Histogram>,
     created: Family<ComponentLabels, Counter>,
     reloads: Counter,
     reload_failures: Counter,
@@ -127,6 +143,9 @@ impl Metrics {
             retries: Family::default(),
             up: Family::default(),
             es_items: Family::default(),
+            kafka_lag: Family::default(),
+            kafka_committed: Family::default(),
+            kafka_commit_seconds: Family::new_with_constructor(commit_histogram),
             created: Family::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
@@ -216,6 +235,21 @@ impl Metrics {
             "sink_es_items",
             "Elasticsearch bulk items by status class",
             f.es_items.clone(),
+        );
+        r.register(
+            "kafka_consumer_lag_messages",
+            "Messages of a partition past the delivered prefix: high watermark (as last fetched) minus the offset to commit",
+            f.kafka_lag.clone(),
+        );
+        r.register(
+            "kafka_consumer_committed_offset",
+            "The offset a kafka source last committed for a partition (the end of its delivered prefix)",
+            f.kafka_committed.clone(),
+        );
+        r.register(
+            "kafka_consumer_commit_seconds",
+            "Time of an offset commit request (periodic, on revoke, at shutdown), failed ones included",
+            f.kafka_commit_seconds.clone(),
         );
         r.register(
             "component_created_events",
@@ -339,6 +373,62 @@ impl Metrics {
                 status_class: class.into(),
             })
             .inc_by(n);
+    }
+
+    /// Sets a Kafka partition's consumer lag and last committed offset (either may be
+    /// unknown yet).
+    pub fn kafka_partition(
+        &self,
+        component: &str,
+        topic: &str,
+        partition: i32,
+        lag: Option<u64>,
+        committed: Option<u64>,
+    ) {
+        let l = PartitionLabels {
+            component_id: component.into(),
+            topic: topic.into(),
+            partition: partition.to_string(),
+        };
+        if let Some(lag) = lag {
+            self.inner
+                .f
+                .kafka_lag
+                .get_or_create(&l)
+                .set(lag.min(i64::MAX as u64) as i64);
+        }
+        if let Some(c) = committed {
+            self.inner
+                .f
+                .kafka_committed
+                .get_or_create(&l)
+                .set(c.min(i64::MAX as u64) as i64);
+        }
+    }
+
+    /// Removes a Kafka partition's series (the partition was revoked or lost).
+    pub fn kafka_partition_gone(&self, component: &str, topic: &str, partition: i32) {
+        let l = PartitionLabels {
+            component_id: component.into(),
+            topic: topic.into(),
+            partition: partition.to_string(),
+        };
+        self.inner.f.kafka_lag.remove(&l);
+        self.inner.f.kafka_committed.remove(&l);
+    }
+
+    /// Records the duration of one Kafka offset commit of source `component` (of type
+    /// `kafka`).
+    pub fn kafka_commit(&self, component: &str, seconds: f64) {
+        self.inner
+            .f
+            .kafka_commit_seconds
+            .get_or_create(&ComponentLabels {
+                component_id: component.into(),
+                component_kind: "source".into(),
+                component_type: "kafka".into(),
+            })
+            .observe(seconds);
     }
 
     /// The metrics as OpenMetrics text (which Prometheus scrapes).

@@ -12,6 +12,7 @@ mod decoder;
 mod docker;
 
 pub use container::{ContainerDecoder, ContainerFormat, ContainerSettings, ExtraFields};
+pub(crate) use decoder::escape_text;
 pub use decoder::{Codec, Decoder, NdjsonDecoder, TextDecoder};
 
 use crate::batch::{Batch, DeadLetter, EventMeta, PADDING};

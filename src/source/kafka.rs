@@ -60,6 +60,17 @@ pub struct KafkaSourceConfig {
     /// How often delivered offsets are committed, in ms (default 5000).
     #[serde(default = "default_commit")]
     pub commit_interval_ms: u64,
+    /// Top-level field that receives the message key (default: none). See [`MessageFields`]
+    /// for the representation.
+    #[serde(default)]
+    pub key_field: Option<String>,
+    /// Top-level field that receives the message timestamp, in milliseconds since the epoch
+    /// (default: none).
+    #[serde(default)]
+    pub timestamp_field: Option<String>,
+    /// Top-level field that receives the message headers as an object (default: none).
+    #[serde(default)]
+    pub headers_field: Option<String>,
 }
 
 impl KafkaSourceConfig {
@@ -93,9 +104,31 @@ impl KafkaSourceConfig {
         if self.commit_interval_ms == 0 {
             return bad("commit_interval_ms", "must be above 0");
         }
+        let named = [
+            ("key_field", &self.key_field),
+            ("timestamp_field", &self.timestamp_field),
+            ("headers_field", &self.headers_field),
+        ];
+        for (i, (key, name)) in named.iter().enumerate() {
+            let Some(name) = name else { continue };
+            if name.is_empty() {
+                return bad(key, "must not be empty");
+            }
+            if named[..i]
+                .iter()
+                .any(|(_, other)| other.as_ref() == Some(name))
+            {
+                return bad(key, "names the same field as another `*_field` key");
+            }
+        }
         Ok(Box::new(KafkaSource {
             config: self.clone(),
             name: cx.name.clone(),
+            fields: MessageFields {
+                key: self.key_field.clone(),
+                timestamp: self.timestamp_field.clone(),
+                headers: self.headers_field.clone(),
+            },
         }))
     }
 }
@@ -111,6 +144,7 @@ pub(crate) fn valid_broker(b: &str) -> bool {
 struct KafkaSource {
     config: KafkaSourceConfig,
     name: String,
+    fields: MessageFields,
 }
 
 /// What the source needs from a Kafka client: the only place krafka's consumer appears.
@@ -123,8 +157,19 @@ struct Client {
 /// partition assigned again starts a fresh stream at the committed offset).
 struct OnRevoke {
     book: Arc<Mutex<CommitBook>>,
+    metrics: crate::metrics::Metrics,
+    name: String,
     consumer: Arc<OnceLock<Weak<krafka::consumer::Consumer>>>,
     drain: Duration,
+}
+
+impl OnRevoke {
+    fn forget(&self, keys: &[(Arc<str>, i32)]) {
+        lock(&self.book).forget(keys);
+        for (t, p) in keys {
+            self.metrics.kafka_partition_gone(&self.name, t, *p);
+        }
+    }
 }
 
 fn keys(parts: &[krafka::consumer::TopicPartition]) -> Vec<(Arc<str>, i32)> {
@@ -145,16 +190,22 @@ impl krafka::consumer::ConsumerRebalanceListener for OnRevoke {
         }
         let due = lock(&self.book).due_for(&keys);
         if let Some(c) = self.consumer.get().and_then(Weak::upgrade)
-            && let Err(e) = Client::commit_with(&c, &due).await
+            && !due.is_empty()
         {
-            tracing::warn!("kafka: commit on revoke failed (the new owner replays): {e}");
+            let t = Instant::now();
+            let r = Client::commit_with(&c, &due).await;
+            self.metrics
+                .kafka_commit(&self.name, t.elapsed().as_secs_f64());
+            if let Err(e) = r {
+                tracing::warn!("kafka: commit on revoke failed (the new owner replays): {e}");
+            }
         }
-        lock(&self.book).forget(&keys);
+        self.forget(&keys);
     }
 
     async fn on_partitions_lost(&self, parts: &[krafka::consumer::TopicPartition]) {
         // Another member may own them already: no commit.
-        lock(&self.book).forget(&keys(parts));
+        self.forget(&keys(parts));
     }
 }
 
@@ -165,22 +216,201 @@ fn lock(book: &Mutex<CommitBook>) -> std::sync::MutexGuard<'_, CommitBook> {
 /// A partition: topic and number.
 type PartKey = (Arc<str>, i32);
 
-/// One fetched message: partition key, offset, value.
+/// One fetched message: partition key, offset, value, and what [`MessageFields`] may copy
+/// into its events.
 struct Message {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
     value: Option<bytes::Bytes>,
+    key: Option<bytes::Bytes>,
+    timestamp: i64,
+    headers: Vec<(String, Option<bytes::Bytes>)>,
+}
+
+/// The message metadata a source copies into each of its events (`key_field`,
+/// `timestamp_field`, `headers_field`), as top-level fields inserted at the front of the
+/// object:
+/// - the key: a JSON string when it is UTF-8, `{"base64":"…"}` (standard alphabet, padded)
+///   when it is not, `null` when the message has none;
+/// - the timestamp: an integer, milliseconds since the epoch (the producer's create time,
+///   or the broker's append time on a topic configured so);
+/// - the headers: an object in wire order, each value as the key's representation; a
+///   header name that occurs several times maps to an array of its values, in order.
+///
+/// Cost: nothing when no field is asked for (the event stays the message's bytes); else
+/// one copy of each event, like the `text` codec. An event that is not a JSON object is
+/// left as it is (the parser dead-letters it).
+#[derive(Debug, Clone, Default)]
+struct MessageFields {
+    key: Option<String>,
+    timestamp: Option<String>,
+    headers: Option<String>,
+}
+
+impl MessageFields {
+    fn any(&self) -> bool {
+        self.key.is_some() || self.timestamp.is_some() || self.headers.is_some()
+    }
+
+    /// The members to insert for message `m`, as JSON text without braces.
+    fn members(&self, m: &Message, out: &mut Vec<u8>) {
+        out.clear();
+        let name = |out: &mut Vec<u8>, n: &str| {
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            json_string(n.as_bytes(), out);
+            out.push(b':');
+        };
+        if let Some(f) = &self.key {
+            name(out, f);
+            json_bytes(m.key.as_deref(), out);
+        }
+        if let Some(f) = &self.timestamp {
+            name(out, f);
+            out.extend_from_slice(m.timestamp.to_string().as_bytes());
+        }
+        if let Some(f) = &self.headers {
+            name(out, f);
+            out.push(b'{');
+            let mut done: Vec<&str> = Vec::new();
+            for (k, _) in &m.headers {
+                if done.contains(&k.as_str()) {
+                    continue;
+                }
+                done.push(k);
+                if done.len() > 1 {
+                    out.push(b',');
+                }
+                json_string(k.as_bytes(), out);
+                out.push(b':');
+                let values: Vec<_> = m.headers.iter().filter(|(h, _)| h == k).collect();
+                if values.len() == 1 {
+                    json_bytes(values[0].1.as_deref(), out);
+                } else {
+                    out.push(b'[');
+                    for (i, (_, v)) in values.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        json_bytes(v.as_deref(), out);
+                    }
+                    out.push(b']');
+                }
+            }
+            out.push(b'}');
+        }
+    }
+
+    /// Inserts each message's members into its events: `ranges` gives, in order, the end
+    /// index of each earlier message's events with its members; the events after the last
+    /// range get `rest`.
+    fn apply(batch: &mut crate::batch::Batch, ranges: &[(usize, Vec<u8>)], rest: &[u8]) {
+        if batch.events.is_empty() {
+            return;
+        }
+        let mut events = std::mem::take(&mut batch.events);
+        let mut start = 0;
+        let n = events.len();
+        let tail = [(n, rest.to_vec())];
+        for (end, members) in ranges.iter().chain(&tail) {
+            let end = (*end).min(n);
+            for e in &mut events[start.min(end)..end] {
+                insert_members(&mut batch.data, e, members);
+            }
+            start = end;
+        }
+        batch
+            .data
+            .resize(batch.data.len() + crate::batch::PADDING, 0);
+        batch.events = events;
+    }
+}
+
+/// Appends a copy of event `e` with `members` inserted after its `{` to `data`, and points
+/// `e` at it. An event that is not an object is left alone.
+fn insert_members(data: &mut Vec<u8>, e: &mut crate::batch::EventMeta, members: &[u8]) {
+    let (a, b) = (e.start as usize, (e.start + e.len) as usize);
+    let ev = &data[a..b];
+    let Some(open) = ev.iter().position(|c| !c.is_ascii_whitespace()) else {
+        return;
+    };
+    if ev[open] != b'{' {
+        return;
+    }
+    let rest = &ev[open + 1..];
+    let empty = rest
+        .iter()
+        .find(|c| !c.is_ascii_whitespace())
+        .is_none_or(|&c| c == b'}');
+    let mut new = Vec::with_capacity(ev.len() + members.len() + 2);
+    new.push(b'{');
+    new.extend_from_slice(members);
+    if !empty {
+        new.push(b',');
+    }
+    new.extend_from_slice(rest);
+    let start = data.len();
+    data.extend_from_slice(&new);
+    e.start = start as u32;
+    e.len = new.len() as u32;
+    e.plain = false;
+}
+
+/// Appends `v` as JSON: a string when UTF-8, `{"base64":"…"}` when not, `null` when absent.
+fn json_bytes(v: Option<&[u8]>, out: &mut Vec<u8>) {
+    match v {
+        None => out.extend_from_slice(b"null"),
+        Some(b) if std::str::from_utf8(b).is_ok() => json_string(b, out),
+        Some(b) => {
+            out.extend_from_slice(b"{\"base64\":\"");
+            base64(b, out);
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+/// Appends UTF-8 `s` as a JSON string.
+fn json_string(s: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    crate::frame::escape_text(s, out);
+    out.push(b'"');
+}
+
+/// Appends standard, padded base64 of `b`.
+fn base64(b: &[u8], out: &mut Vec<u8>) {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        out.push(A[(n >> 18) as usize & 63]);
+        out.push(A[(n >> 12) as usize & 63]);
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
 }
 
 impl Client {
     async fn connect(
         c: &KafkaSourceConfig,
         book: Arc<Mutex<CommitBook>>,
+        cx: &SourceContext,
     ) -> std::result::Result<Self, krafka::KrafkaError> {
         let handle = Arc::new(OnceLock::new());
         let listener = OnRevoke {
             book,
+            metrics: cx.metrics().all().clone(),
+            name: cx.name().to_string(),
             consumer: handle.clone(),
             drain: Duration::from_millis(c.session_timeout_ms / 2),
         };
@@ -217,6 +447,9 @@ impl Client {
                 partition: r.partition,
                 offset: r.offset,
                 value: r.value,
+                key: r.key,
+                timestamp: r.timestamp,
+                headers: r.headers,
             })
             .collect())
     }
@@ -247,6 +480,23 @@ impl Client {
         consumer.commit_offsets(&map).await
     }
 
+    /// The high watermark of each assigned partition, as the last fetch reported it (no
+    /// request is sent).
+    async fn high_watermarks(&self) -> HashMap<(String, i32), i64> {
+        self.consumer
+            .lag()
+            .await
+            .into_iter()
+            .filter_map(|(tp, l)| Some(((tp.topic, tp.partition), l.high_watermark?)))
+            .collect()
+    }
+
+    async fn seek(&self, topic: &str, partition: i32, offset: u64) {
+        if let Err(e) = self.consumer.seek(topic, partition, offset as i64).await {
+            tracing::warn!("kafka: seek {topic}/{partition} to {offset}: {e}");
+        }
+    }
+
     async fn close(&self) {
         let _ = self.consumer.close().await;
     }
@@ -257,6 +507,8 @@ impl Client {
 #[derive(Default, Debug)]
 pub struct CommitBook {
     parts: HashMap<(Arc<str>, i32), (Stream, Option<u64>)>,
+    /// Per partition, the offset after the last message sent (where reading must go on).
+    next: HashMap<(Arc<str>, i32), u64>,
 }
 
 impl CommitBook {
@@ -326,7 +578,29 @@ impl CommitBook {
     pub fn forget(&mut self, keys: &[(Arc<str>, i32)]) {
         for k in keys {
             self.parts.remove(k);
+            self.next.remove(k);
         }
+    }
+
+    /// The offset after the last message sent of a partition, if it was read since it was
+    /// assigned.
+    pub fn next_offset(&self, key: &PartKey) -> Option<u64> {
+        self.next.get(key).copied()
+    }
+
+    /// Records that the messages of a partition were sent up to `next` (exclusive).
+    pub fn sent_up_to(&mut self, key: &PartKey, next: u64) {
+        if self.parts.contains_key(key) {
+            self.next.insert(key.clone(), next);
+        }
+    }
+
+    /// Each partition's acknowledged position and last committed offset.
+    pub fn positions(&self) -> Vec<(PartKey, Option<u64>, Option<u64>)> {
+        self.parts
+            .iter()
+            .map(|(k, (s, last))| (k.clone(), s.acked(), *last))
+            .collect()
     }
 
     /// Whether every partition's sent batches have completed.
@@ -339,9 +613,10 @@ impl Source for KafkaSource {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             let c = self.config;
+            let fields = self.fields;
             let who = format!("sources.{}", self.name);
             let book = Arc::new(Mutex::new(CommitBook::new()));
-            let client = Client::connect(&c, book.clone()).await.map_err(|e| {
+            let client = Client::connect(&c, book.clone(), &cx).await.map_err(|e| {
                 Error::new(
                     Kind::Config,
                     format!(
@@ -353,6 +628,8 @@ impl Source for KafkaSource {
             let commit_every = Duration::from_millis(c.commit_interval_ms);
             let mut last_commit = Instant::now();
             let mut failures = 0u32;
+            // Per partition, the last offset gap seen: (expected, returned).
+            let mut gaps: HashMap<PartKey, (u64, u64)> = HashMap::new();
             loop {
                 if cx.shutdown().is_triggered() {
                     break;
@@ -385,12 +662,40 @@ impl Source for KafkaSource {
                         None => groups.push((k, vec![m])),
                     }
                 }
-                for ((topic, part), msgs) in groups {
+                for ((topic, part), mut msgs) in groups {
+                    let key = (topic.clone(), part);
+                    let next = lock(&book).next_offset(&key);
+                    if let Some(next) = next {
+                        // Already sent (a replay after a seek): not again.
+                        msgs.retain(|m| m.offset >= 0 && m.offset as u64 >= next);
+                        let Some(first) = msgs.first().map(|m| m.offset as u64) else {
+                            continue;
+                        };
+                        if first > next {
+                            // The client skipped offsets (seen after a broker restart): read
+                            // them again, unless it says the same twice (a compacted range or
+                            // transaction markers: nothing to read in between).
+                            if gaps.get(&key) != Some(&(next, first)) {
+                                gaps.insert(key.clone(), (next, first));
+                                cx.metrics().error("kafka_offset_gap", "receiving");
+                                tracing::warn!(
+                                    source = cx.name(),
+                                    "{who}: {topic}/{part}: the client returned offset {first} \
+                                     where {next} was next; reading again from {next}"
+                                );
+                                client.seek(&topic, part, next).await;
+                                continue;
+                            }
+                        }
+                    }
+                    gaps.remove(&key);
                     let first = msgs[0].offset.max(0) as u64;
+                    let end = msgs.last().map_or(first, |m| m.offset as u64 + 1);
                     let stream = lock(&book).stream(&topic, part, first).clone();
-                    if !send_partition(&cx, &stream, &msgs).await {
+                    if !send_partition(&cx, &stream, &msgs, &fields).await {
                         break;
                     }
+                    lock(&book).sent_up_to(&key, end);
                 }
                 if last_commit.elapsed() >= commit_every {
                     commit(&client, &book, &who, &cx).await;
@@ -409,41 +714,78 @@ impl Source for KafkaSource {
     }
 }
 
+/// Commits what is due, timing the request, then updates the partitions' lag and
+/// committed-offset gauges.
 async fn commit(client: &Client, book: &Mutex<CommitBook>, who: &str, cx: &SourceContext) {
     let due = lock(book).due();
-    match client.commit(&due).await {
-        Ok(()) => lock(book).committed(&due),
-        Err(e) => tracing::warn!(source = cx.name(), "{who}: offset commit failed: {e}"),
+    let metrics = cx.metrics().all();
+    if !due.is_empty() {
+        let t = Instant::now();
+        let r = client.commit(&due).await;
+        metrics.kafka_commit(cx.name(), t.elapsed().as_secs_f64());
+        match r {
+            Ok(()) => lock(book).committed(&due),
+            Err(e) => {
+                cx.metrics().error("kafka_commit_failed", "sending");
+                tracing::warn!(source = cx.name(), "{who}: offset commit failed: {e}");
+            }
+        }
+    }
+    let hw = client.high_watermarks().await;
+    for ((topic, part), acked, last) in lock(book).positions() {
+        // Tansu under-reports the high watermark: never a negative lag.
+        let lag = hw
+            .get(&(topic.to_string(), part))
+            .zip(acked)
+            .map(|(&h, a)| (h.max(0) as u64).saturating_sub(a));
+        metrics.kafka_partition(cx.name(), &topic, part, lag, last);
     }
 }
 
 /// Frames one poll's messages of one partition and sends them. Every batch ends at the
 /// offset of the first message not wholly in it (a batch closed inside message `i` ends at
 /// `i`, so that message is replayed rather than skipped). Returns false on shutdown.
-async fn send_partition(cx: &SourceContext, stream: &Stream, msgs: &[Message]) -> bool {
+async fn send_partition(
+    cx: &SourceContext,
+    stream: &Stream,
+    msgs: &[Message],
+    fields: &MessageFields,
+) -> bool {
     let mut decoder = cx.decoder(0);
     let mut batch = cx.batch();
+    // With `*_field` keys: the members of each earlier message of the open batch, with the
+    // end of its events. They are inserted when the batch completes, after the codec (a
+    // `text` decoder wraps lines only then).
+    let mut pending: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut members = Vec::new();
     for m in msgs {
         let Some(v) = &m.value else { continue };
-        let mut input: &[u8] = v;
-        while decoder.decode(&mut input, &mut batch) {
-            let full = std::mem::replace(&mut batch, cx.batch());
-            if !cx.send(stream, full, m.offset as u64).await {
-                return false;
-            }
+        if fields.any() {
+            fields.members(m, &mut members);
         }
-        if !v.ends_with(b"\n") {
-            let mut nl: &[u8] = b"\n";
-            while decoder.decode(&mut nl, &mut batch) {
-                let full = std::mem::replace(&mut batch, cx.batch());
+        let mut input: &[u8] = v;
+        let mut nl: &[u8] = if v.ends_with(b"\n") { b"" } else { b"\n" };
+        for part in [&mut input, &mut nl] {
+            while decoder.decode(part, &mut batch) {
+                let mut full = std::mem::replace(&mut batch, cx.batch());
+                if fields.any() {
+                    MessageFields::apply(&mut full, &pending, &members);
+                    pending.clear();
+                }
                 if !cx.send(stream, full, m.offset as u64).await {
                     return false;
                 }
             }
         }
+        if fields.any() {
+            pending.push((batch.events.len(), std::mem::take(&mut members)));
+        }
     }
     let end = msgs.last().map_or(0, |m| m.offset as u64 + 1);
     decoder.decode_eof(&mut batch);
+    if fields.any() {
+        MessageFields::apply(&mut batch, &pending, &[]);
+    }
     // Always send the last batch, even empty, so the watermark covers every message.
     cx.send(stream, batch, end).await
 }
@@ -511,6 +853,38 @@ mod tests {
             book.committed(&due);
             prop_assert_eq!(book.last_committed("t", 0).unwrap(), reference(start, &ends, &done));
         }
+    }
+
+    #[test]
+    fn bytes_as_json() {
+        let enc = |v: Option<&[u8]>| {
+            let mut out = Vec::new();
+            json_bytes(v, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(enc(None), "null");
+        assert_eq!(enc(Some(b"a\"b\n")), r#""a\"b\n""#);
+        assert_eq!(enc(Some(b"\xff")), r#"{"base64":"/w=="}"#);
+        assert_eq!(enc(Some(b"\xff\x00")), r#"{"base64":"/wA="}"#);
+        assert_eq!(enc(Some(b"\xff\x00\x01\x02")), r#"{"base64":"/wABAg=="}"#);
+    }
+
+    #[test]
+    fn next_offsets_follow_the_assignment() {
+        let mut book = CommitBook::new();
+        let t: Arc<str> = "t".into();
+        let k = (t.clone(), 0);
+        book.sent_up_to(&k, 5);
+        assert_eq!(book.next_offset(&k), None, "not assigned: nothing recorded");
+        let _ = book.stream(&t, 0, 3);
+        book.sent_up_to(&k, 5);
+        assert_eq!(book.next_offset(&k), Some(5));
+        book.forget(std::slice::from_ref(&k));
+        assert_eq!(
+            book.next_offset(&k),
+            None,
+            "a revoked partition starts afresh"
+        );
     }
 
     #[test]

@@ -264,6 +264,16 @@ group_id = "g""#,
     .unwrap();
     let e = c.build(&cx).err().expect("bad brokers").to_string();
     assert!(e.contains("sources.k") && e.contains("`brokers`"), "{e}");
+    let c: KafkaSourceConfig = toml::from_str(
+        r#"brokers = ["127.0.0.1:1"]
+topics = ["t"]
+group_id = "g"
+key_field = "k"
+timestamp_field = "k""#,
+    )
+    .unwrap();
+    let e = c.build(&cx).err().expect("same field twice").to_string();
+    assert!(e.contains("`timestamp_field`"), "{e}");
     let s: KafkaSinkConfig = toml::from_str(
         r#"brokers = ["127.0.0.1:1"]
 topic = "{{ unclosed""#,
@@ -279,4 +289,123 @@ topic = "t""#,
     .unwrap();
     let e = s.build(&cx).err().expect("unreachable").to_string();
     assert!(e.contains("`brokers`"), "{e}");
+}
+
+/// `key_field`, `timestamp_field` and `headers_field` put each message's key, timestamp and
+/// headers into every event of the message (UTF-8 as strings, other bytes as
+/// `{"base64": …}`, repeated header names as arrays), through the real broker and back.
+#[test]
+fn kafka_message_metadata_becomes_fields() {
+    let Some(b) = Broker::start() else { return };
+    b.py(r#"
+from kafka.admin import KafkaAdminClient, NewTopic
+a = KafkaAdminClient(bootstrap_servers=B)
+a.create_topics([NewTopic("in", 1, 1), NewTopic("out", 1, 1)])
+a.close()
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=B, acks="all")
+p.send("in", key=b"user-1", value=b'{"i":0}\n{ "i" : 1 }', timestamp_ms=1700000000123,
+       headers=[("trace", b"abc"), ("bin", b"\xff\x00\x01"), ("trace", b"def"), ("empty", b"")])
+p.send("in", key=b"\xc3\x28", value=b'{}', timestamp_ms=1700000000124)
+p.send("in", value=b'{"i":3,"s":"\xc3\xa9\\"q"}', timestamp_ms=1700000000125)
+p.flush()
+"#);
+    let shutdown = Shutdown::new();
+    let metrics = Metrics::new();
+    let tmp = std::env::temp_dir();
+    let scx = BuildContext::new("kin", &tmp, &tmp, metrics.clone(), shutdown.clone());
+    let kcx = BuildContext::new("kout", &tmp, &tmp, metrics.clone(), shutdown.clone());
+    let src: KafkaSourceConfig = toml::from_str(&format!(
+        r#"brokers = ["{}"]
+topics = ["in"]
+group_id = "meta"
+start_from = "earliest"
+session_timeout_ms = 2000
+heartbeat_interval_ms = 300
+commit_interval_ms = 300
+key_field = "kafka_key"
+timestamp_field = "kafka_ts"
+headers_field = "kafka_headers""#,
+        b.addr
+    ))
+    .unwrap();
+    let metrics_handle = metrics.clone();
+    let sink: KafkaSinkConfig = toml::from_str(&format!(
+        "brokers = [\"{}\"]\ntopic = \"out\"\ncompression = \"gzip\"",
+        b.addr
+    ))
+    .unwrap();
+    let running = Topology::new(RuntimeSettings::default())
+        .with_shutdown(shutdown.clone())
+        .with_metrics(metrics)
+        .source(SourceSpec::new("kin", "kafka", src.build(&scx).unwrap()))
+        .sink(SinkSpec::new(
+            "kout",
+            "kafka",
+            vec!["kin".into()],
+            sink.build(&kcx).unwrap(),
+        ))
+        .start()
+        .unwrap();
+    let got = read_output(&b, 4);
+    // The source's metrics: the committed offset reaches the end (3 messages), lag 0, and
+    // each commit was timed.
+    let t = Instant::now();
+    let labels = r#"{component_id="kin",topic="in",partition="0"}"#;
+    let text = loop {
+        let text = metrics_handle.render();
+        if text.contains(&format!("kafka_consumer_committed_offset{labels} 3"))
+            || t.elapsed() > Duration::from_secs(15)
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    running.stop().unwrap();
+    assert!(
+        text.contains(&format!("kafka_consumer_committed_offset{labels} 3")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("kafka_consumer_lag_messages{labels} 0")),
+        "{text}"
+    );
+    let commits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kafka_consumer_commit_seconds_count{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(commits >= 1, "{text}");
+    let want = serde_json::json!([
+        {"kafka_key": "user-1", "kafka_ts": 1700000000123u64,
+         "kafka_headers": {"trace": ["abc", "def"], "bin": {"base64": "/wAB"}, "empty": ""},
+         "i": 0},
+        {"kafka_key": "user-1", "kafka_ts": 1700000000123u64,
+         "kafka_headers": {"trace": ["abc", "def"], "bin": {"base64": "/wAB"}, "empty": ""},
+         "i": 1},
+        {"kafka_key": {"base64": "wyg="}, "kafka_ts": 1700000000124u64, "kafka_headers": {}},
+        {"kafka_key": null, "kafka_ts": 1700000000125u64, "kafka_headers": {}, "i": 3,
+         "s": "é\"q"},
+    ]);
+    assert_eq!(serde_json::Value::Array(got), want);
+    // Keys come first, in the documented order, and the rest of the event is its bytes.
+    let raw = b.py(r#"
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers=B, enable_auto_commit=False, auto_offset_reset="earliest")
+c.assign([TopicPartition("out", 0)])
+recs = []
+while len(recs) < 4:
+    for tp, rs in c.poll(timeout_ms=500).items():
+        recs += rs
+print(recs[1].value.decode())
+"#);
+    assert!(
+        raw.trim().ends_with(r#""kafka_headers":{"trace":["abc","def"],"bin":{"base64":"/wAB"},"empty":""}, "i" : 1 }"#),
+        "{raw}"
+    );
+    assert!(
+        raw.starts_with(r#"{"kafka_key":"user-1","kafka_ts":1700000000123,"#),
+        "{raw}"
+    );
 }
