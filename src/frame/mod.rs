@@ -12,6 +12,7 @@ mod decoder;
 mod docker;
 
 pub use container::{ContainerDecoder, ContainerFormat, ContainerSettings, ExtraFields};
+#[cfg(feature = "kafka")]
 pub(crate) use decoder::escape_text;
 pub use decoder::{Codec, Decoder, NdjsonDecoder, TextDecoder};
 

@@ -176,6 +176,7 @@ pub fn sluicebox_bin() -> std::path::PathBuf {
 
 /// A test PKI in `dir`: ca.pem, server.pem/server.key (localhost, 127.0.0.1),
 /// client.pem/client.key, and other-ca.pem (a CA that signed nothing here).
+#[cfg(feature = "tls")]
 pub fn pki(dir: &std::path::Path) {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
