@@ -205,39 +205,38 @@ impl<'a> OutEvent<'a> {
     /// Cost: a walk of the positions the parse stage recorded (no parse); for an event a
     /// filter changed, one validation of its bytes first.
     pub fn field(&self, path: &str) -> Option<crate::FieldRef<'a>> {
+        self.with_structurals(|s| crate::parse::index::lookup(self.bytes, s, path.as_bytes()))
+    }
+
+    /// Calls `f` with the event's structural positions: the parse stage's, or (for an event
+    /// a filter changed) those of one validation of its bytes; `None` if it is not valid.
+    fn with_structurals<R>(&self, f: impl FnOnce(&[u32]) -> Option<R>) -> Option<R> {
         if !self.structurals.is_empty() {
-            return crate::parse::index::lookup(self.bytes, self.structurals, path.as_bytes());
+            return f(self.structurals);
         }
         let mut s = Vec::new();
         crate::parse::scalar::validate(self.bytes, 4096, &mut s).ok()?;
-        crate::parse::index::lookup(self.bytes, &s, path.as_bytes())
+        f(&s)
     }
 
     /// The top-level member whose key comes first in `keys` (plain keys, no escapes), in
     /// one walk of the members; a repeated key's last occurrence wins, as in
     /// [`Self::field`].
     pub(crate) fn first_top_level(&self, keys: &[&[u8]]) -> Option<crate::FieldRef<'a>> {
-        let owned;
-        let s = if self.structurals.is_empty() {
-            let mut v = Vec::new();
-            crate::parse::scalar::validate(self.bytes, 4096, &mut v).ok()?;
-            owned = v;
-            &owned[..]
-        } else {
-            self.structurals
-        };
         let bytes = self.bytes;
         let mut best: Option<(usize, crate::parse::index::Member)> = None;
-        crate::parse::index::members(bytes, s, 0, |m| {
-            let key = &bytes[m.key.0..m.key.1];
-            if let Some(rank) = keys
-                .iter()
-                .position(|k| crate::parse::index::key_eq(key, k))
-                && best.as_ref().is_none_or(|(r, _)| rank <= *r)
-            {
-                best = Some((rank, m));
-            }
-            true
+        self.with_structurals(|s| {
+            crate::parse::index::members(bytes, s, 0, |m| {
+                let key = &bytes[m.key.0..m.key.1];
+                if let Some(rank) = keys
+                    .iter()
+                    .position(|k| crate::parse::index::key_eq(key, k))
+                    && best.as_ref().is_none_or(|(r, _)| rank <= *r)
+                {
+                    best = Some((rank, m));
+                }
+                true
+            })
         })?;
         let (_, m) = best?;
         Some(crate::parse::index::field_of(
