@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use sluicebox_abi as abi;
 use wasmtime::Store;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
 use super::host::{MemoryExceeded, describe};
 use super::{LoadOptions, WasmConfig, WasmModule};
@@ -103,8 +103,9 @@ pub(crate) fn load(
 ) -> Result<Arc<WasmModule>> {
     let load = |m: String| Error::new(Kind::ModuleLoad, m);
     let wt = engine.wasmtime();
-    let component =
-        Component::new(wt, bytes).map_err(|e| load(format!("cannot compile component: {e:#}")))?;
+    let component = engine
+        .compile_component(bytes, options.cache_dir.as_deref())
+        .map_err(|e| load(format!("cannot compile component: {e:#}")))?;
     let ty = component.component_type();
     if let Some((import, _)) = ty.imports(wt).next() {
         return Err(load(format!(

@@ -74,7 +74,12 @@ pub struct EngineBuilder {
     pool_instances: u32,
     epoch_tick: Duration,
     max_wasm_stack: usize,
+    perf_map: bool,
 }
+
+/// Set to `1` in the environment, the default of [`EngineBuilder::perf_map`] is on (so the
+/// process-wide engine of `sluicebox filter`, `run` and `bench` writes a perf map).
+pub const PERF_MAP_ENV: &str = "SLUICEBOX_PERF_MAP";
 
 impl Default for EngineBuilder {
     fn default() -> Self {
@@ -82,6 +87,7 @@ impl Default for EngineBuilder {
             pool_instances: POOL_INSTANCES,
             epoch_tick: EPOCH_TICK,
             max_wasm_stack: MAX_WASM_STACK,
+            perf_map: std::env::var_os(PERF_MAP_ENV).is_some_and(|v| v == "1"),
         }
     }
 }
@@ -110,6 +116,16 @@ impl EngineBuilder {
     /// host's own: the pipeline's worker threads have Rust's default 2 MiB, hence the cap.
     pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
         self.max_wasm_stack = bytes;
+        self
+    }
+
+    /// Writes `/tmp/perf-<pid>.map` naming every compiled wasm function (the module's own
+    /// names when it keeps a name section), so that `perf report` shows where a filter
+    /// spends its time, guest functions included. Default off, or on when the environment
+    /// has `SLUICEBOX_PERF_MAP=1` ([`PERF_MAP_ENV`]). Cost: one line per function, written
+    /// when a module is compiled or loaded from the cache; nothing per call.
+    pub fn perf_map(mut self, on: bool) -> Self {
+        self.perf_map = on;
         self
     }
 
@@ -178,6 +194,9 @@ impl Engine {
             .max_wasm_stack(b.max_wasm_stack)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        if b.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let inner = wasmtime::Engine::new(&config)
             .map_err(|e| Error::new(Kind::Config, format!("creating the wasm engine: {e}")))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -220,34 +239,96 @@ impl Engine {
         bytes: &[u8],
         cache_dir: Option<&Path>,
     ) -> Result<wasmtime::Module> {
-        let load_err =
-            |e: wasmtime::Error| Error::new(Kind::ModuleLoad, one_line(&format!("{e:#}")));
+        self.compile_cached(
+            Artifact::Module,
+            bytes,
+            cache_dir,
+            |e, b| wasmtime::Module::new(e, b),
+            |m| m.serialize(),
+            // SAFETY: see `compile_cached`: only bytes this cache wrote from
+            // `Module::serialize` of an engine with the same fingerprint reach here.
+            |e, a| unsafe { wasmtime::Module::deserialize(e, a) },
+        )
+        .map_err(|e| Error::new(Kind::ModuleLoad, one_line(&format!("{e:#}"))))
+    }
+
+    /// Compiles a component, using the cache in `cache_dir` when given (the same cache as
+    /// core modules; an artefact's key says which kind it is). A cache hit costs reading
+    /// and mapping the artefact instead of compiling (seconds for a Python component).
+    pub(crate) fn compile_component(
+        &self,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> wasmtime::Result<wasmtime::component::Component> {
+        use wasmtime::component::Component;
+        self.compile_cached(
+            Artifact::Component,
+            bytes,
+            cache_dir,
+            |e, b| Component::new(e, b),
+            Component::serialize,
+            // SAFETY: see `compile_cached`: only bytes this cache wrote from
+            // `Component::serialize` of an engine with the same fingerprint reach here.
+            |e, a| unsafe { Component::deserialize(e, a) },
+        )
+    }
+
+    /// Compiles `bytes` with `compile`, or, when a cache directory is given and usable,
+    /// loads the artefact that an earlier compile of the same bytes, of the same `kind`, by
+    /// an engine with the same fingerprint stored there (and stores a fresh one).
+    ///
+    /// `deserialize` is only ever given bytes that `Cache::get` returned: their HMAC, under
+    /// the cache's secret key (a file only this user can read, created by `Cache::open`),
+    /// proves that `Cache::put` wrote them, and `put` stores only `serialize` output of
+    /// this `kind` from an engine with the same compatibility fingerprint (both are part
+    /// of the key). That is what makes the callers' `unsafe` deserialization sound.
+    fn compile_cached<T>(
+        &self,
+        kind: Artifact,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+        compile: impl Fn(&wasmtime::Engine, &[u8]) -> wasmtime::Result<T>,
+        serialize: impl Fn(&T) -> wasmtime::Result<Vec<u8>>,
+        deserialize: impl Fn(&wasmtime::Engine, &[u8]) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
         let Some(dir) = cache_dir else {
-            return wasmtime::Module::new(&self.inner, bytes).map_err(load_err);
+            return compile(&self.inner, bytes);
         };
         let cache = match Cache::open(dir) {
             Ok(cache) => cache,
             Err(why) => {
                 tracing::warn!("not using the module cache: {why}; compiling without it");
-                return wasmtime::Module::new(&self.inner, bytes).map_err(load_err);
+                return compile(&self.inner, bytes);
             }
         };
-        let key = cache.key(bytes, &self.fingerprint);
-        if let Some(artifact) = cache.get(&key) {
-            // SAFETY: `Cache::get` returns only bytes whose HMAC, under the cache's secret key
-            // (a file only this user can read, created by `Cache::open`), proves that
-            // `Cache::put` wrote them, and `put` stores only `Module::serialize` output from
-            // an engine with the same compatibility fingerprint (part of the key).
-            if let Ok(m) = unsafe { wasmtime::Module::deserialize(&self.inner, &artifact) } {
-                return Ok(m);
-            }
+        let key = cache.key(kind, bytes, &self.fingerprint);
+        if let Some(artifact) = cache.get(&key)
+            && let Ok(m) = deserialize(&self.inner, &artifact)
+        {
+            #[cfg(test)]
+            CACHE_HITS.with(|h| h.set(h.get() + 1));
+            return Ok(m);
         }
-        let module = wasmtime::Module::new(&self.inner, bytes).map_err(load_err)?;
-        if let Ok(artifact) = module.serialize() {
+        let compiled = compile(&self.inner, bytes)?;
+        if let Ok(artifact) = serialize(&compiled) {
             cache.put(&key, &artifact);
         }
-        Ok(module)
+        Ok(compiled)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Artefacts this thread loaded from a cache instead of compiling (tests only).
+    static CACHE_HITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// What a cached artefact holds: part of its key, so that a core module's artefact is
+/// never deserialized as a component's, or the other way round.
+#[derive(Clone, Copy)]
+enum Artifact {
+    Module,
+    Component,
 }
 
 /// wasmtime's message on one line: a WAT syntax error quotes the module's source line under
@@ -307,10 +388,13 @@ impl Cache {
         })
     }
 
-    fn key(&self, bytes: &[u8], fingerprint: &str) -> String {
+    fn key(&self, kind: Artifact, bytes: &[u8], fingerprint: &str) -> String {
         let mut h = Sha256::new();
         h.update(fingerprint.as_bytes());
-        h.update([0]);
+        h.update(match kind {
+            Artifact::Module => [0],
+            Artifact::Component => [1],
+        });
         h.update(bytes);
         hex(&h.finalize())
     }
@@ -538,6 +622,46 @@ mod tests {
     }
 
     #[cfg(unix)]
+    #[test]
+    fn components_are_cached_apart_from_modules_and_forged_artefacts_are_recompiled() {
+        let dir = std::env::temp_dir().join(format!("sluicebox-cache-comp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Engine::global().unwrap();
+        let hits = || CACHE_HITS.with(std::cell::Cell::get);
+        let cwasm = || {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+                .collect();
+            v.sort();
+            v
+        };
+        let component = b"(component (core module))";
+        engine.compile_component(component, Some(&dir)).unwrap();
+        assert_eq!((cwasm().len(), hits()), (1, 0), "compiled and stored");
+        engine.compile_component(component, Some(&dir)).unwrap();
+        assert_eq!((cwasm().len(), hits()), (1, 1), "loaded from the cache");
+        // A core module gets its own artefact, under its own key.
+        engine.compile(b"(module)", Some(&dir)).unwrap();
+        assert_eq!((cwasm().len(), hits()), (2, 1));
+        engine.compile(b"(module)", Some(&dir)).unwrap();
+        assert_eq!(hits(), 2);
+        // A changed artefact fails its HMAC: compiled again, and stored again.
+        for p in cwasm() {
+            let mut bytes = std::fs::read(&p).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::write(&p, bytes).unwrap();
+        }
+        engine.compile_component(component, Some(&dir)).unwrap();
+        engine.compile(b"(module)", Some(&dir)).unwrap();
+        assert_eq!(hits(), 2, "a forged artefact is never loaded");
+        engine.compile_component(component, Some(&dir)).unwrap();
+        assert_eq!(hits(), 3, "the fresh artefact replaced it");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_refused_cache_falls_back_to_compiling_without_it() {
         use std::os::unix::fs::PermissionsExt;

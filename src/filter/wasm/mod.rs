@@ -18,8 +18,8 @@ mod marshal;
 mod wasi;
 
 pub use engine::{
-    EPOCH_TICK, Engine, EngineBuilder, MAX_MEMORY_LIMIT, MAX_WASM_STACK, POOL_INSTANCES,
-    default_cache_dir,
+    EPOCH_TICK, Engine, EngineBuilder, MAX_MEMORY_LIMIT, MAX_WASM_STACK, PERF_MAP_ENV,
+    POOL_INSTANCES, default_cache_dir,
 };
 
 use std::collections::BTreeMap;
