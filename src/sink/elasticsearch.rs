@@ -343,6 +343,9 @@ pub struct ElasticsearchSink {
     /// The held items' action and event lines, back to back: the next request's body.
     held_text: Vec<u8>,
     held_acks: Vec<Ack>,
+    /// The origin id's hash input for the batch being added: stream key, a 0 byte, then the
+    /// event's offset (8 bytes, little-endian), rewritten per event.
+    id_input: Vec<u8>,
     oldest: Option<Instant>,
     stuck: Vec<Ack>,
     /// Per held Ack of the request in flight: events (and bytes) dead-lettered.
@@ -494,6 +497,7 @@ impl ElasticsearchSinkConfig {
             dead_letters,
             held: Vec::new(),
             held_text: Vec::new(),
+            id_input: Vec::new(),
             held_acks: Vec::new(),
             oldest: None,
             stuck: Vec::new(),
@@ -557,12 +561,8 @@ impl ElasticsearchSink {
         t.push(b'"');
         match (&self.id, key) {
             (IdMode::Origin, Some(k)) => {
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
-                h.update(k.as_bytes());
-                h.update(&[0]);
-                h.update(&e.offset.to_le_bytes());
                 t.extend_from_slice(b",\"_id\":\"");
-                push_hex(t, h.digest128());
+                push_hex(t, origin_id(&mut self.id_input, k, e.offset));
                 t.push(b'"');
             }
             (IdMode::Origin | IdMode::Auto, _) => {}
@@ -664,6 +664,9 @@ impl ElasticsearchSink {
             413 => return Reply::TooLarge,
             401 | 403 => return Reply::Refused(status),
             _ => return Reply::Retry(retry_after),
+        }
+        if let Some(out) = all_succeeded(&body, docs.len()) {
+            return Reply::Items(out);
         }
         let Ok(reply) = serde_json::from_slice::<BulkReply>(&body) else {
             self.metrics.error("unparsable_reply", "receiving");
@@ -871,6 +874,13 @@ impl ElasticsearchSink {
             }
             Outcome::Stuck => self.stuck.extend(acks),
         }
+        // Keep the arena's pages for the next request when nothing else holds the body
+        // (a fresh multi-MiB buffer per request costs an mmap, page faults and a munmap).
+        if let Ok(arena) = text.try_into_mut() {
+            let mut arena = Vec::from(arena);
+            arena.clear();
+            self.held_text = arena;
+        }
     }
 }
 
@@ -942,11 +952,27 @@ fn push_digits(out: &mut Vec<u8>, n: u32, width: u32) {
     }
 }
 
+/// The origin id of the event at `offset` of stream `key`: xxh3-128 of the key, a 0 byte
+/// and the offset (8 bytes, little-endian). `buf` keeps the key's part between calls, so a
+/// batch of one stream pays one short one-shot hash per event.
+fn origin_id(buf: &mut Vec<u8>, key: &str, offset: u64) -> u128 {
+    if buf.len() != key.len() + 9 || !buf.starts_with(key.as_bytes()) {
+        buf.clear();
+        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(&[0; 9]);
+    }
+    let n = buf.len();
+    buf[n - 8..].copy_from_slice(&offset.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(buf)
+}
+
 fn push_hex(out: &mut Vec<u8>, v: u128) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..32).rev() {
-        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((v >> ((31 - i) * 4)) & 0xf) as usize];
     }
+    out.extend_from_slice(&digits);
 }
 
 /// Appends `s` as JSON string content (quotes, backslashes and control characters escaped).
@@ -963,6 +989,48 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
             _ => out.push(c),
         }
     }
+}
+
+/// The items of a reply in which every one of `n` items succeeded, read without a general
+/// parse: exactly `{"errors":false,"items":[{"ACTION":{"status":2XX}},…]}` (the shape the
+/// request's `filter_path` asks for, with a leading `"took":N,` allowed), else `None`, and
+/// the caller parses the reply fully.
+/// Cost: one pass over the reply, no allocation but the answer.
+fn all_succeeded(body: &[u8], n: usize) -> Option<Vec<(u16, String, String)>> {
+    // A server that ignores `filter_path` (or an older one) puts `"took":N,` first.
+    let mut rest = body.strip_prefix(b"{")?;
+    if let Some(r) = rest.strip_prefix(b"\"took\":") {
+        rest = r.trim_ascii_start();
+        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = rest[digits..].strip_prefix(b",")?;
+    }
+    let mut rest = rest.strip_prefix(b"\"errors\":false,\"items\":[")?;
+    let mut out = Vec::with_capacity(n);
+    loop {
+        // {"ACTION":{"status":
+        let r = rest.strip_prefix(b"{\"")?;
+        let end = r.iter().position(|&c| c == b'"')?;
+        if !matches!(&r[..end], b"create" | b"index") {
+            return None;
+        }
+        let r = r[end..].strip_prefix(b"\":{\"status\":")?;
+        let (&[a, b, c], r) = r.split_first_chunk::<3>()?;
+        if a != b'2' || !b.is_ascii_digit() || !c.is_ascii_digit() {
+            return None;
+        }
+        let status = 200 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+        out.push((status, String::new(), String::new()));
+        rest = r.strip_prefix(b"}}")?;
+        match rest.split_first() {
+            Some((b',', r)) => rest = r,
+            Some((b']', r)) if r == b"}" => break,
+            _ => return None,
+        }
+    }
+    (out.len() == n).then_some(out)
 }
 
 /// The reply of `_bulk` (with `filter_path`): one item per action, in order.
@@ -1089,6 +1157,79 @@ mod tests {
         out.clear();
         push_digits(&mut out, 7, 2);
         assert_eq!(out, b"07");
+    }
+
+    #[test]
+    fn origin_ids_hash_key_zero_and_offset_whatever_came_before() {
+        let streamed = |k: &str, off: u64| {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(k.as_bytes());
+            h.update(&[0]);
+            h.update(&off.to_le_bytes());
+            h.digest128()
+        };
+        let mut buf = Vec::new();
+        for (k, off) in [
+            ("file:/a", 0),
+            ("file:/a", 4096),
+            ("file:/b", 4096), // same length, other key
+            ("kafka:t/1", 7),
+            ("", 1),
+            ("file:/a", u64::MAX),
+        ] {
+            assert_eq!(origin_id(&mut buf, k, off), streamed(k, off), "{k} {off}");
+        }
+    }
+
+    #[test]
+    fn an_all_success_reply_is_read_without_a_parse_and_anything_else_is_not() {
+        let ok =
+            br#"{"errors":false,"items":[{"create":{"status":201}},{"index":{"status":200}}]}"#;
+        let items = all_succeeded(ok, 2).unwrap();
+        let took = br#"{"took":17,"errors":false,"items":[{"create":{"status":201}}]}"#;
+        assert_eq!(all_succeeded(took, 1).unwrap().len(), 1);
+        assert_eq!(
+            items.iter().map(|i| i.0).collect::<Vec<_>>(),
+            vec![201, 200]
+        );
+        for (body, n) in [
+            (&ok[..], 1),                                                   // count
+            (&ok[..], 3),                                                   // count
+            (br#"{"errors":true,"items":[{"create":{"status":201}}]}"#, 1), // errors
+            (
+                br#"{"errors":false,"items":[{"create":{"status":409}}]}"#,
+                1,
+            ), // not 2xx
+            (
+                br#"{"errors":false,"items":[{"create":{"status":201,"x":1}}]}"#,
+                1,
+            ), // more
+            (
+                br#"{"errors":false,"items":[{"delete":{"status":200}}]}"#,
+                1,
+            ), // action
+            (
+                br#"{"errors":false,"items":[{"create":{"status":2x1}}]}"#,
+                1,
+            ), // digits
+            (
+                br#"{"errors":false,"items":[{"create":{"status":201}}]} "#,
+                1,
+            ), // trailing
+            (br#"{"errors":false,"items":[{"create":{"status":201}}"#, 1),  // cut
+            (br#"{"errors":false,"items":[]}"#, 0),                         // empty
+            (br#"{"took":1,"errors":false,"items":[]}"#, 0),
+            (
+                br#"{"took":,"errors":false,"items":[{"create":{"status":201}}]}"#,
+                1,
+            ),
+        ] {
+            assert!(
+                all_succeeded(body, n).is_none(),
+                "{} / {n}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -220,8 +220,10 @@ impl<'a> OutEvent<'a> {
     }
 
     /// The top-level member whose key comes first in `keys` (plain keys, no escapes), in
-    /// one walk of the members; a repeated key's last occurrence wins, as in
-    /// [`Self::field`].
+    /// one walk of the members that stops at the first occurrence of `keys[0]`. So for a
+    /// repeated key the first occurrence of `keys[0]` wins, unlike [`Self::field`] (last
+    /// wins); the one caller, the Elasticsearch sink's index date, does not care: the
+    /// server refuses a document with a repeated key whatever index it names.
     pub(crate) fn first_top_level(&self, keys: &[&[u8]]) -> Option<crate::FieldRef<'a>> {
         let bytes = self.bytes;
         let mut best: Option<(usize, crate::parse::index::Member)> = None;
@@ -234,6 +236,7 @@ impl<'a> OutEvent<'a> {
                     && best.as_ref().is_none_or(|(r, _)| rank <= *r)
                 {
                     best = Some((rank, m));
+                    return rank != 0;
                 }
                 true
             })
