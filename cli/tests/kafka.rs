@@ -620,18 +620,6 @@ fn kafka_two_members_survive_kill9() {
     );
 }
 
-/// `GET /metrics` of a running member.
-fn scrape(port: u16) -> String {
-    use std::io::Read;
-    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut s = String::new();
-    let _ = c.read_to_string(&mut s);
-    s
-}
-
 /// An S3 API server (moto) with bucket `tansu`: Tansu's storage, which outlives a Tansu
 /// process (the memory engine loses everything when Tansu stops). Returns the server and
 /// the environment Tansu needs to reach it.

@@ -10,7 +10,7 @@ use sluicebox::fuzzing::parse_event;
 use sluicebox::parse::index::lookup;
 use sluicebox::parse::scalar;
 use sluicebox::wasm::WasmModule;
-use sluicebox::{CollectSink, DropWhere, Pipeline, PipelineConfig, Stats, WasmConfig};
+use sluicebox::{CollectSink, DropWhere, Pipeline, PipelineConfig, Stats};
 use sluicebox_fuzz::lines::{is_blank, lines};
 
 const WAT: &str = include_str!("../../examples/wat/drop_debug.wat");
@@ -33,7 +33,7 @@ fn pipelines() -> &'static [Mutex<(Pipeline, Pipeline)>] {
                 };
                 let wasm = Pipeline::new(config.clone())
                     .unwrap()
-                    .with_filter(WasmConfig::default().build(&module).unwrap());
+                    .with_filter(sluicebox_fuzz::wasm_config().build(&module).unwrap());
                 let native = Pipeline::new(config)
                     .unwrap()
                     .with_filter(DropWhere::drop_debug());

@@ -434,7 +434,7 @@ fuzz_target!(|input: Input| {
     let config = WasmConfig {
         params: [("b".to_string(), hex(&blob))].into(),
         max_records_bytes: cap,
-        ..Default::default()
+        ..sluicebox_fuzz::wasm_config()
     };
     let module = &modules()[usize::from(fields_at.is_some())];
     let expect_build = predict_build(&input, &image, fields_at);

@@ -1,6 +1,19 @@
 //! Pieces shared by the fuzz targets in `fuzz_targets/`: the ABI answer encoder (used by
 //! `decisions` and `guest_results`) and the framer's view of an input's lines (used by
-//! `frame_parse` and `e2e_wat`). Reference code only: nothing here calls sluicebox.
+//! `frame_parse` and `e2e_wat`), reference code that calls nothing of sluicebox, and the wasm
+//! settings the targets share ([`wasm_config`]).
+
+/// The wasm settings of the fuzz targets: the defaults but for the deadline, 30 s instead
+/// of 100 ms. The deadline is wall-clock time: on a loaded machine (ASan, two fuzzers,
+/// builds beside them) a call now and then overran 100 ms and the harnesses reported the
+/// resulting isolation as a mismatch (seen twice, neither reproducible on an idle machine).
+/// Deadlines have their own tests; libFuzzer's `-timeout` still catches a hang.
+pub fn wasm_config() -> sluicebox::WasmConfig {
+    sluicebox::WasmConfig {
+        deadline: std::time::Duration::from_secs(30),
+        ..Default::default()
+    }
+}
 
 pub mod answer {
     //! Filter answers in the ABI layout (`docs/abi.md` section 9), built from fuzz input.

@@ -36,3 +36,26 @@ pub fn signal(pid: u32, signal: &str) {
         .success();
     assert!(ok, "kill -{signal} {pid} failed");
 }
+
+/// `GET /metrics` of a running `sluicebox run` with `[api]` on `port` (empty when it does not
+/// answer).
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
+
+/// The sum of the samples of `metrics` (OpenMetrics text) whose line contains every one of
+/// `needles` (a metric name, label pairs).
+pub fn metric_sum(metrics: &str, needles: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
