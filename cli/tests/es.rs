@@ -464,3 +464,98 @@ fn stored_count(port: u16, index: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// `sluicebox run` with the default `[dead_letter]`: the items Elasticsearch refuses (a
+/// mapping conflict) land in the run's dead letter with the sink's name, the status and
+/// the reason, the summary balances, and the file source's checkpoint moves past them (a
+/// second run reads nothing again).
+#[test]
+fn refused_items_go_to_the_runs_dead_letter_and_acknowledge_the_source() {
+    let Some(servers) = servers() else {
+        eprintln!("noida-db not installed (bash scripts/install-servers.sh): skipping");
+        return;
+    };
+    let d = dir("es-dead-letter");
+    let (_server, port) = noida(&servers, &d.join("es-data"));
+    let mut input = String::new();
+    for i in 0..8 {
+        if i == 3 || i == 6 {
+            input.push_str(&format!("{{\"i\":{i},\"v\":{{\"x\":1}}}}\n"));
+        } else {
+            input.push_str(&format!("{{\"i\":{i},\"v\":{i}}}\n"));
+        }
+    }
+    std::fs::write(d.join("in.ndjson"), input).unwrap();
+    let cfg = d.join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+data_dir = "state"
+[api]
+enabled = false
+[sources.app]
+type = "file"
+include = ["in.ndjson"]
+follow = false
+[sinks.es]
+type = "elasticsearch"
+inputs = ["app"]
+endpoints = ["http://127.0.0.1:{port}"]
+index = "dl"
+linger_ms = 50
+batch_max_events = 4
+"#
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = bin().arg("run").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("first run: {:?}\n{err}", t.elapsed());
+    assert!(out.status.success(), "{err}");
+    assert_eq!(stored_count(port, "dl"), 6, "{err}");
+    let dead_path = d.join("state/dead_letter.ndjson");
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<u64> = dead
+        .iter()
+        .map(|d| {
+            let raw: serde_json::Value = serde_json::from_str(d["raw"].as_str().unwrap()).unwrap();
+            raw["i"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, vec![3, 6], "{dead:?}");
+    assert_eq!(
+        (dead[0]["line"].as_u64(), dead[1]["line"].as_u64()),
+        (Some(4), Some(7))
+    );
+    for d in &dead {
+        assert_eq!(d["component"], "es", "{d}");
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("elasticsearch refused the item: 400") && reason.contains("\"dl\""),
+            "{reason}"
+        );
+        assert!(d["stream"].as_str().unwrap().contains("in.ndjson"), "{d}");
+    }
+    assert!(
+        err.lines()
+            .any(|l| l.contains("es ") && l.contains("received=8") && l.contains("sent=6")),
+        "{err}"
+    );
+    assert!(!err.contains("do not balance"), "{err}");
+    // Acknowledged, dead letters included: a second run reads nothing again.
+    let out = bin().arg("run").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&dead_path).unwrap().lines().count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(stored_count(port, "dl"), 6);
+}

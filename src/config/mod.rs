@@ -489,16 +489,7 @@ fn build_sink(
         "http" => typed::<crate::sink::http::HttpSinkConfig>(table, &what)?.build(cx)?,
         "tcp" => typed::<crate::sink::tcp::TcpSinkConfig>(table, &what)?.build(cx)?,
         "elasticsearch" => {
-            let mut c: crate::sink::elasticsearch::ElasticsearchSinkConfig = typed(table, &what)?;
-            // Items the cluster rejects (400/404) need a durable place: by default a file
-            // next to the run's state.
-            if c.dead_letter_path.is_none() {
-                c.dead_letter_path = Some(
-                    cx.data_dir
-                        .join(format!("{}.es_dead_letter.ndjson", cx.name)),
-                );
-            }
-            c.build(cx)?
+            typed::<crate::sink::elasticsearch::ElasticsearchSinkConfig>(table, &what)?.build(cx)?
         }
         #[cfg(feature = "kafka")]
         "kafka" => typed::<crate::sink::kafka::KafkaSinkConfig>(table, &what)?.build(cx)?,

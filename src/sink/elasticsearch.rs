@@ -97,8 +97,11 @@ pub struct ElasticsearchSinkConfig {
     /// Largest retry delay. Default 60000.
     #[serde(default = "default_backoff_max")]
     pub retry_max_ms: u64,
-    /// File (JSON lines, fsynced) for rejected items when no [`DeadLetters`] callback is set.
-    /// Default: none — then rejected items stay unacknowledged (never dropped silently).
+    /// File (JSON lines, fsynced) for rejected items, instead of the run's dead letter.
+    /// Default: none — rejected items go to the run's `[dead_letter]` (with the sink's name,
+    /// the status and Elasticsearch's reason), or, with no dead letter to take them (a
+    /// [`crate::runtime::Topology`] without one), stay unacknowledged: never dropped
+    /// silently. A [`DeadLetters`] callback set on the sink takes precedence over both.
     #[serde(default)]
     pub dead_letter_path: Option<std::path::PathBuf>,
 }
@@ -173,6 +176,8 @@ pub struct EsDeadLetter {
     pub stream: Option<String>,
     /// The event's byte offset in that stream.
     pub offset: u64,
+    /// The event's line in that stream (0 when unknown).
+    pub line: u64,
     /// Index of its batch's Ack in the request in flight (`u32::MAX`: refused before sending).
     ack: u32,
 }
@@ -188,6 +193,7 @@ impl EsDeadLetter {
             index: String::new(),
             stream: stream.map(str::to_string),
             offset: e.offset,
+            line: e.line,
             ack: u32::MAX,
         }
     }
@@ -304,6 +310,8 @@ struct Doc {
     ack: u32,
     /// The event's byte offset in its stream.
     offset: u64,
+    /// The event's line in its stream.
+    line: u64,
 }
 
 impl Doc {
@@ -339,6 +347,11 @@ pub struct ElasticsearchSink {
     metrics: ComponentMetrics,
     shutdown: Shutdown,
     dead_letters: Option<DeadLetters>,
+    /// The run's dead letter, used when `dead_letters` is unset.
+    outlet: crate::runtime::DeadLetterOutlet,
+    /// Per held Ack of the request in flight: its token, which the dead letter holds until
+    /// it has written the event.
+    tokens: Vec<Option<crate::ack::AckToken>>,
     held: Vec<Doc>,
     /// The held items' action and event lines, back to back: the next request's body.
     held_text: Vec<u8>,
@@ -495,6 +508,8 @@ impl ElasticsearchSinkConfig {
             metrics: cx.metrics.component(n, "sink", "elasticsearch"),
             shutdown: cx.shutdown.clone(),
             dead_letters,
+            outlet: cx.dead_letters.clone(),
+            tokens: Vec::new(),
             held: Vec::new(),
             held_text: Vec::new(),
             id_input: Vec::new(),
@@ -594,6 +609,7 @@ impl ElasticsearchSink {
             event: e.bytes.len() as u32,
             ack: self.held_acks.len() as u32,
             offset: e.offset,
+            line: e.line,
         });
         None
     }
@@ -726,7 +742,7 @@ impl ElasticsearchSink {
                             "request_entity_too_large".into(),
                             "a single event is larger than the server accepts".into(),
                         );
-                        return self.dead_letter(vec![d]);
+                        return self.dead_letter(vec![d], None);
                     }
                     let right = pending.split_off(pending.len() / 2);
                     if let Outcome::Stuck = self.deliver(text, std::mem::take(&mut pending)) {
@@ -770,7 +786,7 @@ impl ElasticsearchSink {
                             self.metrics.all().es_items(&self.name, c, n);
                         }
                     }
-                    if !dead.is_empty() && matches!(self.dead_letter(dead), Outcome::Stuck) {
+                    if !dead.is_empty() && matches!(self.dead_letter(dead, None), Outcome::Stuck) {
                         return Outcome::Stuck;
                     }
                     pending = retry;
@@ -819,33 +835,65 @@ impl ElasticsearchSink {
                 .flatten()
                 .map(|s| s.to_string()),
             offset: d.offset,
+            line: d.line,
             ack: d.ack,
         }
     }
 
-    fn dead_letter(&mut self, items: Vec<EsDeadLetter>) -> Outcome {
-        let Some(dl) = &self.dead_letters else {
-            tracing::error!(sink = %self.name, n = items.len(),
-                "elasticsearch rejected items and no dead letter is configured; they stay unacknowledged");
-            self.metrics.error("no_dead_letter", "sending");
-            return Outcome::Stuck;
-        };
-        match dl(&items) {
-            Ok(()) => {
-                for i in &items {
-                    if let Some(d) = self.dead_per_ack.get_mut(i.ack as usize) {
-                        d.0 += 1;
-                        d.1 += i.event.len() as u64;
-                    }
-                }
-                Outcome::Done
-            }
-            Err(e) => {
+    /// Hands rejected `items` to the sink's callback or file, else to the run's dead
+    /// letter; `current` is the token of the batch being added (for items refused before
+    /// sending). `Done` once every item is taken (the dead letter holds its batch's token
+    /// until it has written it); `Stuck` when nothing can take them.
+    fn dead_letter(
+        &mut self,
+        items: Vec<EsDeadLetter>,
+        current: Option<&crate::ack::AckToken>,
+    ) -> Outcome {
+        let taken = match &self.dead_letters {
+            Some(dl) => dl(&items).map_err(|e| {
                 tracing::error!(sink = %self.name, error = %e, "writing elasticsearch dead letters failed");
                 self.metrics.error("dead_letter_write", "sending");
-                Outcome::Stuck
+            }),
+            None => items
+                .iter()
+                .all(|i| {
+                    let token = if i.ack == u32::MAX {
+                        current
+                    } else {
+                        self.tokens.get(i.ack as usize).and_then(Option::as_ref)
+                    };
+                    let reason = if i.status == 0 {
+                        format!("elasticsearch: {}: {}", i.error_type, i.reason)
+                    } else {
+                        format!(
+                            "elasticsearch refused the item: {} {}: {} (index {:?})",
+                            i.status, i.error_type, i.reason, i.index
+                        )
+                    };
+                    self.outlet.send(
+                        &self.name,
+                        &reason,
+                        std::iter::once((&i.event[..], i.line, i.offset)),
+                        token,
+                    )
+                })
+                .then_some(())
+                .ok_or_else(|| {
+                    tracing::error!(sink = %self.name, n = items.len(),
+                        "elasticsearch rejected items and no dead letter takes them; they stay unacknowledged");
+                    self.metrics.error("no_dead_letter", "sending");
+                }),
+        };
+        if taken.is_err() {
+            return Outcome::Stuck;
+        }
+        for i in &items {
+            if let Some(d) = self.dead_per_ack.get_mut(i.ack as usize) {
+                d.0 += 1;
+                d.1 += i.event.len() as u64;
             }
         }
+        Outcome::Done
     }
 
     fn send_held(&mut self) {
@@ -861,9 +909,14 @@ impl ElasticsearchSink {
             acks.iter()
                 .map(|a| a.token().map(|t| Arc::<str>::from(t.stream().key()))),
         );
+        self.tokens.clear();
+        self.tokens.extend(acks.iter().map(|a| a.token().cloned()));
         self.dead_per_ack.clear();
         self.dead_per_ack.resize(acks.len(), (0, 0));
-        match self.deliver(&text, docs) {
+        let outcome = self.deliver(&text, docs);
+        // The dead letter holds its own clones; ours would hold the positions back.
+        self.tokens.clear();
+        match outcome {
             Outcome::Done => {
                 // The runtime counts each batch as sent when its Ack is delivered, less
                 // what went to the dead letter.
@@ -1092,7 +1145,7 @@ impl Sink for ElasticsearchSink {
                 dead.len() as u64,
                 dead.iter().map(|d| d.event.len() as u64).sum(),
             );
-            if matches!(self.dead_letter(dead), Outcome::Stuck) {
+            if matches!(self.dead_letter(dead, ack.token()), Outcome::Stuck) {
                 self.stuck.push(ack);
                 return Ok(Flow::Continue);
             }
