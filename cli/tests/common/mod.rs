@@ -59,3 +59,14 @@ pub fn metric_sum(metrics: &str, needles: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The Python of the test servers' virtualenv (`target/servers/venv`, written by
+/// scripts/install-servers.sh), when installed. Through the `bin/python` symlink Python does
+/// not find the venv's packages, so this is the venv's own.
+pub fn servers_python() -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("servers/venv/bin/python");
+    p.exists().then_some(p)
+}
