@@ -259,6 +259,43 @@ path = "out.ndjson"
     let out = std::fs::read_to_string(d.join("out.ndjson")).unwrap();
     assert_eq!(out, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n");
 
+    // gzip bodies: taken; a corrupt one 400, a bomb past max_body_bytes 413, another
+    // encoding 415, and nothing of the refused ones enters the pipeline.
+    let gz = |bytes: &[u8]| -> Vec<u8> {
+        let mut c = std::process::Command::new("gzip")
+            .arg("-c")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(bytes).unwrap();
+        c.wait_with_output().unwrap().stdout
+    };
+    let zipped = |body: &[u8], encoding: &str| {
+        request(
+            port,
+            &format!(
+                "POST / HTTP/1.1\r\nAuthorization: Bearer s3cret-token\r\nContent-Encoding: {encoding}"
+            ),
+            body,
+        )
+        .0
+    };
+    assert_eq!(zipped(&gz(b"{\"n\":5}\n"), "gzip"), 200);
+    let mut corrupt = gz(b"{\"n\":8}\n{\"n\":8}\n{\"n\":8}\n");
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0xff;
+    assert_eq!(zipped(&corrupt, "gzip"), 400);
+    let bomb = gz(&b"{\"n\":8}\n".repeat(1000));
+    assert!(bomb.len() < 1000, "the bomb fits max_body_bytes compressed");
+    assert_eq!(zipped(&bomb, "gzip"), 413);
+    assert_eq!(zipped(b"{\"n\":8}\n", "br"), 415);
+    let out = std::fs::read_to_string(d.join("out.ndjson")).unwrap();
+    assert_eq!(
+        out,
+        "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n{\"n\":5}\n"
+    );
+
     kill(&child, "TERM");
     let (code, err) = finish(child, 30);
     assert_eq!(code, Some(0), "{err}");
@@ -268,7 +305,7 @@ path = "out.ndjson"
     );
     // received = sent + discarded + dead_lettered at the source.
     let (r, s, x, dl) = counts(&err, "source", "h");
-    assert_eq!((r, s + x + dl), (5, 5), "{err}");
+    assert_eq!((r, s + x + dl), (6, 6), "{err}");
     assert_eq!(dl, 1, "{err}");
 }
 
@@ -578,10 +615,10 @@ retry_max_ms = 1000
     );
 }
 
-/// The http sink against a real receiver (sluicebox's http source) that refuses it: with
-/// the wrong bearer token every request gets 401, so every event goes to the sender's dead
-/// letter with the status in the reason, the run balances and exits 0, and the receiver
-/// holds nothing; with the right token, everything arrives.
+/// The http sink (gzip bodies) against a real receiver (sluicebox's http source) that
+/// refuses it: with the wrong bearer token every request gets 401, so every event goes to
+/// the sender's dead letter (uncompressed, with the status in the reason), the run balances
+/// and exits 0, and the receiver holds nothing; with the right token, everything arrives.
 #[test]
 fn http_sink_dead_letters_what_a_real_receiver_refuses() {
     let d = dir("http-4xx");
@@ -626,6 +663,7 @@ type = "http"
 inputs = ["gen"]
 uri = "http://127.0.0.1:{port}/"
 auth = {{ token = "{token}" }}
+compression = "gzip"
 batch_max_events = 250
 linger_ms = 20
 retry_initial_ms = 20
@@ -646,6 +684,9 @@ retry_max_ms = 100
             let first: serde_json::Value =
                 serde_json::from_str(dead.lines().next().unwrap()).unwrap();
             assert_eq!(first["component"], "out", "{first}");
+            let raw: serde_json::Value =
+                serde_json::from_str(first["raw"].as_str().unwrap()).unwrap();
+            assert!(raw["trace_id"].is_string(), "{first}");
             assert!(first["reason"].as_str().unwrap().contains("401"), "{first}");
             assert!(!err.contains(token), "no secret in the log: {err}");
         } else {

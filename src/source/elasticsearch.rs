@@ -81,7 +81,8 @@ use serde_json::{Value, json};
 
 use super::http::{SourceAuthConfig, auth_secret, expected_authorization};
 use super::serve::{
-    BodyError, Handler, Reply, authorized, declared_too_large, gunzip, read_body, serve, settle,
+    BodyError, Handler, Reply, authorized, declared_too_large, gunzip, gzip_encoded, read_body,
+    serve, settle,
 };
 use super::tcp::{bind, cfg_err};
 use super::{BoxFuture, Source, SourceContext};
@@ -572,24 +573,14 @@ impl Endpoint {
                 ),
             );
         }
-        let gzip = match req.headers().get(hyper::header::CONTENT_ENCODING) {
-            None => false,
-            Some(v) => {
-                let v = v.as_bytes();
-                if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") {
-                    true
-                } else if v.eq_ignore_ascii_case(b"identity") {
-                    false
-                } else {
-                    cx.metrics().error("content_encoding", "receiving");
-                    return es_plain_error(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        &format!(
-                            "Content-Encoding [{}] is not supported (use gzip)",
-                            String::from_utf8_lossy(v)
-                        ),
-                    );
-                }
+        let gzip = match gzip_encoded(req.headers()) {
+            Ok(gzip) => gzip,
+            Err(other) => {
+                cx.metrics().error("content_encoding", "receiving");
+                return es_plain_error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    &format!("Content-Encoding [{other}] is not supported (use gzip)"),
+                );
             }
         };
         if declared_too_large(req.headers(), self.max_body) {

@@ -10,9 +10,10 @@
 //! |---|---|---|
 //! | 200 `{"received":N}` | every event was delivered to every sink that reads it, filtered, or dead-lettered | move on |
 //! | 503 | a sink could not deliver (retries given up, shutdown), or the source is stopping | retry |
-//! | 413 | the body is larger than `max_body_bytes` (nothing was taken) | split the body |
+//! | 413 | the body is larger than `max_body_bytes`, before or after gzip (nothing was taken) | split the body |
 //! | 401 | `auth` is set and the request's `Authorization` does not match | fix credentials |
-//! | 404 / 405 / 415 | another path, a method other than `POST`, a `Content-Encoding` | fix the client |
+//! | 400 | `Content-Encoding: gzip` and the body does not decompress | fix the client |
+//! | 404 / 405 / 415 | another path, a method other than `POST`, a `Content-Encoding` other than gzip or identity | fix the client |
 //! | 408 | the body did not arrive within `body_timeout_secs` (nothing was taken) | retry |
 //!
 //! A body is read whole before any of it is framed: a client that disconnects mid-body has
@@ -31,7 +32,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
-use super::serve::{BodyError, Handler, authorized, declared_too_large, read_body, serve, settle};
+use super::serve::{
+    BodyError, Handler, authorized, declared_too_large, gunzip, gzip_encoded, read_body, serve,
+    settle,
+};
 use super::tcp::{bind, cfg_err};
 use super::{BoxFuture, Source, SourceContext};
 use crate::config::BuildContext;
@@ -294,9 +298,8 @@ fn body_error(e: BodyError, max: usize) -> Response<Full<Bytes>> {
             StatusCode::REQUEST_TIMEOUT,
             "the body did not arrive in time",
         ),
-        BodyError::Broken | BodyError::BadGzip => {
-            error(StatusCode::BAD_REQUEST, "the body broke off")
-        }
+        BodyError::Broken => error(StatusCode::BAD_REQUEST, "the body broke off"),
+        BodyError::BadGzip => error(StatusCode::BAD_REQUEST, "the gzip body does not decompress"),
     }
 }
 
@@ -345,16 +348,16 @@ async fn handle(
         }
         return r;
     }
-    if req
-        .headers()
-        .get(hyper::header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Encoding is not supported",
-        );
-    }
+    let gzip = match gzip_encoded(req.headers()) {
+        Ok(gzip) => gzip,
+        Err(other) => {
+            cx.metrics().error("content_encoding", "receiving");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("Content-Encoding {other:?} is not supported (use gzip or none)"),
+            );
+        }
+    };
     if declared_too_large(req.headers(), s.max_body) {
         cx.metrics().error("body_too_large", "receiving");
         return error(
@@ -362,13 +365,23 @@ async fn handle(
             &format!("the body is larger than max_body_bytes ({})", s.max_body),
         );
     }
-    let body = match read_body(req.into_body(), s.max_body, s.timeout).await {
+    let mut body = match read_body(req.into_body(), s.max_body, s.timeout).await {
         Ok(b) => b,
         Err(e) => {
             cx.metrics().error(e.metric(), "receiving");
             return body_error(e, s.max_body);
         }
     };
+    if gzip {
+        // Decompressed, the body still obeys max_body_bytes (a small bomb gets 413).
+        body = match gunzip(&body, s.max_body) {
+            Ok(b) => b,
+            Err(e) => {
+                cx.metrics().error(e.metric(), "receiving");
+                return body_error(e, s.max_body);
+            }
+        };
+    }
     let stream = cx.stream(format!("http:{peer}#{n}"), None);
     let mut decoder = cx.decoder(0);
     let mut batch = cx.batch();

@@ -227,6 +227,24 @@ pub(crate) async fn read_body(
     }
 }
 
+/// Whether a request's body is gzip (`Content-Encoding: gzip` or `x-gzip`), or plain (none,
+/// or `identity`); `Err` with the header's value for any other encoding (answer 415).
+pub(crate) fn gzip_encoded(headers: &HeaderMap) -> std::result::Result<bool, String> {
+    match headers.get(hyper::header::CONTENT_ENCODING) {
+        None => Ok(false),
+        Some(v) => {
+            let v = v.as_bytes();
+            if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") {
+                Ok(true)
+            } else if v.eq_ignore_ascii_case(b"identity") {
+                Ok(false)
+            } else {
+                Err(String::from_utf8_lossy(v).into_owned())
+            }
+        }
+    }
+}
+
 /// Decompresses a gzip body (several members allowed, as `gzip -c a b` writes), refusing
 /// to grow past `max` bytes, so a small bomb cannot take the memory.
 ///
