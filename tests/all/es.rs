@@ -493,21 +493,48 @@ fn es_gzip_bodies_are_stored() {
     assert_eq!(count(srv.port, "gz-*"), 300);
 }
 
-/// Throughput against the real server: `cargo test --release --test all es_throughput -- --ignored --nocapture`.
+/// Throughput against the real server, next to its own ceiling measured in the same run
+/// with a plain client: `cargo test --release --test all es_throughput -- --ignored
+/// --nocapture`. Prints figures; asserts only that every document arrived.
 #[test]
 #[ignore]
 fn es_throughput() {
     let Some(srv) = start("tp") else { return };
     let dir = TempDir::new("tp-work");
     let n = 40_000;
+    let input = events(n);
+    // The server's own ceiling: the same documents in `_bulk` bodies of 5,000 `create`s,
+    // sent one after another on one connection at a time, as the sink does.
+    let bodies: Vec<String> = String::from_utf8(input.clone())
+        .unwrap()
+        .lines()
+        .enumerate()
+        .collect::<Vec<_>>()
+        .chunks(5000)
+        .map(|c| {
+            c.iter()
+                .map(|(i, l)| format!("{{\"create\":{{\"_id\":\"{i}\"}}}}\n{l}\n"))
+                .collect()
+        })
+        .collect();
+    let t = Instant::now();
+    for b in &bodies {
+        let (st, _) = http(srv.port, "POST", "/tp_plain/_bulk", b);
+        assert_eq!(st, 200);
+    }
+    let plain = t.elapsed();
+    assert_eq!(count(srv.port, "tp_plain"), n as u64);
     let cfg = config(srv.port, "index = \"tp\"\nbatch_max_events = 5000");
     let t = Instant::now();
-    run(&cfg, "tp", events(n), &dir.0);
+    run(&cfg, "tp", input, &dir.0);
     let el = t.elapsed();
     assert_eq!(count(srv.port, "tp"), n as u64);
     eprintln!(
-        "es sink → noida-db: {n} events in {el:?} = {:.0} events/s",
-        n as f64 / el.as_secs_f64()
+        "es sink -> noida-db: {n} events in {el:?} = {:.0} events/s; a plain client with the \
+         same documents: {plain:?} = {:.0} events/s (sink / plain = {:.2})",
+        n as f64 / el.as_secs_f64(),
+        n as f64 / plain.as_secs_f64(),
+        plain.as_secs_f64() / el.as_secs_f64()
     );
 }
 
