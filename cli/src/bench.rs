@@ -365,6 +365,57 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             }),
         ));
     }
+    // tail.*: the corpus spread over 100 files, read once or followed while appended to,
+    // with checkpoints at the default interval or (almost) never.
+    if a.config.is_none() {
+        let rust = guests_dir(&a).join("rust").join("drop_debug.wasm");
+        let module = if rust.exists() {
+            std::fs::canonicalize(&rust).unwrap_or(rust)
+        } else {
+            std::fs::create_dir_all(&scratch.0)
+                .map_err(|e| Fail::usage(format!("cannot create {}: {e}", scratch.0.display())))?;
+            let p = scratch.0.join("drop_debug.wat");
+            std::fs::write(&p, DROP_DEBUG_WAT)
+                .map_err(|e| Fail::usage(format!("cannot write {}: {e}", p.display())))?;
+            p
+        };
+        use crate::bench_tail::{Mode, TailBench};
+        for (name, mode, note) in [
+            (
+                "tail.read_once_100",
+                Mode::ReadOnce,
+                "the corpus in 100 files, read once -> wasm drop_debug -> file sink",
+            ),
+            (
+                "tail.follow_100",
+                Mode::Follow {
+                    checkpoint_ms: 1000,
+                },
+                "100 files followed while a writer appends the corpus to them -> wasm drop_debug -> file sink; checkpoints every 1 s (default)",
+            ),
+            (
+                "tail.follow_100_no_ckpt",
+                Mode::Follow {
+                    checkpoint_ms: 3_600_000,
+                },
+                "the same with checkpoints once an hour: the difference is the checkpoints' cost",
+            ),
+        ] {
+            if !want(name) {
+                continue;
+            }
+            let mut t = TailBench::new(&corpus, &module, &scratch.0.join(name), mode);
+            scenarios.push(sc(
+                name,
+                note.into(),
+                Box::new(move || {
+                    let secs = t.run_once()?;
+                    TAPE_ADJUST.with(|c| c.set(secs));
+                    Ok(())
+                }),
+            ));
+        }
+    }
     // runtime.blackhole and sink.elasticsearch: the runtime alone (file source read once →
     // blackhole), and the same into an elasticsearch sink that sends to the local server
     // answering at once: the difference is the sink's own cost per event (action lines,

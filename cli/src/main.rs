@@ -15,6 +15,7 @@ macro_rules! outln {
 mod bench;
 mod bench_config;
 mod bench_server;
+mod bench_tail;
 mod run;
 mod test_cmd;
 

@@ -169,6 +169,10 @@ fn bench_json_names_every_scenario() {
         "pipeline.wasm_noop",
         "pipeline.wasm_drop_debug",
         "pipeline.wasm_tag_service",
+        "runtime.wasm_drop_debug",
+        "tail.read_once_100",
+        "tail.follow_100",
+        "tail.follow_100_no_ckpt",
     ] {
         let r = results
             .iter()

@@ -720,6 +720,10 @@ impl Tail {
         let ckpt_every = Duration::from_millis(self.src.cfg.checkpoint_interval_ms);
         self.scan();
         let (mut last_glob, mut last_ckpt) = (Instant::now(), Instant::now());
+        // Idle rounds sleep 1 ms, then twice as long each round up to 50 ms: a writer that
+        // just paused is picked up within a millisecond or two, an idle node costs a round
+        // of polls every 50 ms.
+        let mut idle = Duration::from_millis(1);
         loop {
             if self.cx.shutdown().is_triggered() {
                 break;
@@ -754,7 +758,10 @@ impl Tail {
                 last_ckpt = Instant::now();
             }
             if progress == 0 {
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(50));
+            } else {
+                idle = Duration::from_millis(1);
             }
         }
         self.wait_idle(Duration::from_secs(2));
