@@ -231,6 +231,7 @@ fn resolve_secret(v: &str) -> std::result::Result<String, String> {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Seg {
+    /// Literal text, already escaped as JSON string content.
     Lit(String),
     Date(char),
     /// A field path (`a.b`, docs/abi.md §10).
@@ -249,7 +250,7 @@ fn parse_template(t: &str) -> std::result::Result<Vec<Seg>, String> {
                 return Err("empty `{{ }}`".into());
             }
             if !lit.is_empty() {
-                segs.push(Seg::Lit(std::mem::take(&mut lit)));
+                segs.push(Seg::Lit(json_str(&std::mem::take(&mut lit))));
             }
             segs.push(Seg::Field(path.to_string()));
             rest = &r[end + 2..];
@@ -259,7 +260,7 @@ fn parse_template(t: &str) -> std::result::Result<Vec<Seg>, String> {
                 return Err(format!("unsupported `%{d}` (use %Y %m %d %H)"));
             }
             if !lit.is_empty() {
-                segs.push(Seg::Lit(std::mem::take(&mut lit)));
+                segs.push(Seg::Lit(json_str(&std::mem::take(&mut lit))));
             }
             segs.push(Seg::Date(d));
             rest = &rest[1 + d.len_utf8()..];
@@ -269,7 +270,7 @@ fn parse_template(t: &str) -> std::result::Result<Vec<Seg>, String> {
         }
     }
     if !lit.is_empty() {
-        segs.push(Seg::Lit(lit));
+        segs.push(Seg::Lit(json_str(&lit)));
     }
     Ok(segs)
 }
@@ -938,7 +939,7 @@ impl ElasticsearchSink {
 }
 
 /// (year, month, day, hour) of the event's `@timestamp` or `timestamp` (an RFC 3339
-/// string), or of now (UTC).
+/// string; the first of the two among the top-level members), or of now (UTC).
 fn event_date(e: &OutEvent<'_>) -> (i64, u32, u32, u32) {
     let ts = e.first_top_level(&[b"@timestamp", b"timestamp"]);
     if let Some(f) = ts.filter(|f| f.kind == FieldKind::String)
@@ -977,7 +978,7 @@ fn render(
 ) -> bool {
     for s in segs {
         match s {
-            Seg::Lit(l) => push_json_str(out, l),
+            Seg::Lit(l) => out.extend_from_slice(l.as_bytes()),
             Seg::Field(p) => match e.field(p) {
                 // A string's raw bytes are JSON string content already (escapes kept).
                 Some(f) if matches!(f.kind, FieldKind::String | FieldKind::Number) => {
@@ -999,10 +1000,24 @@ fn render(
     true
 }
 
+/// `n`'s last `width` (at most 4) decimal digits, zero-padded.
 fn push_digits(out: &mut Vec<u8>, n: u32, width: u32) {
-    for i in (0..width).rev() {
-        out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+    let mut buf = [b'0'; 4];
+    let w = (width as usize).min(4);
+    let mut n = n;
+    for d in buf[..w].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
+    out.extend_from_slice(&buf[..w]);
+}
+
+/// `s` as JSON string content (see [`push_json_str`]).
+fn json_str(s: &str) -> String {
+    let mut v = Vec::with_capacity(s.len());
+    push_json_str(&mut v, s);
+    // Escapes are ASCII, the rest is `s`'s own UTF-8.
+    String::from_utf8(v).unwrap_or_default()
 }
 
 /// The origin id of the event at `offset` of stream `key`: xxh3-128 of the key, a 0 byte
@@ -1210,6 +1225,15 @@ mod tests {
         out.clear();
         push_digits(&mut out, 7, 2);
         assert_eq!(out, b"07");
+        out.clear();
+        push_digits(&mut out, 2026, 4);
+        push_digits(&mut out, 12345, 4);
+        assert_eq!(out, b"20262345");
+        assert_eq!(
+            parse_template("a\"b\\{{ x }}").unwrap()[0],
+            Seg::Lit("a\\\"b\\\\".into()),
+            "literals are kept escaped"
+        );
     }
 
     #[test]

@@ -219,29 +219,26 @@ impl<'a> OutEvent<'a> {
         f(&s)
     }
 
-    /// The top-level member whose key comes first in `keys` (plain keys, no escapes), in
-    /// one walk of the members that stops at the first occurrence of `keys[0]`. So for a
-    /// repeated key the first occurrence of `keys[0]` wins, unlike [`Self::field`] (last
-    /// wins); the one caller, the Elasticsearch sink's index date, does not care: the
-    /// server refuses a document with a repeated key whatever index it names.
+    /// The first top-level member whose key is one of `keys` (plain keys, no escapes), in
+    /// a walk of the members that stops there. Cost: the members before it (usually one
+    /// or two: loggers write their timestamp first). A repeated key's first occurrence
+    /// wins, unlike [`Self::field`] (last wins); the one caller, the Elasticsearch sink's
+    /// index date, does not care: the server refuses a document with a repeated key
+    /// whatever index it names.
     pub(crate) fn first_top_level(&self, keys: &[&[u8]]) -> Option<crate::FieldRef<'a>> {
         let bytes = self.bytes;
-        let mut best: Option<(usize, crate::parse::index::Member)> = None;
+        let mut found = None;
         self.with_structurals(|s| {
             crate::parse::index::members(bytes, s, 0, |m| {
                 let key = &bytes[m.key.0..m.key.1];
-                if let Some(rank) = keys
-                    .iter()
-                    .position(|k| crate::parse::index::key_eq(key, k))
-                    && best.as_ref().is_none_or(|(r, _)| rank <= *r)
-                {
-                    best = Some((rank, m));
-                    return rank != 0;
+                if keys.iter().any(|k| crate::parse::index::key_eq(key, k)) {
+                    found = Some(m);
+                    return false;
                 }
                 true
             })
         })?;
-        let (_, m) = best?;
+        let m = found?;
         Some(crate::parse::index::field_of(
             bytes, m.kind, m.value.0, m.value.1,
         ))
@@ -367,5 +364,42 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn finish(&mut self, stats: &Stats) -> Result<()> {
         (**self).finish(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(bytes: &[u8]) -> OutEvent<'_> {
+        OutEvent {
+            bytes,
+            line: 1,
+            offset: 0,
+            route: None,
+            unchanged: false,
+            structurals: &[],
+        }
+    }
+
+    #[test]
+    fn first_top_level_takes_the_first_listed_key_at_the_top_only() {
+        let keys: &[&[u8]] = &[b"@timestamp", b"timestamp"];
+        let raw = |e: &[u8]| ev(e).first_top_level(keys).map(|f| f.raw.to_vec());
+        assert_eq!(
+            raw(br#"{"timestamp":"a","@timestamp":"b"}"#),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(
+            raw(br#"{"x":{"@timestamp":"n"},"@timestamp":"b"}"#),
+            Some(b"b".to_vec()),
+            "a nested key is not a top-level one"
+        );
+        assert_eq!(raw(br#"{"x":1,"y":[{"timestamp":2}]}"#), None);
+        assert_eq!(
+            raw(br#"{"@timestamp":"b","@timestamp":"c"}"#),
+            Some(b"b".to_vec())
+        );
+        assert_eq!(raw(b"not json"), None);
     }
 }
