@@ -89,6 +89,7 @@ struct Families {
     retries: Family<ComponentLabels, Counter>,
     up: Family<ComponentLabels, Gauge>,
     es_items: Family<ClassLabels, Counter>,
+    encode_seconds: Family<ComponentLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     kafka_lag: Family<PartitionLabels, Gauge>,
     kafka_committed: Family<PartitionLabels, Gauge>,
     kafka_commit_seconds: Family<ComponentLabels, Histogram, fn() -> Histogram>,
@@ -143,6 +144,7 @@ impl Metrics {
             retries: Family::default(),
             up: Family::default(),
             es_items: Family::default(),
+            encode_seconds: Family::default(),
             kafka_lag: Family::default(),
             kafka_committed: Family::default(),
             kafka_commit_seconds: Family::new_with_constructor(commit_histogram),
@@ -237,6 +239,11 @@ impl Metrics {
             f.es_items.clone(),
         );
         r.register(
+            "sink_encode_seconds",
+            "Seconds a sink spent turning events into requests and reading the replies, not waiting on the network",
+            f.encode_seconds.clone(),
+        );
+        r.register(
             "kafka_consumer_lag_messages",
             "Messages of a partition past the delivered prefix: high watermark (as last fetched) minus the offset to commit",
             f.kafka_lag.clone(),
@@ -320,6 +327,7 @@ impl Metrics {
             wasm_traps: f.wasm_traps.get_or_create_owned(&l),
             wasm_call_seconds: f.wasm_call_seconds.get_or_create_owned(&l),
             retries: f.retries.get_or_create_owned(&l),
+            encode_seconds: f.encode_seconds.get_or_create_owned(&l),
             up: f.up.get_or_create_owned(&l),
             created: f.created.get_or_create_owned(&l),
         }
@@ -478,6 +486,8 @@ pub struct ComponentMetrics {
     pub wasm_call_seconds: Histogram,
     /// `component_retries_total`.
     pub retries: Counter,
+    /// `sink_encode_seconds_total` (sinks that build requests: elasticsearch).
+    pub encode_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// `component_up`.
     pub up: Gauge,
     /// `component_created_events_total`.

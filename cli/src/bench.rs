@@ -420,6 +420,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     // blackhole), and the same into an elasticsearch sink that sends to the local server
     // answering at once: the difference is the sink's own cost per event (action lines,
     // origin ids, the request, parsing the per-item reply, acknowledgements).
+    let mut es_graph = None;
     if let (None, Some(corpus_path)) = (&a.config, &corpus_path) {
         for (name, sink, note) in [
             (
@@ -454,6 +455,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
                     instant_url,
                 )?,
             ));
+            if name == "sink.elasticsearch" {
+                es_graph = Some(g.clone());
+            }
             scenarios.push(sc(
                 name,
                 note.into(),
@@ -666,6 +670,17 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     }
     let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.2);
     outln!();
+    if let Some(g) = &es_graph {
+        let mut secs = g.borrow().encode_secs.clone();
+        if !secs.is_empty() {
+            secs.sort_by(f64::total_cmp);
+            outln!(
+                "sink.elasticsearch: building requests and reading replies (sink_encode_seconds_total) {:.1} ns/event, median of {} runs",
+                secs[secs.len() / 2] * 1e9 / events as f64,
+                secs.len()
+            );
+        }
+    }
     if let Some((g, stem)) = &graph {
         outln!("config.{stem}, per component (last round):");
         for line in g.borrow().breakdown(events).0 {

@@ -22,6 +22,9 @@ pub(crate) struct ConfigBench {
     state: PathBuf,
     /// The last round's report, filter seconds per transform, and wall time.
     last: Option<Round>,
+    /// Per round: seconds the sinks spent building requests and reading replies
+    /// (`sink_encode_seconds_total`).
+    pub(crate) encode_secs: Vec<f64>,
 }
 
 /// One round's report, filter seconds per component, and seconds from start to drained.
@@ -92,6 +95,7 @@ impl ConfigBench {
             config_dir,
             state,
             last: None,
+            encode_secs: Vec::new(),
         })
     }
 
@@ -115,7 +119,14 @@ impl ConfigBench {
         if let Some((c, e)) = report.errors.first() {
             return Err(Fail::usage(format!("{c}: {e}")));
         }
-        let filter_secs = filter_seconds(&metrics.render());
+        let text = metrics.render();
+        let filter_secs = filter_seconds(&text);
+        self.encode_secs.push(
+            text.lines()
+                .filter(|l| l.starts_with("sink_encode_seconds_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        );
         self.last = Some((report, filter_secs, secs));
         Ok(secs)
     }

@@ -665,7 +665,12 @@ impl ElasticsearchSink {
         if let Some(a) = &self.auth_header {
             req = req.header("authorization", a.as_str());
         }
-        let req = match req.body(Full::new(self.body(text, docs))) {
+        let t0 = Instant::now();
+        let body = self.body(text, docs);
+        self.metrics
+            .encode_seconds
+            .inc_by(t0.elapsed().as_secs_f64());
+        let req = match req.body(Full::new(body)) {
             Ok(r) => r,
             Err(_) => return Reply::Retry(None),
         };
@@ -682,10 +687,21 @@ impl ElasticsearchSink {
             401 | 403 => return Reply::Refused(status),
             _ => return Reply::Retry(retry_after),
         }
-        if let Some(out) = all_succeeded(&body, docs.len()) {
+        let t0 = Instant::now();
+        let reply = self.read_reply(&body, docs.len());
+        self.metrics
+            .encode_seconds
+            .inc_by(t0.elapsed().as_secs_f64());
+        reply
+    }
+
+    /// The per-item outcomes of a 200 reply, or a retry when it cannot be read or has the
+    /// wrong number of items.
+    fn read_reply(&self, body: &[u8], n: usize) -> Reply {
+        if let Some(out) = all_succeeded(body, n) {
             return Reply::Items(out);
         }
-        let Ok(reply) = serde_json::from_slice::<BulkReply>(&body) else {
+        let Ok(reply) = serde_json::from_slice::<BulkReply>(body) else {
             self.metrics.error("unparsable_reply", "receiving");
             return Reply::Retry(None);
         };
@@ -705,7 +721,7 @@ impl ElasticsearchSink {
                 (r.status, ty, reason)
             })
             .collect();
-        if out.len() != docs.len() {
+        if out.len() != n {
             self.metrics.error("short_reply", "receiving");
             return Reply::Retry(None);
         }
@@ -1147,6 +1163,7 @@ impl<'de> Deserialize<'de> for BulkItem {
 
 impl Sink for ElasticsearchSink {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
+        let t0 = Instant::now();
         let ack = out.ack();
         let key = ack.token().map(|t| t.stream().key().to_string());
         let mut dead = Vec::new();
@@ -1167,6 +1184,9 @@ impl Sink for ElasticsearchSink {
             ack.dead_lettered(n, bytes);
         }
         self.held_acks.push(ack);
+        self.metrics
+            .encode_seconds
+            .inc_by(t0.elapsed().as_secs_f64());
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
         if self.held.len() >= self.max_events
             || self.held_text.len() >= self.max_bytes
