@@ -92,7 +92,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     let events = lines.len() as u64;
     let bytes = corpus.len() as u64;
     if !a.json {
-        eprintln!(
+        errln!(
             "sluicebox bench: {events} events, {:.1} MB, {} round(s), {} worker(s)",
             bytes as f64 / 1e6,
             a.rounds,
@@ -522,7 +522,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             )
         } else {
             if !a.json {
-                eprintln!(
+                errln!(
                     "sluicebox bench: skipping {scenario}: {} not found (run scripts/build-guests.sh rust)",
                     path.display()
                 );

@@ -12,6 +12,18 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::out(format_args!("{}\n", format_args!($($t)*))) };
 }
 
+/// Prints to standard error through [`err`]: never panics, so that a closed or broken
+/// stderr (a log collector gone, `2>&1 | head`) cannot kill the thread that logs, or stop
+/// the signal handler before it starts the drain (`eprintln!` panics on a write error).
+macro_rules! errp {
+    ($($t:tt)*) => { $crate::err(format_args!($($t)*)) };
+}
+/// [`errp!`] with a newline.
+macro_rules! errln {
+    () => { $crate::err(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::err(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod bench;
 mod bench_config;
 mod bench_server;
@@ -37,13 +49,19 @@ pub use sluicebox::loggen::{DROP_DEBUG_WAT, NOOP_WAT};
 /// --json | head -c 100`), the process ends quietly with 141, the status a shell gives a
 /// program killed by SIGPIPE; any other write error is reported and ends it with 1. Costs one
 /// lock and one flush per call (reports are a few lines).
+/// Writes `args` to standard error; a write error is ignored (see [`errp!`]).
+pub(crate) fn err(args: std::fmt::Arguments<'_>) {
+    let mut e = io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|()| e.flush());
+}
+
 pub(crate) fn out(args: std::fmt::Arguments<'_>) {
     let mut o = io::stdout().lock();
     if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
         if e.kind() == io::ErrorKind::BrokenPipe {
             std::process::exit(141);
         }
-        eprintln!("sluicebox: cannot write to standard output: {e}");
+        errln!("sluicebox: cannot write to standard output: {e}");
         std::process::exit(1);
     }
 }
@@ -248,7 +266,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("sluicebox: error: {}", f.message);
+            errln!("sluicebox: error: {}", f.message);
             ExitCode::from(f.code)
         }
     }
@@ -279,7 +297,7 @@ fn tracing_init() {
             }
             let mut v = V(String::new());
             e.record(&mut v);
-            eprintln!("sluicebox: {}: {}", e.metadata().level(), v.0.trim_end());
+            errln!("sluicebox: {}: {}", e.metadata().level(), v.0.trim_end());
         }
         fn enter(&self, _: &tracing::span::Id) {}
         fn exit(&self, _: &tracing::span::Id) {}
@@ -447,11 +465,11 @@ fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
 }
 
 pub(crate) fn print_report(report: &Report) {
-    eprintln!("sluicebox: {}", report.stats.summary(report.elapsed));
+    errln!("sluicebox: {}", report.stats.summary(report.elapsed));
     for d in &report.first_dead_letters {
         let raw = String::from_utf8_lossy(&d.raw[..d.raw.len().min(80)]).into_owned();
         // A reason may quote a filter module's own text: escaped like every such text.
-        eprintln!(
+        errln!(
             "sluicebox: dead letter: line {} (offset {}): {}: {raw:?}",
             d.line,
             d.offset,
@@ -461,12 +479,12 @@ pub(crate) fn print_report(report: &Report) {
     if report.stats.dead_lettered > report.first_dead_letters.len() as u64
         && !report.first_dead_letters.is_empty()
     {
-        eprintln!("sluicebox: (give --dead-letter PATH to keep every rejected event)");
+        errln!("sluicebox: (give --dead-letter PATH to keep every rejected event)");
     }
 }
 
 fn cmd_demo(a: DemoArgs) -> Result<(), Fail> {
-    eprintln!(
+    errln!(
         "sluicebox demo: generating {} realistic log events...",
         a.events
     );
@@ -485,7 +503,7 @@ fn cmd_demo(a: DemoArgs) -> Result<(), Fail> {
     let filter = config.build(&module)?;
     let fields = filter.declared_fields();
     let mut pipeline = Pipeline::new(a.tuning.pipeline_config())?.with_filter(filter);
-    eprintln!(
+    errln!(
         "sluicebox demo: {:.1} MB through wasm filter {name} (reads fields {:?}), {} worker(s), output discarded",
         corpus.len() as f64 / 1e6,
         fields.unwrap_or_default(),

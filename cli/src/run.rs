@@ -43,12 +43,12 @@ pub(crate) fn validate(a: ValidateArgs) -> ExitCode {
     match built {
         Ok(b) => {
             drop(b);
-            eprintln!("sluicebox: {}: ok", a.config.display());
+            errln!("sluicebox: {}: ok", a.config.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
             for line in e.message().lines() {
-                eprintln!("sluicebox: error: {}", sluicebox::printable(line));
+                errln!("sluicebox: error: {}", sluicebox::printable(line));
             }
             ExitCode::from(2)
         }
@@ -62,7 +62,7 @@ pub(crate) fn validate(a: ValidateArgs) -> ExitCode {
 pub(crate) fn run(a: RunArgs) -> ExitCode {
     let fail = |e: &sluicebox::Error| {
         for line in e.message().lines() {
-            eprintln!("sluicebox: error: {}", sluicebox::printable(line));
+            errln!("sluicebox: error: {}", sluicebox::printable(line));
         }
     };
     let mut config = match Config::load(&a.config) {
@@ -89,7 +89,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
                 Some(l)
             }
             Err(e) => {
-                eprintln!(
+                errln!(
                     "sluicebox: error: api: key `address`: cannot listen on {}: {e}",
                     api.address
                 );
@@ -108,7 +108,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sluicebox: error: cannot start the control thread: {e}");
+            errln!("sluicebox: error: cannot start the control thread: {e}");
             return ExitCode::from(1);
         }
     };
@@ -136,7 +136,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
                 signal(SignalKind::interrupt()),
                 signal(SignalKind::hangup()),
             ) else {
-                eprintln!("sluicebox: warning: cannot install signal handlers");
+                errln!("sluicebox: warning: cannot install signal handlers");
                 return;
             };
             loop {
@@ -148,7 +148,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
                         continue;
                     }
                 }
-                eprintln!("sluicebox: stopping: draining in-flight events");
+                errln!("sluicebox: stopping: draining in-flight events");
                 current.stopping.store(true, Ordering::SeqCst);
                 current
                     .shutdown
@@ -172,7 +172,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 let line = status_line(&m, &mut last);
-                eprint!("\r\x1b[2K{line}");
+                errp!("\r\x1b[2K{line}");
             }
         });
     }
@@ -187,7 +187,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
             }
         });
     }
-    eprintln!(
+    errln!(
         "sluicebox: running {}{}",
         a.config.display(),
         if api.enabled {
@@ -201,7 +201,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
         let running = match built.topology.start() {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("sluicebox: error: {}", sluicebox::printable(&e.to_string()));
+                errln!("sluicebox: error: {}", sluicebox::printable(&e.to_string()));
                 return ExitCode::from(2);
             }
         };
@@ -229,12 +229,12 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
         let report = match report {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("sluicebox: error: {}", sluicebox::printable(&e.to_string()));
+                errln!("sluicebox: error: {}", sluicebox::printable(&e.to_string()));
                 return ExitCode::from(1);
             }
         };
         if status_on {
-            eprint!("\r\x1b[2K");
+            errp!("\r\x1b[2K");
         }
         code = print_report(&report);
         let Some(next) = restart else { break };
@@ -255,7 +255,7 @@ pub(crate) fn run(a: RunArgs) -> ExitCode {
         if current.stopping.load(Ordering::SeqCst) {
             built.shutdown.trigger();
         }
-        eprintln!("sluicebox: reload: started again from the new config");
+        errln!("sluicebox: reload: started again from the new config");
     }
     code
 }
@@ -318,14 +318,14 @@ fn reload_loop(
                     Ok(()) => {
                         reloader.accept();
                         metrics.reload(true);
-                        eprintln!(
+                        errln!(
                             "sluicebox: reload: {path}: swapped {}",
                             sluicebox::printable(&names.join(", "))
                         );
                     }
                     Err(e) => {
                         metrics.reload(false);
-                        eprintln!(
+                        errln!(
                             "sluicebox: reload failed, still running the previous config: {}",
                             sluicebox::printable(&e.to_string())
                         );
@@ -333,7 +333,7 @@ fn reload_loop(
                 }
             }
             Ok(Reload::Restart(config, why)) => {
-                eprintln!(
+                errln!(
                     "sluicebox: reload: {path}: {} changed: draining to start again",
                     sluicebox::printable(&why.join(", "))
                 );
@@ -343,7 +343,7 @@ fn reload_loop(
             Err(e) => {
                 metrics.reload(false);
                 for line in e.message().lines() {
-                    eprintln!(
+                    errln!(
                         "sluicebox: reload failed, still running the previous config: {}",
                         sluicebox::printable(line)
                     );
@@ -357,7 +357,7 @@ fn reload_loop(
 /// Prints each component's counts and the run's errors; the exit code they call for.
 fn print_report(report: &sluicebox::runtime::RunReport) -> ExitCode {
     for c in &report.components {
-        eprintln!(
+        errln!(
             "sluicebox: {:<9} {:<20} received={} sent={} discarded={} dead_lettered={}{}{}",
             c.kind,
             sluicebox::printable(&c.name),
@@ -377,13 +377,13 @@ fn print_report(report: &sluicebox::runtime::RunReport) -> ExitCode {
             },
         );
     }
-    eprintln!(
+    errln!(
         "sluicebox: finished in {:.3}s",
         report.elapsed.as_secs_f64()
     );
     let mut code = ExitCode::SUCCESS;
     for (c, e) in &report.errors {
-        eprintln!(
+        errln!(
             "sluicebox: error: {}: {}",
             sluicebox::printable(c),
             sluicebox::printable(e)
@@ -391,13 +391,13 @@ fn print_report(report: &sluicebox::runtime::RunReport) -> ExitCode {
         code = ExitCode::from(1);
     }
     if report.timed_out {
-        eprintln!(
+        errln!(
             "sluicebox: the drain deadline passed: undelivered events stay unacknowledged and replay on restart"
         );
         code = ExitCode::from(1);
     }
     if !report.is_balanced() {
-        eprintln!("sluicebox: error: a component's counts do not balance");
+        errln!("sluicebox: error: a component's counts do not balance");
         code = ExitCode::from(1);
     }
     code

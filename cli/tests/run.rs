@@ -567,3 +567,53 @@ print(json.dumps(out))
     assert!(checked >= 3, "{err}");
     assert!(err.contains("app                  received=5005"), "{err}");
 }
+
+/// With its stderr closed (the log collector gone, `2>&1 | head`), the agent still drains
+/// and exits 0 on SIGTERM: writing its log lines must not panic the thread that writes
+/// them (the signal handler's "stopping" line used to, and the drain never started).
+#[test]
+fn sigterm_drains_even_with_stderr_closed() {
+    let d = dir("stderr-closed");
+    let cfg = d.join("p.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+data_dir = "state"
+[api]
+enabled = false
+[sources.gen]
+type = "generator"
+rate = 2000
+[sinks.out]
+type = "file"
+inputs = ["gen"]
+path = "out.ndjson"
+"#,
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(child.stderr.take());
+    std::thread::sleep(Duration::from_millis(200));
+    signal(child.id(), "TERM");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("no exit 30 s after SIGTERM with stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let written = std::fs::read_to_string(d.join("out.ndjson")).unwrap();
+    assert!(written.lines().count() > 100, "{}", written.lines().count());
+}
