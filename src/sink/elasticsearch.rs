@@ -5,8 +5,11 @@
 //! id derived from the event's origin (stream key and byte offset), so a replay after a crash
 //! answers 409 instead of duplicating documents.
 //!
-//! Delivery: the sink owns a one-thread tokio runtime and sends one bulk request at a time
-//! (`max_in_flight` is accepted but 1 is the only value implemented so far). A batch's
+//! Delivery: the sink builds request bodies on its own thread; each full one is sent (and
+//! retried) by a [`Sender`], on that thread when `max_in_flight = 1` (the default), else on
+//! one of `max_in_flight` sender threads, so that many requests are in flight at once and
+//! their replies come back in any order. A request never holds more than `batch_max_events`
+//! events or `batch_max_bytes` of body (a single larger event goes alone). A batch's
 //! [`Ack`] is resolved only when every one of its items is stored, a duplicate (409 on
 //! `create`), or written to the dead letter. Per-item classes:
 //!
@@ -85,7 +88,7 @@ pub struct ElasticsearchSinkConfig {
     /// flushes at once. Default 1000.
     #[serde(default = "default_linger")]
     pub linger_ms: u64,
-    /// Requests in flight. Default 1 (the only value implemented).
+    /// Requests in flight at once, 1..=64 (one sender thread each when > 1). Default 1.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
     /// Timeout of one request including its reply. Default 30000.
@@ -328,31 +331,21 @@ impl Doc {
     }
 }
 
-/// The Elasticsearch sink built from [`ElasticsearchSinkConfig`].
+/// The Elasticsearch sink built from [`ElasticsearchSinkConfig`]: builds request bodies on
+/// the sink's thread and hands each full one to its [`Sender`], on this thread
+/// (`max_in_flight = 1`) or on one of `max_in_flight` sender threads.
 pub struct ElasticsearchSink {
-    name: String,
-    endpoints: Vec<String>,
     segs: Vec<Seg>,
     fallback: Option<Vec<Seg>>,
-    create: bool,
     id: IdMode,
-    auth_header: Option<String>,
-    gzip: bool,
     max_bytes: usize,
     max_events: usize,
     linger: Duration,
-    timeout: Duration,
-    backoff: Backoff,
-    rr: usize,
-    http: BlockingHttp,
-    metrics: ComponentMetrics,
-    shutdown: Shutdown,
-    dead_letters: Option<DeadLetters>,
-    /// The run's dead letter, used when `dead_letters` is unset.
-    outlet: crate::runtime::DeadLetterOutlet,
-    /// Per held Ack of the request in flight: its token, which the dead letter holds until
-    /// it has written the event.
-    tokens: Vec<Option<crate::ack::AckToken>>,
+    max_in_flight: usize,
+    /// Sends (and retries) a request; cloned into each sender thread.
+    sender: Sender,
+    /// The sender threads, started with the first request when `max_in_flight > 1`.
+    pool: Option<Pool>,
     held: Vec<Doc>,
     /// The held items' action and event lines, back to back: the next request's body.
     held_text: Vec<u8>,
@@ -361,11 +354,77 @@ pub struct ElasticsearchSink {
     /// event's offset (8 bytes, little-endian), rewritten per event.
     id_input: Vec<u8>,
     oldest: Option<Instant>,
-    stuck: Vec<Ack>,
-    /// Per held Ack of the request in flight: events (and bytes) dead-lettered.
+}
+
+/// Sends one request at a time and sees it through (retries, 413 splits, per-item
+/// outcomes, dead letters), then resolves its batches' Acks. The settings and clients are
+/// shared; the per-request state is its own, so each sender thread has a clone.
+struct Sender {
+    name: String,
+    endpoints: Arc<Vec<String>>,
+    create: bool,
+    auth_header: Option<String>,
+    gzip: bool,
+    timeout: Duration,
+    retry: (u64, u64),
+    backoff: Backoff,
+    /// Round-robin over `endpoints`, shared by the sender threads.
+    rr: Arc<std::sync::atomic::AtomicUsize>,
+    http: Arc<BlockingHttp>,
+    metrics: ComponentMetrics,
+    shutdown: Shutdown,
+    dead_letters: Option<DeadLetters>,
+    /// The run's dead letter, used when `dead_letters` is unset.
+    outlet: crate::runtime::DeadLetterOutlet,
+    /// Holds given up on (auth refused, no dead letter, shutdown): failed at `finish`.
+    stuck: Arc<std::sync::Mutex<Vec<Ack>>>,
+    /// Set by the first 401/403: the sink stops sending (every later request is given up
+    /// at once, unacknowledged) until it is restarted with credentials that work.
+    refused: Arc<std::sync::atomic::AtomicBool>,
+    /// Per Ack of the request in flight: its token, which the dead letter holds until it
+    /// has written the event.
+    tokens: Vec<Option<crate::ack::AckToken>>,
+    /// Per Ack of the request in flight: events (and bytes) dead-lettered.
     dead_per_ack: Vec<(u64, u64)>,
-    /// Per held Ack of the request in flight: its stream, for dead letters.
+    /// Per Ack of the request in flight: its stream, for dead letters.
     streams: Vec<Option<Arc<str>>>,
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        Sender {
+            name: self.name.clone(),
+            endpoints: self.endpoints.clone(),
+            create: self.create,
+            auth_header: self.auth_header.clone(),
+            gzip: self.gzip,
+            timeout: self.timeout,
+            retry: self.retry,
+            backoff: Backoff::new(self.retry.0, self.retry.1),
+            rr: self.rr.clone(),
+            http: self.http.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            dead_letters: self.dead_letters.clone(),
+            outlet: self.outlet.clone(),
+            stuck: self.stuck.clone(),
+            refused: self.refused.clone(),
+            tokens: Vec::new(),
+            dead_per_ack: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+}
+
+/// One request handed to a sender thread: its body, items and batches' Acks.
+type Job = (Bytes, Vec<Doc>, Vec<Ack>);
+
+/// `max_in_flight` sender threads taking requests from a rendezvous channel: a request
+/// waits on the sink's thread until a sender is free, so at most `max_in_flight` are in
+/// flight and the sink's queue holds the rest back.
+struct Pool {
+    tx: Option<crossbeam_channel::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ElasticsearchSinkConfig {
@@ -442,8 +501,8 @@ impl ElasticsearchSinkConfig {
                 ));
             }
         };
-        if self.max_in_flight != 1 {
-            return Err(cfg_err(n, "max_in_flight", "only 1 is implemented so far"));
+        if !(1..=64).contains(&self.max_in_flight) {
+            return Err(cfg_err(n, "max_in_flight", "must be 1..=64"));
         }
         if self.batch_max_bytes == 0 || self.batch_max_events == 0 {
             return Err(cfg_err(n, "batch_max_events", "batch limits must be > 0"));
@@ -491,34 +550,40 @@ impl ElasticsearchSinkConfig {
         });
         let http = BlockingHttp::new("elasticsearch runtime", tls.as_ref())?;
         Ok(ElasticsearchSink {
-            name: n.clone(),
-            endpoints,
             segs,
             fallback,
-            create,
             id,
-            auth_header,
-            gzip,
             max_bytes: self.batch_max_bytes,
             max_events: self.batch_max_events,
             linger: Duration::from_millis(self.linger_ms),
-            timeout: Duration::from_millis(self.request_timeout_ms),
-            backoff: Backoff::new(self.retry_initial_ms, self.retry_max_ms),
-            rr: 0,
-            http,
-            metrics: cx.metrics.component(n, "sink", "elasticsearch"),
-            shutdown: cx.shutdown.clone(),
-            dead_letters,
-            outlet: cx.dead_letters.clone(),
-            tokens: Vec::new(),
+            max_in_flight: self.max_in_flight,
+            sender: Sender {
+                name: n.clone(),
+                endpoints: Arc::new(endpoints),
+                create,
+                auth_header,
+                gzip,
+                timeout: Duration::from_millis(self.request_timeout_ms),
+                retry: (self.retry_initial_ms, self.retry_max_ms),
+                backoff: Backoff::new(self.retry_initial_ms, self.retry_max_ms),
+                rr: Arc::default(),
+                http: Arc::new(http),
+                metrics: cx.metrics.component(n, "sink", "elasticsearch"),
+                shutdown: cx.shutdown.clone(),
+                dead_letters,
+                outlet: cx.dead_letters.clone(),
+                stuck: Arc::default(),
+                refused: Arc::default(),
+                tokens: Vec::new(),
+                dead_per_ack: Vec::new(),
+                streams: Vec::new(),
+            },
+            pool: None,
             held: Vec::new(),
             held_text: Vec::new(),
             id_input: Vec::new(),
             held_acks: Vec::new(),
             oldest: None,
-            stuck: Vec::new(),
-            dead_per_ack: Vec::new(),
-            streams: Vec::new(),
         })
     }
 }
@@ -542,7 +607,7 @@ impl ElasticsearchSink {
     /// Sends rejected items to `dl` instead of `dead_letter_path` (the runtime's dead-letter
     /// sink, for instance). Cost: one call per request that had rejections.
     pub fn with_dead_letters(mut self, dl: DeadLetters) -> Self {
-        self.dead_letters = Some(dl);
+        self.sender.dead_letters = Some(dl);
         self
     }
 
@@ -551,7 +616,7 @@ impl ElasticsearchSink {
     fn add(&mut self, e: &OutEvent<'_>, key: Option<&str>) -> Option<EsDeadLetter> {
         let start = self.held_text.len();
         let t = &mut self.held_text;
-        t.extend_from_slice(if self.create {
+        t.extend_from_slice(if self.sender.create {
             b"{\"create\":{\"_index\":\""
         } else {
             b"{\"index\":{\"_index\":\""
@@ -614,7 +679,9 @@ impl ElasticsearchSink {
         });
         None
     }
+}
 
+impl Sender {
     /// The request body for `docs`: a slice of `text` (no copy) when they lie back to back,
     /// else their lines copied; gzipped when asked.
     fn body(&self, text: &Bytes, docs: &[Doc]) -> Bytes {
@@ -655,8 +722,8 @@ impl ElasticsearchSink {
     }
 
     fn send_once(&mut self, text: &Bytes, docs: &[Doc]) -> Reply {
-        let ep = &self.endpoints[self.rr % self.endpoints.len()];
-        self.rr = self.rr.wrapping_add(1);
+        let rr = self.rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ep = &self.endpoints[rr % self.endpoints.len()];
         let uri = format!("{ep}/_bulk?filter_path=errors,items.*.error,items.*.status");
         let mut req = hyper::Request::post(uri).header("content-type", "application/x-ndjson");
         if self.gzip {
@@ -740,7 +807,9 @@ impl ElasticsearchSink {
         let mut pending = docs;
         let mut attempt = 0u32;
         while !pending.is_empty() {
-            if self.shutdown.is_triggered() {
+            if self.shutdown.is_triggered()
+                || self.refused.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 return Outcome::Stuck;
             }
             match self.send_once(text, &pending) {
@@ -769,6 +838,9 @@ impl ElasticsearchSink {
                     attempt = 0;
                 }
                 Reply::Refused(st) => {
+                    if self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        return Outcome::Stuck;
+                    }
                     tracing::error!(
                         sink = %self.name, status = st,
                         "elasticsearch refused the credentials; events stay unacknowledged"
@@ -913,14 +985,10 @@ impl ElasticsearchSink {
         Outcome::Done
     }
 
-    fn send_held(&mut self) {
-        if self.held.is_empty() && self.held_acks.is_empty() {
-            return;
-        }
-        let docs = std::mem::take(&mut self.held);
-        let acks = std::mem::take(&mut self.held_acks);
-        let text = Bytes::from(std::mem::take(&mut self.held_text));
-        self.oldest = None;
+    /// Sees one request through, then resolves its batches' Acks (delivered, less what
+    /// went to the dead letter) or gives them up to `stuck`. Returns the body's arena when
+    /// nothing else holds it, for reuse.
+    fn complete(&mut self, text: Bytes, docs: Vec<Doc>, acks: Vec<Ack>) -> Option<Vec<u8>> {
         self.streams.clear();
         self.streams.extend(
             acks.iter()
@@ -942,14 +1010,77 @@ impl ElasticsearchSink {
                     ack.delivered();
                 }
             }
-            Outcome::Stuck => self.stuck.extend(acks),
+            Outcome::Stuck => self
+                .stuck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(acks),
         }
-        // Keep the arena's pages for the next request when nothing else holds the body
-        // (a fresh multi-MiB buffer per request costs an mmap, page faults and a munmap).
-        if let Ok(arena) = text.try_into_mut() {
+        text.try_into_mut().ok().map(|arena| {
             let mut arena = Vec::from(arena);
             arena.clear();
-            self.held_text = arena;
+            arena
+        })
+    }
+}
+
+impl ElasticsearchSink {
+    /// Hands the held items to a sender as one request.
+    fn send_held(&mut self) {
+        if self.held.is_empty() && self.held_acks.is_empty() {
+            return;
+        }
+        let docs = std::mem::take(&mut self.held);
+        let acks = std::mem::take(&mut self.held_acks);
+        let text = Bytes::from(std::mem::take(&mut self.held_text));
+        self.oldest = None;
+        if self.max_in_flight == 1 {
+            // Keep the arena's pages for the next request (a fresh multi-MiB buffer per
+            // request costs an mmap, page faults and a munmap).
+            if let Some(arena) = self.sender.complete(text, docs, acks) {
+                self.held_text = arena;
+            }
+            return;
+        }
+        let pool = self.pool.get_or_insert_with(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<Job>(0);
+            let threads = (0..self.max_in_flight)
+                .filter_map(|k| {
+                    let rx = rx.clone();
+                    let mut sender = self.sender.clone();
+                    std::thread::Builder::new()
+                        .name(format!("sluicebox-es-{k}"))
+                        .spawn(move || {
+                            for (text, docs, acks) in rx {
+                                sender.complete(text, docs, acks);
+                            }
+                        })
+                        .ok()
+                })
+                .collect();
+            Pool {
+                tx: Some(tx),
+                threads,
+            }
+        });
+        let job = (text, docs, acks);
+        let refused = match &pool.tx {
+            Some(tx) => tx.send(job).err().map(|e| e.into_inner()),
+            None => Some(job),
+        };
+        // No sender thread could start: send it here.
+        if let Some((text, docs, acks)) = refused {
+            self.sender.complete(text, docs, acks);
+        }
+    }
+
+    /// Waits for the requests in flight on the sender threads.
+    fn drain_pool(&mut self) {
+        if let Some(mut pool) = self.pool.take() {
+            drop(pool.tx.take());
+            for t in pool.threads {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -1163,7 +1294,8 @@ impl<'de> Deserialize<'de> for BulkItem {
 
 impl Sink for ElasticsearchSink {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
-        let t0 = Instant::now();
+        let mut t0 = Instant::now();
+        let mut encoding = Duration::ZERO;
         let ack = out.ack();
         let key = ack.token().map(|t| t.stream().key().to_string());
         let mut dead = Vec::new();
@@ -1171,22 +1303,36 @@ impl Sink for ElasticsearchSink {
             if let Some(d) = self.add(&ev, key.as_deref()) {
                 dead.push(d);
             }
+            // A request never holds more than the limits (but one event): a full one goes
+            // now, holding its part of this batch with an Ack of its own.
+            if self.held.len() >= self.max_events || self.held_text.len() >= self.max_bytes {
+                self.held_acks.push(out.ack());
+                encoding += t0.elapsed();
+                self.send_held();
+                t0 = Instant::now();
+            }
         }
         if !dead.is_empty() {
             let (n, bytes) = (
                 dead.len() as u64,
                 dead.iter().map(|d| d.event.len() as u64).sum(),
             );
-            if matches!(self.dead_letter(dead, ack.token()), Outcome::Stuck) {
-                self.stuck.push(ack);
+            if matches!(self.sender.dead_letter(dead, ack.token()), Outcome::Stuck) {
+                self.sender
+                    .stuck
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(ack);
                 return Ok(Flow::Continue);
             }
             ack.dead_lettered(n, bytes);
         }
         self.held_acks.push(ack);
-        self.metrics
+        encoding += t0.elapsed();
+        self.sender
+            .metrics
             .encode_seconds
-            .inc_by(t0.elapsed().as_secs_f64());
+            .inc_by(encoding.as_secs_f64());
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
         if self.held.len() >= self.max_events
             || self.held_text.len() >= self.max_bytes
@@ -1204,7 +1350,10 @@ impl Sink for ElasticsearchSink {
 
     fn finish(&mut self, _stats: &crate::pipeline::Stats) -> Result<()> {
         self.send_held();
-        self.stuck.drain(..).for_each(Ack::failed);
+        self.drain_pool();
+        let stuck =
+            std::mem::take(&mut *self.sender.stuck.lock().unwrap_or_else(|p| p.into_inner()));
+        stuck.into_iter().for_each(Ack::failed);
         Ok(())
     }
 }

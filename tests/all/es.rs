@@ -277,6 +277,18 @@ fn proxy(
     upstream: u16,
     plan: impl Fn(usize, usize) -> Fault + Send + Sync + 'static,
 ) -> (u16, Arc<AtomicUsize>) {
+    let (port, n, _) = proxy_with_peak(upstream, plan);
+    (port, n)
+}
+
+/// [`proxy`], also returning the most requests it held at once.
+fn proxy_with_peak(
+    upstream: u16,
+    plan: impl Fn(usize, usize) -> Fault + Send + Sync + 'static,
+) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak2 = peak.clone();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let n = Arc::new(AtomicUsize::new(0));
@@ -286,6 +298,7 @@ fn proxy(
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
             let (n, plan) = (n2.clone(), plan.clone());
+            let (active, peak) = (active.clone(), peak2.clone());
             std::thread::spawn(move || {
                 loop {
                     // Read headers.
@@ -308,6 +321,16 @@ fn proxy(
                         return;
                     }
                     let i = n.fetch_add(1, Ordering::SeqCst);
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    // Held while this request is answered (every arm below returns).
+                    struct Leave(Arc<AtomicUsize>);
+                    impl Drop for Leave {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _leave = Leave(active.clone());
                     let reply = |c: &mut TcpStream, st: &str| {
                         let _ = write!(
                             c,
@@ -357,7 +380,7 @@ fn proxy(
             });
         }
     });
-    (port, n)
+    (port, n, peak)
 }
 
 #[test]
@@ -750,4 +773,34 @@ mod tls {
         let ok = https_config(1, "tls = { ca_file = \"ca.pem\", system_roots = false }");
         assert!(ok.build(&cx).is_ok());
     }
+}
+
+/// `max_in_flight = 4`: requests overlap (the proxy sees more than one at once), faults on
+/// some of them are retried while the others go on, and every event is stored once.
+#[test]
+fn es_requests_in_flight_overlap_and_store_exactly_once() {
+    let Some(srv) = start("inflight") else { return };
+    let dir = TempDir::new("inflight-work");
+    let (pport, reqs, peak) = proxy_with_peak(srv.port, |i, _| match i % 7 {
+        2 => Fault::Status503,
+        5 => Fault::Drop,
+        _ => Fault::Pass,
+    });
+    let cfg = config(
+        pport,
+        "index = \"inflight\"\nbatch_max_events = 100\nmax_in_flight = 4\nlinger_ms = 5",
+    );
+    let m = run(&cfg, "inflight", events(6000), &dir.0);
+    assert_eq!(count(srv.port, "inflight"), 6000);
+    assert!(reqs.load(Ordering::SeqCst) >= 60);
+    assert!(
+        peak.load(Ordering::SeqCst) > 1,
+        "requests never overlapped (peak {})",
+        peak.load(Ordering::SeqCst)
+    );
+    assert!(metric(&m, "component_retries_total") >= 1.0);
+    assert_eq!(
+        metric(&m, "status_class=\"2xx\"") + metric(&m, "status_class=\"409\""),
+        6000.0
+    );
 }
