@@ -391,9 +391,40 @@ fn wait_committed(oracle: &mut Oracle, ends: &[i64], limit: Duration) -> Vec<i64
     }
 }
 
+/// Reads the whole `in` topic with kafka-python: how many times each `n` is there.
+fn input_copies(servers: &Path, in_addr: &str) -> HashMap<u64, u32> {
+    let out = py(
+        servers,
+        in_addr,
+        r#"
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers=B, enable_auto_commit=False, auto_offset_reset="earliest")
+tps = [TopicPartition("in", p) for p in sorted(c.partitions_for_topic("in") or [])]
+c.assign(tps)
+c.seek_to_beginning(*tps)
+seen, quiet = {}, 0
+while quiet < 4:
+    got = c.poll(timeout_ms=500)
+    quiet = 0 if got else quiet + 1
+    for recs in got.values():
+        for r in recs:
+            for line in r.value.splitlines():
+                n = json.loads(line)["n"]
+                seen[n] = seen.get(n, 0) + 1
+print(json.dumps(seen))
+"#,
+    );
+    serde_json::from_str::<HashMap<String, u32>>(out.trim())
+        .unwrap()
+        .into_iter()
+        .map(|(n, c)| (n.parse().unwrap(), c))
+        .collect()
+}
+
 /// The checks shared by the failover and broker-restart tests: every kept event is in the
 /// output, no DEBUG is, and each duplicate's message lies in an uncommitted window of a
-/// fault. Returns (kept, duplicates, in-window bound in events).
+/// fault (or is in the input topic as often). Returns (kept, duplicates, in-window bound in
+/// events).
 fn check_output(
     servers: &Path,
     in_addr: &str,
@@ -423,7 +454,7 @@ fn check_output(
             .filter(|w| off >= w[part].0 && off < w[part].1)
             .count() as u32;
         if c - 1 > covering {
-            outside.push((n, c, part, off));
+            outside.push((n, c, part, off, covering));
         }
     }
     // What was uncommitted at the faults, in events (per_msg per message; a quarter dropped).
@@ -432,36 +463,32 @@ fn check_output(
         .flat_map(|w| w.iter().map(|(a, b)| (b - a).max(0) as u64))
         .sum::<u64>()
         * per_msg;
-    if !missing.is_empty() {
-        // Tell a broker that lost acknowledged input from a consumer that skipped it.
-        let out = py(
-            servers,
-            in_addr,
-            r#"
-from kafka import KafkaConsumer, TopicPartition
-c = KafkaConsumer(bootstrap_servers=B, enable_auto_commit=False, auto_offset_reset="earliest")
-tps = [tp for tp in (TopicPartition("in", p) for p in range(8)) if c.partitions_for_topic("in") and tp.partition in c.partitions_for_topic("in")]
-c.assign(tps)
-c.seek_to_beginning(*tps)
-seen, quiet = set(), 0
-while quiet < 4:
-    got = c.poll(timeout_ms=500)
-    quiet = 0 if got else quiet + 1
-    for recs in got.values():
-        for r in recs:
-            for line in r.value.splitlines():
-                seen.add(json.loads(line)["n"])
-print(json.dumps(sorted(seen)))
-"#,
-        );
-        let input: std::collections::HashSet<u64> = serde_json::from_str::<Vec<u64>>(out.trim())
-            .unwrap()
-            .into_iter()
+    // The input topic, read when something is off: a message the input broker holds twice
+    // (kafka-python's producer is not idempotent: a retry across a broker restart may append
+    // a batch again) is consumed twice, whatever the pipeline does.
+    let input =
+        (!missing.is_empty() || !outside.is_empty()).then(|| input_copies(servers, in_addr));
+    if let Some(input) = &input {
+        let twice: Vec<_> = outside
+            .iter()
+            .filter(|(n, ..)| input.get(n).copied().unwrap_or(0) > 1)
             .collect();
+        eprintln!(
+            "{} of the {} duplicates outside every window are events the input topic holds \
+             more than once (first 20: {:?})",
+            twice.len(),
+            outside.len(),
+            &twice[..twice.len().min(20)]
+        );
+        outside.retain(|&(n, c, _, _, covering)| {
+            c - 1 > covering + input.get(&n).copied().unwrap_or(1).saturating_sub(1)
+        });
+    }
+    if let Some(input) = input.as_ref().filter(|_| !missing.is_empty()) {
         let absent: Vec<u64> = missing
             .iter()
             .copied()
-            .filter(|n| !input.contains(n))
+            .filter(|n| !input.contains_key(n))
             .collect();
         // Offsets the broker gave to two different messages (the producer's acknowledgements).
         let mut by_offset: HashMap<(usize, i64), std::collections::BTreeSet<u64>> = HashMap::new();
@@ -493,7 +520,8 @@ print(json.dumps(sorted(seen)))
     outside.sort();
     assert!(
         outside.is_empty(),
-        "duplicates outside every uncommitted window (n, copies, partition, offset; first 20): {:?}",
+        "duplicates outside every uncommitted window and not twice in the input (n, copies, \
+         partition, offset, windows covering it; first 20): {:?}",
         &outside[..outside.len().min(20)]
     );
     (kept.len() as u64, dups, bound)
@@ -715,9 +743,13 @@ fn kafka_broker_restart_loses_nothing() {
     let addr = format!("127.0.0.1:{port}");
     let start_broker = || tansu(&servers, port, "s3://tansu/", &env, &d.join("tansu.log"));
     let mut broker = start_broker();
-    // The output on the restarted broker too with SLUICEBOX_KAFKA_RESTART_OUTPUT=1: Tansu then
-    // loses some of what it acknowledged to our producer (see the README), so by default the
-    // output goes to a second broker that keeps running.
+    // The output on the restarted broker too with SLUICEBOX_KAFKA_RESTART_OUTPUT=1. Tansu 0.6.0
+    // on S3 saves a producer's sequence numbers before the batch, so a stop between the two
+    // leaves sequence numbers without records, and the retry of that batch is answered
+    // DUPLICATE_SEQUENCE_NUMBER; krafka calls that a success without an offset. Our sink
+    // sends such records again (see `confirm` in src/sink/kafka.rs): before it did, 7-17 of
+    // 2,250 events were lost in 4 runs out of 9, each one krafka had reported Deduplicated.
+    // By default the output goes to a second broker that keeps running.
     let same = std::env::var_os("SLUICEBOX_KAFKA_RESTART_OUTPUT").is_some();
     let out_port = free_port();
     let _out_broker = (!same).then(|| {

@@ -35,6 +35,12 @@ impl Drop for Broker {
 
 impl Broker {
     fn start() -> Option<Self> {
+        Self::start_advertising(None)
+    }
+
+    /// [`Broker::start`], telling clients to connect to `advertised` (a port on 127.0.0.1)
+    /// instead of its own port when given.
+    fn start_advertising(advertised: Option<u16>) -> Option<Self> {
         let Some(bin) = servers() else {
             eprintln!("skipped: no Tansu (run scripts/install-servers.sh)");
             return None;
@@ -46,13 +52,14 @@ impl Broker {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
+        let advertised = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let child = Command::new(bin.join("tansu"))
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
@@ -408,4 +415,255 @@ print(recs[1].value.decode())
         raw.starts_with(r#"{"kafka_key":"user-1","kafka_ts":1700000000123,"#),
         "{raw}"
     );
+}
+
+/// CRC-32C (Castagnoli), the checksum of a Kafka record batch.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn uvarint(buf: &[u8], at: &mut usize) -> u64 {
+    let (mut v, mut shift) = (0u64, 0);
+    loop {
+        let b = buf[*at];
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+fn be_i16(buf: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+fn be_i32(buf: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(buf[at..at + 4].try_into().unwrap())
+}
+
+/// In a Produce request (one topic, one partition), turns every `"n"` in the records into
+/// `"x"` and fixes each batch's CRC: the broker stores the batch, and its producer's
+/// sequence numbers, but not the events that were sent.
+fn ghost_produce(req: &mut [u8]) {
+    let version = be_i16(req, 2);
+    let flexible = version >= 9;
+    let mut at = 8;
+    let client_id = be_i16(req, at);
+    at += 2 + usize::try_from(client_id.max(0)).unwrap();
+    if flexible {
+        assert_eq!(
+            uvarint(req, &mut at),
+            0,
+            "tagged fields in the request header"
+        );
+        let txn = uvarint(req, &mut at);
+        at += usize::try_from(txn.saturating_sub(1)).unwrap();
+    } else {
+        let txn = be_i16(req, at);
+        at += 2 + usize::try_from(txn.max(0)).unwrap();
+    }
+    at += 2 + 4; // acks, timeout
+    let records = if flexible {
+        assert_eq!(uvarint(req, &mut at), 2, "one topic");
+        let name = uvarint(req, &mut at);
+        at += usize::try_from(name - 1).unwrap();
+        assert_eq!(uvarint(req, &mut at), 2, "one partition");
+        at += 4;
+        usize::try_from(uvarint(req, &mut at) - 1).unwrap()
+    } else {
+        assert_eq!(be_i32(req, at), 1, "one topic");
+        at += 4;
+        at += 2 + usize::try_from(be_i16(req, at)).unwrap();
+        assert_eq!(be_i32(req, at), 1, "one partition");
+        at += 4 + 4;
+        let n = usize::try_from(be_i32(req, at)).unwrap();
+        at += 4;
+        n
+    };
+    let end = at + records;
+    while at < end {
+        let len = 12 + usize::try_from(be_i32(req, at + 8)).unwrap();
+        let batch = &mut req[at..at + len];
+        for i in 61..batch.len() - 2 {
+            if &batch[i..i + 3] == b"\"n\"" {
+                batch[i + 1] = b'x';
+            }
+        }
+        let crc = crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        at += len;
+    }
+}
+
+/// A TCP proxy in front of `broker` that ghosts (see [`ghost_produce`]) the `nth` Produce
+/// request that carries records, forwards it, and closes the connection instead of passing
+/// the broker's answer on: what a client sees of a broker that saved a batch's sequence
+/// numbers and not its records and then stopped (Tansu 0.6.0 on S3, SIGTERMed between the
+/// two writes). The client's retry of that batch is answered DUPLICATE_SEQUENCE_NUMBER.
+fn ghosting_proxy(listener: std::net::TcpListener, broker: String, nth: usize) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let produces = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut upstream) = TcpStream::connect(&broker) else {
+                return;
+            };
+            let cut: Arc<Mutex<Option<i32>>> = Arc::default();
+            let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (produces, cut2) = (produces.clone(), cut.clone());
+            std::thread::spawn(move || {
+                let mut len = [0u8; 4];
+                while client.read_exact(&mut len).is_ok() {
+                    let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if client.read_exact(&mut req).is_err() {
+                        break;
+                    }
+                    if be_i16(&req, 0) == 0
+                        && req.windows(3).any(|w| w == b"\"n\"")
+                        && produces.fetch_add(1, Ordering::SeqCst) + 1 == nth
+                    {
+                        ghost_produce(&mut req);
+                        *cut2.lock().unwrap() = Some(be_i32(&req, 4));
+                    }
+                    if upstream.write_all(&len).is_err() || upstream.write_all(&req).is_err() {
+                        break;
+                    }
+                }
+                let _ = upstream.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let mut len = [0u8; 4];
+                while u2.read_exact(&mut len).is_ok() {
+                    let mut resp = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if u2.read_exact(&mut resp).is_err() {
+                        break;
+                    }
+                    if *cut.lock().unwrap() == Some(be_i32(&resp, 0)) {
+                        break;
+                    }
+                    if c2.write_all(&len).is_err() || c2.write_all(&resp).is_err() {
+                        break;
+                    }
+                }
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+                let _ = u2.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+}
+
+/// A broker that answers a retried batch DUPLICATE_SEQUENCE_NUMBER though it does not hold its
+/// records (Tansu 0.6.0 on S3 after a stop: it saves a producer's sequence before the batch)
+/// must not make the sink count those events delivered: krafka reports the answer as a
+/// success without an offset (`Deduplicated`), and only an offset proves delivery. The sink
+/// sends them again, and every event is in the topic.
+#[test]
+fn kafka_sink_resends_records_acknowledged_without_an_offset() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let Some(b) = Broker::start_advertising(Some(proxy_port)) else {
+        return;
+    };
+    // The broker names the proxy as its address: every client goes through it.
+    ghosting_proxy(listener, b.addr.clone(), 2);
+    b.py(r#"
+from kafka.admin import KafkaAdminClient, NewTopic
+a = KafkaAdminClient(bootstrap_servers=B)
+a.create_topics([NewTopic("out", 1, 1)])
+a.close()
+"#);
+    let total = 3000;
+    let input: String = (0..total)
+        .map(|n| format!("{{\"n\":{n},\"msg\":\"event {n}\"}}\n"))
+        .collect();
+    let shutdown = Shutdown::new();
+    let metrics = Metrics::new();
+    let tmp = std::env::temp_dir();
+    let kcx = BuildContext::new("kout", &tmp, &tmp, metrics.clone(), shutdown.clone());
+    let sink: KafkaSinkConfig = toml::from_str(&format!(
+        "brokers = [\"127.0.0.1:{proxy_port}\"]\ntopic = \"out\"\ncompression = \"none\"",
+    ))
+    .unwrap();
+    let report = Topology::new(RuntimeSettings::default())
+        .with_shutdown(shutdown)
+        .with_metrics(metrics)
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(sluicebox::source::reader::ReaderSource::new(
+                "in",
+                std::io::Cursor::new(input.into_bytes()),
+            )),
+        ))
+        .sink(SinkSpec::new(
+            "kout",
+            "kafka",
+            vec!["in".into()],
+            sink.build(&kcx).unwrap(),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let sent = report.component("kout").unwrap().sent;
+    // Every `n` in the topic (kafka-python, through the proxy, which only ghosts our sink's
+    // Produce requests).
+    let out = b.py(r#"
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers=B, enable_auto_commit=False, auto_offset_reset="earliest")
+tp = TopicPartition("out", 0)
+c.assign([tp])
+c.seek_to_beginning(tp)
+per, ghosts, quiet = {}, 0, 0
+while quiet < 4:
+    got = c.poll(timeout_ms=500)
+    quiet = 0 if got else quiet + 1
+    for recs in got.values():
+        for r in recs:
+            e = json.loads(r.value)
+            if "n" in e:
+                per[e["n"]] = per.get(e["n"], 0) + 1
+            else:
+                ghosts += 1
+print(json.dumps({"per": per, "ghosts": ghosts}))
+"#);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let per = v["per"].as_object().unwrap();
+    let ghosts = v["ghosts"].as_u64().unwrap();
+    let missing: Vec<u64> = (0..total)
+        .filter(|n| !per.contains_key(&n.to_string()))
+        .collect();
+    eprintln!(
+        "kafka sink resend: {total} events, sink sent {sent}, {} distinct in the topic, \
+         {ghosts} ghosted records the broker kept instead",
+        per.len()
+    );
+    assert!(
+        ghosts > 0,
+        "the proxy ghosted no batch: the test tested nothing"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} events counted delivered by the sink are not in the topic (first: {:?})",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert_eq!(sent, total, "the sink counts every event sent once");
 }
