@@ -667,3 +667,155 @@ print(json.dumps({"per": per, "ghosts": ghosts}))
     );
     assert_eq!(sent, total, "the sink counts every event sent once");
 }
+
+/// Throughput against the real broker (Tansu, memory storage), all in one run:
+/// `cargo test --release --test all kafka_throughput -- --ignored --nocapture`. Prints
+/// figures; asserts only that every event arrived.
+/// - a plain producer (krafka, the client the sink uses, with the sink's settings: acks=all,
+///   idempotent, 5 ms linger) sending the events as fast as it can;
+/// - the sink: reader source → kafka sink, the same events;
+/// - consumer → wasm drop_debug → blackhole: the kafka source reading them back.
+#[test]
+#[ignore]
+fn kafka_throughput() {
+    use sluicebox::runtime::TransformSpec;
+    let Some(b) = Broker::start() else { return };
+    b.py(r#"
+from kafka.admin import KafkaAdminClient, NewTopic
+a = KafkaAdminClient(bootstrap_servers=B)
+a.create_topics([NewTopic("plain", 1, 1), NewTopic("sunk", 1, 1)])
+a.close()
+"#);
+    let n = 100_000usize;
+    let corpus = sluicebox::loggen::corpus(n, 7);
+    let lines: Vec<&[u8]> = corpus
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), n);
+
+    // 1. The plain producer.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let plain = rt.block_on(async {
+        let kafka = krafka::Kafka::builder(b.addr.clone())
+            .client_id("plain")
+            .connect()
+            .await
+            .unwrap();
+        let p = kafka
+            .producer()
+            .acks(krafka::producer::Acks::All)
+            .idempotent(true)
+            .linger(Duration::from_millis(5))
+            .build()
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let mut handles = Vec::with_capacity(n);
+        for l in &lines {
+            let r = krafka::Record::new("plain", bytes::Bytes::copy_from_slice(l));
+            handles.push(p.enqueue(r).await.unwrap());
+        }
+        for h in handles {
+            assert!(h.await.unwrap().is_success());
+        }
+        t.elapsed()
+    });
+
+    // 2. The sink.
+    let metrics = Metrics::new();
+    let tmp = std::env::temp_dir();
+    let kcx = BuildContext::new("kout", &tmp, &tmp, metrics.clone(), Shutdown::new());
+    let sink: KafkaSinkConfig =
+        toml::from_str(&format!("brokers = [\"{}\"]\ntopic = \"sunk\"", b.addr)).unwrap();
+    let t = Instant::now();
+    let report = Topology::new(RuntimeSettings::default())
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(sluicebox::source::reader::ReaderSource::new(
+                "tp",
+                std::io::Cursor::new(corpus.clone()),
+            )),
+        ))
+        .sink(SinkSpec::new(
+            "kout",
+            "kafka",
+            vec!["in".into()],
+            sink.build(&kcx).unwrap(),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    let sunk = t.elapsed();
+    assert_eq!(report.component("kout").unwrap().sent, n as u64);
+
+    // 3. Consumer → drop_debug → blackhole, reading `sunk` back.
+    let shutdown = Shutdown::new();
+    let metrics = Metrics::new();
+    let scx = BuildContext::new("kin", &tmp, &tmp, metrics.clone(), shutdown.clone());
+    let src: KafkaSourceConfig = toml::from_str(&format!(
+        "brokers = [\"{}\"]\ntopics = [\"sunk\"]\ngroup_id = \"tp\"\nstart_from = \"earliest\"",
+        b.addr
+    ))
+    .unwrap();
+    let wat = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/wat/drop_debug.wat"
+    ))
+    .unwrap();
+    let module = sluicebox::wasm::WasmModule::from_bytes("drop_debug", &wat, None).unwrap();
+    let filter = sluicebox::WasmConfig::default().build(&module).unwrap();
+    let t = Instant::now();
+    let running = Topology::new(RuntimeSettings::default())
+        .with_shutdown(shutdown.clone())
+        .with_metrics(metrics.clone())
+        .source(SourceSpec::new("kin", "kafka", src.build(&scx).unwrap()))
+        .transform(TransformSpec::new(
+            "drop_debug",
+            "wasm",
+            vec!["kin".into()],
+            Box::new(filter),
+        ))
+        .sink(SinkSpec::new(
+            "null",
+            "blackhole",
+            vec!["drop_debug".into()],
+            Box::new(sluicebox::NullSink::default()),
+        ))
+        .start()
+        .unwrap();
+    let received = || {
+        running
+            .metrics()
+            .components()
+            .into_iter()
+            .find(|(id, _, _)| id == "drop_debug")
+            .map_or(0, |(_, _, m)| m.received_events.get())
+    };
+    while received() < n as u64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "consumed {}",
+            received()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let consumed = t.elapsed();
+    running.stop().unwrap();
+    let eps = |d: Duration| n as f64 / d.as_secs_f64();
+    eprintln!(
+        "kafka (Tansu, memory), {n} generated events: plain krafka producer {:.0} events/s; \
+         sink {:.0} events/s (sink / plain = {:.2}); consumer -> wasm drop_debug -> blackhole \
+         {:.0} events/s (from the consumer's start, group join included)",
+        eps(plain),
+        eps(sunk),
+        plain.as_secs_f64() / sunk.as_secs_f64(),
+        eps(consumed)
+    );
+}
