@@ -256,18 +256,6 @@ max_in_flight = {}
     assert_eq!(per.iter().map(|&c| u64::from(c)).sum::<u64>(), kept);
 }
 
-/// The resident set of process `pid` in bytes (0 once it is gone).
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// file → elasticsearch while the server is down for `SLUICEBOX_ES_OUTAGE_SECS` (default
 /// 10; the figure is 60) and then back: nothing is lost or stored twice, the file
 /// source stops reading at its in-flight budget (4 MiB here) while 40 MB are written

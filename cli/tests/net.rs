@@ -417,18 +417,6 @@ fn ids(text: &str) -> HashMap<String, usize> {
     m
 }
 
-/// The resident set of process `pid` in bytes (0 once it is gone).
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// How long the peer stays down in the sink tests: `SLUICEBOX_NET_DOWN_SECS` (default 2;
 /// the figure is 30).
 fn down_secs() -> u64 {

@@ -70,3 +70,15 @@ pub fn servers_python() -> Option<PathBuf> {
     let p = target.join("servers/venv/bin/python");
     p.exists().then_some(p)
 }
+
+/// The resident set of process `pid` in bytes (0 once it is gone).
+pub fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
