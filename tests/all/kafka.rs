@@ -786,7 +786,7 @@ a.close()
             "null",
             "blackhole",
             vec!["drop_debug".into()],
-            Box::new(sluicebox::NullSink::default()),
+            Box::new(sluicebox::NullSink),
         ))
         .start()
         .unwrap();
