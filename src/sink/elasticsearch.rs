@@ -1318,6 +1318,10 @@ impl Sink for ElasticsearchSink {
                 dead.iter().map(|d| d.event.len() as u64).sum(),
             );
             if matches!(self.sender.dead_letter(dead, ack.token()), Outcome::Stuck) {
+                // The batch stays unacknowledged (its Ack fails at finish); its other events
+                // are already in the held request, so a hold of their own takes this Ack's
+                // place there, keeping every held item's Ack index right.
+                self.held_acks.push(out.ack());
                 self.sender
                     .stuck
                     .lock()
