@@ -90,16 +90,16 @@ pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<
         Edit::Remove(p) => Op::Remove(p.as_bytes()),
         Edit::Rename(f, t) => Op::Rename(f.as_bytes(), t.as_bytes()),
     });
-    let mut out = Vec::new();
+    let mut data = text.to_vec();
     crate::batch::apply_edits(
         &mut ObjEditor::default(),
         &mut Default::default(),
-        text,
+        &mut data,
+        0..text.len(),
         &s,
         false,
         ops,
         crate::batch::EDIT_WORK_PER_EVENT,
-        &mut out,
     )?;
-    Ok(out)
+    Ok(data.split_off(text.len()))
 }

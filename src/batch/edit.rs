@@ -32,6 +32,8 @@ pub(crate) struct ObjEditor {
     /// whether the key is free of backslashes and so compares as plain bytes)
     members: Vec<(Piece, Piece, Option<Piece>, bool)>,
     own: Vec<u8>,
+    /// The edited event before it is appended to the batch (reused).
+    out: Vec<u8>,
 }
 
 impl ObjEditor {
@@ -322,6 +324,9 @@ struct TopMember {
     untouched: bool,
     /// The key has no backslash, so it compares as plain bytes.
     plain: bool,
+    /// The key's first byte (0 when empty): with its length, it tells most keys apart
+    /// without reading them.
+    first: u8,
 }
 
 /// The fast path of [`apply_edits`] for the common case where every path is a plain
@@ -340,47 +345,69 @@ impl TopEditor {
     fn load(&mut self, text: &[u8], s: &[u32], plain: bool) -> bool {
         self.members.clear();
         self.own.clear();
-        let at = |j: usize| -> Option<(usize, u8)> {
-            let p = *s.get(j)? as usize;
-            Some((p, *text.get(p)?))
+        // The byte at structural `j`, or 0 past the end (never a structural's byte).
+        let byte = |j: usize| -> u8 {
+            s.get(j)
+                .and_then(|&p| text.get(p as usize))
+                .copied()
+                .unwrap_or(0)
         };
-        if at(0).map(|x| x.1) != Some(b'{') {
+        if byte(0) != b'{' {
             return false;
         }
-        if at(1).map(|x| x.1) == Some(b'}') {
+        if byte(1) == b'}' {
             return true;
         }
         let mut j = 1;
         loop {
-            let (Some((open, b'"')), Some((colon, b':')), Some((vs, c))) =
-                (at(j), at(j + 1), at(j + 2))
-            else {
+            if byte(j) != b'"' || byte(j + 1) != b':' {
                 return false;
-            };
+            }
+            let c = byte(j + 2);
             let mut k = j + 3;
             if c == b'{' || c == b'[' {
+                // Skip the nested value: its structurals up to the matching close.
                 let mut depth = 1usize;
-                while depth > 0 {
-                    let Some((_, c)) = at(k) else {
-                        return false;
-                    };
-                    match c {
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => depth -= 1,
-                        _ => {}
-                    }
+                let Some(inner) = s.get(k..) else {
+                    return false;
+                };
+                for &p in inner {
                     k += 1;
+                    match text.get(p as usize) {
+                        Some(b'{' | b'[') => depth += 1,
+                        Some(b'}' | b']') => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        Some(_) => {}
+                        None => return false,
+                    }
                 }
-            }
-            let Some((sep, c)) = at(k) else {
+                if depth != 0 {
+                    return false;
+                }
+            } else if c == 0 {
                 return false;
-            };
-            self.push_member(text, open, colon, vs, sep, plain);
-            match c {
-                b'}' => return true,
-                b',' => j = k + 1,
-                _ => return false,
             }
+            let sep = byte(k);
+            if sep != b'}' && sep != b',' {
+                return false;
+            }
+            // `s[j]`, `s[j + 1]`, `s[j + 2]` and `s[k]` exist: their bytes were read.
+            self.push_member(
+                text,
+                s[j] as usize,
+                s[j + 1] as usize,
+                s[j + 2] as usize,
+                s[k] as usize,
+                plain,
+            );
+            if sep == b'}' {
+                return true;
+            }
+            j = k + 1;
         }
     }
 
@@ -411,6 +438,7 @@ impl TopEditor {
             val_own: false,
             untouched: true,
             plain: plain_event || !index::has_backslash(key),
+            first: key.first().copied().unwrap_or(0),
         });
     }
 
@@ -419,17 +447,16 @@ impl TopEditor {
         &src[r.0 as usize..r.1 as usize]
     }
 
-    #[inline]
+    /// Whether member `m`'s key is `comp`. A plain key of another length or first byte is
+    /// told apart without reading it; most members of an event are.
+    #[inline(always)]
     fn is(&self, text: &[u8], m: &TopMember, comp: &[u8]) -> bool {
-        let len = (m.key.1 - m.key.0) as usize;
-        if m.plain && len != comp.len() {
-            return false;
-        }
-        let raw = self.range(text, m.key, m.key_own);
         if m.plain {
-            raw == comp
+            m.key.1 - m.key.0 == comp.len() as u32
+                && m.first == comp.first().copied().unwrap_or(0)
+                && self.range(text, m.key, m.key_own) == comp
         } else {
-            index::key_eq(raw, comp)
+            index::key_eq(self.range(text, m.key, m.key_own), comp)
         }
     }
 
@@ -439,10 +466,21 @@ impl TopEditor {
             .find(|&i| self.is(text, &self.members[i], comp))
     }
 
+    /// Removes every member named `comp`, in place: one pass to find the first, members
+    /// after it moved down once, no allocation.
     fn remove_all(&mut self, text: &[u8], comp: &[u8]) {
-        let mut members = std::mem::take(&mut self.members);
-        members.retain(|m| !self.is(text, m, comp));
-        self.members = members;
+        let Some(first) = self.members.iter().position(|m| self.is(text, m, comp)) else {
+            return;
+        };
+        let mut kept = first;
+        for i in first + 1..self.members.len() {
+            let m = self.members[i];
+            if !self.is(text, &m, comp) {
+                self.members[kept] = m;
+                kept += 1;
+            }
+        }
+        self.members.truncate(kept);
     }
 
     /// Sets `comp` to the value range `val`.
@@ -461,7 +499,9 @@ impl TopEditor {
                 // `push_key` quoted (and, where JSON needs it, escaped) the key; the
                 // member's key range is inside the quotes.
                 let key = (a + 1, b - 1);
-                let plain = !self.own[key.0 as usize..key.1 as usize].contains(&b'\\');
+                let k = &self.own[key.0 as usize..key.1 as usize];
+                let plain = !k.contains(&b'\\');
+                let first = k.first().copied().unwrap_or(0);
                 self.members.push(TopMember {
                     key,
                     val,
@@ -469,6 +509,7 @@ impl TopEditor {
                     val_own,
                     untouched: false,
                     plain,
+                    first,
                 });
             }
         }
@@ -493,23 +534,27 @@ impl TopEditor {
         }
     }
 
-    fn write(&self, text: &[u8], out: &mut Vec<u8>) {
-        out.push(b'{');
+    /// Appends the edited object to `data`, whose bytes `base..` hold the original text the
+    /// members point into: untouched runs are copied within `data`, so the event is written
+    /// once, straight into the batch buffer.
+    fn write_within(&self, data: &mut Vec<u8>, base: usize) {
+        data.reserve(self.own.len() + 4 * self.members.len() + 2);
+        data.push(b'{');
         // Untouched members that follow each other in the original text, separated by a
         // bare `,`, are copied as one run.
         let mut run: Option<(usize, usize)> = None;
         for (n, m) in self.members.iter().enumerate() {
             if m.untouched {
                 // From the key's opening quote to the value's end.
-                let (a, b) = (m.key.0 as usize - 1, m.val.1 as usize);
+                let (a, b) = (base + m.key.0 as usize - 1, base + m.val.1 as usize);
                 match run {
-                    Some((ra, rb)) if rb + 1 == a && text[rb] == b',' => run = Some((ra, b)),
+                    Some((ra, rb)) if rb + 1 == a && data[rb] == b',' => run = Some((ra, b)),
                     _ => {
                         if let Some((ra, rb)) = run.take() {
-                            out.extend_from_slice(&text[ra..rb]);
+                            data.extend_from_within(ra..rb);
                         }
                         if n > 0 {
-                            out.push(b',');
+                            data.push(b',');
                         }
                         run = Some((a, b));
                     }
@@ -517,27 +562,38 @@ impl TopEditor {
                 continue;
             }
             if let Some((ra, rb)) = run.take() {
-                out.extend_from_slice(&text[ra..rb]);
+                data.extend_from_within(ra..rb);
             }
             if n > 0 {
-                out.push(b',');
+                data.push(b',');
             }
-            out.push(b'"');
-            out.extend_from_slice(self.range(text, m.key, m.key_own));
-            out.push(b'"');
-            out.push(b':');
-            out.extend_from_slice(self.range(text, m.val, m.val_own));
+            data.push(b'"');
+            self.copy(data, base, m.key, m.key_own);
+            data.extend_from_slice(b"\":");
+            self.copy(data, base, m.val, m.val_own);
         }
         if let Some((ra, rb)) = run {
-            out.extend_from_slice(&text[ra..rb]);
+            data.extend_from_within(ra..rb);
         }
-        out.push(b'}');
+        data.push(b'}');
+    }
+
+    /// Appends the range `r` of the editor's own buffer, or of the text at `data[base..]`.
+    #[inline]
+    fn copy(&self, data: &mut Vec<u8>, base: usize, r: (u32, u32), own: bool) {
+        let (a, b) = (r.0 as usize, r.1 as usize);
+        if own {
+            data.extend_from_slice(&self.own[a..b]);
+        } else {
+            data.extend_from_within(base + a..base + b);
+        }
     }
 }
 
 /// Whether a path is one plain top-level key (no `.` or `\` to split or unescape).
 fn top_level(path: &[u8]) -> bool {
-    memchr::memchr2(b'.', b'\\', path).is_none()
+    // Paths are short: a plain loop beats a call into memchr's vector search.
+    !path.iter().any(|&b| b == b'.' || b == b'\\')
 }
 
 /// Most work steps (member comparisons, bytes copied or rescanned) the host spends on one
@@ -549,23 +605,25 @@ pub(crate) const EDIT_WORK_PER_EVENT: u64 = 1 << 24;
 /// (about a quarter of a second), whatever the batch size.
 pub(crate) const EDIT_WORK_PER_BATCH: u64 = 1 << 28;
 
-/// Applies `ops` in order to the object `text` (with structural positions `s`) and writes
-/// the edited event to `out`; returns the work steps spent, or an error, without writing,
-/// when they would exceed `budget`. Edits of plain top-level keys take [`TopEditor`]'s fast
-/// path, which costs a step per member per edit; anything else goes through [`ObjEditor`],
-/// which may rescan the whole event for each edit. `plain` promises the text has no
-/// backslash.
+/// Applies `ops` in order to the object at `data[at]` (with structural positions `s`) and
+/// appends the edited event to `data`; returns the work steps spent, or an error, with
+/// `data` as it was, when they would exceed `budget`. Edits of plain top-level keys take
+/// [`TopEditor`]'s fast path, which costs a step per member per edit and writes the event
+/// once, copying its untouched runs within `data`; anything else goes through
+/// [`ObjEditor`], which may rescan the whole event for each edit and writes through a
+/// scratch buffer. `plain` promises the text has no backslash.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_edits<'a>(
     ed: &mut ObjEditor,
     top: &mut TopEditor,
-    text: &[u8],
+    data: &mut Vec<u8>,
+    at: std::ops::Range<usize>,
     s: &[u32],
     plain: bool,
     ops: impl Iterator<Item = Op<'a>> + Clone,
     budget: u64,
-    out: &mut Vec<u8>,
 ) -> Result<u64, String> {
+    let text = &data[at.clone()];
     let (mut simple, mut n, mut bytes) = (true, 0u64, text.len() as u64);
     for op in ops.clone() {
         n += 1;
@@ -582,7 +640,7 @@ pub(crate) fn apply_edits<'a>(
         format!(
             "too much edit work: {n} edits on this {}-byte event would take {cost} steps, \
              more than the {budget} the host allows",
-            text.len()
+            at.len()
         )
     };
     if simple && top.load(text, s, plain) {
@@ -595,7 +653,7 @@ pub(crate) fn apply_edits<'a>(
         for op in ops {
             top.apply(text, op);
         }
-        top.write(text, out);
+        top.write_within(data, at.start);
         return Ok(cost);
     }
     // Each edit may rescan and copy the whole event, which never grows past `bytes`.
@@ -613,7 +671,11 @@ pub(crate) fn apply_edits<'a>(
             }
         }
     }
-    ed.write(text, out);
+    let mut out = std::mem::take(&mut ed.out);
+    out.clear();
+    ed.write(text, &mut out);
+    data.extend_from_slice(&out);
+    ed.out = out;
     Ok(cost)
 }
 
@@ -624,18 +686,19 @@ mod tests {
     fn run(text: &str, ops: &[Op<'_>]) -> String {
         let mut s = Vec::new();
         scalar::validate(text.as_bytes(), 1024, &mut s).unwrap();
-        let mut out = Vec::new();
+        let mut data = text.as_bytes().to_vec();
         apply_edits(
             &mut ObjEditor::default(),
             &mut TopEditor::default(),
-            text.as_bytes(),
+            &mut data,
+            0..text.len(),
             &s,
             !text.contains('\\'),
             ops.iter().copied(),
             EDIT_WORK_PER_EVENT,
-            &mut out,
         )
         .unwrap();
+        let out = data.split_off(text.len());
         // The general editor gives the same bytes as the top-level fast path.
         let mut ed = ObjEditor::default();
         ed.load(text.as_bytes(), &s).unwrap();

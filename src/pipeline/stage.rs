@@ -37,7 +37,6 @@ pub(crate) struct Stage {
     /// Scratch for re-validating an event a RENAME moved deeper.
     depth_check: Vec<u32>,
     top_editor: crate::batch::TopEditor,
-    edited: Vec<u8>,
     max_depth: usize,
     raw_max: usize,
     breaker: u32,
@@ -63,7 +62,6 @@ impl Stage {
             recs: Vec::new(),
             depth_check: Vec::new(),
             top_editor: Default::default(),
-            edited: Vec::new(),
             max_depth: config.max_depth,
             raw_max: config.dead_letter_raw_max,
             breaker: config.breaker_threshold,
@@ -253,8 +251,6 @@ impl Stage {
                         next.push(m);
                         continue;
                     }
-                    self.edited.clear();
-                    let text = batch.bytes(&m);
                     let s = &batch.structurals[m.s_start as usize..(m.s_start + m.s_len) as usize];
                     // A RENAME to a deeper path may push the moved value past `max_depth`
                     // (SET values were checked against their path already).
@@ -264,15 +260,17 @@ impl Stage {
                             && r.b.contains(&b'.')
                             && path_components(r.b).count() > path_components(r.a).count()
                     });
+                    // The edited event is appended to the batch buffer, written once.
+                    let start = batch.data.len();
                     let result = apply_edits(
                         &mut self.editor,
                         &mut self.top_editor,
-                        text,
+                        &mut batch.data,
+                        m.start as usize..(m.start + m.len) as usize,
                         s,
                         m.plain,
                         ops,
                         EDIT_WORK_PER_EVENT.min(work_left),
-                        &mut self.edited,
                     )
                     .and_then(|cost| {
                         work_left -= cost;
@@ -280,29 +278,31 @@ impl Stage {
                             return Ok(());
                         }
                         let mut s = std::mem::take(&mut self.depth_check);
-                        let r = scalar::validate(&self.edited, self.max_depth, &mut s)
+                        let r = scalar::validate(&batch.data[start..], self.max_depth, &mut s)
                             .map_err(|e| format!("the edited event is not valid: {e}"));
                         self.depth_check = s;
                         r
                     });
                     match result {
                         Ok(()) => {
-                            m.start = batch.data.len() as u32;
-                            m.len = self.edited.len() as u32;
+                            m.start = start as u32;
+                            m.len = (batch.data.len() - start) as u32;
                             m.s_len = STALE;
                             m.slot_start = NO_SLOTS;
                             m.changed = true;
                             m.plain = false;
-                            batch.data.extend_from_slice(&self.edited);
                             next.push(m);
                         }
-                        Err(reason) => dead_letter(
-                            batch,
-                            &m,
-                            format!("edit failed: {reason}"),
-                            name,
-                            self.raw_max,
-                        ),
+                        Err(reason) => {
+                            batch.data.truncate(start);
+                            dead_letter(
+                                batch,
+                                &m,
+                                format!("edit failed: {reason}"),
+                                name,
+                                self.raw_max,
+                            )
+                        }
                     }
                 }
                 Verdict::Replace => {
