@@ -1,16 +1,35 @@
 //! Kafka sink: an idempotent producer (acks=all by default). Each batch's [`Ack`] is held
-//! until the broker acknowledged every message of it; only then is it delivered. A message's
-//! value is the event's bytes, unchanged.
+//! until the broker acknowledged every message of it with an offset; only then is it
+//! delivered. A message's value is the event's bytes, unchanged.
+//!
+//! | the client reports | what happens |
+//! |---|---|
+//! | an offset for every record | the batch is acknowledged |
+//! | success without an offset (`DUPLICATE_SEQUENCE_NUMBER`) | those records are sent again at once, up to 5 times |
+//! | a transient failure: the delivery timeout passed (broker away), network, request timeout, a retriable broker code | the records without an offset are sent again after a backoff (full jitter, `retry_initial_ms` doubling to `retry_max_ms`), for as long as it takes, counted in `component_retries_total` and `component_errors_total{error_type}` |
+//! | the producer cannot go on (fenced, closed, unknown producer id) | a new producer is built (a new connection and producer id), then the same |
+//! | a permanent refusal (authentication, authorization, unknown topic, compression) | the sink stops with an error naming the setting; the batch stays unacknowledged |
+//!
+//! While a batch is retried it keeps its `max_in_flight` slot, so at most `max_in_flight`
+//! batches wait; then `write` blocks, the sink's queue fills and the sources feeding it stop
+//! at their in-flight budgets. At shutdown the retries stop and the held batches stay
+//! unacknowledged: their sources replay them. A retried record lands after the records
+//! queued since, so order is kept within an attempt, not across a retry; a record the broker
+//! stored without its answer reaching us comes twice.
 //!
 //! The client (krafka, pinned) stays behind [`Producer`], a thin private type.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::{Error, Kind, Result};
+use crate::metrics::ComponentMetrics;
+use crate::sink::net::Backoff;
 use crate::sink::{Ack, Flow, Output, Sink};
+use crate::source::Shutdown;
 
 /// Compression of produced batches.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +60,21 @@ pub enum Acks {
 fn default_in_flight() -> usize {
     5
 }
+fn default_delivery_timeout() -> u64 {
+    120_000
+}
+fn default_request_timeout() -> u64 {
+    30_000
+}
+fn default_retry_initial() -> u64 {
+    500
+}
+fn default_retry_max() -> u64 {
+    60_000
+}
+
+/// How long a batch waits for more records before it is sent.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// Configuration of a `kafka` sink.
 #[derive(Deserialize, Debug, Clone)]
@@ -62,6 +96,19 @@ pub struct KafkaSinkConfig {
     /// Batches awaiting the broker's acknowledgement at once (default 5).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// How long the client tries to deliver a record before it reports a failure, which the
+    /// sink then retries (default 120000; at least `request_timeout_ms` + 5).
+    #[serde(default = "default_delivery_timeout")]
+    pub delivery_timeout_ms: u64,
+    /// How long one request to the broker may wait for its answer (default 30000).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// First delay before a failed delivery is retried (default 500).
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_ms: u64,
+    /// Largest delay between two retries (default 60000).
+    #[serde(default = "default_retry_max")]
+    pub retry_max_ms: u64,
 }
 
 impl KafkaSinkConfig {
@@ -93,27 +140,65 @@ impl KafkaSinkConfig {
                 "`one` is not supported with the idempotent producer; use `all`".into(),
             ));
         }
+        if self.request_timeout_ms == 0 {
+            return Err(bad("request_timeout_ms", "must be above 0".into()));
+        }
+        let request_timeout = Duration::from_millis(self.request_timeout_ms);
+        let delivery_timeout = Duration::from_millis(self.delivery_timeout_ms);
+        if delivery_timeout < request_timeout + LINGER {
+            return Err(bad(
+                "delivery_timeout_ms",
+                format!(
+                    "must be at least request_timeout_ms + {} ({})",
+                    LINGER.as_millis(),
+                    self.request_timeout_ms + LINGER.as_millis() as u64
+                ),
+            ));
+        }
+        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
+            return Err(bad(
+                "retry_max_ms",
+                "retry_initial_ms must be above 0 and retry_max_ms at least retry_initial_ms"
+                    .into(),
+            ));
+        }
+        let settings = Settings {
+            brokers: self.brokers.join(","),
+            compression: self.compression,
+            request_timeout,
+            delivery_timeout,
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| Error::new(Kind::Config, format!("{who}: runtime: {e}")))?;
-        let producer = rt.block_on(Producer::connect(self)).map_err(|e| {
+        let producer = rt.block_on(Producer::connect(&settings)).map_err(|e| {
             bad(
                 "brokers",
-                format!("cannot connect to {}: {e}", self.brokers.join(",")),
+                format!("cannot connect to {}: {e}", settings.brokers),
             )
         })?;
+        let courier = Courier {
+            link: Link {
+                settings,
+                current: Mutex::new(Arc::new(producer)),
+                rebuilding: tokio::sync::Mutex::new(()),
+            },
+            retry: (self.retry_initial_ms, self.retry_max_ms),
+            metrics: cx.metrics.component(&cx.name, "sink", "kafka"),
+            shutdown: cx.shutdown.clone(),
+            who: who.clone(),
+            down: AtomicBool::new(false),
+        };
         Ok(Box::new(KafkaSink {
             rt,
-            producer: Arc::new(producer),
+            courier: Arc::new(courier),
             topic,
             key_field: self.key_field.clone(),
             slots: Arc::new(tokio::sync::Semaphore::new(self.max_in_flight)),
             max_in_flight: self.max_in_flight,
-            shutdown: cx.shutdown.clone(),
-            failed: Arc::new(std::sync::Mutex::new(None)),
-            who,
+            failed: Arc::new(Mutex::new(None)),
         }))
     }
 }
@@ -186,92 +271,329 @@ fn field_text(v: &serde_json::Value, path: &str) -> Option<String> {
     }
 }
 
+/// What a producer is built from, kept to build another.
+#[derive(Debug, Clone)]
+struct Settings {
+    brokers: String,
+    compression: Compression,
+    request_timeout: Duration,
+    delivery_timeout: Duration,
+}
+
 /// The only place krafka's producer appears.
 struct Producer {
     inner: krafka::producer::Producer,
 }
 
 impl Producer {
-    async fn connect(c: &KafkaSinkConfig) -> std::result::Result<Self, krafka::KrafkaError> {
-        let kafka = krafka::Kafka::builder(c.brokers.join(","))
+    async fn connect(s: &Settings) -> std::result::Result<Self, krafka::KrafkaError> {
+        let kafka = krafka::Kafka::builder(s.brokers.clone())
             .client_id("sluicebox")
+            // The client requires a request's clock to cover its connection's.
+            .connect_timeout(s.request_timeout.min(Duration::from_secs(10)))
+            .request_timeout(s.request_timeout)
             .connect()
             .await?;
         let inner = kafka
             .producer()
             .acks(krafka::producer::Acks::All)
             .idempotent(true)
-            .compression(match c.compression {
+            .compression(match s.compression {
                 Compression::None => krafka::Compression::None,
                 Compression::Gzip => krafka::Compression::Gzip,
                 Compression::Snappy => krafka::Compression::Snappy,
                 Compression::Lz4 => krafka::Compression::Lz4,
             })
-            .linger(Duration::from_millis(5))
+            .linger(LINGER)
+            .delivery_timeout(s.delivery_timeout)
+            // Waits for metadata or buffer memory end within a request's time (a timeout the
+            // sink retries), so a broker that is away never holds the sink's thread long.
+            .max_block(s.request_timeout)
             .build()
             .await?;
         Ok(Self { inner })
     }
 }
 
-/// How many times the records of a batch the broker did not give an offset are sent again
-/// before the batch counts as failed.
-const MAX_RESENDS: u32 = 5;
-
-/// Waits until the broker acknowledged every record of a batch with an offset.
+/// The producer in use, and a new one in its place when the client says it cannot go on.
 ///
-/// An offset is the only proof that the broker holds a record. krafka also reports success
-/// (`DeliveryConfirmation::Deduplicated`, offset -1) when a retried batch is answered
-/// `DUPLICATE_SEQUENCE_NUMBER`: the broker says an earlier attempt of that batch was
-/// written. Tansu 0.6.0 on S3 says so for batches it does not hold: its produce path
-/// records the producer's sequence before it stores the batch, so a broker stopped in
-/// between (SIGTERM, measured) refuses the retry as a duplicate of records that were never
-/// stored. Taking that answer as delivery lost 7 to 17 of 2,250 events in 4 of 9 restarts
-/// of the output broker (`cli/tests/kafka.rs`, `SLUICEBOX_KAFKA_RESTART_OUTPUT=1`). Such
-/// records are sent again (new sequence numbers, same partition) until each has an offset:
-/// no loss, at the cost of a duplicate where the broker did hold them. A resent record
-/// lands after the records enqueued since, so order is kept per batch, not across a resend.
-async fn confirm(
-    producer: &Producer,
-    mut sent: Vec<(krafka::Record, krafka::producer::DeliveryHandle)>,
-    who: &str,
-) -> std::result::Result<(), String> {
-    let mut resends = 0;
-    loop {
-        let mut again = Vec::new();
-        for (mut r, h) in sent {
-            let md = h.await.map_err(|e| e.to_string())?;
-            if !md.is_success() {
-                r.partition = Some(md.partition);
-                again.push((r, md.delivery));
-            }
-        }
-        if again.is_empty() {
+/// Cost: a mutex taken per batch to clone an `Arc`; a rebuild opens new connections and
+/// gets a new producer id (the old producer sends what it had queued in the background).
+struct Link {
+    settings: Settings,
+    current: Mutex<Arc<Producer>>,
+    /// Held while a producer is built, so that batches failing together build one.
+    rebuilding: tokio::sync::Mutex<()>,
+}
+
+impl Link {
+    fn get(&self) -> Arc<Producer> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces `broken` with a new producer, unless another batch already did.
+    async fn rebuild(
+        &self,
+        broken: &Arc<Producer>,
+    ) -> std::result::Result<(), krafka::KrafkaError> {
+        let _one = self.rebuilding.lock().await;
+        if !Arc::ptr_eq(&self.get(), broken) {
             return Ok(());
         }
-        if resends == MAX_RESENDS {
-            return Err(format!(
-                "{} records were not acknowledged with an offset after {MAX_RESENDS} resends \
-                 (last answer {:?})",
-                again.len(),
-                again[0].1
-            ));
+        let fresh = Arc::new(Producer::connect(&self.settings).await?);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// What the sink does about an error of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remedy {
+    /// The broker or the network may come back: send again after a backoff.
+    Retry,
+    /// This producer cannot go on (fenced, closed, forgotten by the broker): build another,
+    /// then send again.
+    Rebuild,
+    /// Sending again cannot help: stop, naming the setting to look at (if one is to blame).
+    Stop(Option<&'static str>),
+}
+
+/// The remedy for `e`, and the `error_type` label it is counted under.
+fn remedy(e: &krafka::KrafkaError) -> (Remedy, &'static str) {
+    use krafka::KrafkaError as K;
+    use krafka::error::ErrorCode as C;
+    match e {
+        K::Network(_) => (Remedy::Retry, "connection"),
+        K::Timeout { .. } => (Remedy::Retry, "timeout"),
+        K::DeliveryTimeout { .. } => (Remedy::Retry, "delivery_timeout"),
+        // The client moves to the next epoch itself; the records go again.
+        K::OutOfOrderSequence { .. } => (Remedy::Retry, "out_of_order_sequence"),
+        K::Protocol { .. } if e.is_retriable() => (Remedy::Retry, "protocol"),
+        K::Auth { .. } => (Remedy::Stop(Some("brokers")), "auth_refused"),
+        K::UnknownTopic { .. } => (Remedy::Stop(Some("topic")), "unknown_topic"),
+        K::Compression { .. } => (Remedy::Stop(Some("compression")), "compression"),
+        K::Fenced { .. } | K::Closed { .. } | K::IllegalState { .. } => {
+            (Remedy::Rebuild, "producer_rebuilt")
         }
-        tracing::warn!(
-            "{who}: the broker acknowledged {} records without an offset ({:?}): sending them \
-             again",
-            again.len(),
-            again[0].1
-        );
-        resends += 1;
-        sent = Vec::with_capacity(again.len());
-        for (r, _) in again {
-            let h = producer
-                .inner
-                .enqueue(r.clone())
-                .await
-                .map_err(|e| format!("produce: {e}"))?;
-            sent.push((r, h));
+        K::Broker { code, .. } => match code {
+            C::TopicAuthorizationFailed | C::InvalidTopic => {
+                (Remedy::Stop(Some("topic")), "topic_refused")
+            }
+            // Only an enqueue that waited its whole budget for the topic's metadata reports
+            // it: the broker answers, and has no such topic.
+            C::UnknownTopicOrPartition => (Remedy::Stop(Some("topic")), "unknown_topic"),
+            C::ClusterAuthorizationFailed | C::SaslAuthenticationFailed => {
+                (Remedy::Stop(Some("brokers")), "auth_refused")
+            }
+            C::UnsupportedCompressionType => (Remedy::Stop(Some("compression")), "compression"),
+            C::ProducerFenced | C::InvalidProducerEpoch | C::UnknownProducerId => {
+                (Remedy::Rebuild, "producer_rebuilt")
+            }
+            c if c.is_retriable() => (Remedy::Retry, "broker_retriable"),
+            _ => (Remedy::Stop(None), "broker_refused"),
+        },
+        _ => (Remedy::Stop(None), "client_refused"),
+    }
+}
+
+/// How the sending of one batch ended.
+#[derive(Debug)]
+enum Outcome {
+    /// Every record has an offset.
+    Delivered,
+    /// The shutdown came first: the batch stays unacknowledged.
+    Stopped,
+    /// Refused for good (the message says why and which setting).
+    Failed(String),
+}
+
+/// How many times the records of a batch the broker did not give an offset are sent again
+/// (at once) before the batch counts as failed.
+const MAX_RESENDS: u32 = 5;
+
+/// A batch's records on their way: each with the handle of its latest attempt, or none when
+/// it could not be queued.
+type Pending = Vec<(krafka::Record, Option<krafka::producer::DeliveryHandle>)>;
+
+/// Sees each batch through to an offset per record: waits for the client's answers, sends
+/// again what has none, backs off, rebuilds the producer. Shared by the sink's tasks.
+///
+/// Cost: per batch, a copy of each record (the value's bytes shared, the topic name
+/// copied) until it has an offset; per failed attempt, one backoff and the records queued
+/// again.
+struct Courier {
+    link: Link,
+    /// `retry_initial_ms`, `retry_max_ms`.
+    retry: (u64, u64),
+    metrics: ComponentMetrics,
+    shutdown: Shutdown,
+    who: String,
+    /// Whether the last attempt of some batch failed and none was delivered since: at
+    /// shutdown, new batches are then given up at once instead of waiting out a delivery
+    /// timeout each.
+    down: AtomicBool,
+}
+
+impl Courier {
+    /// The error that stops the sink for `e`, naming the setting to look at.
+    fn refusal(&self, key: Option<&str>, e: &krafka::KrafkaError) -> String {
+        match key {
+            Some(key) => format!("key `{key}`: the broker refused: {e}"),
+            None => format!("the broker refused a record: {e}"),
+        }
+    }
+
+    /// Resolves once the shutdown fired while deliveries are failing: new batches are then
+    /// given up (left unacknowledged) rather than wait for a broker that is away.
+    async fn given_up(&self) {
+        self.shutdown.wait().await;
+        while !self.down.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sleeps `d`; false when the shutdown comes first.
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => !self.shutdown.is_triggered(),
+            () = self.shutdown.wait() => false,
+        }
+    }
+
+    /// Waits until every record of `pending` (queued on `producer`; `carried` is the error
+    /// that stopped the queueing, if one did) has an offset, sending again what has none.
+    ///
+    /// An offset is the only proof that the broker holds a record. krafka also reports
+    /// success (`DeliveryConfirmation::Deduplicated`, offset -1) when a retried batch is
+    /// answered `DUPLICATE_SEQUENCE_NUMBER`: the broker says an earlier attempt of that batch
+    /// was written. Tansu 0.6.0 on S3 says so for batches it does not hold: its produce path
+    /// records the producer's sequence before it stores the batch, so a broker stopped in
+    /// between (SIGTERM, measured) refuses the retry as a duplicate of records that were
+    /// never stored. Taking that answer as delivery lost 7 to 17 of 2,250 events in 4 of 9
+    /// restarts of the output broker (`cli/tests/kafka.rs`,
+    /// `SLUICEBOX_KAFKA_RESTART_OUTPUT=1`). Such records are sent again at once (new sequence
+    /// numbers, same partition) until each has an offset: no loss, at the cost of a
+    /// duplicate where the broker did hold them.
+    ///
+    /// A failed attempt (the delivery timeout passed while the broker was away, a
+    /// connection refused, ...) is retried after a backoff for as long as it takes; only a
+    /// refusal that no retry can change, or the shutdown, ends the wait without delivery.
+    async fn deliver(
+        &self,
+        mut producer: Arc<Producer>,
+        mut pending: Pending,
+        mut carried: Option<krafka::KrafkaError>,
+    ) -> Outcome {
+        let mut backoff = Backoff::new(self.retry.0, self.retry.1);
+        let mut resends = 0;
+        loop {
+            let mut again = Vec::new();
+            let mut no_offset = None;
+            let mut trouble = carried.take();
+            for (mut r, h) in pending {
+                let Some(h) = h else {
+                    again.push(r);
+                    continue;
+                };
+                match h.await {
+                    Ok(md) if md.is_success() => {}
+                    Ok(md) => {
+                        r.partition = Some(md.partition);
+                        no_offset.get_or_insert(md.delivery);
+                        again.push(r);
+                    }
+                    Err(e) => {
+                        if let (Remedy::Stop(key), label) = remedy(&e) {
+                            self.metrics.error(label, "sending");
+                            return Outcome::Failed(self.refusal(key, &e));
+                        }
+                        trouble.get_or_insert(e);
+                        again.push(r);
+                    }
+                }
+            }
+            if again.is_empty() {
+                self.down.store(false, Ordering::Relaxed);
+                return Outcome::Delivered;
+            }
+            if self.shutdown.is_triggered() {
+                return Outcome::Stopped;
+            }
+            match &trouble {
+                None => {
+                    // Every record was answered; some without an offset.
+                    if resends == MAX_RESENDS {
+                        self.metrics.error("no_offset", "sending");
+                        return Outcome::Failed(format!(
+                            "{} records were not acknowledged with an offset after \
+                             {MAX_RESENDS} resends (last answer {no_offset:?})",
+                            again.len()
+                        ));
+                    }
+                    resends += 1;
+                    self.metrics.retries.inc();
+                    tracing::warn!(
+                        "{}: the broker acknowledged {} records without an offset \
+                         ({no_offset:?}): sending them again",
+                        self.who,
+                        again.len()
+                    );
+                }
+                Some(e) => {
+                    self.down.store(true, Ordering::Relaxed);
+                    let (what, label) = remedy(e);
+                    self.metrics.error(label, "sending");
+                    self.metrics.retries.inc();
+                    let delay = backoff.next_delay(None);
+                    tracing::warn!(
+                        "{}: {} records not delivered ({e}); sending them again in {delay:?}",
+                        self.who,
+                        again.len()
+                    );
+                    if !self.sleep(delay).await {
+                        return Outcome::Stopped;
+                    }
+                    if what == Remedy::Rebuild {
+                        let built = tokio::select! {
+                            r = self.link.rebuild(&producer) => r,
+                            () = self.shutdown.wait() => return Outcome::Stopped,
+                        };
+                        if let Err(e) = built {
+                            if let (Remedy::Stop(key), label) = remedy(&e) {
+                                self.metrics.error(label, "sending");
+                                return Outcome::Failed(self.refusal(key, &e));
+                            }
+                            // The broker is away: try again after the next backoff.
+                            pending = again.into_iter().map(|r| (r, None)).collect();
+                            carried = Some(krafka::KrafkaError::closed(format!(
+                                "a new producer could not connect: {e}"
+                            )));
+                            continue;
+                        }
+                    }
+                }
+            }
+            producer = self.link.get();
+            pending = Vec::with_capacity(again.len());
+            let mut rest = again.into_iter();
+            for r in rest.by_ref() {
+                match producer.inner.enqueue(r.clone()).await {
+                    Ok(h) => pending.push((r, Some(h))),
+                    Err(e) => {
+                        if let (Remedy::Stop(key), label) = remedy(&e) {
+                            self.metrics.error(label, "sending");
+                            return Outcome::Failed(self.refusal(key, &e));
+                        }
+                        pending.push((r, None));
+                        carried = Some(e);
+                        break;
+                    }
+                }
+            }
+            pending.extend(rest.map(|r| (r, None)));
         }
     }
 }
@@ -279,28 +601,41 @@ async fn confirm(
 /// The running sink.
 struct KafkaSink {
     rt: tokio::runtime::Runtime,
-    producer: Arc<Producer>,
+    courier: Arc<Courier>,
     topic: Template,
     key_field: Option<String>,
     slots: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
-    shutdown: crate::source::Shutdown,
-    failed: Arc<std::sync::Mutex<Option<String>>>,
-    who: String,
+    /// The refusal that stopped the sink, from a delivery task.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl KafkaSink {
     fn check_failed(&self) -> Result<()> {
         match self.failed.lock().map(|f| f.clone()) {
-            Ok(Some(e)) => Err(Error::new(Kind::Sink, format!("{}: {e}", self.who))),
+            Ok(Some(e)) => Err(Error::new(Kind::Sink, format!("{}: {e}", self.courier.who))),
             _ => Ok(()),
         }
+    }
+
+    /// Waits until no batch is in flight, or the shutdown.
+    fn wait_idle(&self) {
+        let n = self.max_in_flight as u32;
+        let slots = self.slots.clone();
+        let shutdown = self.courier.shutdown.clone();
+        self.rt.block_on(async {
+            tokio::select! {
+                p = slots.acquire_many(n) => drop(p),
+                () = shutdown.wait() => {}
+            }
+        });
     }
 }
 
 impl Sink for KafkaSink {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
         self.check_failed()?;
+        let who = &self.courier.who;
         let need_json = !self.topic.is_static() || self.key_field.is_some();
         let mut records = Vec::with_capacity(out.len());
         for ev in out.iter() {
@@ -313,8 +648,8 @@ impl Sink for KafkaSink {
                 Error::new(
                     Kind::Sink,
                     format!(
-                        "{}: key `topic`: an event (line {}) lacks a field the template names",
-                        self.who, ev.line
+                        "{who}: key `topic`: an event (line {}) lacks a field the template names",
+                        ev.line
                     ),
                 )
             })?;
@@ -327,38 +662,74 @@ impl Sink for KafkaSink {
             records.push(r);
         }
         let ack: Ack = out.ack();
-        let producer = self.producer.clone();
+        if self.courier.shutdown.is_triggered() && self.courier.down.load(Ordering::Relaxed) {
+            // Stopping while the broker is away: the batch stays unacknowledged (replayed
+            // after a restart) rather than hold the drain for a delivery timeout.
+            ack.failed();
+            return Ok(Flow::Continue);
+        }
+        // A slot per batch in flight, kept while it is retried: the bound on what waits.
+        // Given up like the above when the shutdown comes while waiting.
         let slots = self.slots.clone();
-        let failed = self.failed.clone();
-        let permit = self
-            .rt
-            .block_on(slots.acquire_owned())
-            .map_err(|e| Error::new(Kind::Sink, format!("{}: {e}", self.who)))?;
+        let permit = self.rt.block_on(async {
+            tokio::select! {
+                p = slots.acquire_owned() => Some(p),
+                () = self.courier.given_up() => None,
+            }
+        });
+        let Some(permit) = permit else {
+            ack.failed();
+            return Ok(Flow::Continue);
+        };
+        let permit = permit.map_err(|e| Error::new(Kind::Sink, format!("{who}: {e}")))?;
         // Enqueue in order on this thread, so produce order is batch order. Each record is
         // kept (its value's bytes shared, its topic name copied) until the broker gave it an
         // offset, in case it must be sent again.
-        let mut sent = Vec::with_capacity(records.len());
-        for r in records {
-            match self.rt.block_on(producer.inner.enqueue(r.clone())) {
-                Ok(h) => sent.push((r, h)),
+        let producer = self.courier.link.get();
+        let mut pending = Vec::with_capacity(records.len());
+        let mut carried = None;
+        let mut rest = records.into_iter();
+        for r in rest.by_ref() {
+            let queued = self.rt.block_on(async {
+                tokio::select! {
+                    q = producer.inner.enqueue(r.clone()) => Some(q),
+                    () = self.courier.given_up() => None,
+                }
+            });
+            let Some(queued) = queued else {
+                // Enqueue is cancel safe: nothing of this record was queued.
+                ack.failed();
+                return Ok(Flow::Continue);
+            };
+            match queued {
+                Ok(h) => pending.push((r, Some(h))),
                 Err(e) => {
-                    ack.failed();
-                    return Err(Error::new(
-                        Kind::Sink,
-                        format!("{}: produce: {e}", self.who),
-                    ));
+                    if let (Remedy::Stop(key), label) = remedy(&e) {
+                        self.courier.metrics.error(label, "sending");
+                        ack.failed();
+                        return Err(Error::new(
+                            Kind::Sink,
+                            format!("{who}: {}", self.courier.refusal(key, &e)),
+                        ));
+                    }
+                    // The delivery task retries these.
+                    pending.push((r, None));
+                    carried = Some(e);
+                    break;
                 }
             }
         }
-        let who = self.who.clone();
+        pending.extend(rest.map(|r| (r, None)));
+        let courier = self.courier.clone();
+        let failed = self.failed.clone();
         self.rt.spawn(async move {
             let _permit = permit;
-            // The producer's delivery timeout bounds each wait.
-            match confirm(&producer, sent, &who).await {
-                Ok(()) => ack.delivered(),
-                Err(e) => {
+            match courier.deliver(producer, pending, carried).await {
+                Outcome::Delivered => ack.delivered(),
+                Outcome::Stopped => ack.failed(),
+                Outcome::Failed(e) => {
                     if let Ok(mut f) = failed.lock() {
-                        f.get_or_insert_with(|| format!("delivery failed: {e}"));
+                        f.get_or_insert(e);
                     }
                     ack.failed();
                 }
@@ -369,21 +740,99 @@ impl Sink for KafkaSink {
 
     fn flush(&mut self) -> Result<()> {
         // Wait until every batch in flight was acknowledged (or failed).
-        let n = self.max_in_flight as u32;
-        let slots = self.slots.clone();
-        let shutdown = self.shutdown.clone();
-        self.rt.block_on(async {
-            tokio::select! {
-                p = slots.acquire_many(n) => drop(p),
-                _ = shutdown.wait() => {}
-            }
-        });
+        self.wait_idle();
         self.check_failed()
     }
 
     fn finish(&mut self, _stats: &crate::pipeline::Stats) -> Result<()> {
-        self.flush()?;
-        let _ = self.rt.block_on(self.producer.inner.close());
-        Ok(())
+        self.wait_idle();
+        // After a shutdown, batches may still be in flight: the close sends what is queued,
+        // and the tasks end (those waiting to retry stop at once, their batches
+        // unacknowledged); waiting for their slots lets the delivered ones resolve before
+        // the runtime goes.
+        let producer = self.courier.link.get();
+        let n = self.max_in_flight as u32;
+        let slots = self.slots.clone();
+        self.rt.block_on(async move {
+            let _ = producer.inner.close().await;
+            drop(slots.acquire_many(n).await);
+        });
+        self.check_failed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krafka::KrafkaError as K;
+    use krafka::error::ErrorCode as C;
+
+    #[test]
+    fn transient_failures_retry_and_refusals_name_the_setting() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let retry = [
+            K::network(io),
+            K::timeout("produce"),
+            K::delivery_timeout(true, "not acknowledged within delivery_timeout"),
+            K::broker(C::NotLeaderForPartition, "moved"),
+            K::broker(C::RequestTimedOut, "slow"),
+        ];
+        for e in &retry {
+            assert_eq!(remedy(e).0, Remedy::Retry, "{e}");
+        }
+        for e in [
+            K::fenced("another producer"),
+            K::closed("closed"),
+            K::broker(C::InvalidProducerEpoch, "epoch"),
+            K::broker(C::UnknownProducerId, "forgotten"),
+        ] {
+            assert_eq!(remedy(&e).0, Remedy::Rebuild, "{e}");
+        }
+        for (e, key) in [
+            (K::auth("SASL failed"), Some("brokers")),
+            (
+                K::broker(C::ClusterAuthorizationFailed, "no"),
+                Some("brokers"),
+            ),
+            (K::unknown_topic("nope"), Some("topic")),
+            (K::broker(C::UnknownTopicOrPartition, "nope"), Some("topic")),
+            (K::broker(C::TopicAuthorizationFailed, "no"), Some("topic")),
+            (
+                K::broker(C::UnsupportedCompressionType, "zstd"),
+                Some("compression"),
+            ),
+            (K::broker(C::MessageTooLarge, "big"), None),
+            (K::config("bad"), None),
+        ] {
+            assert_eq!(remedy(&e).0, Remedy::Stop(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_checked_at_build() {
+        let tmp = std::env::temp_dir();
+        let cx = crate::config::BuildContext::new(
+            "k",
+            &tmp,
+            &tmp,
+            crate::metrics::Metrics::new(),
+            Shutdown::new(),
+        );
+        let c: KafkaSinkConfig = toml::from_str(
+            "brokers = [\"127.0.0.1:1\"]\ntopic = \"t\"\nrequest_timeout_ms = 1000\n\
+             delivery_timeout_ms = 1000",
+        )
+        .unwrap();
+        let e = c.build(&cx).err().expect("too short").to_string();
+        assert!(
+            e.contains("sinks.k") && e.contains("`delivery_timeout_ms`"),
+            "{e}"
+        );
+        let c: KafkaSinkConfig = toml::from_str(
+            "brokers = [\"127.0.0.1:1\"]\ntopic = \"t\"\nretry_initial_ms = 10\nretry_max_ms = 5",
+        )
+        .unwrap();
+        let e = c.build(&cx).err().expect("max below initial").to_string();
+        assert!(e.contains("`retry_max_ms`"), "{e}");
     }
 }

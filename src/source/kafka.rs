@@ -609,6 +609,56 @@ impl CommitBook {
     }
 }
 
+/// What to do with one poll's messages of a partition (see [`GapGuard::check`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Send them (those already sent were taken out).
+    Send,
+    /// Nothing new: every message was sent before.
+    Skip,
+    /// The client skipped offsets: seek to `from` and read again; `returned` is the offset
+    /// it handed instead.
+    ReadAgain { from: u64, returned: u64 },
+}
+
+/// Keeps each partition's reading contiguous with what was sent. A message below the next
+/// expected offset was sent already (a replay after a seek) and is taken out. A first
+/// message above it means the client skipped offsets (seen after a broker restart): read
+/// again from the expected offset, unless the client returns the same jump twice in a row,
+/// which is a real hole (a compacted range, transaction markers) and is accepted.
+///
+/// Cost: a retain over the poll's messages, and a map entry per partition with an open gap.
+#[derive(Debug, Default)]
+struct GapGuard {
+    /// Per partition, the last jump seen: (expected, returned).
+    gaps: HashMap<PartKey, (u64, u64)>,
+}
+
+impl GapGuard {
+    /// Decides about `msgs`, the messages of partition `key` in offset order, given the
+    /// offset after the last message sent (`None` before the first since the assignment).
+    fn check(&mut self, key: &PartKey, next: Option<u64>, msgs: &mut Vec<Message>) -> Step {
+        if let Some(next) = next {
+            msgs.retain(|m| m.offset >= 0 && m.offset as u64 >= next);
+            let Some(first) = msgs.first().map(|m| m.offset as u64) else {
+                return Step::Skip;
+            };
+            if first > next && self.gaps.get(key) != Some(&(next, first)) {
+                self.gaps.insert(key.clone(), (next, first));
+                return Step::ReadAgain {
+                    from: next,
+                    returned: first,
+                };
+            }
+        }
+        if msgs.is_empty() {
+            return Step::Skip;
+        }
+        self.gaps.remove(key);
+        Step::Send
+    }
+}
+
 impl Source for KafkaSource {
     fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
@@ -628,8 +678,7 @@ impl Source for KafkaSource {
             let commit_every = Duration::from_millis(c.commit_interval_ms);
             let mut last_commit = Instant::now();
             let mut failures = 0u32;
-            // Per partition, the last offset gap seen: (expected, returned).
-            let mut gaps: HashMap<PartKey, (u64, u64)> = HashMap::new();
+            let mut guard = GapGuard::default();
             loop {
                 if cx.shutdown().is_triggered() {
                     break;
@@ -665,30 +714,20 @@ impl Source for KafkaSource {
                 for ((topic, part), mut msgs) in groups {
                     let key = (topic.clone(), part);
                     let next = lock(&book).next_offset(&key);
-                    if let Some(next) = next {
-                        // Already sent (a replay after a seek): not again.
-                        msgs.retain(|m| m.offset >= 0 && m.offset as u64 >= next);
-                        let Some(first) = msgs.first().map(|m| m.offset as u64) else {
+                    match guard.check(&key, next, &mut msgs) {
+                        Step::Send => {}
+                        Step::Skip => continue,
+                        Step::ReadAgain { from, returned } => {
+                            cx.metrics().error("kafka_offset_gap", "receiving");
+                            tracing::warn!(
+                                source = cx.name(),
+                                "{who}: {topic}/{part}: the client returned offset {returned} \
+                                 where {from} was next; reading again from {from}"
+                            );
+                            client.seek(&topic, part, from).await;
                             continue;
-                        };
-                        if first > next {
-                            // The client skipped offsets (seen after a broker restart): read
-                            // them again, unless it says the same twice (a compacted range or
-                            // transaction markers: nothing to read in between).
-                            if gaps.get(&key) != Some(&(next, first)) {
-                                gaps.insert(key.clone(), (next, first));
-                                cx.metrics().error("kafka_offset_gap", "receiving");
-                                tracing::warn!(
-                                    source = cx.name(),
-                                    "{who}: {topic}/{part}: the client returned offset {first} \
-                                     where {next} was next; reading again from {next}"
-                                );
-                                client.seek(&topic, part, next).await;
-                                continue;
-                            }
                         }
                     }
-                    gaps.remove(&key);
                     let first = msgs[0].offset.max(0) as u64;
                     let end = msgs.last().map_or(first, |m| m.offset as u64 + 1);
                     let stream = lock(&book).stream(&topic, part, first).clone();
@@ -853,6 +892,109 @@ mod tests {
             book.committed(&due);
             prop_assert_eq!(book.last_committed("t", 0).unwrap(), reference(start, &ends, &done));
         }
+    }
+
+    fn msgs(offsets: &[i64]) -> Vec<Message> {
+        offsets
+            .iter()
+            .map(|&offset| Message {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                value: Some(bytes::Bytes::from_static(b"{}")),
+                key: None,
+                timestamp: 0,
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn offsets(m: &[Message]) -> Vec<i64> {
+        m.iter().map(|m| m.offset).collect()
+    }
+
+    /// The offset-gap safeguard: a replay is trimmed to what was not sent, a jump ahead is
+    /// read again from the expected offset, and only the same jump seen twice in a row is
+    /// taken as a real hole (compaction, transaction markers).
+    #[test]
+    fn gap_guard_reads_skipped_offsets_again_once() {
+        let mut g = GapGuard::default();
+        let k: PartKey = ("t".into(), 0);
+        let other: PartKey = ("t".into(), 1);
+
+        // Before anything was sent since the assignment: whatever the client hands.
+        let mut m = msgs(&[7, 8]);
+        assert_eq!(g.check(&k, None, &mut m), Step::Send);
+        assert_eq!(offsets(&m), [7, 8]);
+
+        // Contiguous: sent as is.
+        let mut m = msgs(&[9, 10]);
+        assert_eq!(g.check(&k, Some(9), &mut m), Step::Send);
+        assert_eq!(offsets(&m), [9, 10]);
+
+        // A replay after a seek: what was sent already is taken out, the rest goes on.
+        let mut m = msgs(&[8, 9, 10, 11, 12]);
+        assert_eq!(g.check(&k, Some(11), &mut m), Step::Send);
+        assert_eq!(offsets(&m), [11, 12]);
+        let mut m = msgs(&[9, 10]);
+        assert_eq!(g.check(&k, Some(11), &mut m), Step::Skip, "all sent before");
+
+        // The client skips 13..15: read again from 13, and send nothing of this poll.
+        let mut m = msgs(&[16, 17]);
+        assert_eq!(
+            g.check(&k, Some(13), &mut m),
+            Step::ReadAgain {
+                from: 13,
+                returned: 16
+            }
+        );
+        // Another partition's jumps are its own.
+        let mut m = msgs(&[5]);
+        assert_eq!(
+            g.check(&other, Some(3), &mut m),
+            Step::ReadAgain {
+                from: 3,
+                returned: 5
+            }
+        );
+        // Read again, the messages are there: sent, and the gap is forgotten.
+        let mut m = msgs(&[13, 14, 15, 16]);
+        assert_eq!(g.check(&k, Some(13), &mut m), Step::Send);
+        assert_eq!(offsets(&m), [13, 14, 15, 16]);
+        // So the same jump later is questioned again...
+        let mut m = msgs(&[20]);
+        assert_eq!(
+            g.check(&k, Some(17), &mut m),
+            Step::ReadAgain {
+                from: 17,
+                returned: 20
+            }
+        );
+        // ...and a real hole (the same jump twice in a row) is accepted.
+        let mut m = msgs(&[20, 21]);
+        assert_eq!(g.check(&k, Some(17), &mut m), Step::Send);
+        assert_eq!(offsets(&m), [20, 21]);
+        // A different jump after an accepted one is questioned again.
+        let mut m = msgs(&[30]);
+        assert_eq!(
+            g.check(&k, Some(22), &mut m),
+            Step::ReadAgain {
+                from: 22,
+                returned: 30
+            }
+        );
+        let mut m = msgs(&[31]);
+        assert_eq!(
+            g.check(&k, Some(22), &mut m),
+            Step::ReadAgain {
+                from: 22,
+                returned: 31
+            },
+            "not the jump seen before"
+        );
+        // Negative offsets (none known) are never sent once reading has a position.
+        let mut m = msgs(&[-1]);
+        assert_eq!(g.check(&k, Some(22), &mut m), Step::Skip);
     }
 
     #[test]

@@ -50,9 +50,27 @@ impl Broker {
             .local_addr()
             .unwrap()
             .port();
+        Some(Self::launch(
+            &bin,
+            port,
+            advertised.unwrap_or(port),
+            "memory://tansu/",
+            &[],
+        ))
+    }
+
+    /// Starts Tansu from `bin` on `port` with `storage` (its environment in `env`) and waits
+    /// until it listens.
+    fn launch(
+        bin: &std::path::Path,
+        port: u16,
+        advertised: u16,
+        storage: &str,
+        env: &[(&str, String)],
+    ) -> Self {
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
-        let advertised = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(bin.join("tansu"))
             .args([
                 "broker",
@@ -61,7 +79,8 @@ impl Broker {
                 "--advertised-listener-url",
                 &advertised,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +99,21 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(b)
+        b
+    }
+
+    /// Stops the broker with SIGTERM (Tansu on S3 loses acknowledged records to SIGKILL) and
+    /// waits until it exited.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let t = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(15) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs a kafka-python script with `B` = the broker address; returns its stdout.
@@ -825,4 +858,381 @@ a.close()
         eps(consumed),
         (n as u64 - at_first) as f64 / (consumed - joined).as_secs_f64()
     );
+}
+
+/// An S3 API server (moto) with bucket `tansu`, for Tansu storage that outlives a Tansu
+/// process (the memory engine loses everything when Tansu stops), killed on drop. Its
+/// `env` is what Tansu needs to reach it.
+struct S3 {
+    child: Child,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3 {
+    fn start(bin: &std::path::Path) -> Option<Self> {
+        if !bin.join("moto_server").exists() {
+            eprintln!("skipped: no moto_server (run scripts/install-servers.sh)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let python = bin.join("../venv/bin/python");
+        let child = Command::new(&python)
+            .arg(bin.join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let s3 = S3 {
+            child,
+            env: vec![
+                ("AWS_ENDPOINT", endpoint.clone()),
+                ("AWS_ACCESS_KEY_ID", "test".into()),
+                ("AWS_SECRET_ACCESS_KEY", "test".into()),
+                ("AWS_DEFAULT_REGION", "eu-west-2".into()),
+                ("AWS_ALLOW_HTTP", "true".into()),
+            ],
+        };
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "moto did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let script = format!(
+            r#"
+import boto3
+s3 = boto3.client("s3", endpoint_url={endpoint:?}, aws_access_key_id="test",
+                  aws_secret_access_key="test", region_name="eu-west-2")
+s3.create_bucket(Bucket="tansu", CreateBucketConfiguration={{"LocationConstraint": "eu-west-2"}})
+"#
+        );
+        let out = Command::new(&python)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "create bucket: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(s3)
+    }
+}
+
+/// `{"n":N,...}` lines, `chunk` per read, one read every `every`: a source that keeps
+/// producing while the test runs. `made` counts the events handed out so far.
+struct Paced {
+    next: u64,
+    total: u64,
+    chunk: u64,
+    every: Duration,
+    buf: Vec<u8>,
+    at: usize,
+    made: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::io::Read for Paced {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.next == self.total {
+                return Ok(0);
+            }
+            std::thread::sleep(self.every);
+            self.buf.clear();
+            self.at = 0;
+            let end = (self.next + self.chunk).min(self.total);
+            for n in self.next..end {
+                self.buf.extend_from_slice(
+                    format!("{{\"n\":{n},\"msg\":\"event {n} of the outage test\"}}\n").as_bytes(),
+                );
+            }
+            self.made
+                .fetch_add(end - self.next, std::sync::atomic::Ordering::SeqCst);
+            self.next = end;
+        }
+        let k = out.len().min(self.buf.len() - self.at);
+        out[..k].copy_from_slice(&self.buf[self.at..self.at + k]);
+        self.at += k;
+        Ok(k)
+    }
+}
+
+/// How many times each `n` is in topic `out` (kafka-python, from the beginning, until 2 s
+/// pass with nothing new).
+fn out_counts(b: &Broker) -> std::collections::HashMap<u64, u64> {
+    let out = b.py(r#"
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers=B, enable_auto_commit=False, auto_offset_reset="earliest")
+tp = TopicPartition("out", 0)
+c.assign([tp])
+c.seek_to_beginning(tp)
+per, quiet = {}, 0
+while quiet < 4:
+    got = c.poll(timeout_ms=500)
+    quiet = 0 if got else quiet + 1
+    for recs in got.values():
+        for r in recs:
+            n = json.loads(r.value)["n"]
+            per[n] = per.get(n, 0) + 1
+print(json.dumps(per))
+"#);
+    serde_json::from_str::<std::collections::HashMap<String, u64>>(out.trim())
+        .unwrap()
+        .into_iter()
+        .map(|(n, c)| (n.parse().unwrap(), c))
+        .collect()
+}
+
+/// The sum of the samples of `name` for component `id` in `text` (OpenMetrics).
+fn sample(text: &str, name: &str, id: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(&format!("component_id=\"{id}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The broker (Tansu on S3, so the topic outlives the process) is stopped while events
+/// flow, for several times the sink's delivery timeout (1.5 s), and started again on the
+/// same port. The sink retries the failed batches with backoff until the broker is back
+/// (counted in `component_retries_total`), and the run goes on: no error, every event in
+/// the topic (kafka-python reads it back), the counts balance. During the outage the
+/// source stops at its in-flight budget (it reads nothing more), so memory stays bounded.
+/// `SLUICEBOX_KAFKA_OUTAGE_SECS` (default 5) sets the outage.
+#[test]
+fn kafka_sink_rides_out_a_broker_outage() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let Some(bin) = servers() else {
+        eprintln!("skipped: no Tansu (run scripts/install-servers.sh)");
+        return;
+    };
+    let Some(s3) = S3::start(&bin) else { return };
+    let outage = Duration::from_secs(
+        std::env::var("SLUICEBOX_KAFKA_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker = Broker::launch(&bin, port, port, "s3://tansu/", &s3.env);
+    broker.py(r#"
+from kafka.admin import KafkaAdminClient, NewTopic
+a = KafkaAdminClient(bootstrap_servers=B)
+a.create_topics([NewTopic("out", 1, 1)])
+a.close()
+"#);
+    // 400 events/s for the outage and 5 s more.
+    let (chunk, every) = (40u64, Duration::from_millis(100));
+    let total = (outage.as_secs() + 5) * 400;
+    let made = Arc::new(AtomicU64::new(0));
+    let reader = Paced {
+        next: 0,
+        total,
+        chunk,
+        every,
+        buf: Vec::new(),
+        at: 0,
+        made: made.clone(),
+    };
+    // 16 batches (the budget counts each batch's 64 KiB buffer).
+    let budget = 1 << 20;
+    let metrics = Metrics::new();
+    let shutdown = Shutdown::new();
+    let tmp = std::env::temp_dir();
+    let kcx = BuildContext::new("kout", &tmp, &tmp, metrics.clone(), shutdown.clone());
+    let sink: KafkaSinkConfig = toml::from_str(&format!(
+        r#"brokers = ["{}"]
+topic = "out"
+compression = "none"
+request_timeout_ms = 1000
+delivery_timeout_ms = 1500
+retry_initial_ms = 200
+retry_max_ms = 1000"#,
+        broker.addr
+    ))
+    .unwrap();
+    let mut settings = RuntimeSettings::default();
+    settings.drain_timeout = Duration::from_secs(60);
+    let began = Instant::now();
+    let running = Topology::new(settings)
+        .with_shutdown(shutdown)
+        .with_metrics(metrics.clone())
+        .source(
+            SourceSpec::new(
+                "in",
+                "reader",
+                Box::new(sluicebox::source::reader::ReaderSource::new("in", reader)),
+            )
+            .in_flight(budget, sluicebox::source::OverflowPolicy::Block),
+        )
+        .sink(SinkSpec::new(
+            "kout",
+            "kafka",
+            vec!["in".into()],
+            sink.build(&kcx).unwrap(),
+        ))
+        .start()
+        .unwrap();
+
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = sample(&metrics.render(), "component_sent_events_total", "kout");
+    let t = Instant::now();
+    broker.stop();
+    let exit = t.elapsed();
+    let stopped = Instant::now();
+    // The source fills its budget and stops reading: what it has read stops growing.
+    std::thread::sleep(outage / 2);
+    let read_mid = made.load(Ordering::SeqCst);
+    let mut peak_bytes = 0;
+    while stopped.elapsed() < outage {
+        let text = metrics.render();
+        peak_bytes = peak_bytes.max(sample(&text, "buffer_byte_size", "in"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read_end = made.load(Ordering::SeqCst);
+    let during = sample(&metrics.render(), "component_sent_events_total", "kout");
+    let broker = Broker::launch(&bin, port, port, "s3://tansu/", &s3.env);
+    let down = stopped.elapsed();
+    let report = running.wait().unwrap();
+    let text = metrics.render();
+    let retries = sample(&text, "component_retries_total", "kout");
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("component_errors_total") && l.contains("\"kout\""))
+        .collect();
+    let per = out_counts(&broker);
+    let missing: Vec<u64> = (0..total).filter(|n| !per.contains_key(n)).collect();
+    let dups: u64 = per.values().map(|c| c - 1).sum();
+    let k = report.component("kout").unwrap();
+    eprintln!(
+        "kafka outage: broker down {down:.1?} (delivery timeout 1.5 s; SIGTERM to exit took \
+         {exit:.1?}), {total} events, sink \
+         sent {} (failed {}), {} distinct in the topic, missing {}, duplicates {dups}, \
+         {retries} retries, errors {errors:?}; sent before the stop {before}, at the restart \
+         {during}; the reader handed {read_mid} events half-way through the outage and \
+         {read_end} at its end; peak bytes in flight {peak_bytes} (budget {budget}); run \
+         {:.1?}",
+        k.sent,
+        k.failed,
+        per.len(),
+        missing.len(),
+        began.elapsed()
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(!report.timed_out, "the drain timed out");
+    assert!(report.is_balanced(), "{:?}", report.components);
+    assert!(
+        missing.is_empty(),
+        "{} events missing from the topic (first: {:?})",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert_eq!(k.sent, total, "every event counted delivered once");
+    assert_eq!(k.failed, 0);
+    assert!(retries > 0, "no retry counted: the outage tested nothing");
+    assert!(
+        read_end - read_mid < 2 * chunk,
+        "the source kept reading during the outage ({read_mid} -> {read_end})"
+    );
+    assert!(peak_bytes <= budget, "{peak_bytes} bytes in flight");
+}
+
+/// A shutdown while the sink retries (the broker is gone for good) ends the run within the
+/// drain timeout, and the batches it was retrying count as not delivered (their positions
+/// stay unacknowledged), never as sent.
+#[test]
+fn kafka_sink_shutdown_while_retrying_leaves_batches_unacknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    let Some(b) = Broker::start() else { return };
+    b.py(r#"
+from kafka.admin import KafkaAdminClient, NewTopic
+a = KafkaAdminClient(bootstrap_servers=B)
+a.create_topics([NewTopic("out", 1, 1)])
+a.close()
+"#);
+    let reader = Paced {
+        next: 0,
+        total: 100_000,
+        chunk: 20,
+        every: Duration::from_millis(100),
+        buf: Vec::new(),
+        at: 0,
+        made: Arc::new(AtomicU64::new(0)),
+    };
+    let metrics = Metrics::new();
+    let shutdown = Shutdown::new();
+    let tmp = std::env::temp_dir();
+    let kcx = BuildContext::new("kout", &tmp, &tmp, metrics.clone(), shutdown.clone());
+    let sink: KafkaSinkConfig = toml::from_str(&format!(
+        r#"brokers = ["{}"]
+topic = "out"
+request_timeout_ms = 1000
+delivery_timeout_ms = 1500
+retry_initial_ms = 200
+retry_max_ms = 1000"#,
+        b.addr
+    ))
+    .unwrap();
+    let mut settings = RuntimeSettings::default();
+    settings.drain_timeout = Duration::from_secs(10);
+    let running = Topology::new(settings)
+        .with_shutdown(shutdown)
+        .with_metrics(metrics.clone())
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(sluicebox::source::reader::ReaderSource::new("in", reader)),
+        ))
+        .sink(SinkSpec::new(
+            "kout",
+            "kafka",
+            vec!["in".into()],
+            sink.build(&kcx).unwrap(),
+        ))
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(b);
+    // Past the delivery timeout: the sink is retrying.
+    let t = Instant::now();
+    while sample(&metrics.render(), "component_retries_total", "kout") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no retry began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    let report = running.stop().unwrap();
+    let took = t.elapsed();
+    let k = report
+        .component("kout")
+        .unwrap_or_else(|| panic!("no sink report after {took:?}: {report:?}"));
+    eprintln!(
+        "kafka shutdown while retrying: stopped in {took:.1?}, sink received {} sent {} failed {}",
+        k.received, k.sent, k.failed
+    );
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    assert!(!report.timed_out, "the drain timed out");
+    assert!(
+        k.failed > 0,
+        "the retried batches were not counted undelivered"
+    );
+    assert!(k.sent > 0 && k.sent < k.received);
+    assert!(report.is_balanced(), "{:?}", report.components);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
