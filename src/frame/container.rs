@@ -5,7 +5,11 @@
 //! Merging and acknowledgements: an event merged from several physical lines carries the
 //! first line's offset and line number (its origin), and [`Decoder::position`] never passes
 //! the first line of a group that is still open, so a checkpoint never skips an unfinished
-//! group: after a restart it is read again from its first fragment.
+//! group: after a restart it is read again from its first fragment. Nor does it pass the
+//! first line of a group that closed while a group of the other stream was open (their
+//! lines interleave): a restart between the two would find the first group's last
+//! fragments without their start. The position waits at the first group of such a chain
+//! until no group is open.
 //!
 //! Groups are kept per stream (stdout and stderr of one file do not merge into each other),
 //! capped at `max_merged_bytes` (the rest of the group is skipped to its end and the event is
@@ -140,6 +144,9 @@ pub struct ContainerDecoder {
     /// Members for the batch being written (fetched from `extra` when it opens).
     members: Arc<[u8]>,
     groups: [Option<Group>; 2],
+    /// The offset of the first group of the current chain of overlapping groups (a group
+    /// opened while another was open joins its chain); `None` when no group is open.
+    chain: Option<u64>,
     /// The end of the last line handled (the framer's position after a completed scratch
     /// batch).
     done: u64,
@@ -176,6 +183,7 @@ impl ContainerDecoder {
             extra: None,
             members: Arc::from(&b""[..]),
             groups: [None, None],
+            chain: None,
             done,
             out_open: false,
             raw_max,
@@ -283,6 +291,9 @@ impl ContainerDecoder {
                 self.emit(out, l.stream, l.time, msg, line, offset, cut, false);
             }
             (group, partial) => {
+                if group.is_none() {
+                    self.chain.get_or_insert(offset);
+                }
                 let mut g = group.unwrap_or_else(|| Group {
                     message: Vec::new(),
                     time: l.time.to_vec(),
@@ -303,6 +314,7 @@ impl ContainerDecoder {
                 } else {
                     self.counts.merged += 1;
                     self.emit_group(out, l.stream, g, false);
+                    self.end_chain_when_closed();
                 }
             }
         }
@@ -426,7 +438,15 @@ impl ContainerDecoder {
                 self.emit_group(out, stream, g, true);
             }
         }
+        self.end_chain_when_closed();
         true
+    }
+
+    /// Ends the chain of overlapping groups once none is open.
+    fn end_chain_when_closed(&mut self) {
+        if self.groups.iter().all(Option::is_none) {
+            self.chain = None;
+        }
     }
 }
 
@@ -578,6 +598,7 @@ impl Decoder for ContainerDecoder {
             .iter()
             .flatten()
             .map(|g| g.offset)
+            .chain(self.chain)
             .fold(self.done, u64::min)
     }
 }

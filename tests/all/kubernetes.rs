@@ -17,6 +17,8 @@ use sluicebox::runtime::{RunReport, RuntimeSettings, SinkSpec, SourceSpec, Topol
 use sluicebox::source::Shutdown;
 use sluicebox::{Flow, Output, Sink};
 
+use crate::torture;
+
 type Events = Arc<Mutex<Vec<Value>>>;
 
 struct Collect(Events);
@@ -694,4 +696,445 @@ fn kubernetes_cri_codec_on_a_plain_file_source() {
         )),
         "{dead}"
     );
+}
+
+/// Regression: the kubelet rotates `0.log` to `0.log.<timestamp>`, a name the globs do not
+/// match. When that happened while the agent was down (or before it had delivered the
+/// file's end), the lines after the checkpoint were never read: the restarted agent only
+/// looked for files the globs match. Now the file is found again by its inode in its
+/// directory and read on from the checkpoint, with the pod metadata of the name it had.
+#[test]
+fn kubernetes_file_rotated_while_down_is_read_on_from_the_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let (pods, data) = (d.path().join("pods"), d.path().join("data"));
+    let log = web_log(&pods);
+    let first = "2026-12-06T10:00:00Z stdout F one\n";
+    append(&log, first);
+    let r = start(&pods, &data, "partial_timeout_ms = 60000\n");
+    wait_until("the first event", || !r.events.lock().unwrap().is_empty());
+    let web = log.display().to_string();
+    wait_until("the checkpoint", || {
+        checkpoint(&data).contains(&(web.clone(), first.len() as u64))
+    });
+    report_balanced(&r.running.stop().unwrap());
+    // While the agent is down: more lines (a message split in two among them), then the
+    // rotation, then the runtime writes on in a new 0.log.
+    append(
+        &log,
+        concat!(
+            "2026-12-06T10:00:01Z stdout F two\n",
+            "2026-12-06T10:00:02Z stdout P thr\n",
+            "2026-12-06T10:00:02Z stdout F ee\n",
+        ),
+    );
+    std::fs::rename(&log, log.with_file_name("0.log.20261206-100003")).unwrap();
+    append(&log, "2026-12-06T10:00:04Z stdout F four\n");
+    let r = start(&pods, &data, "partial_timeout_ms = 60000\n");
+    wait_until("three events", || r.events.lock().unwrap().len() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    report_balanced(&r.running.stop().unwrap());
+    let mut got = messages(&r.events);
+    got.sort();
+    assert_eq!(got, ["four", "three", "two"]);
+    for e in r.events.lock().unwrap().iter() {
+        assert_eq!(e["kubernetes"]["pod_name"], "web-7c9d8f6b5-x2x9q", "{e}");
+        assert_eq!(e["kubernetes"]["restart_count"], 0, "{e}");
+    }
+}
+
+/// Child mode of `kubernetes_kill9_torture`: the source over `<dir>/pods` into a fsyncing
+/// file, until killed.
+#[test]
+fn kubernetes_torture_child() {
+    let Ok(dir) = std::env::var(torture::CHILD_ENV) else {
+        return; // only meaningful when spawned by `kubernetes_kill9_torture`
+    };
+    let dir = PathBuf::from(dir);
+    let data = dir.join("data");
+    // Partials never time out here: a flushed half would be a failure of the test.
+    let toml = format!(
+        "pods_dir = {:?}\nformat = \"auto\"\nglob_interval_ms = 100\ncheckpoint_interval_ms = 100\n\
+         rotate_wait_secs = 2\npartial_timeout_ms = 600000\n",
+        dir.join("pods").display().to_string()
+    );
+    let cfg: KubernetesLogsConfig = toml::from_str(&toml).unwrap();
+    let (metrics, shutdown) = (Metrics::new(), Shutdown::new());
+    let cx = BuildContext::new("k8s", &data, &data, metrics.clone(), shutdown.clone());
+    let src = cfg.build(&cx).unwrap();
+    let mut s = RuntimeSettings::default();
+    s.data_dir = Some(data);
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(torture::out_path(&dir))
+        .unwrap();
+    Topology::new(s)
+        .with_metrics(metrics)
+        .with_shutdown(shutdown)
+        .source(SourceSpec::new("k8s", "kubernetes_logs", src))
+        .sink(SinkSpec::new(
+            "out",
+            "file",
+            vec!["k8s".into()],
+            Box::new(torture::FileSink(out)),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+}
+
+/// What one line of the torture must arrive as.
+struct Expected {
+    pod: usize,
+    restart: u32,
+    stream: usize,
+    message: String,
+}
+
+/// One fake pod of the torture: its log directory and what its container is writing.
+struct FakePod {
+    /// Index into the torture's list of every pod (namespace, name, uid).
+    index: usize,
+    dir: PathBuf,
+    docker: bool,
+    restart: u32,
+    /// Per stream (stdout, stderr): the last fragment of a message whose first fragments
+    /// were written already, with the message's time.
+    open: [Option<(Vec<u8>, String)>; 2],
+    /// Rotated files not compressed yet, and compressed ones, oldest first.
+    rotated: Vec<PathBuf>,
+    compressed: Vec<PathBuf>,
+}
+
+const STREAMS: [&str; 2] = ["stdout", "stderr"];
+
+impl FakePod {
+    fn log(&self) -> PathBuf {
+        self.dir.join("app").join(format!("{}.log", self.restart))
+    }
+
+    /// One physical line: CRI `<time> <stream> <P|F> <text>` or a Docker json-file record.
+    fn physical(&self, stream: usize, partial: bool, time: &str, text: &[u8]) -> Vec<u8> {
+        let s = STREAMS[stream];
+        let text = std::str::from_utf8(text).unwrap();
+        if self.docker {
+            let end = if partial { "" } else { "\\n" };
+            format!("{{\"log\":\"{text}{end}\",\"stream\":\"{s}\",\"time\":\"{time}\"}}\n")
+        } else {
+            let tag = if partial { "P" } else { "F" };
+            format!("{time} {s} {tag} {text}\n")
+        }
+        .into_bytes()
+    }
+}
+
+/// The message of line `n`: its number, then 0–299 characters.
+fn torture_message(n: u32) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 ";
+    let len = (u64::from(n) * 7919 % 300) as usize;
+    let filler: String = (0..len)
+        .map(|i| ALPHABET[(n as usize + i) % ALPHABET.len()] as char)
+        .collect();
+    format!("id={n} {filler}")
+}
+
+/// The line number an output event carries in its message.
+fn torture_id(line: &str) -> Option<u32> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let m = v["message"].as_str()?.strip_prefix("id=")?;
+    m.split(' ').next()?.parse().ok()
+}
+
+/// The kubelet's rotation of `pod`'s live file: the rotated files not compressed yet are
+/// compressed (`.gz.tmp`, renamed to `.gz`, the original deleted: a deletion of a file the
+/// reader may be reading), the oldest compressed ones beyond two are removed, and the live
+/// file is renamed to `<n>.log.<timestamp>` (false when postponed); the runtime's next line
+/// creates a new one.
+fn kubelet_rotate(
+    pod: &mut FakePod,
+    stamp: u32,
+    ledger: &mut torture::Ledger,
+    child: &torture::Child,
+) -> bool {
+    let mut kept = Vec::new();
+    for r in std::mem::take(&mut pod.rotated) {
+        let gz = PathBuf::from(format!("{}.gz", r.display()));
+        let tmp = PathBuf::from(format!("{}.gz.tmp", r.display()));
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tmp).unwrap(),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&std::fs::read(&r).unwrap()).unwrap();
+        enc.finish().unwrap();
+        if ledger.delete(&r, child) {
+            std::fs::rename(&tmp, &gz).unwrap();
+            pod.compressed.push(gz);
+        } else {
+            std::fs::remove_file(&tmp).unwrap();
+            kept.push(r);
+        }
+    }
+    pod.rotated = kept;
+    while pod.compressed.len() > 2 {
+        std::fs::remove_file(pod.compressed.remove(0)).unwrap();
+    }
+    // The kubelet rotates a file once it passed its size limit (10 MiB), checked every 10 s:
+    // never one the reader had no chance to see. Here: only one the reader recorded in its
+    // checkpoint or delivered.
+    let live = pod.log();
+    let to = PathBuf::from(format!("{}.20261206-{stamp:06}", live.display()));
+    if live.exists() && ledger.rename_if_recorded(&live, &to, child) {
+        pod.rotated.push(to);
+        true
+    } else {
+        false
+    }
+}
+
+/// One write of `pod`'s container: 1–6 messages on random streams, a quarter of them split
+/// into partial lines, half of those with the last fragment left for a later write.
+fn container_writes(
+    pod: &mut FakePod,
+    rng: &mut torture::Rng,
+    ledger: &mut torture::Ledger,
+    expected: &mut Vec<Expected>,
+    splits: &mut (u32, u32),
+) {
+    let mut chunks: Vec<(Option<u32>, Vec<u8>)> = Vec::new();
+    for _ in 0..1 + rng.below(6) {
+        let s = rng.below(2) as usize;
+        if let Some((rest, time)) = pod.open[s].take() {
+            chunks.push((None, pod.physical(s, false, &time, &rest)));
+            continue;
+        }
+        let n = ledger.lines() + chunks.iter().filter(|c| c.0.is_some()).count() as u32;
+        assert_eq!(expected.len(), n as usize);
+        let message = torture_message(n);
+        let time = format!("2026-12-06T10:00:00.{n:09}Z");
+        let bytes = message.as_bytes();
+        if rng.below(4) == 0 {
+            // Two or three fragments, each at least one byte.
+            let mut cuts = vec![1 + rng.below(bytes.len() as u64 - 1) as usize];
+            if rng.below(2) == 0 {
+                cuts.push(1 + rng.below(bytes.len() as u64 - 1) as usize);
+            }
+            cuts.push(0);
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            cuts.dedup();
+            let pieces: Vec<&[u8]> = cuts.windows(2).map(|w| &bytes[w[0]..w[1]]).collect();
+            let (tail, head) = pieces.split_last().unwrap();
+            for (i, piece) in head.iter().enumerate() {
+                let id = (i == 0).then_some(n);
+                chunks.push((id, pod.physical(s, true, &time, piece)));
+            }
+            splits.0 += 1;
+            if rng.below(2) == 0 {
+                chunks.push((None, pod.physical(s, false, &time, tail)));
+            } else {
+                pod.open[s] = Some((tail.to_vec(), time));
+                splits.1 += 1;
+            }
+        } else {
+            chunks.push((Some(n), pod.physical(s, false, &time, bytes)));
+        }
+        expected.push(Expected {
+            pod: pod.index,
+            restart: pod.restart,
+            stream: s,
+            message,
+        });
+    }
+    ledger.append(&pod.log(), &chunks);
+}
+
+/// Writes the last fragments of `pod`'s open messages.
+fn close_messages(pod: &mut FakePod, ledger: &mut torture::Ledger) {
+    let chunks: Vec<(Option<u32>, Vec<u8>)> = (0..2)
+        .filter_map(|s| {
+            let (rest, time) = pod.open[s].take()?;
+            Some((None, pod.physical(s, false, &time, &rest)))
+        })
+        .collect();
+    if !chunks.is_empty() {
+        ledger.append(&pod.log(), &chunks);
+    }
+}
+
+/// kill -9 torture of `kubernetes_logs` over a fake node's `/var/log/pods` (three pods at a
+/// time, one of them writing Docker json-file records, the others CRI): messages split
+/// into partial lines (some completed in a later write, so a kill may fall between the
+/// halves), stdout and stderr interleaved, kubelet rotation (rename to `<n>.log.<timestamp>`,
+/// earlier rotated files compressed and deleted), container restarts (`<n+1>.log`) and pods
+/// going away (their directory deleted) while the reader is SIGKILLed at random moments.
+/// Rounds (kills): `SLUICEBOX_TORTURE_ROUNDS` (default 5); a last round writes without a
+/// kill. Every line arrives at least once and whole (never a half of a merged message),
+/// with its pod's metadata; every duplicate is one the checkpoint at its kill did not
+/// cover; deleted files leave the checkpoint; no run panics.
+#[test]
+fn kubernetes_kill9_torture() {
+    let rounds = torture::rounds(5);
+    let d = tempfile::tempdir().unwrap();
+    let pods_dir = d.path().join("pods");
+    std::fs::create_dir_all(&pods_dir).unwrap();
+    let mut rng = torture::Rng::new();
+    let mut ledger = torture::Ledger::new(d.path(), &d.path().join("data/source-k8s"), torture_id);
+    let mut every_pod: Vec<(String, String, String)> = Vec::new();
+    let new_pod = |every_pod: &mut Vec<(String, String, String)>| {
+        let k = every_pod.len();
+        let ns = ["shop", "batch"][k % 2].to_string();
+        let name = format!("web-{k}");
+        let uid = format!("{k:08x}-0000-4000-8000-{k:012x}");
+        let dir = pods_dir.join(format!("{ns}_{name}_{uid}"));
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        every_pod.push((ns, name, uid));
+        FakePod {
+            index: k,
+            dir,
+            docker: k.is_multiple_of(3),
+            restart: 0,
+            open: [None, None],
+            rotated: Vec::new(),
+            compressed: Vec::new(),
+        }
+    };
+    let mut pods: Vec<FakePod> = (0..3).map(|_| new_pod(&mut every_pod)).collect();
+    let mut expected: Vec<Expected> = Vec::new();
+    let (mut rotations, mut restarts, mut pods_gone) = (0, 0, 0);
+    let mut splits = (0u32, 0u32);
+    let mut stamp = 0u32;
+    let mut child = torture::Child::spawn("kubernetes::kubernetes_torture_child", d.path(), 0);
+    for round in 0..=rounds {
+        let last = round == rounds;
+        let until = Instant::now() + Duration::from_millis(200 + rng.below(800));
+        while Instant::now() < until {
+            let p = rng.below(pods.len() as u64) as usize;
+            let pod = &mut pods[p];
+            container_writes(pod, &mut rng, &mut ledger, &mut expected, &mut splits);
+            let idle = pod.open.iter().all(Option::is_none);
+            match rng.below(400) {
+                0..=12 if idle => {
+                    stamp += 1;
+                    if kubelet_rotate(pod, stamp, &mut ledger, &child) {
+                        rotations += 1;
+                    }
+                }
+                13 if idle => {
+                    pod.restart += 1;
+                    restarts += 1;
+                }
+                14 if idle && ledger.delete_dir(&pod.dir.clone(), &child) => {
+                    pods[p] = new_pod(&mut every_pod);
+                    pods_gone += 1;
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if last {
+            for pod in &mut pods {
+                close_messages(pod, &mut ledger);
+            }
+        } else {
+            if rng.below(2) == 0 {
+                // Half the kills fall right after a write and a rotation: the rotated file's
+                // end is not read yet.
+                let p = rng.below(pods.len() as u64) as usize;
+                let pod = &mut pods[p];
+                container_writes(pod, &mut rng, &mut ledger, &mut expected, &mut splits);
+                close_messages(pod, &mut ledger);
+                stamp += 1;
+                if kubelet_rotate(pod, stamp, &mut ledger, &child) {
+                    rotations += 1;
+                }
+            }
+            ledger.kill(child);
+            child =
+                torture::Child::spawn("kubernetes::kubernetes_torture_child", d.path(), round + 1);
+        }
+    }
+    let o = ledger.settle(Duration::from_secs(60));
+    let stale = ledger.stale_checkpoint_entries(Duration::from_secs(30));
+    let crashed = child.exited();
+    drop(child);
+    let panics = torture::panics(d.path());
+    // Every event whole, with its own stream and pod.
+    let out = std::fs::read_to_string(torture::out_path(d.path())).unwrap_or_default();
+    let mut wrong = Vec::new();
+    for line in out.lines() {
+        let Some(n) = torture_id(line) else {
+            continue; // counted by the ledger as unparsed
+        };
+        let e = &expected[n as usize];
+        let v: Value = serde_json::from_str(line).unwrap();
+        let (ns, name, uid) = &every_pod[e.pod];
+        let k = &v["kubernetes"];
+        let whole = v["message"] == e.message.as_str()
+            && v["stream"] == STREAMS[e.stream]
+            && k["namespace"] == ns.as_str()
+            && k["pod_name"] == name.as_str()
+            && k["pod_uid"] == uid.as_str()
+            && k["container_name"] == "app"
+            && k["restart_count"] == e.restart
+            && v.get("partial_flushed").is_none()
+            && v.get("message_truncated").is_none();
+        if !whole {
+            wrong.push(line.to_string());
+        }
+    }
+    eprintln!(
+        "torture (kubernetes_logs, seed {}): {rounds} kills, {} lines ({} split into partials, \
+         {} completed in a later write), {rotations} rotations, {restarts} container restarts, \
+         {pods_gone} pods deleted, {} files deleted ({} deletions and {} rotations postponed), lost {}, excused {}, {} duplicates \
+         ({:.2}%, at most {} per restart, {} within a run), unexplained duplicates {}, wrong events {}, \
+         stale checkpoint entries {stale}",
+        rng.seed,
+        o.lines,
+        splits.0,
+        splits.1,
+        ledger.deleted,
+        ledger.postponed,
+        ledger.postponed_renames,
+        o.lost.len(),
+        o.excused,
+        o.duplicates,
+        100.0 * f64::from(o.duplicates) / f64::from(o.lines.max(1)),
+        o.max_per_restart,
+        o.within_run,
+        o.unexplained.len(),
+        wrong.len(),
+    );
+    let failed = !(o.lost.is_empty()
+        && wrong.is_empty()
+        && o.unparsed.is_empty()
+        && o.unexplained.is_empty()
+        && o.within_run == 0);
+    torture::keep_on_failure(failed, d, &ledger);
+    if let Some(&first) = o.lost.first() {
+        panic!(
+            "lost lines: {:?}; the first is in {:?}",
+            &o.lost[..o.lost.len().min(20)],
+            ledger.whereabouts(first)
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "halves or wrong metadata: {:?}",
+        &wrong[..wrong.len().min(5)]
+    );
+    assert!(
+        o.unparsed.is_empty(),
+        "torn or garbled output: {:?}",
+        &o.unparsed[..o.unparsed.len().min(5)]
+    );
+    assert!(
+        o.unexplained.is_empty(),
+        "duplicates the checkpoint covered: {:?}",
+        &o.unexplained[..o.unexplained.len().min(20)]
+    );
+    assert_eq!(o.within_run, 0, "a run delivered a line twice");
+    assert!(panics.is_empty(), "{panics:?}");
+    assert!(!crashed, "the last reader exited on its own");
+    assert_eq!(stale, 0, "checkpoint entries of deleted files left behind");
 }

@@ -18,3 +18,4 @@ mod regressions;
 mod resources;
 mod runtime;
 mod tail;
+mod torture;

@@ -9,6 +9,8 @@ use sluicebox::runtime::{RuntimeSettings, SinkSpec, SourceSpec, Topology};
 use sluicebox::source::file::{FileSource, FileSourceConfig};
 use sluicebox::{Flow, Output, Sink};
 
+use crate::torture;
+
 type Lines = Arc<Mutex<Vec<String>>>;
 
 struct Collect(Lines);
@@ -19,26 +21,6 @@ impl Sink for Collect {
         for e in out.iter() {
             v.push(String::from_utf8_lossy(e.bytes).into_owned());
         }
-        Ok(Flow::Continue)
-    }
-}
-
-/// Appends each event as a line and fsyncs before returning (delivered = on disk).
-struct FileSink(std::fs::File);
-
-impl Sink for FileSink {
-    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
-        let mut buf = Vec::new();
-        for e in out.iter() {
-            buf.extend_from_slice(e.bytes);
-            buf.push(b'\n');
-        }
-        self.0
-            .write_all(&buf)
-            .map_err(|e| sluicebox::Error::sink("torture sink", e))?;
-        self.0
-            .sync_data()
-            .map_err(|e| sluicebox::Error::sink("torture sink", e))?;
         Ok(Flow::Continue)
     }
 }
@@ -290,150 +272,229 @@ fn read_from_end_skips_existing_lines() {
     assert_eq!(numbers(&lines), vec![5, 6, 50]);
 }
 
+/// A file deleted while being read is drained to its end through the open descriptor, and
+/// its checkpoint entry goes once it was let go.
+#[test]
+fn a_file_deleted_while_being_read_is_drained_and_its_checkpoint_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("app.log");
+    append(&log, 0..1);
+    let lines: Lines = Default::default();
+    let running = topology(
+        &config(&logs, "*.log", true),
+        &data,
+        Box::new(Collect(lines.clone())),
+    )
+    .start()
+    .unwrap();
+    wait_for(&lines, 1);
+    // 200,000 lines (2.5 MB) appended at once, then the file is deleted at once: most of it
+    // is read after the deletion.
+    append(&log, 1..200_000);
+    std::fs::remove_file(&log).unwrap();
+    append(&log, 200_000..200_010); // a new file of the same name
+    wait_for(&lines, 200_010);
+    let store = sluicebox::source::file::checkpoint::Store::new(&data.join("source-files"));
+    let until = Instant::now() + Duration::from_secs(20);
+    // rotate_wait_secs = 1: the deleted file is let go after 1 s, and with it its entry.
+    while store.load().checkpoint.files.len() != 1 {
+        assert!(Instant::now() < until, "{:?}", store.load().checkpoint);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = running.stop().unwrap();
+    assert_eq!(numbers(&lines), (0..200_010).collect::<Vec<_>>());
+    assert!(report.is_balanced());
+    let kept = store.load().checkpoint.files;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].path, log.display().to_string());
+}
+
+/// A file found by a scan is in the checkpoint at once, not a checkpoint interval later:
+/// until it is, a restart would not find it again if it was renamed out of the globs' sight
+/// (kubelet rotation) meanwhile. Found by `kubernetes::kubernetes_kill9_torture`.
+#[test]
+fn a_new_file_is_checkpointed_when_it_is_opened() {
+    let d = tempfile::tempdir().unwrap();
+    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+    std::fs::create_dir_all(&logs).unwrap();
+    append(&logs.join("a.log"), 0..1);
+    let mut cfg = config(&logs, "*.log", true);
+    cfg.checkpoint_interval_ms = 3_600_000;
+    let lines: Lines = Default::default();
+    let running = topology(&cfg, &data, Box::new(Collect(lines.clone())))
+        .start()
+        .unwrap();
+    wait_for(&lines, 1);
+    append(&logs.join("b.log"), 1..2);
+    wait_for(&lines, 2);
+    let store = sluicebox::source::file::checkpoint::Store::new(&data.join("source-files"));
+    let b = logs.join("b.log").display().to_string();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !store.load().checkpoint.files.iter().any(|e| e.path == b) {
+        assert!(Instant::now() < until, "{:?}", store.load().checkpoint);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.stop().unwrap();
+}
+
 /// Child mode of the torture test: runs the source into a fsyncing file sink until killed.
 #[test]
 fn torture_child() {
-    let Ok(dir) = std::env::var("SLUICEBOX_TORTURE_CHILD") else {
+    let Ok(dir) = std::env::var(torture::CHILD_ENV) else {
         return; // only meaningful when spawned by `kill9_torture`
     };
     let dir = PathBuf::from(dir);
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("out.ndjson"))
+        .open(torture::out_path(&dir))
         .unwrap();
     let cfg = config(&dir.join("logs"), "app.log*", true);
-    let running = topology(&cfg, &dir.join("data"), Box::new(FileSink(out)))
+    let running = topology(&cfg, &dir.join("data"), Box::new(torture::FileSink(out)))
         .start()
         .unwrap();
     running.wait().unwrap();
 }
 
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_child(dir: &Path) -> Kill {
-    let exe = std::env::current_exe().unwrap();
-    Kill(
-        std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "tail::torture_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SLUICEBOX_TORTURE_CHILD", dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// Writes lines with rotation (rename + create, or copytruncate) while SIGKILLing the reader
-/// at pseudo-random moments;
-/// every line must arrive at least once. Rounds: `SLUICEBOX_TORTURE_ROUNDS` (default 5).
+/// Writes lines into `app.log` while rotating (rename + create, copytruncate), deleting
+/// rotated files and the live one (a new file of the same name follows) at random moments,
+/// and SIGKILLs the reader at random moments. Rounds (kills): `SLUICEBOX_TORTURE_ROUNDS`
+/// (default 5); a last round writes without a kill. Every line the reader had a chance to
+/// read arrives at least once (see `torture` for what is excused), every duplicate is one
+/// the checkpoint at its kill did not cover, deleted files' entries leave the checkpoint,
+/// and no run panics.
 #[test]
 fn kill9_torture() {
-    let rounds: u32 = std::env::var("SLUICEBOX_TORTURE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds = torture::rounds(5);
     let d = tempfile::tempdir().unwrap();
     let logs = d.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let log = logs.join("app.log");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut rand = move |m: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) % m
-    };
-    let (mut n, mut rotations, mut copytruncates) = (0u32, 0u32, 0u32);
+    let mut rng = torture::Rng::new();
+    let mut ledger = torture::Ledger::new(d.path(), &d.path().join("data/source-files"), |l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        u32::try_from(v["n"].as_u64()?).ok()
+    });
+    let (mut renames, mut copytruncates, mut live_deleted) = (0u32, 0u32, 0u32);
+    let mut rotated: Vec<PathBuf> = Vec::new();
     // What happened when (the line count then), to explain a loss.
     let mut history: Vec<(u32, String)> = Vec::new();
-    let mut child = spawn_child(d.path());
-    for _ in 0..rounds {
-        let until = Instant::now() + Duration::from_millis(200 + rand(800));
+    let mut child = torture::Child::spawn("tail::torture_child", d.path(), 0);
+    for round in 0..=rounds {
+        let until = Instant::now() + Duration::from_millis(200 + rng.below(800));
         while Instant::now() < until {
-            append(&log, n..n + 20);
-            n += 20;
-            if rand(10) == 0 {
-                rotations += 1;
-                let rotated = logs.join(format!("app.log.{rotations}"));
-                if rand(2) == 0 {
-                    history.push((n, format!("rename to app.log.{rotations}")));
-                    std::fs::rename(&log, rotated).unwrap();
-                } else {
-                    history.push((n, format!("copytruncate to app.log.{rotations}")));
-                    // copytruncate (the writer waits, as logrotate's copy is quicker than
-                    // the next line here; lines in neither are lost by the writer, not us).
-                    std::fs::copy(&log, rotated).unwrap();
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&log)
-                        .unwrap()
-                        .set_len(0)
-                        .unwrap();
+            let n = ledger.lines();
+            let chunk: Vec<(Option<u32>, Vec<u8>)> = (n..n + 20)
+                .map(|i| (Some(i), format!("{{\"n\":{i}}}\n").into_bytes()))
+                .collect();
+            ledger.append(&log, &chunk);
+            let n = ledger.lines();
+            match rng.below(40) {
+                0 | 1 => {
+                    let to = logs.join(format!("app.log.{}", renames + copytruncates + 1));
+                    history.push((n, format!("rename to {}", to.display())));
+                    ledger.rename(&log, &to);
+                    rotated.push(to);
+                    renames += 1;
+                }
+                2 | 3 => {
+                    let to = logs.join(format!("app.log.{}", renames + copytruncates + 1));
+                    history.push((n, format!("copytruncate to {}", to.display())));
+                    ledger.copytruncate(&log, &to);
+                    rotated.push(to);
                     copytruncates += 1;
                 }
+                4 | 5 if !rotated.is_empty() => {
+                    let i = rng.below(rotated.len() as u64) as usize;
+                    if ledger.delete(&rotated[i], &child) {
+                        history.push((n, format!("delete {}", rotated[i].display())));
+                        rotated.swap_remove(i);
+                    }
+                }
+                6 if ledger.delete(&log, &child) => {
+                    history.push((n, "delete app.log".into()));
+                    live_deleted += 1;
+                }
+                _ => {}
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        // SIGKILL (Child::kill sends SIGKILL on unix), then restart.
-        history.push((n, "kill -9, restart".to_string()));
-        drop(child);
-        child = spawn_child(d.path());
+        if round < rounds {
+            if rng.below(2) == 0 {
+                // Half the kills fall right after a write and a rotation: the rotated
+                // file's (or the copy's) end is not read yet.
+                let n = ledger.lines();
+                let chunk: Vec<(Option<u32>, Vec<u8>)> = (n..n + 20)
+                    .map(|i| (Some(i), format!("{{\"n\":{i}}}\n").into_bytes()))
+                    .collect();
+                ledger.append(&log, &chunk);
+                let to = logs.join(format!("app.log.{}", renames + copytruncates + 1));
+                if rng.below(2) == 0 {
+                    history.push((n + 20, format!("rename to {}", to.display())));
+                    ledger.rename(&log, &to);
+                    renames += 1;
+                } else {
+                    history.push((n + 20, format!("copytruncate to {}", to.display())));
+                    ledger.copytruncate(&log, &to);
+                    copytruncates += 1;
+                }
+                rotated.push(to);
+            }
+            history.push((ledger.lines(), "kill -9, restart".to_string()));
+            ledger.kill(child);
+            child = torture::Child::spawn("tail::torture_child", d.path(), round + 1);
+        }
     }
-    let out = d.path().join("out.ndjson");
-    let until = Instant::now() + Duration::from_secs(60);
-    let (counts, dups) = loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let mut counts = vec![0u32; n as usize];
-        for l in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(l).expect("whole lines only");
-            counts[v["n"].as_u64().unwrap() as usize] += 1;
-        }
-        let dups: u32 = counts.iter().map(|c| c.saturating_sub(1)).sum();
-        if counts.iter().all(|&c| c > 0) || Instant::now() > until {
-            break (counts, dups);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let o = ledger.settle(Duration::from_secs(60));
+    let stale = ledger.stale_checkpoint_entries(Duration::from_secs(30));
+    let crashed = child.exited();
     drop(child);
-    let missing: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] == 0).collect();
+    let panics = torture::panics(d.path());
     eprintln!(
-        "torture: {rounds} kills, {n} lines, {rotations} rotations ({copytruncates} by copytruncate), {dups} duplicates ({:.2}%), missing {}",
-        100.0 * f64::from(dups) / f64::from(n.max(1)),
-        missing.len()
+        "torture (file, seed {}): {rounds} kills, {} lines, {renames} renames, {copytruncates} copytruncates, \
+         {} files deleted ({live_deleted} live, {} postponed), lost {}, excused {}, {} duplicates ({:.2}%, \
+         at most {} per restart, {} within a run), unexplained duplicates {}, stale checkpoint entries {stale}",
+        rng.seed,
+        o.lines,
+        ledger.deleted,
+        ledger.postponed,
+        o.lost.len(),
+        o.excused,
+        o.duplicates,
+        100.0 * f64::from(o.duplicates) / f64::from(o.lines.max(1)),
+        o.max_per_restart,
+        o.within_run,
+        o.unexplained.len(),
     );
-    if let Some(&first) = missing.first() {
+    torture::keep_on_failure(
+        !(o.lost.is_empty() && o.unparsed.is_empty() && o.unexplained.is_empty()),
+        d,
+        &ledger,
+    );
+    if let Some(&first) = o.lost.first() {
         let near: Vec<&(u32, String)> = history
             .iter()
-            .filter(|(at, _)| (*at as usize).abs_diff(first) < 400)
+            .filter(|(at, _)| at.abs_diff(first) < 400)
             .collect();
-        let mut holders = Vec::new();
-        for e in std::fs::read_dir(&logs).unwrap().flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            if text.contains(&format!("{{\"n\":{first}}}")) {
-                holders.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
         panic!(
-            "lost lines: {:?}; around the first: {near:?}; files holding it: {holders:?}",
-            &missing[..missing.len().min(20)]
+            "lost lines: {:?}; around the first: {near:?}; files holding it: {:?}",
+            &o.lost[..o.lost.len().min(20)],
+            ledger.whereabouts(first)
         );
     }
-    // Bound: a kill replays at most what was delivered after the last checkpoint (written
-    // every 100 ms) plus what was in flight: far below one round's lines per kill.
-    assert!(dups <= n / 2, "{dups} duplicates of {n}");
+    assert!(
+        o.unparsed.is_empty(),
+        "torn or garbled output: {:?}",
+        &o.unparsed[..o.unparsed.len().min(5)]
+    );
+    assert!(
+        o.unexplained.is_empty(),
+        "duplicates the checkpoint covered: {:?}",
+        &o.unexplained[..o.unexplained.len().min(20)]
+    );
+    assert!(panics.is_empty(), "{panics:?}");
+    assert!(!crashed, "the last reader exited on its own");
+    assert_eq!(stale, 0, "checkpoint entries of deleted files left behind");
 }

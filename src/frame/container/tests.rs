@@ -275,6 +275,72 @@ fn the_position_never_passes_an_open_group() {
     assert_eq!(s2.origins[1].1, p1.len() as u64);
 }
 
+/// Regression (found by `kubernetes::kubernetes_kill9_torture`): a group that closed while
+/// a group of the other stream was open used to let the position jump to the second
+/// group's start, which lies before the first group's last fragment; a restart from there
+/// emitted that fragment alone, half a message. Every position the decoder reports must be
+/// one a restart reads only whole messages from.
+#[test]
+fn the_position_never_splits_overlapping_groups() {
+    let lines = [
+        "2026-12-05T10:00:00Z stdout F before\n",
+        "2026-12-05T10:00:00Z stderr P one-a \n",
+        "2026-12-05T10:00:00Z stdout P two-a \n",
+        "2026-12-05T10:00:00Z stderr F one-b\n",
+        "2026-12-05T10:00:00Z stdout P two-b \n",
+        "2026-12-05T10:00:00Z stderr P three-a \n",
+        "2026-12-05T10:00:00Z stdout F two-c\n",
+        "2026-12-05T10:00:00Z stderr F three-b\n",
+        "2026-12-05T10:00:00Z stdout F after\n",
+    ];
+    let whole = [
+        "before",
+        "one-a one-b",
+        "two-a two-b two-c",
+        "three-a three-b",
+        "after",
+    ];
+    let all = lines.concat();
+    // One line per decode call: a position is reported after every batch.
+    let mut d = decoder(ContainerFormat::Cri, false);
+    let mut b = Batch::new();
+    let mut s = Sent::default();
+    for line in lines {
+        let mut input = line.as_bytes();
+        while d.decode(&mut input, &mut b) {
+            s.take(&d, &mut b);
+            b = Batch::new();
+        }
+    }
+    let got: Vec<&str> = s
+        .events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "before",
+            "one-a one-b",
+            "two-a two-b two-c",
+            "three-a three-b",
+            "after"
+        ]
+    );
+    // While the chain of overlapping groups is open, the position waits at its first line.
+    let chain_start = lines[0].len() as u64;
+    assert_eq!(s.ends[..3], [chain_start; 3], "{:?}", s.ends);
+    assert_eq!(*s.ends.last().unwrap(), all.len() as u64);
+    for &end in &s.ends {
+        let mut again = ContainerDecoder::new(framer(end), ContainerSettings::default(), "f");
+        let r = run(&mut again, &[&all.as_bytes()[end as usize..]]);
+        for e in &r.events {
+            let m = e["message"].as_str().unwrap();
+            assert!(whole.contains(&m), "restart at {end}: {m:?}");
+        }
+    }
+}
+
 #[test]
 fn a_dangling_partial_is_flushed_after_the_timeout() {
     let settings = ContainerSettings {

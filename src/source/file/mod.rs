@@ -6,13 +6,17 @@
 //! file. A truncation (the file got shorter, or the 64 bytes before the read position
 //! changed) starts a new generation from 0; the lines not read yet are then read from the
 //! copy a copytruncate left in the same directory (same head, same bytes before the read
-//! position), on the old generation's stream. The reader runs on one blocking thread and
+//! position), on the old generation's stream. A checkpointed file renamed in its directory to
+//! a name the globs do not match (the kubelet's `0.log` -> `0.log.<timestamp>`) is found
+//! again by its inode after a restart and read on from its checkpoint; a file just opened is
+//! checkpointed at once, so that holds from its first scan. The reader runs on one blocking thread and
 //! reads files round-robin, one bounded chunk per file per round, so a busy file cannot
 //! starve the others.
 //!
 //! Cost: one open descriptor per followed file (until `rotate_wait_secs` after it was
 //! rotated away or deleted), one `stat` per matched path per `glob_interval_ms`, one `fstat`
-//! per file per round, and a small checkpoint write (two `fsync`s) per `checkpoint_interval_ms`.
+//! per file per round, and a small checkpoint write (two `fsync`s) per `checkpoint_interval_ms`
+//! and per scan that opened a file.
 
 pub mod checkpoint;
 pub mod identity;
@@ -319,8 +323,10 @@ impl Tail {
         })
     }
 
-    /// Expands the globs, opens new files, notices rotated-away and deleted ones.
-    fn scan(&mut self) {
+    /// Expands the globs, opens new files, notices rotated-away and deleted ones. Returns
+    /// whether it opened a file.
+    fn scan(&mut self) -> bool {
+        let before = self.files.len();
         let mut seen: HashSet<(u64, u64)> = HashSet::new();
         let patterns = self.src.include.clone();
         for pat in &patterns {
@@ -389,7 +395,64 @@ impl Tail {
                 t.gone_since = Some(Instant::now());
             }
         }
+        if self.first_scan {
+            self.recover_renamed(&seen);
+        }
         self.first_scan = false;
+        self.files.len() > before
+    }
+
+    /// At the first scan: a checkpointed file the globs no longer match because it was
+    /// renamed in its directory (kubelet's `0.log` -> `0.log.20261206-101010`, while the
+    /// agent was down or before it had read and delivered the file's end) is found again by
+    /// its (device, inode) and read on from the saved offset, under the name it was followed
+    /// by, then let go like any rotated-away file. Costs one directory listing per directory
+    /// of such entries, once.
+    fn recover_renamed(&mut self, seen: &HashSet<(u64, u64)>) {
+        let mut dirs: HashMap<PathBuf, Vec<(u64, u64)>> = HashMap::new();
+        for (id, e) in &self.saved {
+            if let Some(dir) = Path::new(&e.path).parent()
+                && !seen.contains(id)
+            {
+                dirs.entry(dir.to_path_buf()).or_default().push(*id);
+            }
+        }
+        for (dir, ids) in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue; // gone with its directory (a deleted pod): nothing to read
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let id = (meta.dev(), meta.ino());
+                if !meta.is_file() || !ids.contains(&id) {
+                    continue;
+                }
+                let Some(e) = self.saved.remove(&id) else {
+                    continue;
+                };
+                let path = entry.path();
+                let Ok(file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                let opened = file.metadata().map(|m| (m.dev(), m.ino()));
+                if opened.ok() != Some(id) {
+                    continue; // replaced between the listing and the open
+                }
+                let Ok(Verdict::Resume(start)) =
+                    identity::check(&file, e.head_hash, e.head_len, e.offset, e.marker)
+                else {
+                    continue; // the inode holds another file now
+                };
+                tracing::info!(source = self.cx.name(), path = %path.display(),
+                    was = %e.path, offset = start,
+                    "renamed since the checkpoint: reading the rest of it");
+                let mut t = self.tracked(PathBuf::from(&e.path), file, id, start, 0);
+                t.gone_since = Some(Instant::now());
+                self.files.push(t);
+            }
+        }
     }
 
     fn open(&mut self, path: PathBuf, meta: std::fs::Metadata) {
@@ -718,7 +781,10 @@ impl Tail {
     fn run(mut self) -> Result<()> {
         let glob_every = Duration::from_millis(self.src.cfg.glob_interval_ms);
         let ckpt_every = Duration::from_millis(self.src.cfg.checkpoint_interval_ms);
-        self.scan();
+        // A file just opened is checkpointed at once, not an interval later: once it is in
+        // the checkpoint, a restart finds it again even if it was renamed out of the globs'
+        // sight meanwhile (`recover_renamed`).
+        let mut opened = self.scan();
         let (mut last_glob, mut last_ckpt) = (Instant::now(), Instant::now());
         // Idle rounds sleep 1 ms, then twice as long each round up to 50 ms: a writer that
         // just paused is picked up within a millisecond or two, an idle node costs a round
@@ -749,13 +815,14 @@ impl Tail {
                 return Ok(());
             }
             if last_glob.elapsed() >= glob_every {
-                self.scan();
+                opened |= self.scan();
                 self.reap();
                 last_glob = Instant::now();
             }
-            if last_ckpt.elapsed() >= ckpt_every {
+            if opened || last_ckpt.elapsed() >= ckpt_every {
                 self.checkpoint();
                 last_ckpt = Instant::now();
+                opened = false;
             }
             if progress == 0 {
                 std::thread::sleep(idle);
