@@ -90,6 +90,7 @@ struct Families {
     up: Family<ComponentLabels, Gauge>,
     es_items: Family<ClassLabels, Counter>,
     encode_seconds: Family<ComponentLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    parse_seconds: Family<ComponentLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     kafka_lag: Family<PartitionLabels, Gauge>,
     kafka_committed: Family<PartitionLabels, Gauge>,
     kafka_commit_seconds: Family<ComponentLabels, Histogram, fn() -> Histogram>,
@@ -145,6 +146,7 @@ impl Metrics {
             up: Family::default(),
             es_items: Family::default(),
             encode_seconds: Family::default(),
+            parse_seconds: Family::default(),
             kafka_lag: Family::default(),
             kafka_committed: Family::default(),
             kafka_commit_seconds: Family::new_with_constructor(commit_histogram),
@@ -244,6 +246,11 @@ impl Metrics {
             f.encode_seconds.clone(),
         );
         r.register(
+            "source_parse_seconds",
+            "Seconds the workers spent validating a source's events (the parse stage), filters not included",
+            f.parse_seconds.clone(),
+        );
+        r.register(
             "kafka_consumer_lag_messages",
             "Messages of a partition past the delivered prefix: high watermark (as last fetched) minus the offset to commit",
             f.kafka_lag.clone(),
@@ -328,6 +335,7 @@ impl Metrics {
             wasm_call_seconds: f.wasm_call_seconds.get_or_create_owned(&l),
             retries: f.retries.get_or_create_owned(&l),
             encode_seconds: f.encode_seconds.get_or_create_owned(&l),
+            parse_seconds: f.parse_seconds.get_or_create_owned(&l),
             up: f.up.get_or_create_owned(&l),
             created: f.created.get_or_create_owned(&l),
         }
@@ -488,6 +496,9 @@ pub struct ComponentMetrics {
     pub retries: Counter,
     /// `sink_encode_seconds_total` (sinks that build requests: elasticsearch).
     pub encode_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// `source_parse_seconds_total` (sources: the workers' parse stage, two clock reads per
+    /// batch).
+    pub parse_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// `component_up`.
     pub up: Gauge,
     /// `component_created_events_total`.

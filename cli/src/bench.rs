@@ -657,6 +657,13 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         outln!("{obj}");
         return Ok(());
     }
+    let m = machine();
+    outln!(
+        "machine: {}, {} cores, parse stage SIMD: {}",
+        m["cpu"].as_str().unwrap_or("unknown"),
+        m["cores"],
+        m["simd"].as_str().unwrap_or("unknown")
+    );
     outln!(
         "{:<32} {:>14} {:>10} {:>10}  note",
         "scenario",
@@ -764,6 +771,7 @@ fn machine() -> serde_json::Value {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
+        "simd": sluicebox::parse::simd_level(),
         "sluicebox": env!("CARGO_PKG_VERSION"),
     })
 }

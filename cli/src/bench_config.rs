@@ -27,7 +27,9 @@ pub(crate) struct ConfigBench {
     pub(crate) encode_secs: Vec<f64>,
 }
 
-/// One round's report, filter seconds per component, and seconds from start to drained.
+/// One round: the report, seconds per component of each kind's own work (transforms: the
+/// filter calls; sources: the parse stage on the workers; sinks: building requests and
+/// reading replies), and seconds from start to drained.
 type Round = (RunReport, Vec<(String, f64)>, f64);
 
 impl ConfigBench {
@@ -120,7 +122,21 @@ impl ConfigBench {
             return Err(Fail::usage(format!("{c}: {e}")));
         }
         let text = metrics.render();
-        let filter_secs = filter_seconds(&text);
+        let mut own_secs: Vec<(String, f64)> = Vec::new();
+        for (prefix, kind) in [
+            ("wasm_filter_call_seconds_sum{", "transform"),
+            ("source_parse_seconds_total{", "source"),
+            ("sink_encode_seconds_total{", "sink"),
+        ] {
+            own_secs.extend(
+                seconds_per_component(&text, prefix)
+                    .into_iter()
+                    // Every component has each family's series; zero means none of that work.
+                    .filter(|(_, s)| *s > 0.0)
+                    .map(|(n, s)| (format!("{kind}/{n}"), s)),
+            );
+        }
+        let filter_secs = own_secs;
         self.encode_secs.push(
             text.lines()
                 .filter(|l| l.starts_with("sink_encode_seconds_total{"))
@@ -141,13 +157,15 @@ impl ConfigBench {
             "kind", "component", "received", "sent", "discarded", "dead", "ns/event"
         )];
         let mut json = Vec::new();
-        let mut in_filters = 0.0;
+        let (mut in_filters, mut in_parse) = (0.0, 0.0);
         for c in &report.components {
-            let fsecs = filter_secs
-                .iter()
-                .find(|(n, _)| *n == c.name && c.kind == "transform")
-                .map(|(_, s)| *s);
-            in_filters += fsecs.unwrap_or(0.0);
+            let key = format!("{}/{}", c.kind, c.name);
+            let fsecs = filter_secs.iter().find(|(n, _)| *n == key).map(|(_, s)| *s);
+            match c.kind.as_str() {
+                "transform" => in_filters += fsecs.unwrap_or(0.0),
+                "source" => in_parse += fsecs.unwrap_or(0.0),
+                _ => {}
+            }
             let ns = fsecs.map(|s| s * 1e9 / c.received.max(1) as f64);
             lines.push(format!(
                 "{:<10} {:<20} {:>10} {:>10} {:>10} {:>10} {:>12}",
@@ -162,28 +180,38 @@ impl ConfigBench {
             json.push(serde_json::json!({
                 "kind": c.kind, "component": c.name, "received": c.received, "sent": c.sent,
                 "discarded": c.discarded, "dead_lettered": c.dead_lettered,
-                "filter_ns_per_event": ns,
+                "own_ns_per_event": ns,
             }));
         }
-        let rest = (secs - in_filters).max(0.0);
+        lines.push(
+            "ns/event: a transform's filter calls, a source's parse stage (on the workers), a \
+             sink's building of requests and reading of replies (elasticsearch); per event it \
+             received"
+                .to_string(),
+        );
+        let per = |x: f64| x * 1e9 / events.max(1) as f64;
+        let rest = (secs - in_filters - in_parse).max(0.0);
         lines.push(format!(
-            "whole graph: {:.1} ns/event over {events} events; in filters {:.1}, the rest (read, frame, parse, route, sinks) {:.1}",
-            secs * 1e9 / events.max(1) as f64,
-            in_filters * 1e9 / events.max(1) as f64,
-            rest * 1e9 / events.max(1) as f64,
+            "whole graph: {:.1} ns/event over {events} events; parse {:.1}, filters {:.1}, the \
+             rest (read, frame, route, sinks, waiting) {:.1}",
+            per(*secs),
+            per(in_parse),
+            per(in_filters),
+            per(rest),
         ));
         (
             lines,
-            serde_json::json!({"components": json, "seconds": secs, "filter_seconds": in_filters}),
+            serde_json::json!({"components": json, "seconds": secs, "filter_seconds": in_filters, "parse_seconds": in_parse}),
         )
     }
 }
 
-/// Sums `wasm_filter_call_seconds_sum` per `component_id` from the OpenMetrics text.
-fn filter_seconds(text: &str) -> Vec<(String, f64)> {
+/// Sums the samples whose line starts with `prefix` (a metric name and `{`) per
+/// `component_id`, from the OpenMetrics text.
+fn seconds_per_component(text: &str, prefix: &str) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("wasm_filter_call_seconds_sum{") else {
+        let Some(rest) = line.strip_prefix(prefix) else {
             continue;
         };
         let Some(id) = rest
@@ -215,7 +243,7 @@ mod tests {
             wasm_filter_call_seconds_count{component_id=\"drop\",component_kind=\"transform\",component_type=\"wasm\"} 3\n\
             wasm_filter_call_seconds_sum{component_id=\"tag\",component_kind=\"transform\",component_type=\"wasm\"} 0.25\n";
         assert_eq!(
-            filter_seconds(text),
+            seconds_per_component(text, "wasm_filter_call_seconds_sum{"),
             vec![("drop".to_string(), 0.5), ("tag".to_string(), 0.25)]
         );
     }

@@ -303,5 +303,10 @@ fn bench_config_measures_a_users_pipeline() {
     let routed = get("errors")["sent"].as_u64().unwrap() + get("rest")["sent"].as_u64().unwrap();
     assert!(dropped > 0);
     assert_eq!(dropped + routed, 3000);
-    assert!(get("by_level")["filter_ns_per_event"].as_f64().unwrap() > 0.0);
+    assert!(get("by_level")["own_ns_per_event"].as_f64().unwrap() > 0.0);
+    // The source's own time is its parse stage; a blackhole sink has none.
+    assert!(get("logs")["own_ns_per_event"].as_f64().unwrap() > 0.0);
+    assert!(get("archive")["own_ns_per_event"].is_null());
+    assert!(v["graph"]["parse_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["machine"]["simd"], sluicebox::parse::simd_level());
 }

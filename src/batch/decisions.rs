@@ -220,6 +220,10 @@ pub(crate) fn check_decisions(
         last = r.event;
         let v = Verdict::from_u8(verdicts[r.event as usize]).unwrap_or(Verdict::Keep);
         let utf8 = |what: &str, b: &[u8]| {
+            // Paths and names are short and nearly always ASCII: checked inline.
+            if b.is_ascii() {
+                return Ok(());
+            }
             std::str::from_utf8(b)
                 .map(|_| ())
                 .map_err(|e| DecisionError(format!("event {}: {what} is not UTF-8: {e}", r.event)))

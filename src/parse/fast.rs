@@ -32,8 +32,23 @@ pub(crate) enum Level {
     Avx512,
 }
 
-/// The best stage 1 this CPU supports (detected once and cached by the standard library).
+/// The stage 1 this process runs: the best this CPU supports, or a lower one named by the
+/// environment variable `SLUICEBOX_SIMD` (`avx2`, or `scalar` for none), so that both
+/// instruction sets can be measured side by side on one machine. Read once per process.
 pub(crate) fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let best = detected();
+        match std::env::var("SLUICEBOX_SIMD").as_deref() {
+            Ok("scalar") => Level::None,
+            Ok("avx2") if best != Level::None => Level::Avx2,
+            _ => best,
+        }
+    })
+}
+
+/// The best stage 1 this CPU supports (the standard library caches the detection).
+fn detected() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;

@@ -171,6 +171,17 @@ pub struct Parser {
     scalar_structurals: Vec<u32>,
 }
 
+/// The SIMD instruction set the parse stage runs on this machine: `"avx512bw"`, `"avx2"`,
+/// or `"scalar"` (no fast path). `SLUICEBOX_SIMD=avx2` or `=scalar` lowers it, to compare
+/// instruction sets on one machine. Benchmark figures should be quoted with it.
+pub fn simd_level() -> &'static str {
+    match fast::level() {
+        fast::Level::Avx512 => "avx512bw",
+        fast::Level::Avx2 => "avx2",
+        fast::Level::None => "scalar",
+    }
+}
+
 impl Parser {
     /// A parser that accepts nesting up to `max_depth` and keeps at most `raw_max` bytes of a
     /// rejected line in its dead letter.

@@ -154,8 +154,10 @@ impl SourceRunner {
             count: 0,
         };
         let framed = batch.stats.received;
+        let started = std::time::Instant::now();
         self.stage.parse(&mut batch);
         let m = &self.source_metrics;
+        m.parse_seconds.inc_by(started.elapsed().as_secs_f64());
         m.received_events.inc_by(framed);
         m.received_bytes.inc_by(batch.stats.bytes_in);
         m.dead_letters.inc_by(batch.dead.len() as u64);
