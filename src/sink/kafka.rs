@@ -75,6 +75,8 @@ fn default_retry_max() -> u64 {
 
 /// How long a batch waits for more records before it is sent.
 const LINGER: Duration = Duration::from_millis(5);
+/// The longest timeout or backoff accepted, in ms: Kafka's are 32-bit.
+const MAX_TIMEOUT_MS: u64 = i32::MAX as u64;
 
 /// Configuration of a `kafka` sink.
 #[derive(Deserialize, Debug, Clone)]
@@ -140,6 +142,21 @@ impl KafkaSinkConfig {
                 "`one` is not supported with the idempotent producer; use `all`".into(),
             ));
         }
+        // Kafka's own timeouts are 32-bit milliseconds (about 24.8 days); nothing longer
+        // means anything to a broker, and the arithmetic below stays in range.
+        for (key, ms) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("delivery_timeout_ms", self.delivery_timeout_ms),
+            ("retry_initial_ms", self.retry_initial_ms),
+            ("retry_max_ms", self.retry_max_ms),
+        ] {
+            if ms > MAX_TIMEOUT_MS {
+                return Err(bad(
+                    key,
+                    format!("{ms} is above the most Kafka allows ({MAX_TIMEOUT_MS} ms)"),
+                ));
+            }
+        }
         if self.request_timeout_ms == 0 {
             return Err(bad("request_timeout_ms", "must be above 0".into()));
         }
@@ -151,7 +168,8 @@ impl KafkaSinkConfig {
                 format!(
                     "must be at least request_timeout_ms + {} ({})",
                     LINGER.as_millis(),
-                    self.request_timeout_ms + LINGER.as_millis() as u64
+                    self.request_timeout_ms
+                        .saturating_add(LINGER.as_millis() as u64)
                 ),
             ));
         }
@@ -834,5 +852,19 @@ mod tests {
         .unwrap();
         let e = c.build(&cx).err().expect("max below initial").to_string();
         assert!(e.contains("`retry_max_ms`"), "{e}");
+        for key in [
+            "request_timeout_ms",
+            "delivery_timeout_ms",
+            "retry_initial_ms",
+            "retry_max_ms",
+        ] {
+            let c: KafkaSinkConfig = toml::from_str(&format!(
+                "brokers = [\"127.0.0.1:1\"]\ntopic = \"t\"\n{key} = {}",
+                i64::MAX
+            ))
+            .unwrap();
+            let e = c.build(&cx).err().expect("out of range").to_string();
+            assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+        }
     }
 }

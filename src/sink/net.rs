@@ -55,7 +55,7 @@ impl Backoff {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let mut d = Duration::from_millis(self.rng % (cap + 1));
+        let mut d = Duration::from_millis(self.rng % cap.saturating_add(1));
         if let Some(h) = hint {
             d = d.max(h.min(Duration::from_millis(self.max_ms)));
         }

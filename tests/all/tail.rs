@@ -252,6 +252,37 @@ fn restart_from_checkpoint_reads_exactly_the_rest() {
     assert_eq!(numbers(&third).len(), 11);
 }
 
+/// A checkpointed file that is now excluded stays unread after a restart: still at its
+/// checkpointed path, it was not renamed, so the first scan's search for files renamed while
+/// the agent was down must leave it alone.
+#[test]
+fn a_checkpointed_file_excluded_after_a_restart_stays_unread() {
+    let d = tempfile::tempdir().unwrap();
+    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+    std::fs::create_dir_all(&logs).unwrap();
+    append(&logs.join("a.log"), 0..2);
+    append(&logs.join("b.log"), 100..102);
+    let cfg = config(&logs, "*.log", false);
+    let first: Lines = Default::default();
+    topology(&cfg, &data, Box::new(Collect(first.clone())))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(numbers(&first), vec![0, 1, 100, 101]);
+    append(&logs.join("a.log"), 2..3);
+    append(&logs.join("b.log"), 102..104);
+    let mut cfg = cfg;
+    cfg.exclude = vec![logs.join("b.log").display().to_string()];
+    let second: Lines = Default::default();
+    topology(&cfg, &data, Box::new(Collect(second.clone())))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(numbers(&second), vec![2]);
+}
+
 #[test]
 fn read_from_end_skips_existing_lines() {
     let d = tempfile::tempdir().unwrap();

@@ -429,10 +429,19 @@ impl Tail {
                 if !meta.is_file() || !ids.contains(&id) {
                     continue;
                 }
+                let path = entry.path();
+                if self
+                    .saved
+                    .get(&id)
+                    .is_some_and(|e| Path::new(&e.path) == path)
+                {
+                    // Not renamed: still at its checkpointed path, so the scan skipped it on
+                    // purpose (excluded, no longer included, or older than ignore_older).
+                    continue;
+                }
                 let Some(e) = self.saved.remove(&id) else {
                     continue;
                 };
-                let path = entry.path();
                 let Ok(file) = std::fs::File::open(&path) else {
                     continue;
                 };
