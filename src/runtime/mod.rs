@@ -526,6 +526,8 @@ impl Topology {
                                 }
                             }
                         }
+                        // Taken: the source may queue another batch while this one runs.
+                        drop(work.queued);
                         let p = runners[work.source].process(work.source, work.batch);
                         if done_tx.send(p).is_err() {
                             break;
@@ -562,6 +564,7 @@ impl Topology {
                     pipeline: self.settings.pipeline.clone(),
                 },
                 budget,
+                crate::source::QUEUED_BATCHES_PER_WORKER * workers as u64,
                 shutdown.clone(),
                 work_tx.clone(),
                 pool_rx.clone(),
