@@ -76,7 +76,7 @@ impl Drop for QueueTicket {
 /// `block` policy; within its in-flight budget). A source that ran further ahead, up to its
 /// whole budget (64 MiB by default), only made the workers read its batches cold from
 /// memory: `runtime.wasm_drop_debug` ran 0.73 of the single-input pipeline with an
-/// unbounded queue, about 1.0 with this bound (docs/RELIABILITY.md has the figures).
+/// unbounded queue, 0.83-0.90 with this bound (README, "Performance", has the figures).
 pub(crate) const QUEUED_BATCHES_PER_WORKER: u64 = 2;
 
 /// Framing settings a source's decoders use.
