@@ -65,6 +65,17 @@ fn wait_for(lines: &Lines, n: usize) {
     }
 }
 
+/// Runs the source over `cfg` (read once) to its end; returns what the sink took.
+fn read_once(cfg: &FileSourceConfig, data: &Path) -> Lines {
+    let lines: Lines = Default::default();
+    topology(cfg, data, Box::new(Collect(lines.clone())))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    lines
+}
+
 fn numbers(lines: &Lines) -> Vec<u32> {
     let mut v: Vec<u32> = lines
         .lock()
@@ -223,32 +234,17 @@ fn restart_from_checkpoint_reads_exactly_the_rest() {
     append(&logs.join("a.log"), 0..5);
     append(&logs.join("b.log"), 100..103);
     let cfg = config(&logs, "*.log", false);
-    let first: Lines = Default::default();
-    topology(&cfg, &data, Box::new(Collect(first.clone())))
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    let first = read_once(&cfg, &data);
     assert_eq!(numbers(&first), vec![0, 1, 2, 3, 4, 100, 101, 102]);
     append(&logs.join("a.log"), 5..8);
-    let second: Lines = Default::default();
-    topology(&cfg, &data, Box::new(Collect(second.clone())))
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    let second = read_once(&cfg, &data);
     assert_eq!(numbers(&second), vec![5, 6, 7]);
     // A corrupt checkpoint with no good copy: reported, and everything is read again.
     let dir = data.join("source-files");
     for e in std::fs::read_dir(&dir).unwrap() {
         std::fs::write(e.unwrap().path(), b"{corrupt").unwrap();
     }
-    let third: Lines = Default::default();
-    topology(&cfg, &data, Box::new(Collect(third.clone())))
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    let third = read_once(&cfg, &data);
     assert_eq!(numbers(&third).len(), 11);
 }
 
@@ -263,12 +259,7 @@ fn a_checkpointed_file_excluded_after_a_restart_stays_unread() {
     append(&logs.join("a.log"), 0..2);
     append(&logs.join("b.log"), 100..102);
     let cfg = config(&logs, "*.log", false);
-    let first: Lines = Default::default();
-    topology(&cfg, &data, Box::new(Collect(first.clone())))
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    let first = read_once(&cfg, &data);
     assert_eq!(numbers(&first), vec![0, 1, 100, 101]);
     append(&logs.join("a.log"), 2..3);
     append(&logs.join("b.log"), 102..104);
