@@ -527,10 +527,14 @@ impl<'de> serde::de::Visitor<'de> for &KeyCheck<'_> {
 
 impl Decoder for ContainerDecoder {
     fn decode(&mut self, input: &mut &[u8], batch: &mut Batch) -> bool {
+        self.decode_chunk(input, batch, true)
+    }
+
+    fn decode_chunk(&mut self, input: &mut &[u8], batch: &mut Batch, idle: bool) -> bool {
         let now = Instant::now();
         // The framer may complete batches even from no new input (lines carried over from
         // a full batch), so it is asked until it takes everything and completes nothing.
-        while self.inner.decode(input, &mut self.scratch) {
+        while self.inner.decode_chunk(input, &mut self.scratch, idle) {
             self.absorb(batch, now);
             let s = &batch.stats;
             if s.received > 0 || !batch.dead.is_empty() {

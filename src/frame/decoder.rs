@@ -25,6 +25,16 @@ pub trait Decoder: Send {
     /// Frames the complete events of `input` into `batch`. See the trait's contract.
     fn decode(&mut self, input: &mut &[u8], batch: &mut Batch) -> bool;
 
+    /// [`Decoder::decode`], with the caller saying whether its input is idle after these
+    /// bytes. A source that reads in chunks passes `idle = false` after a full read (more
+    /// is waiting): an open batch then stays open for the next chunk instead of completing
+    /// at every chunk's end, so batches fill up to their bounds. `decode` is
+    /// `decode_chunk(input, batch, true)`; the default ignores `idle`.
+    fn decode_chunk(&mut self, input: &mut &[u8], batch: &mut Batch, idle: bool) -> bool {
+        let _ = idle;
+        self.decode(input, batch)
+    }
+
     /// The stream has ended: frames what is left into `batch`. Returns whether the batch
     /// holds anything (events, dead letters or counts) to send.
     fn decode_eof(&mut self, batch: &mut Batch) -> bool;
@@ -133,6 +143,10 @@ impl std::fmt::Debug for NdjsonDecoder {
 
 impl Decoder for NdjsonDecoder {
     fn decode(&mut self, input: &mut &[u8], batch: &mut Batch) -> bool {
+        self.decode_chunk(input, batch, true)
+    }
+
+    fn decode_chunk(&mut self, input: &mut &[u8], batch: &mut Batch, idle: bool) -> bool {
         if !self.open {
             self.framer.begin(batch);
             self.open = true;
@@ -146,14 +160,18 @@ impl Decoder for NdjsonDecoder {
             let n = input.len().min(batch.data.len() - start);
             batch.data[start..start + n].copy_from_slice(&input[..n]);
             *input = &input[n..];
-            if self.framer.commit_with(batch, start, n, input.is_empty()) == Need::Done {
+            if self
+                .framer
+                .commit_with(batch, start, n, idle && input.is_empty())
+                == Need::Done
+            {
                 self.open = false;
                 return true;
             }
         }
         // The input is used up: lines framed from bytes carried over from the last batch go
         // now, not when more input comes (a file that is not written again).
-        if self.framer.idle(batch) == Need::Done {
+        if idle && self.framer.idle(batch) == Need::Done {
             self.open = false;
             return true;
         }
@@ -246,7 +264,11 @@ impl std::fmt::Debug for TextDecoder {
 
 impl Decoder for TextDecoder {
     fn decode(&mut self, input: &mut &[u8], batch: &mut Batch) -> bool {
-        let done = self.inner.decode(input, batch);
+        self.decode_chunk(input, batch, true)
+    }
+
+    fn decode_chunk(&mut self, input: &mut &[u8], batch: &mut Batch, idle: bool) -> bool {
+        let done = self.inner.decode_chunk(input, batch, idle);
         if done {
             self.wrap(batch);
         }

@@ -561,11 +561,48 @@ impl Tail {
         }
     }
 
-    /// Reads one chunk of file `i`. Returns (bytes read, keep going); false = shutting down.
+    /// File `i`'s turn: reads chunks of it until a batch has gone or a short read finds
+    /// its end for now, so a file with a backlog sends full batches and each file gets at
+    /// most about one batch per round. Returns (bytes read, keep going); false = shutting
+    /// down.
     fn read_one(&mut self, i: usize) -> (usize, bool) {
-        if self.files[i].done {
-            return (0, true);
+        let mut total = 0;
+        let mut first = true;
+        loop {
+            let (n, go, sent) = self.read_chunk(i, first);
+            total += n;
+            if !go || sent || n < CHUNK {
+                return (total, go);
+            }
+            first = false;
         }
+    }
+
+    /// Reads one chunk of file `i`, first checking (when `check`) whether it was truncated
+    /// in place. Returns (bytes read, keep going, a batch went); false = shutting down.
+    fn read_chunk(&mut self, i: usize, check: bool) -> (usize, bool, bool) {
+        if self.files[i].done {
+            return (0, true, false);
+        }
+        if check && !self.check_truncated(i) {
+            return (0, true, false);
+        }
+        let t = &mut self.files[i];
+        let n = match t.file.read_at(&mut self.buf, t.read_pos) {
+            Ok(n) => n,
+            Err(e) => {
+                let p = t.path.clone();
+                self.report(&p, &format!("read failed: {e}"));
+                return (0, true, false);
+            }
+        };
+        self.read_tail(i, n)
+    }
+
+    /// Whether file `i` can be read on: false when it cannot be (its copy after a
+    /// truncation could not be opened). Detects a truncation in place and starts the file's
+    /// next generation.
+    fn check_truncated(&mut self, i: usize) -> bool {
         // Truncated in place (copytruncate): a new generation from 0. Shorter than what was
         // read, or grown again past it with other bytes where our last read ended
         // (truncated and refilled between two reads: one 64-byte pread per read that
@@ -603,19 +640,17 @@ impl Tail {
             let old = &self.files[i];
             let (path, id, generation) = (old.path.clone(), (old.dev, old.ino), old.generation + 1);
             let Ok(file) = old.file.try_clone() else {
-                return (0, true);
+                return false;
             };
             self.files[i] = self.tracked(path, file, id, 0, generation);
         }
+        true
+    }
+
+    /// Accounts for `n` bytes just read of file `i` into the read buffer and frames them:
+    /// complete batches go. Returns (n, keep going, a batch went).
+    fn read_tail(&mut self, i: usize, n: usize) -> (usize, bool, bool) {
         let t = &mut self.files[i];
-        let n = match t.file.read_at(&mut self.buf, t.read_pos) {
-            Ok(n) => n,
-            Err(e) => {
-                let p = t.path.clone();
-                self.report(&p, &format!("read failed: {e}"));
-                return (0, true);
-            }
-        };
         if t.read_pos < HEAD_BYTES && t.head.len() as u64 == t.read_pos {
             let take = n.min((HEAD_BYTES - t.read_pos) as usize);
             t.head.extend_from_slice(&self.buf[..take]);
@@ -639,21 +674,26 @@ impl Tail {
                     .cx
                     .blocking_send(&t.stream, batch, t.decoder.position())
                 {
-                    return (0, false);
+                    return (0, false, true);
                 }
                 batch = self.cx.batch();
             }
-            return (0, true);
+            return (0, true, true);
         }
         // Complete batches go; what the decoder keeps (a partial line) waits in `open`. An
         // empty read still decodes: lines carried over from the last batch go now.
-        while t.decoder.decode(&mut input, &mut batch) {
+        // A full read means more is waiting: the open batch stays open for it (batches fill
+        // up to their bounds); a short read is the file's end for now, and what is framed goes.
+        let idle = n < CHUNK;
+        let mut sent = false;
+        while t.decoder.decode_chunk(&mut input, &mut batch, idle) {
             if !self
                 .cx
                 .blocking_send(&t.stream, batch, t.decoder.position())
             {
-                return (n, false);
+                return (n, false, true);
             }
+            sent = true;
             batch = self.cx.batch();
         }
         if n == 0 && t.decoder.flush_idle(&mut batch, Instant::now()) {
@@ -662,12 +702,13 @@ impl Tail {
                 .cx
                 .blocking_send(&t.stream, batch, t.decoder.position())
             {
-                return (0, false);
+                return (0, false, true);
             }
+            sent = true;
             batch = self.cx.batch();
         }
         t.open = Some(batch);
-        (n, true)
+        (n, true, sent)
     }
 
     /// After file `i` was truncated in place: a regular file in its directory, not followed
