@@ -150,6 +150,56 @@ fn tail_append_rename_copytruncate() {
     assert!(report.is_balanced());
 }
 
+/// A file with a backlog of many reads goes in full batches (up to the batch bounds), not
+/// one batch per 64 KiB read: followed or read once, every batch but the last holds
+/// `max_batch_events` (1,024 by default) lines.
+#[test]
+fn a_backlog_goes_in_full_batches() {
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+    impl Sink for Sizes {
+        fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+            self.0.lock().unwrap().push(out.len());
+            Ok(Flow::Continue)
+        }
+    }
+    for follow in [true, false] {
+        let d = tempfile::tempdir().unwrap();
+        let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+        std::fs::create_dir_all(&logs).unwrap();
+        // 20,000 lines of about 150 bytes: 3 MB, some 46 reads of 64 KiB.
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text.push_str(&format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(128)));
+        }
+        std::fs::write(logs.join("big.log"), &text).unwrap();
+        let sizes: Arc<Mutex<Vec<usize>>> = Default::default();
+        let running = topology(
+            &config(&logs, "*.log", follow),
+            &data,
+            Box::new(Sizes(sizes.clone())),
+        )
+        .start()
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while sizes.lock().unwrap().iter().sum::<usize>() < 20_000 {
+            assert!(Instant::now() < until, "timed out");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if follow {
+            running.stop().unwrap();
+        } else {
+            running.wait().unwrap();
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 20_000);
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(
+            full.iter().all(|&n| n == 1024) && *last <= 1024,
+            "follow = {follow}: batch sizes {sizes:?}"
+        );
+    }
+}
+
 /// One read that holds several batches of short lines (64 KiB of 8-byte lines), in a file
 /// that is not written again: every line arrives, followed or read once.
 #[test]
