@@ -709,6 +709,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         ("pipeline.wasm_drop_debug", "baseline.simd_json_value", 2.0),
         ("pipeline.wasm_noop", "pipeline.passthrough", 0.97),
         ("runtime.wasm_drop_debug", "pipeline.wasm_drop_debug", 0.97),
+        ("tail.follow_100", "tail.read_once_100", 0.8),
+        // Checkpoints at the default interval cost at most 2%.
+        ("tail.follow_100", "tail.follow_100_no_ckpt", 0.98),
         ("pipeline.wasm_tag_service", "baseline.simd_json_value", 1.5),
         (
             "pipeline.wasm_tag_service",

@@ -29,7 +29,9 @@ pub(crate) enum Mode {
 pub(crate) struct TailBench {
     dir: PathBuf,
     module: PathBuf,
-    chunks: Vec<Vec<u8>>,
+    /// Each file's lines; shared with the writer thread (a clone would copy the corpus
+    /// inside the timed window).
+    chunks: std::sync::Arc<Vec<Vec<u8>>>,
     kept: u64,
     mode: Mode,
 }
@@ -55,7 +57,7 @@ impl TailBench {
         Self {
             dir: dir.to_path_buf(),
             module: module.to_path_buf(),
-            chunks,
+            chunks: std::sync::Arc::new(chunks),
             kept,
             mode,
         }
@@ -70,7 +72,7 @@ impl TailBench {
         let paths: Vec<PathBuf> = (0..FILES)
             .map(|i| logs.join(format!("f{i:03}.log")))
             .collect();
-        for (p, c) in paths.iter().zip(&self.chunks) {
+        for (p, c) in paths.iter().zip(self.chunks.iter()) {
             let body: &[u8] = if self.mode == Mode::ReadOnce { c } else { b"" };
             std::fs::write(p, body).map_err(|e| io("write", e))?;
         }
@@ -105,7 +107,7 @@ impl TailBench {
             return check(&report, self.kept).map(|()| secs);
         }
         // A writer appends each file's lines in 8 pieces, round robin over the files.
-        let chunks = self.chunks.clone();
+        let chunks = std::sync::Arc::clone(&self.chunks);
         let writer = std::thread::spawn(move || -> std::io::Result<()> {
             use std::io::Write;
             let mut files = paths
@@ -113,7 +115,7 @@ impl TailBench {
                 .map(|p| std::fs::OpenOptions::new().append(true).open(p))
                 .collect::<std::io::Result<Vec<_>>>()?;
             for piece in 0..8 {
-                for (f, c) in files.iter_mut().zip(&chunks) {
+                for (f, c) in files.iter_mut().zip(chunks.iter()) {
                     let at = |k: usize| {
                         let mut i = c.len() * k / 8;
                         while i > 0 && i < c.len() && c[i - 1] != b'\n' {
