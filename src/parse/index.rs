@@ -472,6 +472,146 @@ pub(crate) fn full_index(
     }
 }
 
+/// The first top-level member of the JSON object `bytes` whose key is one of `keys`, found
+/// by scanning the bytes themselves: for an event with no structural positions (one a filter
+/// edited), where validating it again only to walk its members would cost far more.
+/// Returns the member's value as [`field_of`]'s arguments. The text is assumed valid (events
+/// leaving the parse stage or the editor are); on any other bytes it returns `None` or some
+/// member, never reads out of bounds, and never panics.
+///
+/// Cost: one pass over the members before the one found (a `memchr2` per string), stopping
+/// there.
+pub(crate) fn first_member_scan(bytes: &[u8], keys: &[&[u8]]) -> Option<(u8, usize, usize)> {
+    let mut hit = None;
+    scan_members(bytes, 0, |key, v| {
+        if keys.iter().any(|k| key_eq(key, k)) {
+            hit = Some(v);
+            return false;
+        }
+        true
+    })?;
+    hit
+}
+
+/// [`lookup`] for an event with no structural positions, by scanning its bytes (see
+/// [`first_member_scan`] for what it assumes). The last of repeated keys wins.
+///
+/// Cost: one pass over the members of each object on the path.
+pub(crate) fn lookup_scan<'a>(bytes: &'a [u8], path: &[u8]) -> Option<FieldRef<'a>> {
+    let mut found: Option<(u8, usize, usize)> = None;
+    for comp in path_components(path) {
+        let at = match found {
+            None => 0,
+            Some((abi::KIND_OBJECT, vs, _)) => vs,
+            Some(_) => return None,
+        };
+        let mut hit = None;
+        scan_members(bytes, at, |key, v| {
+            if key_eq(key, &comp) {
+                hit = Some(v);
+            }
+            true
+        })?;
+        found = Some(hit?);
+    }
+    let (kind, vs, ve) = found?;
+    Some(field_of(bytes, kind, vs, ve))
+}
+
+/// Calls `f` with each member (raw key, and value as kind, start, end) of the object that
+/// opens at or after byte `at` (whitespace first), until `f` returns false. `None` when the
+/// bytes are not an object as far as the scan went.
+fn scan_members(
+    bytes: &[u8],
+    at: usize,
+    mut f: impl FnMut(&[u8], (u8, usize, usize)) -> bool,
+) -> Option<()> {
+    let ws = |mut i: usize| {
+        while bytes.get(i).is_some_and(|&c| is_ws(c)) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(at);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    if bytes.get(i) == Some(&b'}') {
+        return Some(());
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(bytes, i)?;
+        let key = &bytes[i + 1..key_end];
+        i = ws(key_end + 1);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        let vs = ws(i + 1);
+        let c = *bytes.get(vs)?;
+        let ve = match c {
+            b'"' => string_end(bytes, vs)? + 1,
+            b'{' | b'[' => container_end(bytes, vs)?,
+            _ => {
+                let mut e = vs;
+                while bytes
+                    .get(e)
+                    .is_some_and(|&b| !is_ws(b) && !matches!(b, b',' | b'}' | b']'))
+                {
+                    e += 1;
+                }
+                e
+            }
+        };
+        if !f(key, (value_kind(c), vs, ve)) {
+            return Some(());
+        }
+        i = ws(ve);
+        match bytes.get(i) {
+            Some(b',') => i = ws(i + 1),
+            Some(b'}') => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// The index of the quote that closes the string whose opening quote is at `open`.
+fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut j = open + 1;
+    loop {
+        let k = j + memchr::memchr2(b'"', b'\\', bytes.get(j..)?)?;
+        if bytes[k] == b'"' {
+            return Some(k);
+        }
+        // An escape: the next byte is escaped whatever it is (a `\u` sequence's hex digits
+        // hold no quote or backslash).
+        j = k + 2;
+    }
+}
+
+/// The end (exclusive) of the object or array that opens at `open`.
+fn container_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut j = open;
+    loop {
+        match *bytes.get(j)? {
+            b'"' => j = string_end(bytes, j)?,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(j + 1);
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+}
+
 #[inline]
 fn value_kind(c: u8) -> u8 {
     match c {
