@@ -276,6 +276,75 @@ fn copytruncate_reads_the_unread_rest_from_the_copy() {
     assert!(report.is_balanced());
 }
 
+/// copytruncate while the reader holds framed lines it has not sent: a read of 64 KiB fills a
+/// batch half-way through, the batch waits for room in a tiny in-flight budget (the sink
+/// holds the first batch), the file is copied and truncated meanwhile, and the rest of that
+/// read stays in the open batch when the turn ends. Those lines come from the copy, once.
+#[test]
+fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
+    struct Gated {
+        lines: Lines,
+        gate: Arc<std::sync::atomic::AtomicBool>,
+    }
+    impl Sink for Gated {
+        fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+            let mut v = self.lines.lock().unwrap();
+            for e in out.iter() {
+                v.push(String::from_utf8_lossy(e.bytes).into_owned());
+            }
+            drop(v);
+            // The first batch is held (a synchronous sink acknowledges when `write` returns).
+            while !self.gate.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(Flow::Continue)
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("app.log");
+    append(&log, 0..3);
+    let lines: Lines = Default::default();
+    let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut s = RuntimeSettings::default();
+    s.data_dir = Some(data.clone());
+    let src = FileSource::new(&config(&logs, "*.log", true)).unwrap();
+    let running = Topology::new(s)
+        .source(
+            SourceSpec::new("files", "file", Box::new(src))
+                .in_flight(1, sluicebox::source::OverflowPolicy::Block),
+        )
+        .sink(SinkSpec::new(
+            "out",
+            "gated",
+            vec!["files".into()],
+            Box::new(Gated {
+                lines: lines.clone(),
+                gate: gate.clone(),
+            }),
+        ))
+        .start()
+        .unwrap();
+    wait_for(&lines, 3);
+    // 8,000 lines of about 12 bytes: a 64 KiB read holds some 5,400 of them, a batch 1,024.
+    append(&log, 3..8003);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::copy(&log, logs.join("app.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(&lines, 8003);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = running.stop().unwrap();
+    assert_eq!(numbers(&lines), (0..8003).collect::<Vec<_>>());
+    assert!(report.is_balanced());
+}
+
 #[test]
 fn restart_from_checkpoint_reads_exactly_the_rest() {
     let d = tempfile::tempdir().unwrap();

@@ -9,9 +9,10 @@
 //! position), on the old generation's stream. A checkpointed file renamed in its directory to
 //! a name the globs do not match (the kubelet's `0.log` -> `0.log.<timestamp>`) is found
 //! again by its inode after a restart and read on from its checkpoint; a file just opened is
-//! checkpointed at once, so that holds from its first scan. The reader runs on one blocking thread and
-//! reads files round-robin, one bounded chunk per file per round, so a busy file cannot
-//! starve the others.
+//! checkpointed at once, so that holds from its first scan. The reader runs on one blocking
+//! thread and reads files round-robin: a file's turn reads 64 KiB chunks until a batch has
+//! gone, a short read finds its end for now, or 2 MiB were read, so a busy file cannot starve
+//! the others and a backlog goes in full batches.
 //!
 //! Cost: one open descriptor per followed file (until `rotate_wait_secs` after it was
 //! rotated away or deleted), one `stat` per matched path per `glob_interval_ms`, one `fstat`
@@ -37,8 +38,11 @@ use crate::frame::Decoder;
 use checkpoint::{Checkpoint, Entry, Store};
 use identity::{HEAD_BYTES, Verdict};
 
-/// Bytes read from one file per round.
+/// Bytes asked of a file per read.
 const CHUNK: usize = 64 * 1024;
+/// Most reads in one file's turn (2 MiB): twice the default `max_batch_bytes`, so a turn
+/// normally ends when a batch has gone.
+const TURN_CHUNKS: usize = 32;
 
 /// Bytes before the read position kept per file, to recognise its copy after a
 /// copytruncate.
@@ -244,6 +248,9 @@ struct Tracked {
     open: Option<Batch>,
     /// Next byte to read.
     read_pos: u64,
+    /// Where the last batch sent ended (the start, before any): a copytruncate's copy is
+    /// read from here, since lines framed into the open batch are not sent yet.
+    sent: u64,
     generation: u64,
     /// When its path stopped pointing to it (rotated away, deleted).
     gone_since: Option<Instant>,
@@ -548,6 +555,7 @@ impl Tail {
             decoder,
             open: None,
             read_pos: start,
+            sent: start,
             generation,
             gone_since: None,
             done: false,
@@ -571,7 +579,14 @@ impl Tail {
         loop {
             let (n, go, sent) = self.read_chunk(i, first);
             total += n;
-            if !go || sent || n < CHUNK {
+            // A turn also ends after `TURN_CHUNKS` reads (a line longer than the batch
+            // bounds, with no newline for gigabytes, completes no batch) and at shutdown.
+            if !go
+                || sent
+                || n < CHUNK
+                || total >= TURN_CHUNKS * CHUNK
+                || self.cx.shutdown().is_triggered()
+            {
                 return (total, go);
             }
             first = false;
@@ -625,7 +640,7 @@ impl Tail {
             self.cx.metrics().error("file_truncated", "reading");
             // copytruncate: what was written after our last read and before the truncation
             // is only in the copy. Find it, and read it from the last line we sent.
-            let from = self.files[i].decoder.position();
+            let from = self.files[i].sent;
             if let Some((path, file, id)) = self.find_copy(i) {
                 tracing::info!(source = self.cx.name(), path = %self.files[i].path.display(),
                     copy = %path.display(), offset = from,
@@ -670,12 +685,11 @@ impl Tail {
             // The end of a file read once: everything left, in as many batches as it takes.
             t.done = true;
             while t.decoder.decode_eof(&mut batch) {
-                if !self
-                    .cx
-                    .blocking_send(&t.stream, batch, t.decoder.position())
-                {
+                let end = t.decoder.position();
+                if !self.cx.blocking_send(&t.stream, batch, end) {
                     return (0, false, true);
                 }
+                t.sent = end;
                 batch = self.cx.batch();
             }
             return (0, true, true);
@@ -687,23 +701,21 @@ impl Tail {
         let idle = n < CHUNK;
         let mut sent = false;
         while t.decoder.decode_chunk(&mut input, &mut batch, idle) {
-            if !self
-                .cx
-                .blocking_send(&t.stream, batch, t.decoder.position())
-            {
+            let end = t.decoder.position();
+            if !self.cx.blocking_send(&t.stream, batch, end) {
                 return (n, false, true);
             }
+            t.sent = end;
             sent = true;
             batch = self.cx.batch();
         }
         if n == 0 && t.decoder.flush_idle(&mut batch, Instant::now()) {
             // A dangling partial container log line waited past its timeout.
-            if !self
-                .cx
-                .blocking_send(&t.stream, batch, t.decoder.position())
-            {
+            let end = t.decoder.position();
+            if !self.cx.blocking_send(&t.stream, batch, end) {
                 return (0, false, true);
             }
+            t.sent = end;
             sent = true;
             batch = self.cx.batch();
         }
@@ -814,8 +826,11 @@ impl Tail {
                     .metadata()
                     .map(|m| m.len() <= t.read_pos)
                     .unwrap_or(true);
+                // Lines framed into the open batch and not sent yet go at the next read.
+                let all_sent = t.decoder.position() <= t.sent;
                 let waited = g.elapsed();
-                !((waited >= wait && at_eof && t.stream.is_idle()) || waited >= wait * 2)
+                !((waited >= wait && at_eof && all_sent && t.stream.is_idle())
+                    || waited >= wait * 2)
             }
             None => true,
         });
