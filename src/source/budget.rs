@@ -112,6 +112,11 @@ impl Budget {
         true
     }
 
+    /// Takes `n` whether they fit or not (given back by [`Budget::release`] like any other).
+    pub(crate) fn take_anyway(&self, n: u64) {
+        *self.lock() += n;
+    }
+
     /// Gives `n` bytes back.
     pub fn release(&self, n: u64) {
         let mut u = self.lock();

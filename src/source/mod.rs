@@ -309,8 +309,10 @@ impl SourceContext {
                     return false;
                 }
                 if !self.inner.queue.take(1, &self.inner.shutdown).await {
-                    self.inner.budget.release(bytes);
-                    return false;
+                    // Shutting down: the queue's bound is for speed, not memory, so a
+                    // source's last batches (a connection's end) still go, within the
+                    // byte budget.
+                    self.inner.queue.take_anyway(1);
                 }
             }
             OverflowPolicy::DropNewest => {
@@ -332,8 +334,8 @@ impl SourceContext {
                     return false;
                 }
                 if !self.inner.queue.take_blocking(1, &self.inner.shutdown) {
-                    self.inner.budget.release(bytes);
-                    return false;
+                    // As in `send`: shutting down, the queue's bound gives way.
+                    self.inner.queue.take_anyway(1);
                 }
             }
             OverflowPolicy::DropNewest => {
