@@ -345,6 +345,32 @@ fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
     assert!(report.is_balanced());
 }
 
+/// A checkpointed file that a restart skips as older than `ignore_older_secs` keeps its
+/// checkpoint entry: written to again later, it is read on from there, not from its start.
+#[test]
+fn a_file_skipped_as_too_old_keeps_its_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("a.log");
+    append(&log, 0..5);
+    let plain = config(&logs, "*.log", false);
+    assert_eq!(numbers(&read_once(&plain, &data)), vec![0, 1, 2, 3, 4]);
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let mut aging = plain.clone();
+    aging.ignore_older_secs = Some(3600);
+    // Skipped (too old), and the run writes its checkpoint on the way out.
+    assert!(read_once(&aging, &data).lock().unwrap().is_empty());
+    append(&log, 5..8);
+    assert_eq!(numbers(&read_once(&aging, &data)), vec![5, 6, 7]);
+}
+
 #[test]
 fn restart_from_checkpoint_reads_exactly_the_rest() {
     let d = tempfile::tempdir().unwrap();

@@ -804,6 +804,13 @@ impl Tail {
                 marker,
             });
         }
+        // Entries of checkpointed files the scans skip (older than `ignore_older_secs`,
+        // excluded, no longer included) stay while the file is still at its path: written to
+        // again after a later restart, it is read on from there, not from its start. One
+        // `stat` per such entry.
+        self.saved
+            .retain(|id, e| std::fs::metadata(&e.path).is_ok_and(|m| (m.dev(), m.ino()) == *id));
+        c.files.extend(self.saved.values().cloned());
         if let Err(e) = store.save(&c) {
             tracing::warn!(
                 source = self.cx.name(),
