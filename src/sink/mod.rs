@@ -467,4 +467,68 @@ mod tests {
             let _ = ev(broken).field("a.b");
         }
     }
+
+    mod scan_props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON value with keys from a small set (so that paths hit), strings with quotes,
+        /// backslashes and non-ASCII, and nesting up to depth 4.
+        fn value() -> impl Strategy<Value = serde_json::Value> {
+            use serde_json::Value;
+            let key =
+                prop::sample::select(vec!["a", "b", "timestamp", "@timestamp", "a.b", "k\"q"]);
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                (-1e9f64..1e9).prop_map(Value::from),
+                "[a-z\"\\\\/é{}\\[\\],: ]{0,8}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 40, 5, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((key.clone(), inner), 0..5).prop_map(|kv| {
+                        Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            /// On any object (with or without spaces between tokens), the scan of an edited
+            /// event finds what the walk over the parser's positions finds.
+            #[test]
+            fn scan_answers_as_the_walk(
+                members in prop::collection::vec(
+                    (prop::sample::select(vec!["a", "b", "timestamp", "@timestamp", "a.b"]), value()),
+                    0..6,
+                ),
+                pretty in any::<bool>(),
+                path in prop::sample::select(vec![
+                    "a", "b", "timestamp", "@timestamp", "a.b", r"a\.b", "a.a", "b.timestamp", "a.b.a",
+                ]),
+            ) {
+                let obj = serde_json::Value::Object(
+                    members.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                );
+                let text = if pretty {
+                    serde_json::to_vec_pretty(&obj).unwrap()
+                } else {
+                    serde_json::to_vec(&obj).unwrap()
+                };
+                let mut s = Vec::new();
+                crate::parse::scalar::validate(&text, 4096, &mut s).unwrap();
+                let walked = OutEvent { structurals: &s, ..ev(&text) };
+                let scanned = ev(&text);
+                let view = |f: crate::FieldRef<'_>| (f.kind, f.raw.to_vec(), f.start, f.escaped);
+                prop_assert_eq!(scanned.field(path).map(view), walked.field(path).map(view));
+                let keys: &[&[u8]] = &[b"@timestamp", b"timestamp"];
+                prop_assert_eq!(
+                    scanned.first_top_level(keys).map(view),
+                    walked.first_top_level(keys).map(view)
+                );
+            }
+        }
+    }
 }

@@ -42,6 +42,25 @@ fn topology(cfg: &FileSourceConfig, data: &Path, sink: Box<dyn Sink + Send>) -> 
         .sink(SinkSpec::new("out", "collect", vec!["files".into()], sink))
 }
 
+/// A scratch directory with `logs/` (created) and `data/` (the run's data_dir) under it.
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
+    std::fs::create_dir_all(&logs).unwrap();
+    (d, logs, data)
+}
+
+/// logrotate's copytruncate: `log` copied to `copy`, then truncated in place.
+fn copytruncate(log: &Path, copy: &Path) {
+    std::fs::copy(log, copy).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 fn append(p: &Path, lines: std::ops::Range<u32>) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -93,9 +112,7 @@ fn numbers(lines: &Lines) -> Vec<u32> {
 
 #[test]
 fn tail_append_rename_copytruncate() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     let log = logs.join("app.log");
     append(&log, 0..3);
     // A partial last line waits for its newline.
@@ -131,13 +148,7 @@ fn tail_append_rename_copytruncate() {
     append(&log, 7..9);
     wait_for(&lines, 9);
     // copytruncate: copy, truncate in place, go on writing.
-    std::fs::copy(&log, logs.join("app.log.2")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copytruncate(&log, &logs.join("app.log.2"));
     std::thread::sleep(Duration::from_millis(200));
     append(&log, 9..11);
     wait_for(&lines, 11);
@@ -163,9 +174,7 @@ fn a_backlog_goes_in_full_batches() {
         }
     }
     for follow in [true, false] {
-        let d = tempfile::tempdir().unwrap();
-        let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-        std::fs::create_dir_all(&logs).unwrap();
+        let (_d, logs, data) = scratch();
         // 20,000 lines of about 150 bytes: 3 MB, some 46 reads of 64 KiB.
         let mut text = String::new();
         for i in 0..20_000 {
@@ -205,9 +214,7 @@ fn a_backlog_goes_in_full_batches() {
 #[test]
 fn a_read_of_several_batches_delivers_them_all_without_more_input() {
     for follow in [true, false] {
-        let d = tempfile::tempdir().unwrap();
-        let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-        std::fs::create_dir_all(&logs).unwrap();
+        let (_d, logs, data) = scratch();
         let mut text = String::new();
         for i in 0..6000 {
             text.push_str(&format!("{{\"n\":{i}}}\n"));
@@ -240,9 +247,7 @@ fn a_read_of_several_batches_delivers_them_all_without_more_input() {
 /// globs do not match), and are read from it, from the last line sent; nothing twice.
 #[test]
 fn copytruncate_reads_the_unread_rest_from_the_copy() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     let log = logs.join("app.log");
     append(&log, 0..3);
     let lines: Lines = Default::default();
@@ -259,13 +264,7 @@ fn copytruncate_reads_the_unread_rest_from_the_copy() {
         // or all of these lines are read from the copy.
         let base = 3 + round * 3000;
         append(&log, base..base + 2990);
-        std::fs::copy(&log, logs.join(format!("app.log.{round}"))).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        copytruncate(&log, &logs.join(format!("app.log.{round}")));
         std::thread::sleep(Duration::from_millis(300));
         append(&log, base + 2990..base + 3000);
         wait_for(&lines, (base + 3000) as usize);
@@ -300,9 +299,7 @@ fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
             Ok(Flow::Continue)
         }
     }
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     let log = logs.join("app.log");
     append(&log, 0..3);
     let lines: Lines = Default::default();
@@ -330,13 +327,7 @@ fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
     // 8,000 lines of about 12 bytes: a 64 KiB read holds some 5,400 of them, a batch 1,024.
     append(&log, 3..8003);
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::copy(&log, logs.join("app.log.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copytruncate(&log, &logs.join("app.log.1"));
     gate.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_for(&lines, 8003);
     std::thread::sleep(Duration::from_millis(500));
@@ -349,9 +340,7 @@ fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
 /// checkpoint entry: written to again later, it is read on from there, not from its start.
 #[test]
 fn a_file_skipped_as_too_old_keeps_its_checkpoint() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     let log = logs.join("a.log");
     append(&log, 0..5);
     let plain = config(&logs, "*.log", false);
@@ -373,9 +362,7 @@ fn a_file_skipped_as_too_old_keeps_its_checkpoint() {
 
 #[test]
 fn restart_from_checkpoint_reads_exactly_the_rest() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     append(&logs.join("a.log"), 0..5);
     append(&logs.join("b.log"), 100..103);
     let cfg = config(&logs, "*.log", false);
@@ -398,9 +385,7 @@ fn restart_from_checkpoint_reads_exactly_the_rest() {
 /// the agent was down must leave it alone.
 #[test]
 fn a_checkpointed_file_excluded_after_a_restart_stays_unread() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     append(&logs.join("a.log"), 0..2);
     append(&logs.join("b.log"), 100..102);
     let cfg = config(&logs, "*.log", false);
@@ -423,9 +408,7 @@ fn a_checkpointed_file_excluded_after_a_restart_stays_unread() {
 
 #[test]
 fn read_from_end_skips_existing_lines() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     append(&logs.join("a.log"), 0..5);
     let mut cfg = config(&logs, "*.log", true);
     cfg.read_from = sluicebox::source::file::ReadFrom::End;
@@ -445,9 +428,7 @@ fn read_from_end_skips_existing_lines() {
 /// its checkpoint entry goes once it was let go.
 #[test]
 fn a_file_deleted_while_being_read_is_drained_and_its_checkpoint_dropped() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     let log = logs.join("app.log");
     append(&log, 0..1);
     let lines: Lines = Default::default();
@@ -485,9 +466,7 @@ fn a_file_deleted_while_being_read_is_drained_and_its_checkpoint_dropped() {
 /// (kubelet rotation) meanwhile. Found by `kubernetes::kubernetes_kill9_torture`.
 #[test]
 fn a_new_file_is_checkpointed_when_it_is_opened() {
-    let d = tempfile::tempdir().unwrap();
-    let (logs, data) = (d.path().join("logs"), d.path().join("data"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let (_d, logs, data) = scratch();
     append(&logs.join("a.log"), 0..1);
     let mut cfg = config(&logs, "*.log", true);
     cfg.checkpoint_interval_ms = 3_600_000;
