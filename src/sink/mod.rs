@@ -418,30 +418,27 @@ mod tests {
             br#"{}"#,
             b"{\"a\":\"caf\xc3\xa9\",\n\t\"timestamp\":\"2026-01-01\"}",
         ];
+        let view = |f: crate::FieldRef<'_>| (f.kind, f.raw.to_vec(), f.start, f.escaped);
         for &c in cases {
             let mut s = Vec::new();
             crate::parse::scalar::validate(c, 4096, &mut s).unwrap();
             let walked = OutEvent {
                 structurals: &s,
                 ..ev(c)
-            }
-            .first_top_level(keys)
-            .map(|f| (f.kind, f.raw.to_vec(), f.start, f.escaped));
-            let scanned = ev(c)
-                .first_top_level(keys)
-                .map(|f| (f.kind, f.raw.to_vec(), f.start, f.escaped));
-            assert_eq!(scanned, walked, "{}", String::from_utf8_lossy(c));
+            };
+            let scanned = ev(c);
+            let text = String::from_utf8_lossy(c);
+            assert_eq!(
+                scanned.first_top_level(keys).map(view),
+                walked.first_top_level(keys).map(view),
+                "{text}"
+            );
             for path in ["a", "b.c", "b.d", "timestamp", "@timestamp.n", "x.y", "a.b"] {
-                let with = OutEvent {
-                    structurals: &s,
-                    ..ev(c)
-                }
-                .field(path)
-                .map(|f| (f.kind, f.raw.to_vec(), f.start, f.escaped));
-                let without = ev(c)
-                    .field(path)
-                    .map(|f| (f.kind, f.raw.to_vec(), f.start, f.escaped));
-                assert_eq!(without, with, "{path} in {}", String::from_utf8_lossy(c));
+                assert_eq!(
+                    scanned.field(path).map(view),
+                    walked.field(path).map(view),
+                    "{path} in {text}"
+                );
             }
         }
         // The last of repeated keys wins, on the scan as on the walk; a dot escaped in a key.

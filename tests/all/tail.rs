@@ -275,37 +275,41 @@ fn copytruncate_reads_the_unread_rest_from_the_copy() {
     assert!(report.is_balanced());
 }
 
-/// copytruncate while the reader holds framed lines it has not sent: a read of 64 KiB fills a
-/// batch half-way through, the batch waits for room in a tiny in-flight budget (the sink
-/// holds the first batch), the file is copied and truncated meanwhile, and the rest of that
-/// read stays in the open batch when the turn ends. Those lines come from the copy, once.
-#[test]
-fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
-    struct Gated {
-        lines: Lines,
-        gate: Arc<std::sync::atomic::AtomicBool>,
-    }
-    impl Sink for Gated {
-        fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
-            let mut v = self.lines.lock().unwrap();
-            for e in out.iter() {
-                v.push(String::from_utf8_lossy(e.bytes).into_owned());
-            }
-            drop(v);
-            // The first batch is held (a synchronous sink acknowledges when `write` returns).
-            while !self.gate.load(std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(Flow::Continue)
+/// A sink that takes every event and holds its first batch (a synchronous sink
+/// acknowledges when `write` returns) until `gate` opens.
+struct Gated {
+    lines: Lines,
+    gate: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sink for Gated {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        let mut v = self.lines.lock().unwrap();
+        for e in out.iter() {
+            v.push(String::from_utf8_lossy(e.bytes).into_owned());
         }
+        drop(v);
+        while !self.gate.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(Flow::Continue)
     }
+}
+
+/// Follows `logs/app.log` (3 lines, taken by a [`Gated`] sink that holds them), with an
+/// in-flight budget of one batch; appends 8,000 lines of about 12 bytes (a 64 KiB read holds
+/// some 5,400 of them, a batch 1,024) and waits until the reader is blocked sending the
+/// first batch of that read, half-way through it. Then `rotate` runs, the gate opens, and
+/// the rest of the read stays framed in the open batch when the turn ends. Returns the lines
+/// delivered once they stop coming, and whether the run balanced.
+fn rotate_while_framed_lines_wait(rotate: impl FnOnce(&Path, &Path)) -> (Vec<u32>, bool) {
     let (_d, logs, data) = scratch();
     let log = logs.join("app.log");
     append(&log, 0..3);
     let lines: Lines = Default::default();
     let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut s = RuntimeSettings::default();
-    s.data_dir = Some(data.clone());
+    s.data_dir = Some(data);
     let src = FileSource::new(&config(&logs, "*.log", true)).unwrap();
     let running = Topology::new(s)
         .source(
@@ -324,16 +328,57 @@ fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
         .start()
         .unwrap();
     wait_for(&lines, 3);
-    // 8,000 lines of about 12 bytes: a 64 KiB read holds some 5,400 of them, a batch 1,024.
     append(&log, 3..8003);
     std::thread::sleep(Duration::from_millis(500));
-    copytruncate(&log, &logs.join("app.log.1"));
+    rotate(&log, &logs);
     gate.store(true, std::sync::atomic::Ordering::SeqCst);
-    wait_for(&lines, 8003);
-    std::thread::sleep(Duration::from_millis(500));
+    // Settled: no new line for a second.
+    let mut seen = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = lines.lock().unwrap().len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
     let report = running.stop().unwrap();
-    assert_eq!(numbers(&lines), (0..8003).collect::<Vec<_>>());
-    assert!(report.is_balanced());
+    (numbers(&lines), report.is_balanced())
+}
+
+/// copytruncate while the reader holds framed lines it has not sent: those lines come from
+/// the copy, once (they were lost when the copy was read from the decoder's position).
+#[test]
+fn copytruncate_while_framed_lines_wait_in_the_open_batch() {
+    let (got, balanced) =
+        rotate_while_framed_lines_wait(|log, logs| copytruncate(log, &logs.join("app.log.1")));
+    assert_eq!(got, (0..8003).collect::<Vec<_>>());
+    assert!(balanced);
+}
+
+/// Truncation in place with no copy while the reader holds framed lines it has not sent:
+/// every line of the reads made before the truncation arrives (they were dropped with the
+/// old generation's open batch), and only the unread rest is gone with the file's bytes.
+#[test]
+fn truncation_without_a_copy_sends_the_framed_lines_it_read() {
+    let (got, balanced) = rotate_while_framed_lines_wait(|log, _| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(log)
+            .unwrap()
+            .set_len(0)
+            .unwrap()
+    });
+    // The lines wholly inside the first 64 KiB read after the first three (24 bytes).
+    let (mut end, mut read) = (24usize, 3u32);
+    while end + format!("{{\"n\":{read}}}\n").len() <= 24 + 65536 {
+        end += format!("{{\"n\":{read}}}\n").len();
+        read += 1;
+    }
+    let k = got.len() as u32;
+    assert_eq!(got, (0..k).collect::<Vec<_>>(), "a prefix, once each");
+    assert!(k >= read, "{k} lines arrived, the first read held {read}");
+    assert!(balanced);
 }
 
 /// A checkpointed file that a restart skips as older than `ignore_older_secs` keeps its

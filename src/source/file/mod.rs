@@ -651,6 +651,16 @@ impl Tail {
                 copy.stream = self.files[i].stream.clone();
                 copy.gone_since = Some(Instant::now());
                 self.files.push(copy);
+            } else {
+                // No copy: the lines framed into the open batch are all that is left of
+                // them, so they go now (with a copy they are read again from it).
+                let t = &mut self.files[i];
+                if let Some(mut batch) = t.open.take()
+                    && t.decoder.decode_chunk(&mut &[][..], &mut batch, true)
+                    && !send(&self.cx, t, batch)
+                {
+                    return false;
+                }
             }
             let old = &self.files[i];
             let (path, id, generation) = (old.path.clone(), (old.dev, old.ino), old.generation + 1);
@@ -684,15 +694,15 @@ impl Tail {
         if n == 0 && !self.src.cfg.follow {
             // The end of a file read once: everything left, in as many batches as it takes.
             t.done = true;
+            let mut sent = false;
             while t.decoder.decode_eof(&mut batch) {
-                let end = t.decoder.position();
-                if !self.cx.blocking_send(&t.stream, batch, end) {
-                    return (0, false, true);
+                if !send(&self.cx, t, batch) {
+                    return (0, false, sent);
                 }
-                t.sent = end;
+                sent = true;
                 batch = self.cx.batch();
             }
-            return (0, true, true);
+            return (0, true, sent);
         }
         // Complete batches go; what the decoder keeps (a partial line) waits in `open`. An
         // empty read still decodes: lines carried over from the last batch go now.
@@ -701,21 +711,17 @@ impl Tail {
         let idle = n < CHUNK;
         let mut sent = false;
         while t.decoder.decode_chunk(&mut input, &mut batch, idle) {
-            let end = t.decoder.position();
-            if !self.cx.blocking_send(&t.stream, batch, end) {
-                return (n, false, true);
+            if !send(&self.cx, t, batch) {
+                return (n, false, sent);
             }
-            t.sent = end;
             sent = true;
             batch = self.cx.batch();
         }
         if n == 0 && t.decoder.flush_idle(&mut batch, Instant::now()) {
             // A dangling partial container log line waited past its timeout.
-            let end = t.decoder.position();
-            if !self.cx.blocking_send(&t.stream, batch, end) {
-                return (0, false, true);
+            if !send(&self.cx, t, batch) {
+                return (0, false, sent);
             }
-            t.sent = end;
             sent = true;
             batch = self.cx.batch();
         }
@@ -907,6 +913,17 @@ impl Tail {
         self.checkpoint();
         Ok(())
     }
+}
+
+/// Sends file `t`'s completed `batch`, ending at its decoder's position, and records that
+/// position as sent. False when the source is shutting down (nothing was sent).
+fn send(cx: &SourceContext, t: &mut Tracked, batch: Batch) -> bool {
+    let end = t.decoder.position();
+    if !cx.blocking_send(&t.stream, batch, end) {
+        return false;
+    }
+    t.sent = end;
+    true
 }
 
 /// Whether `f` holds exactly `want` at `at` (a short file does not). One pread of up to
