@@ -296,16 +296,17 @@ impl Sink for Gated {
     }
 }
 
-/// Follows `logs/app.log` (3 lines, taken by a [`Gated`] sink that holds them), with an
-/// in-flight budget of one batch; appends 8,000 lines of about 12 bytes (a 64 KiB read holds
-/// some 5,400 of them, a batch 1,024) and waits until the reader is blocked sending the
-/// first batch of that read, half-way through it. Then `rotate` runs, the gate opens, and
-/// the rest of the read stays framed in the open batch when the turn ends. Returns the lines
-/// delivered once they stop coming, and whether the run balanced.
+/// Follows `logs/app.log`, which holds 8,003 lines of about 11 bytes when the source
+/// starts, through a [`Gated`] sink that holds the first batch, with an in-flight budget of
+/// one batch. The first read is a full 64 KiB (some 6,000 lines, a batch 1,024): its first
+/// batch goes and is held, its second waits for room, half-way through the read. Then
+/// `rotate` runs, the gate opens, and the rest of the read stays framed in the open batch
+/// when the turn ends. Returns the lines delivered once they stop coming, and whether the
+/// run balanced.
 fn rotate_while_framed_lines_wait(rotate: impl FnOnce(&Path, &Path)) -> (Vec<u32>, bool) {
     let (_d, logs, data) = scratch();
     let log = logs.join("app.log");
-    append(&log, 0..3);
+    append(&log, 0..8003);
     let lines: Lines = Default::default();
     let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut s = RuntimeSettings::default();
@@ -327,15 +328,14 @@ fn rotate_while_framed_lines_wait(rotate: impl FnOnce(&Path, &Path)) -> (Vec<u32
         ))
         .start()
         .unwrap();
-    wait_for(&lines, 3);
-    append(&log, 3..8003);
+    wait_for(&lines, 1024);
     std::thread::sleep(Duration::from_millis(500));
     rotate(&log, &logs);
     gate.store(true, std::sync::atomic::Ordering::SeqCst);
-    // Settled: no new line for a second.
+    // Settled: no new line for two seconds.
     let mut seen = 0;
     loop {
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_millis(2000));
         let now = lines.lock().unwrap().len();
         if now == seen {
             break;
@@ -369,9 +369,9 @@ fn truncation_without_a_copy_sends_the_framed_lines_it_read() {
             .set_len(0)
             .unwrap()
     });
-    // The lines wholly inside the first 64 KiB read after the first three (24 bytes).
-    let (mut end, mut read) = (24usize, 3u32);
-    while end + format!("{{\"n\":{read}}}\n").len() <= 24 + 65536 {
+    // The lines wholly inside the first read: the file's first 64 KiB.
+    let (mut end, mut read) = (0usize, 0u32);
+    while end + format!("{{\"n\":{read}}}\n").len() <= 65536 {
         end += format!("{{\"n\":{read}}}\n").len();
         read += 1;
     }
