@@ -335,8 +335,7 @@ impl Doc {
 /// the sink's thread and hands each full one to its [`Sender`], on this thread
 /// (`max_in_flight = 1`) or on one of `max_in_flight` sender threads.
 pub struct ElasticsearchSink {
-    segs: Vec<Seg>,
-    fallback: Option<Vec<Seg>>,
+    index: IndexName,
     id: IdMode,
     max_bytes: usize,
     max_events: usize,
@@ -550,8 +549,12 @@ impl ElasticsearchSinkConfig {
         });
         let http = BlockingHttp::new("elasticsearch runtime", tls.as_ref())?;
         Ok(ElasticsearchSink {
-            segs,
-            fallback,
+            index: IndexName {
+                dates_only: segs.iter().all(|s| !matches!(s, Seg::Field(_))),
+                segs,
+                fallback,
+                last: None,
+            },
             id,
             max_bytes: self.batch_max_bytes,
             max_events: self.batch_max_events,
@@ -599,6 +602,8 @@ enum Reply {
     Retry(Option<Duration>),
     TooLarge,
     Refused(u16),
+    /// Every item succeeded (2xx), read without a parse.
+    AllOk,
     /// Per-item statuses with error type and reason.
     Items(Vec<(u16, String, String)>),
 }
@@ -621,23 +626,14 @@ impl ElasticsearchSink {
         } else {
             b"{\"index\":{\"_index\":\""
         });
-        let at = t.len();
-        let mut date = None;
-        if !render(&self.segs, e, &mut date, t) {
-            t.truncate(at);
-            let fell_back = match &self.fallback {
-                Some(f) => render(f, e, &mut date, t),
-                None => false,
-            };
-            if !fell_back {
-                t.truncate(start);
-                return Some(EsDeadLetter::refused(
-                    e,
-                    key,
-                    "index_field_missing",
-                    "a `{{ field }}` of `index` is missing and no fallback_index",
-                ));
-            }
+        if !self.index.render(e, t) {
+            t.truncate(start);
+            return Some(EsDeadLetter::refused(
+                e,
+                key,
+                "index_field_missing",
+                "a `{{ field }}` of `index` is missing and no fallback_index",
+            ));
         }
         t.push(b'"');
         match (&self.id, key) {
@@ -765,8 +761,8 @@ impl Sender {
     /// The per-item outcomes of a 200 reply, or a retry when it cannot be read or has the
     /// wrong number of items.
     fn read_reply(&self, body: &[u8], n: usize) -> Reply {
-        if let Some(out) = all_succeeded(body, n) {
-            return Reply::Items(out);
+        if all_succeeded(body, n) {
+            return Reply::AllOk;
         }
         let Ok(reply) = serde_json::from_slice::<BulkReply>(body) else {
             self.metrics.error("unparsable_reply", "receiving");
@@ -847,6 +843,11 @@ impl Sender {
                     );
                     self.metrics.error("auth_refused", "sending");
                     return Outcome::Stuck;
+                }
+                Reply::AllOk => {
+                    let n = pending.len() as u64;
+                    self.metrics.all().es_items(&self.name, "2xx", n);
+                    pending.clear();
                 }
                 Reply::Items(items) => {
                     let mut retry = Vec::new();
@@ -1115,6 +1116,50 @@ fn parse_date(b: &[u8]) -> Option<(i64, u32, u32, u32)> {
     Some((i64::from(y), m, d, num(11..13).unwrap_or(0)))
 }
 
+/// The `index` template and its fallback. A template of literals and dates alone keeps the
+/// name it rendered last: a run of events of one hour pays a date read, a compare and a copy.
+struct IndexName {
+    segs: Vec<Seg>,
+    fallback: Option<Vec<Seg>>,
+    /// `segs` has no `{{ field }}`.
+    dates_only: bool,
+    /// The last name rendered from `segs` when `dates_only`, with its date.
+    last: Option<((i64, u32, u32, u32), Vec<u8>)>,
+}
+
+impl IndexName {
+    /// Appends the index name for `e` (JSON string content) to `out`; false when neither the
+    /// template nor the fallback names one (a `{{ field }}` missing or not a string or number).
+    fn render(&mut self, e: &OutEvent<'_>, out: &mut Vec<u8>) -> bool {
+        let at = out.len();
+        if self.dates_only {
+            // A template of literals alone has one name.
+            let d = if self.segs.iter().any(|s| matches!(s, Seg::Date(_))) {
+                event_date(e)
+            } else {
+                (0, 0, 0, 0)
+            };
+            match &mut self.last {
+                Some((last, name)) if *last == d => out.extend_from_slice(name),
+                last => {
+                    render(&self.segs, e, &mut Some(d), out);
+                    *last = Some((d, out[at..].to_vec()));
+                }
+            }
+            return true;
+        }
+        let mut date = None;
+        if render(&self.segs, e, &mut date, out) {
+            return true;
+        }
+        out.truncate(at);
+        match &self.fallback {
+            Some(f) => render(f, e, &mut date, out),
+            None => false,
+        }
+    }
+}
+
 /// Appends the index `segs` name for `e` (JSON string content) to `out`; false when a
 /// `{{ field }}` is missing or not a string or number.
 fn render(
@@ -1181,11 +1226,22 @@ fn origin_id(buf: &mut Vec<u8>, key: &str, offset: u64) -> u128 {
     xxhash_rust::xxh3::xxh3_128(buf)
 }
 
+/// `v` as 32 lowercase hex digits, most significant first.
+/// Cost: 16 lookups of a two-digit table, one 32-byte append.
 fn push_hex(out: &mut Vec<u8>, v: u128) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
     let mut digits = [0u8; 32];
-    for (i, d) in digits.iter_mut().enumerate() {
-        *d = HEX[((v >> ((31 - i) * 4)) & 0xf) as usize];
+    for (pair, b) in digits.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
     out.extend_from_slice(&digits);
 }
@@ -1206,12 +1262,17 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// The items of a reply in which every one of `n` items succeeded, read without a general
-/// parse: exactly `{"errors":false,"items":[{"ACTION":{"status":2XX}},…]}` (the shape the
-/// request's `filter_path` asks for, with a leading `"took":N,` allowed), else `None`, and
-/// the caller parses the reply fully.
-/// Cost: one pass over the reply, no allocation but the answer.
-fn all_succeeded(body: &[u8], n: usize) -> Option<Vec<(u16, String, String)>> {
+/// Whether every one of `n` (at least one) items succeeded, read without a general parse:
+/// exactly `{"errors":false,"items":[{"ACTION":{"status":2XX}},…]}` (the shape the
+/// request's `filter_path` asks for, with a leading `"took":N,` allowed). When not, the
+/// caller parses the reply fully.
+/// Cost: one pass over the reply, no allocation.
+fn all_succeeded(body: &[u8], n: usize) -> bool {
+    all_succeeded_count(body) == Some(n)
+}
+
+/// The number of items of an all-success reply (see [`all_succeeded`]), else `None`.
+fn all_succeeded_count(body: &[u8]) -> Option<usize> {
     // A server that ignores `filter_path` (or an older one) puts `"took":N,` first.
     let mut rest = body.strip_prefix(b"{")?;
     if let Some(r) = rest.strip_prefix(b"\"took\":") {
@@ -1223,7 +1284,7 @@ fn all_succeeded(body: &[u8], n: usize) -> Option<Vec<(u16, String, String)>> {
         rest = rest[digits..].strip_prefix(b",")?;
     }
     let mut rest = rest.strip_prefix(b"\"errors\":false,\"items\":[")?;
-    let mut out = Vec::with_capacity(n);
+    let mut count = 0;
     loop {
         // {"ACTION":{"status":
         let r = rest.strip_prefix(b"{\"")?;
@@ -1236,8 +1297,7 @@ fn all_succeeded(body: &[u8], n: usize) -> Option<Vec<(u16, String, String)>> {
         if a != b'2' || !b.is_ascii_digit() || !c.is_ascii_digit() {
             return None;
         }
-        let status = 200 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
-        out.push((status, String::new(), String::new()));
+        count += 1;
         rest = r.strip_prefix(b"}}")?;
         match rest.split_first() {
             Some((b',', r)) => rest = r,
@@ -1245,7 +1305,7 @@ fn all_succeeded(body: &[u8], n: usize) -> Option<Vec<(u16, String, String)>> {
             _ => return None,
         }
     }
-    (out.len() == n).then_some(out)
+    Some(count)
 }
 
 /// The reply of `_bulk` (with `filter_path`): one item per action, in order.
@@ -1299,7 +1359,13 @@ impl Sink for ElasticsearchSink {
         let ack = out.ack();
         let key = ack.token().map(|t| t.stream().key().to_string());
         let mut dead = Vec::new();
+        // The events' bytes and positions come from another core: ask for the ones a few
+        // events ahead while this one is added.
+        let mut ahead = out.iter().skip(8);
         for ev in out.iter() {
+            if let Some(next) = ahead.next() {
+                next.prefetch();
+            }
             if let Some(d) = self.add(&ev, key.as_deref()) {
                 dead.push(d);
             }
@@ -1395,6 +1461,16 @@ mod tests {
         out.clear();
         push_hex(&mut out, 0xabc);
         assert_eq!(out, b"00000000000000000000000000000abc");
+        for v in [
+            0,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            1 << 127,
+        ] {
+            out.clear();
+            push_hex(&mut out, v);
+            assert_eq!(out, format!("{v:032x}").as_bytes());
+        }
         out.clear();
         push_digits(&mut out, 7, 2);
         assert_eq!(out, b"07");
@@ -1435,13 +1511,9 @@ mod tests {
     fn an_all_success_reply_is_read_without_a_parse_and_anything_else_is_not() {
         let ok =
             br#"{"errors":false,"items":[{"create":{"status":201}},{"index":{"status":200}}]}"#;
-        let items = all_succeeded(ok, 2).unwrap();
+        assert!(all_succeeded(ok, 2));
         let took = br#"{"took":17,"errors":false,"items":[{"create":{"status":201}}]}"#;
-        assert_eq!(all_succeeded(took, 1).unwrap().len(), 1);
-        assert_eq!(
-            items.iter().map(|i| i.0).collect::<Vec<_>>(),
-            vec![201, 200]
-        );
+        assert!(all_succeeded(took, 1));
         for (body, n) in [
             (&ok[..], 1),                                                   // count
             (&ok[..], 3),                                                   // count
@@ -1475,7 +1547,7 @@ mod tests {
             ),
         ] {
             assert!(
-                all_succeeded(body, n).is_none(),
+                !all_succeeded(body, n),
                 "{} / {n}",
                 String::from_utf8_lossy(body)
             );

@@ -220,6 +220,27 @@ impl<'a> OutEvent<'a> {
     ///
     /// An event a filter edited has no structural positions: its bytes are scanned instead
     /// (validating it again to walk its members cost about 570 ns per event).
+    /// Asks the CPU to start loading the event's first bytes and structural positions, for
+    /// a sink that will read them a few events from now (they were written on another
+    /// core). Cost: two prefetch hints; nothing on targets other than x86-64.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // A prefetch is a hint: it never faults and reads no value, whatever the address.
+            for p in [
+                self.bytes.as_ptr(),
+                self.bytes.as_ptr().wrapping_add(64),
+                self.structurals.as_ptr().cast::<u8>(),
+            ] {
+                // SAFETY: `_mm_prefetch` only hints the cache; it dereferences nothing, and
+                // SSE is part of every x86-64 target.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
+            }
+        }
+    }
+
     pub(crate) fn first_top_level(&self, keys: &[&[u8]]) -> Option<crate::FieldRef<'a>> {
         let bytes = self.bytes;
         if self.structurals.is_empty() {
