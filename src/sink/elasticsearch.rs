@@ -1432,6 +1432,64 @@ impl Sink for ElasticsearchSink {
 mod tests {
     use super::*;
 
+    /// The name kept for a template of dates alone changes with the event's date, and a
+    /// template with a field falls back per event.
+    #[test]
+    fn index_names_follow_each_events_date_and_fields() {
+        let name = |template: &str, fallback: Option<&str>| {
+            let segs = parse_template(template).unwrap();
+            IndexName {
+                dates_only: segs.iter().all(|s| !matches!(s, Seg::Field(_))),
+                segs,
+                fallback: fallback.map(|f| parse_template(f).unwrap()),
+                last: None,
+            }
+        };
+        let ev = |bytes: &'static [u8]| OutEvent {
+            bytes,
+            line: 1,
+            offset: 0,
+            route: None,
+            unchanged: false,
+            structurals: &[],
+        };
+        let render = |n: &mut IndexName, bytes: &'static [u8]| {
+            let mut out = b"x".to_vec();
+            n.render(&ev(bytes), &mut out).then(|| out[1..].to_vec())
+        };
+        let mut hourly = name("logs-%Y.%m.%d-%H", None);
+        for (e, want) in [
+            (
+                &br#"{"@timestamp":"2026-12-06T10:59:59Z"}"#[..],
+                "logs-2026.12.06-10",
+            ),
+            (
+                br#"{"@timestamp":"2026-12-06T10:00:00Z"}"#,
+                "logs-2026.12.06-10",
+            ),
+            (
+                br#"{"@timestamp":"2026-12-06T11:00:00Z"}"#,
+                "logs-2026.12.06-11",
+            ),
+            (br#"{"timestamp":"1999-01-31","x":1}"#, "logs-1999.01.31-00"),
+            (
+                br#"{"@timestamp":"2026-12-06T11:00:00Z"}"#,
+                "logs-2026.12.06-11",
+            ),
+        ] {
+            assert_eq!(render(&mut hourly, e), Some(want.as_bytes().to_vec()));
+        }
+        let mut plain = name("logs", None);
+        assert_eq!(render(&mut plain, b"{}"), Some(b"logs".to_vec()));
+        assert_eq!(render(&mut plain, b"{}"), Some(b"logs".to_vec()));
+        let mut by_ns = name("k-{{ ns }}-%Y", Some("other-%Y"));
+        let e = br#"{"@timestamp":"2026-01-01T00:00:00Z","ns":"a"}"#;
+        assert_eq!(render(&mut by_ns, e), Some(b"k-a-2026".to_vec()));
+        let e = br#"{"@timestamp":"2025-01-01T00:00:00Z","ns":{}}"#;
+        assert_eq!(render(&mut by_ns, e), Some(b"other-2025".to_vec()));
+        assert_eq!(render(&mut name("{{ ns }}", None), b"{}"), None);
+    }
+
     #[test]
     fn templates_and_dates() {
         assert_eq!(
