@@ -1116,6 +1116,9 @@ fn parse_date(b: &[u8]) -> Option<(i64, u32, u32, u32)> {
     Some((i64::from(y), m, d, num(11..13).unwrap_or(0)))
 }
 
+/// (year, month, day, hour), UTC.
+type Hour = (i64, u32, u32, u32);
+
 /// The `index` template and its fallback. A template of literals and dates alone keeps the
 /// name it rendered last: a run of events of one hour pays a date read, a compare and a copy.
 struct IndexName {
@@ -1124,7 +1127,7 @@ struct IndexName {
     /// `segs` has no `{{ field }}`.
     dates_only: bool,
     /// The last name rendered from `segs` when `dates_only`, with its date.
-    last: Option<((i64, u32, u32, u32), Vec<u8>)>,
+    last: Option<(Hour, Vec<u8>)>,
 }
 
 impl IndexName {

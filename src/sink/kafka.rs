@@ -10,6 +10,15 @@
 //! | the producer cannot go on (fenced, closed, unknown producer id) | a new producer is built (a new connection and producer id), then the same |
 //! | a permanent refusal (authentication, authorization, unknown topic, compression) | the sink stops with an error naming the setting; the batch stays unacknowledged |
 //!
+//! Before a batch is sent, an event that cannot become a record goes to the run's dead
+//! letter with the reason and its origin, and its neighbours go on: one whose `topic`
+//! template names a field it lacks (`topic_field_missing`), one whose field makes a name
+//! Kafka refuses (`topic_invalid`: 1 to 249 of `a-z A-Z 0-9 . _ -`), and one larger than
+//! `max_message_bytes` (`message_too_large`: the broker would refuse it, and its refusal
+//! would stop the sink). When no dead letter takes them, the batch stays unacknowledged
+//! (replayed after a restart) and `component_errors_total{error_type="no_dead_letter"}`
+//! counts it.
+//!
 //! While a batch is retried it keeps its `max_in_flight` slot, so at most `max_in_flight`
 //! batches wait; then `write` blocks, the sink's queue fills and the sources feeding it stop
 //! at their in-flight budgets. At shutdown the retries stop and the held batches stay
@@ -111,6 +120,14 @@ pub struct KafkaSinkConfig {
     /// Largest delay between two retries (default 60000).
     #[serde(default = "default_retry_max")]
     pub retry_max_ms: u64,
+    /// An event larger than this many bytes is dead-lettered instead of sent (default
+    /// 1000000, the broker's usual `message.max.bytes` less the record's overhead).
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_message() -> usize {
+    1_000_000
 }
 
 impl KafkaSinkConfig {
@@ -132,6 +149,15 @@ impl KafkaSinkConfig {
             return Err(bad("brokers", "expected one or more `host:port`".into()));
         }
         let topic = Template::parse(&self.topic).map_err(|e| bad("topic", e))?;
+        if topic.is_static() && !valid_topic(&self.topic) {
+            return Err(bad(
+                "topic",
+                format!(
+                    "{:?} is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)",
+                    self.topic
+                ),
+            ));
+        }
         if self.max_in_flight == 0 {
             return Err(bad("max_in_flight", "must be above 0".into()));
         }
@@ -159,6 +185,13 @@ impl KafkaSinkConfig {
         }
         if self.request_timeout_ms == 0 {
             return Err(bad("request_timeout_ms", "must be above 0".into()));
+        }
+        // krafka refuses a record above its max_request_size (100 MiB) itself.
+        if !(1..=100 << 20).contains(&self.max_message_bytes) {
+            return Err(bad(
+                "max_message_bytes",
+                "must be between 1 and 104857600 (100 MiB)".into(),
+            ));
         }
         let request_timeout = Duration::from_millis(self.request_timeout_ms);
         let delivery_timeout = Duration::from_millis(self.delivery_timeout_ms);
@@ -216,7 +249,10 @@ impl KafkaSinkConfig {
             key_field: self.key_field.clone(),
             slots: Arc::new(tokio::sync::Semaphore::new(self.max_in_flight)),
             max_in_flight: self.max_in_flight,
+            max_message: self.max_message_bytes,
             failed: Arc::new(Mutex::new(None)),
+            name: cx.name.clone(),
+            outlet: cx.dead_letters.clone(),
         }))
     }
 }
@@ -272,6 +308,30 @@ impl Template {
         }
         Some(out)
     }
+}
+
+/// An event's bytes, line and offset, as the dead letter takes them.
+type Origin<'a> = (&'a [u8], u64, u64);
+
+/// Why an event cannot become a record (it goes to the dead letter instead).
+#[derive(Debug, Clone, Copy)]
+enum Unsendable {
+    /// Larger than `max_message_bytes`.
+    TooLarge,
+    /// A field of the `topic` template is missing (or null, an object, an array).
+    NoTopic,
+    /// The `topic` template makes a name Kafka refuses.
+    BadTopic,
+}
+
+/// Whether Kafka accepts `t` as a topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, and not
+/// `.` or `..`.
+fn valid_topic(t: &str) -> bool {
+    (1..=249).contains(&t.len())
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// The text of a dotted field path in an event: strings as is, other scalars as JSON.
@@ -624,11 +684,56 @@ struct KafkaSink {
     key_field: Option<String>,
     slots: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
+    /// `max_message_bytes`.
+    max_message: usize,
     /// The refusal that stopped the sink, from a delivery task.
     failed: Arc<Mutex<Option<String>>>,
+    name: String,
+    /// The run's dead letter, for events that cannot become records.
+    outlet: crate::runtime::DeadLetterOutlet,
 }
 
 impl KafkaSink {
+    /// Hands the events that cannot become records to the run's dead letter, each with its
+    /// reason, and notes them on `ack`; false when it refused them (no dead letter, or it
+    /// stopped), and the batch must stay unacknowledged.
+    fn dead_letter(&self, ack: &Ack, dead: &[(Unsendable, Vec<Origin<'_>>)]) -> bool {
+        for (what, events) in dead {
+            if events.is_empty() {
+                continue;
+            }
+            let why = match what {
+                Unsendable::TooLarge => format!(
+                    "kafka: message_too_large: the event is larger than max_message_bytes ({})",
+                    self.max_message
+                ),
+                Unsendable::NoTopic => "kafka: topic_field_missing: the event lacks a field the \
+                     `topic` template names, or it is null, an object or an array"
+                    .into(),
+                Unsendable::BadTopic => "kafka: topic_invalid: the `topic` template makes a name \
+                     Kafka refuses (1 to 249 of a-z A-Z 0-9 . _ -)"
+                    .into(),
+            };
+            let why = why.as_str();
+            if !self
+                .outlet
+                .send(&self.name, why, events.iter().copied(), ack.token())
+            {
+                tracing::error!(
+                    "{}: {} events cannot be sent ({why}) and no dead letter takes them; \
+                     their batch stays unacknowledged",
+                    self.courier.who,
+                    events.len()
+                );
+                self.courier.metrics.error("no_dead_letter", "sending");
+                return false;
+            }
+            let bytes = events.iter().map(|e| e.0.len() as u64).sum();
+            ack.dead_lettered(events.len() as u64, bytes);
+        }
+        true
+    }
+
     fn check_failed(&self) -> Result<()> {
         match self.failed.lock().map(|f| f.clone()) {
             Ok(Some(e)) => Err(Error::new(Kind::Sink, format!("{}: {e}", self.courier.who))),
@@ -656,21 +761,31 @@ impl Sink for KafkaSink {
         let who = &self.courier.who;
         let need_json = !self.topic.is_static() || self.key_field.is_some();
         let mut records = Vec::with_capacity(out.len());
+        // Events that cannot become records, per reason: (bytes, line, offset).
+        let mut dead: [(Unsendable, Vec<Origin<'_>>); 3] = [
+            (Unsendable::TooLarge, Vec::new()),
+            (Unsendable::NoTopic, Vec::new()),
+            (Unsendable::BadTopic, Vec::new()),
+        ];
         for ev in out.iter() {
+            let origin = (ev.bytes, ev.line, ev.offset);
+            if ev.bytes.len() > self.max_message {
+                dead[0].1.push(origin);
+                continue;
+            }
             let parsed = if need_json {
                 serde_json::from_slice::<serde_json::Value>(ev.bytes).ok()
             } else {
                 None
             };
-            let topic = self.topic.render(parsed.as_ref()).ok_or_else(|| {
-                Error::new(
-                    Kind::Sink,
-                    format!(
-                        "{who}: key `topic`: an event (line {}) lacks a field the template names",
-                        ev.line
-                    ),
-                )
-            })?;
+            let Some(topic) = self.topic.render(parsed.as_ref()) else {
+                dead[1].1.push(origin);
+                continue;
+            };
+            if !self.topic.is_static() && !valid_topic(&topic) {
+                dead[2].1.push(origin);
+                continue;
+            }
             let mut r = krafka::Record::new(topic, bytes::Bytes::copy_from_slice(ev.bytes));
             if let (Some(f), Some(p)) = (&self.key_field, &parsed)
                 && let Some(k) = field_text(p, f)
@@ -680,6 +795,14 @@ impl Sink for KafkaSink {
             records.push(r);
         }
         let ack: Ack = out.ack();
+        if !self.dead_letter(&ack, &dead) {
+            ack.failed();
+            return Ok(Flow::Continue);
+        }
+        if records.is_empty() {
+            ack.delivered();
+            return Ok(Flow::Continue);
+        }
         if self.courier.shutdown.is_triggered() && self.courier.down.load(Ordering::Relaxed) {
             // Stopping while the broker is away: the batch stays unacknowledged (replayed
             // after a restart) rather than hold the drain for a delivery timeout.
@@ -827,6 +950,25 @@ mod tests {
     }
 
     #[test]
+    fn topic_names_kafka_accepts() {
+        for ok in ["out", "a.b_c-D9", &"t".repeat(249)] {
+            assert!(valid_topic(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a/b",
+            "caf\u{e9}",
+            &"t".repeat(250),
+            "a\nb",
+        ] {
+            assert!(!valid_topic(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn timeouts_are_checked_at_build() {
         let tmp = std::env::temp_dir();
         let cx = crate::config::BuildContext::new(
@@ -865,6 +1007,19 @@ mod tests {
             .unwrap();
             let e = c.build(&cx).err().expect("out of range").to_string();
             assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+        }
+        for (key, line) in [
+            ("max_message_bytes", "topic = \"t\"\nmax_message_bytes = 0"),
+            (
+                "max_message_bytes",
+                "topic = \"t\"\nmax_message_bytes = 104857601",
+            ),
+            ("topic", "topic = \"a b\""),
+        ] {
+            let c: KafkaSinkConfig =
+                toml::from_str(&format!("brokers = [\"127.0.0.1:1\"]\n{line}")).unwrap();
+            let e = c.build(&cx).err().expect(line).to_string();
+            assert!(e.contains(&format!("`{key}`")), "{line}: {e}");
         }
     }
 }

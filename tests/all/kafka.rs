@@ -1236,3 +1236,115 @@ retry_max_ms = 1000"#,
     assert!(report.is_balanced(), "{:?}", report.components);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
+
+/// A sink that keeps the lines it is given, readable after the run.
+#[derive(Clone, Default)]
+struct Kept(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl sluicebox::sink::Sink for Kept {
+    fn write(
+        &mut self,
+        out: &sluicebox::sink::Output<'_>,
+    ) -> sluicebox::Result<sluicebox::sink::Flow> {
+        let mut lines = self.0.lock().unwrap();
+        lines.extend(
+            out.iter()
+                .map(|e| String::from_utf8_lossy(e.bytes).into_owned()),
+        );
+        Ok(sluicebox::sink::Flow::Continue)
+    }
+}
+
+/// Events that cannot become records (a `topic` field missing, a field that makes a name
+/// Kafka refuses, an event above `max_message_bytes`) go to the dead letter with their
+/// reason and origin; their neighbours reach the topic, and the run goes on.
+#[test]
+fn kafka_sink_dead_letters_events_it_cannot_send() {
+    use sluicebox::source::reader::ReaderSource;
+    let Some(b) = Broker::start() else { return };
+    b.py(CREATE);
+    let pad = "x".repeat(3000);
+    let mut input = String::new();
+    let mut want = Vec::new();
+    for n in 0..60 {
+        let line = match n % 6 {
+            1 => format!(r#"{{"n":{n}}}"#),
+            2 => format!(r#"{{"t":"no such/topic","n":{n}}}"#),
+            3 => format!(r#"{{"t":"out","n":{n},"pad":"{pad}"}}"#),
+            4 => format!(r#"{{"t":{{"o":1}},"n":{n}}}"#),
+            _ => {
+                want.push(serde_json::json!({"t": "out", "n": n}));
+                format!(r#"{{"t":"out","n":{n}}}"#)
+            }
+        };
+        input.push_str(&line);
+        input.push('\n');
+    }
+    let metrics = Metrics::new();
+    let shutdown = Shutdown::new();
+    let tmp = std::env::temp_dir();
+    let kcx = BuildContext::new("kout", &tmp, &tmp, metrics.clone(), shutdown.clone());
+    let sink: KafkaSinkConfig = toml::from_str(&format!(
+        "brokers = [\"{}\"]\ntopic = \"{{{{ t }}}}\"\nmax_message_bytes = 2000\ncompression = \"gzip\"",
+        b.addr
+    ))
+    .unwrap();
+    let dead = Kept::default();
+    let report = Topology::new(RuntimeSettings::default())
+        .with_shutdown(shutdown)
+        .with_metrics(metrics)
+        .with_dead_letter_outlet(kcx.dead_letters.clone())
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(ReaderSource::new("input", std::io::Cursor::new(input))),
+        ))
+        .sink(SinkSpec::new(
+            "kout",
+            "kafka",
+            vec!["in".into()],
+            sink.build(&kcx).unwrap(),
+        ))
+        .dead_letter(Box::new(dead.clone()))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.is_balanced(), "{report:?}");
+    let k = report.component("kout").unwrap();
+    assert_eq!((k.received, k.sent, k.dead_lettered), (60, 20, 40), "{k:?}");
+
+    assert_eq!(
+        read_output(&b, want.len()),
+        want,
+        "the sendable events, in order"
+    );
+    let dead = dead.0.lock().unwrap();
+    let reasons: Vec<(u64, String)> = dead
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["component"], "kout", "{v}");
+            let event: serde_json::Value =
+                serde_json::from_str(v["raw"].as_str().unwrap()).unwrap();
+            let n = event["n"].as_u64().unwrap();
+            assert_eq!(v["line"], n + 1, "{v}");
+            let why = v["reason"].as_str().unwrap();
+            (n, why.split(':').nth(1).unwrap().trim().to_string())
+        })
+        .collect();
+    let mut expect = Vec::new();
+    for n in 0..60u64 {
+        let why = match n % 6 {
+            1 | 4 => "topic_field_missing",
+            2 => "topic_invalid",
+            3 => "message_too_large",
+            _ => continue,
+        };
+        expect.push((n, why.to_string()));
+    }
+    let mut reasons = reasons;
+    reasons.sort();
+    assert_eq!(reasons, expect);
+}
