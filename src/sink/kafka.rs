@@ -298,12 +298,12 @@ impl Template {
         self.0.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
-    fn render(&self, event: Option<&serde_json::Value>) -> Option<String> {
+    fn render(&self, event: &crate::sink::OutEvent<'_>) -> Option<String> {
         let mut out = String::new();
         for p in &self.0 {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Field(f) => out.push_str(&field_text(event?, f)?),
+                Part::Field(f) => out.push_str(&field_text(event, f)?),
             }
         }
         Some(out)
@@ -334,18 +334,16 @@ fn valid_topic(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// The text of a dotted field path in an event: strings as is, other scalars as JSON.
-fn field_text(v: &serde_json::Value, path: &str) -> Option<String> {
-    let mut cur = v;
-    for seg in path.split('.') {
-        cur = cur.get(seg)?;
-    }
-    match cur {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null | serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
-            None
-        }
-        other => Some(other.to_string()),
+/// The text of the field at `path` (docs/abi.md section 10) of an event: a string decoded,
+/// a number or boolean as written; `None` when it is missing, null, an object or an array.
+/// Cost: a walk of the event's positions (a scan of its bytes when a filter edited it).
+fn field_text(ev: &crate::sink::OutEvent<'_>, path: &str) -> Option<String> {
+    use crate::FieldKind as F;
+    let f = ev.field(path)?;
+    match f.kind {
+        F::String => f.as_str().map(std::borrow::Cow::into_owned),
+        F::Number | F::True | F::False => Some(String::from_utf8_lossy(f.raw).into_owned()),
+        _ => None,
     }
 }
 
@@ -759,7 +757,6 @@ impl Sink for KafkaSink {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
         self.check_failed()?;
         let who = &self.courier.who;
-        let need_json = !self.topic.is_static() || self.key_field.is_some();
         let mut records = Vec::with_capacity(out.len());
         // Events that cannot become records, per reason: (bytes, line, offset).
         let mut dead: [(Unsendable, Vec<Origin<'_>>); 3] = [
@@ -773,12 +770,7 @@ impl Sink for KafkaSink {
                 dead[0].1.push(origin);
                 continue;
             }
-            let parsed = if need_json {
-                serde_json::from_slice::<serde_json::Value>(ev.bytes).ok()
-            } else {
-                None
-            };
-            let Some(topic) = self.topic.render(parsed.as_ref()) else {
+            let Some(topic) = self.topic.render(&ev) else {
                 dead[1].1.push(origin);
                 continue;
             };
@@ -787,8 +779,8 @@ impl Sink for KafkaSink {
                 continue;
             }
             let mut r = krafka::Record::new(topic, bytes::Bytes::copy_from_slice(ev.bytes));
-            if let (Some(f), Some(p)) = (&self.key_field, &parsed)
-                && let Some(k) = field_text(p, f)
+            if let Some(f) = &self.key_field
+                && let Some(k) = field_text(&ev, f)
             {
                 r = r.key(k);
             }
@@ -947,6 +939,32 @@ mod tests {
         ] {
             assert_eq!(remedy(&e).0, Remedy::Stop(key), "{e}");
         }
+    }
+
+    #[test]
+    fn field_text_decodes_strings_and_keeps_scalars_as_written() {
+        let bytes =
+            br#"{"s":"a\u00e9\"b","n":1.5e3,"t":true,"z":null,"o":{"k":"v"},"a":[1],"d.e":"dot"}"#;
+        let ev = crate::sink::OutEvent {
+            bytes,
+            line: 1,
+            offset: 0,
+            route: None,
+            unchanged: true,
+            structurals: &[],
+        };
+        let text = |p: &str| field_text(&ev, p);
+        assert_eq!(text("s").as_deref(), Some("a\u{e9}\"b"));
+        assert_eq!(text("n").as_deref(), Some("1.5e3"));
+        assert_eq!(text("t").as_deref(), Some("true"));
+        assert_eq!(text("o.k").as_deref(), Some("v"));
+        assert_eq!(text(r"d\.e").as_deref(), Some("dot"));
+        for none in ["z", "o", "a", "missing", "s.x"] {
+            assert_eq!(text(none), None, "{none}");
+        }
+        let t = Template::parse("logs-{{ o.k }}-{{ t }}").unwrap();
+        assert_eq!(t.render(&ev).as_deref(), Some("logs-v-true"));
+        assert_eq!(Template::parse("x-{{ z }}").unwrap().render(&ev), None);
     }
 
     #[test]
