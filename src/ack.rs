@@ -141,6 +141,17 @@ impl Watermark {
         (self.delivered, self.errored)
     }
 
+    /// Whether the batch that ends at stream position `end` was delivered: it lies in the
+    /// delivered prefix, or completed delivered after it. A batch not completed yet (or
+    /// errored) is not. Cost: a walk over the batches completed out of order.
+    pub fn is_delivered(&self, end: u64) -> bool {
+        self.acked.is_some_and(|a| end <= a)
+            || self
+                .pending
+                .values()
+                .any(|&(e, s)| e == end && s == Status::Delivered)
+    }
+
     /// The end positions of the batches completed [`Status::Errored`] so far. An errored
     /// batch is never removed from the watermark's pending map (it blocks everything after
     /// it), so this sees every one of them. A push source that answers per item (see
@@ -338,6 +349,11 @@ mod tests {
         assert_eq!(w.acked(), Some(10));
         assert!(w.is_blocked());
         assert_eq!(w.errored_ends().collect::<Vec<_>>(), [20]);
+        assert!(w.is_delivered(10) && !w.is_delivered(20) && w.is_delivered(30));
+        let mut w = Watermark::new(None);
+        let s: Vec<u64> = (0..3).map(|_| w.next_seq()).collect();
+        w.complete(s[1], 20, Status::Delivered);
+        assert!(!w.is_delivered(10) && w.is_delivered(20) && !w.is_delivered(30));
     }
 
     #[test]

@@ -570,6 +570,7 @@ impl Topology {
                 pool_rx.clone(),
                 self.settings.data_dir.clone(),
                 source_metrics[i].clone(),
+                self.settings.drain_timeout,
             );
             source_metrics[i].up.set(1);
             let name = spec.name.clone();
@@ -583,9 +584,11 @@ impl Topology {
                 for (_, b, m) in &budgets {
                     m.buffer_bytes.set(b.used() as i64);
                 }
+                // After the shutdown, `wait` returns at once: sample once a second still (a
+                // budget a sender's request holds can take the drain to go).
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = sampler_stop.wait() => {}
+                    _ = sampler_stop.wait(), if !sampler_stop.is_triggered() => {}
                 }
                 if budgets.iter().all(|(_, b, _)| b.used() == 0) && sampler_stop.is_triggered() {
                     for (_, _, m) in &budgets {

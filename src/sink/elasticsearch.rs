@@ -375,8 +375,6 @@ struct Sender {
     dead_letters: Option<DeadLetters>,
     /// The run's dead letter, used when `dead_letters` is unset.
     outlet: crate::runtime::DeadLetterOutlet,
-    /// Holds given up on (auth refused, no dead letter, shutdown): failed at `finish`.
-    stuck: Arc<std::sync::Mutex<Vec<Ack>>>,
     /// Set by the first 401/403: the sink stops sending (every later request is given up
     /// at once, unacknowledged) until it is restarted with credentials that work.
     refused: Arc<std::sync::atomic::AtomicBool>,
@@ -406,7 +404,6 @@ impl Clone for Sender {
             shutdown: self.shutdown.clone(),
             dead_letters: self.dead_letters.clone(),
             outlet: self.outlet.clone(),
-            stuck: self.stuck.clone(),
             refused: self.refused.clone(),
             tokens: Vec::new(),
             dead_per_ack: Vec::new(),
@@ -575,7 +572,6 @@ impl ElasticsearchSinkConfig {
                 shutdown: cx.shutdown.clone(),
                 dead_letters,
                 outlet: cx.dead_letters.clone(),
-                stuck: Arc::default(),
                 refused: Arc::default(),
                 tokens: Vec::new(),
                 dead_per_ack: Vec::new(),
@@ -842,6 +838,8 @@ impl Sender {
                         "elasticsearch refused the credentials; events stay unacknowledged"
                     );
                     self.metrics.error("auth_refused", "sending");
+                    // Stopped until a restart: `/healthz` names it.
+                    self.metrics.up.set(0);
                     return Outcome::Stuck;
                 }
                 Reply::AllOk => {
@@ -987,7 +985,7 @@ impl Sender {
     }
 
     /// Sees one request through, then resolves its batches' Acks (delivered, less what
-    /// went to the dead letter) or gives them up to `stuck`. Returns the body's arena when
+    /// went to the dead letter) or fails them (given up on). Returns the body's arena when
     /// nothing else holds it, for reuse.
     fn complete(&mut self, text: Bytes, docs: Vec<Doc>, acks: Vec<Ack>) -> Option<Vec<u8>> {
         self.streams.clear();
@@ -1011,11 +1009,9 @@ impl Sender {
                     ack.delivered();
                 }
             }
-            Outcome::Stuck => self
-                .stuck
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(acks),
+            // Given up on (credentials refused, no dead letter, shutdown): the batches fail
+            // now, unacknowledged, as a stopped sink's do; a push source answers "retry".
+            Outcome::Stuck => acks.into_iter().for_each(Ack::failed),
         }
         text.try_into_mut().ok().map(|arena| {
             let mut arena = Vec::from(arena);
@@ -1387,15 +1383,11 @@ impl Sink for ElasticsearchSink {
                 dead.iter().map(|d| d.event.len() as u64).sum(),
             );
             if matches!(self.sender.dead_letter(dead, ack.token()), Outcome::Stuck) {
-                // The batch stays unacknowledged (its Ack fails at finish); its other events
-                // are already in the held request, so a hold of their own takes this Ack's
-                // place there, keeping every held item's Ack index right.
+                // The batch stays unacknowledged (its Ack fails now); its other events are
+                // already in the held request, so a hold of their own takes this Ack's place
+                // there, keeping every held item's Ack index right.
                 self.held_acks.push(out.ack());
-                self.sender
-                    .stuck
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(ack);
+                ack.failed();
                 return Ok(Flow::Continue);
             }
             ack.dead_lettered(n, bytes);
@@ -1424,9 +1416,6 @@ impl Sink for ElasticsearchSink {
     fn finish(&mut self, _stats: &crate::pipeline::Stats) -> Result<()> {
         self.send_held();
         self.drain_pool();
-        let stuck =
-            std::mem::take(&mut *self.sender.stuck.lock().unwrap_or_else(|p| p.into_inner()));
-        stuck.into_iter().for_each(Ack::failed);
         Ok(())
     }
 }

@@ -620,17 +620,10 @@ impl Endpoint {
         let sent = self.send_items(&body, &items, &stream, cx).await;
         drop(body);
         // Answer only once everything sent was delivered, dead-lettered or given up on.
-        let w = settle(&stream).await;
-        let errored: Vec<u64> = w.errored_ends().collect();
+        let w = settle(&stream, cx).await;
         let outcome = |batch: Option<usize>| -> Delivery {
             match batch {
-                Some(b) if b < sent.ends.len() => {
-                    if errored.contains(&sent.ends[b]) {
-                        Delivery::Failed
-                    } else {
-                        Delivery::Done
-                    }
-                }
+                Some(b) if b < sent.ends.len() && w.is_delivered(sent.ends[b]) => Delivery::Done,
                 _ => Delivery::Failed,
             }
         };

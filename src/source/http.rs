@@ -402,7 +402,8 @@ async fn handle(
         sent_all = cx.send(&stream, batch, decoder.position()).await;
     }
     // Answer only once everything sent was delivered, dead-lettered or given up on.
-    let (_, errored) = settle(&stream).await.completed();
+    let w = settle(&stream, cx).await;
+    let errored = w.completed().1 + w.outstanding();
     if !sent_all {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -177,6 +177,8 @@ struct ContextInner {
     dropped: AtomicU64,
     dropped_events: AtomicU64,
     metrics: crate::metrics::ComponentMetrics,
+    /// The runtime's drain timeout.
+    drain: std::time::Duration,
 }
 
 impl std::fmt::Debug for SourceContext {
@@ -200,6 +202,7 @@ impl SourceContext {
         pool: crossbeam_channel::Receiver<Batch>,
         data_dir: Option<std::path::PathBuf>,
         metrics: crate::metrics::ComponentMetrics,
+        drain: std::time::Duration,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
@@ -216,6 +219,7 @@ impl SourceContext {
                 dropped: AtomicU64::new(0),
                 dropped_events: AtomicU64::new(0),
                 metrics,
+                drain,
             }),
         }
     }
@@ -287,6 +291,13 @@ impl SourceContext {
     /// The shutdown signal: stop reading when it fires.
     pub fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
+    }
+
+    /// How long after the shutdown a source may still wait for its batches' acknowledgements
+    /// before it gives up on them (a push source then answers its senders "retry"): half
+    /// the runtime's drain timeout, leaving the other half to the sinks.
+    pub fn ack_grace(&self) -> std::time::Duration {
+        self.inner.drain / 2
     }
 
     /// Batches and events dropped so far under [`OverflowPolicy::DropNewest`].

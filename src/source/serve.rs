@@ -274,9 +274,19 @@ pub(crate) fn authorized(headers: &HeaderMap, expected: &str) -> bool {
 }
 
 /// Waits until every batch sent on `stream` so far was delivered, dead-lettered or given
-/// up on, and returns the final watermark: what a push source answers from.
-pub(crate) async fn settle(stream: &Stream) -> Watermark {
-    stream.idle().await;
+/// up on, and returns the final watermark: what a push source answers from. After the
+/// shutdown it waits at most [`SourceContext::ack_grace`] more; the batches still unresolved
+/// then count as not delivered (the sender is told to retry), so a sink that holds its
+/// acknowledgements cannot keep a sender's connection, and the drain, waiting.
+pub(crate) async fn settle(stream: &Stream, cx: &SourceContext) -> Watermark {
+    let grace = cx.ack_grace();
+    tokio::select! {
+        () = stream.idle() => {}
+        () = async {
+            cx.shutdown().wait().await;
+            tokio::time::sleep(grace).await;
+        } => {}
+    }
     stream.watermark()
 }
 

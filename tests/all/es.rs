@@ -410,6 +410,24 @@ fn es_request_faults_retry_split_and_store_exactly_once() {
     );
 }
 
+/// Its bytes, then one more event every 50 ms for ever: a source that stays open.
+struct Trickle(std::io::Cursor<Vec<u8>>);
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.read(buf)? {
+            0 if !buf.is_empty() => {
+                std::thread::sleep(Duration::from_millis(50));
+                let line = b"{\"n\":-1}\n";
+                let n = line.len().min(buf.len());
+                buf[..n].copy_from_slice(&line[..n]);
+                Ok(n)
+            }
+            n => Ok(n),
+        }
+    }
+}
+
 #[test]
 fn es_refused_credentials_stop_the_sink_and_keep_every_event_unacknowledged() {
     let Some(srv) = start("auth") else { return };
@@ -422,10 +440,15 @@ fn es_refused_credentials_stop_the_sink_and_keep_every_event_unacknowledged() {
         let cx = BuildContext::new("es", &dir.0, &dir.0, metrics.clone(), shutdown.clone());
         let running = Topology::new(Default::default())
             .with_shutdown(shutdown.clone())
+            .with_metrics(metrics.clone())
             .source(SourceSpec::new(
                 "in",
                 "reader",
-                Box::new(ReaderSource::new("a", std::io::Cursor::new(events(300)))),
+                // More events after these keep the source (and the sink) running.
+                Box::new(ReaderSource::new(
+                    "a",
+                    Trickle(std::io::Cursor::new(events(300))),
+                )),
             ))
             .sink(SinkSpec::new(
                 "es",
@@ -443,6 +466,12 @@ fn es_refused_credentials_stop_the_sink_and_keep_every_event_unacknowledged() {
             reqs.load(Ordering::SeqCst),
             asked,
             "{status}: it kept sending"
+        );
+        // It shows as stopped (`/healthz` answers 503 naming it) while the run goes on.
+        assert_eq!(
+            metric(&metrics, "component_up{component_id=\"es\""),
+            0.0,
+            "{status}"
         );
         shutdown.trigger();
         let report = running.wait().unwrap();

@@ -51,6 +51,16 @@ struct Agent {
 
 impl Agent {
     fn start(es_port: u16, source_extra: &str, extra_sink: Option<Box<dyn Sink + Send>>) -> Self {
+        Self::start_with(es_port, source_extra, extra_sink, "")
+    }
+
+    /// [`Agent::start`] with more `[runtime]` settings.
+    fn start_with(
+        es_port: u16,
+        source_extra: &str,
+        extra_sink: Option<Box<dyn Sink + Send>>,
+        runtime_extra: &str,
+    ) -> Self {
         let dir = TempDir::new("agent");
         let port = free_port();
         let wat = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/wat/drop_debug.wat");
@@ -59,6 +69,7 @@ impl Agent {
 data_dir = "data"
 [runtime]
 batch_events = 64
+{runtime_extra}
 
 [sources.shippers]
 type = "elasticsearch"
@@ -242,6 +253,79 @@ impl Sink for Flaky {
         }
         Ok(Flow::Continue)
     }
+}
+
+/// A sink that takes every batch and never resolves its acknowledgement (until it is
+/// dropped at the end of the run).
+struct Hoarder(Vec<sluicebox::sink::Ack>);
+
+impl Sink for Hoarder {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        self.0.push(out.ack());
+        Ok(Flow::Continue)
+    }
+}
+
+/// A shutdown while a shipper's request waits for a sink that holds its acknowledgements:
+/// the request is answered "retry" (429 per item) within half the drain timeout, and the
+/// run ends. Before, the answer never came and the process stayed up until the shipper hung
+/// up, with a thread spinning at 100% CPU.
+#[test]
+fn es_source_answers_a_waiting_request_at_shutdown_within_the_drain() {
+    let Some(srv) = noida() else { return };
+    let mut agent = Agent::start_with(
+        srv.port,
+        "",
+        Some(Box::new(Hoarder(Vec::new()))),
+        "drain_timeout_ms = 4000",
+    );
+    let port = agent.port;
+    let body = b"{\"index\":{\"_index\":\"held\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"held\"}}\n{\"n\":2}\n";
+    let (answered, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let r = raw(port, "POST", "/_bulk", NDJSON, body);
+        let _ = answered.send((r, t.elapsed()));
+    });
+    // The request is in: its batch went to both sinks, and one of them holds it.
+    let wait = std::time::Duration::from_millis(1500);
+    assert!(
+        answer.recv_timeout(wait).is_err(),
+        "answered before the hoarding sink let go"
+    );
+    let t = std::time::Instant::now();
+    let running = agent.running.take().unwrap();
+    let (stopped, stop) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = stopped.send(running.stop().unwrap());
+    });
+    // (A hang fails here instead of blocking the suite.)
+    let ((status, _, answer), waited) = answer
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the waiting request was never answered");
+    let report = stop
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the run did not stop");
+    let stopped_in = t.elapsed();
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["errors"], true, "{v}");
+    let statuses: Vec<_> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["index"]["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [429, 429], "{v}");
+    assert!(
+        waited < std::time::Duration::from_millis(1500 + 2000 + 1500),
+        "answered {waited:?} after it was sent"
+    );
+    assert!(
+        stopped_in < std::time::Duration::from_secs(9),
+        "{stopped_in:?}"
+    );
+    assert_balanced(&report);
 }
 
 #[test]
