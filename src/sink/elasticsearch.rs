@@ -1097,8 +1097,10 @@ fn event_date(e: &OutEvent<'_>) -> (i64, u32, u32, u32) {
     civil(now)
 }
 
-/// `YYYY-MM-DD[THH…]` → (year, month, day, hour).
-fn parse_date(b: &[u8]) -> Option<(i64, u32, u32, u32)> {
+/// `YYYY-MM-DD[THH[:MM[:SS[.fff]]][Z|±HH[:]MM]]` → (year, month, day, hour) in UTC: a
+/// time with an offset is moved to UTC (so one instant names one index whatever zone wrote
+/// it, as Logstash and Beats do); a time without one is taken as UTC; a date alone is hour 0.
+fn parse_date(b: &[u8]) -> Option<Hour> {
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         let d = b.get(r)?;
         d.iter()
@@ -1109,7 +1111,56 @@ fn parse_date(b: &[u8]) -> Option<(i64, u32, u32, u32)> {
     if b.get(4) != Some(&b'-') || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    Some((i64::from(y), m, d, num(11..13).unwrap_or(0)))
+    let Some(h) = num(11..13).filter(|h| *h < 24) else {
+        return Some((i64::from(y), m, d, 0));
+    };
+    // Past the hour: minutes, seconds and a fraction, then the offset.
+    let minutes = if b.get(13) == Some(&b':') {
+        num(14..16).unwrap_or(0)
+    } else {
+        0
+    };
+    let mut i = 13;
+    while i < b.len() && (b[i].is_ascii_digit() || matches!(b[i], b':' | b'.' | b',')) {
+        i += 1;
+    }
+    let offset_minutes: i64 = match b.get(i) {
+        Some(&sign @ (b'+' | b'-')) => {
+            let oh = num(i + 1..i + 3)?;
+            let at = if b.get(i + 3) == Some(&b':') {
+                i + 4
+            } else {
+                i + 3
+            };
+            let om = num(at..at + 2).unwrap_or(0);
+            let o = i64::from(oh * 60 + om);
+            if sign == b'-' { -o } else { o }
+        }
+        _ => 0,
+    };
+    if offset_minutes == 0 {
+        return Some((i64::from(y), m, d, h));
+    }
+    let utc = days_from_civil(i64::from(y), m, d) * 86_400
+        + i64::from(h) * 3600
+        + i64::from(minutes) * 60
+        - offset_minutes * 60;
+    // Before 1970 (or a date that overflows): keep the written hour.
+    u64::try_from(utc)
+        .ok()
+        .map(civil)
+        .or(Some((i64::from(y), m, d, h)))
+}
+
+/// Days from 1970-01-01 to the civil date (the inverse of the day part of [`civil`]).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// (year, month, day, hour), UTC.
@@ -1503,6 +1554,25 @@ mod tests {
         assert_eq!(civil(951_782_400 + 3600 * 5), (2000, 2, 29, 5));
         assert_eq!(parse_date(b"2024-03-07T10:00:00Z"), Some((2024, 3, 7, 10)));
         assert_eq!(parse_date(b"2024-03-07"), Some((2024, 3, 7, 0)));
+        // Offsets move the time to UTC: one instant, one index.
+        for (t, want) in [
+            (&b"2026-12-01T23:30:00-05:00"[..], (2026, 12, 2, 4)),
+            (b"2026-12-02T04:30:00Z", (2026, 12, 2, 4)),
+            (b"2026-12-02T04:30:00.123456789+00:00", (2026, 12, 2, 4)),
+            (b"2026-12-01T10:00:00+14:00", (2026, 11, 30, 20)),
+            (b"2026-12-01T10:00:00.5+0530", (2026, 12, 1, 4)),
+            (b"2024-02-29T23:59:59-00:01", (2024, 3, 1, 0)),
+            (b"2024-12-31T22:00:00-03:00", (2025, 1, 1, 1)),
+            (b"2024-03-07T10:15", (2024, 3, 7, 10)),
+            (b"2024-03-07T10", (2024, 3, 7, 10)),
+            (b"1970-01-01T00:30:00+01:00", (1970, 1, 1, 0)),
+        ] {
+            assert_eq!(parse_date(t), Some(want), "{}", String::from_utf8_lossy(t));
+        }
+        for days in [0, 1, 59, 60, 365, 10_957, 20_000, 2_932_896] {
+            let (y, m, d, _) = civil(days * 86_400);
+            assert_eq!(days_from_civil(y, m, d), days as i64, "{y}-{m}-{d}");
+        }
         assert_eq!(parse_date(b"2024-13-07"), None);
         assert_eq!(parse_date(b"20x4-03-07"), None);
         let mut out = Vec::new();
