@@ -1083,6 +1083,21 @@ pub fn parse_bulk(
                 line: sno,
             });
         }
+        if item.problem.is_none()
+            && let Some(id) = item.id.as_ref().filter(|id| id.len() > MAX_ID_BYTES)
+        {
+            // Elasticsearch refuses such an item, so the sink could not store it either.
+            item.problem = Some(ItemError {
+                kind: "action_request_validation_exception",
+                reason: format!(
+                    "Validation Failed: 1: id [{id}] is too long, must be no longer than \
+                     {MAX_ID_BYTES} bytes but was: {};",
+                    id.len()
+                ),
+                caused_by: None,
+                on_source: false,
+            });
+        }
         if item.problem.is_none() && matches!(op, OpType::Update | OpType::Delete) {
             item.problem = Some(ItemError {
                 kind: "illegal_argument_exception",
@@ -1104,6 +1119,9 @@ pub fn parse_bulk(
     }
     Ok(items)
 }
+
+/// The longest `_id` Elasticsearch takes, in bytes of UTF-8.
+const MAX_ID_BYTES: usize = 512;
 
 fn is_blank_body(body: &[u8]) -> bool {
     body.iter().all(u8::is_ascii_whitespace)
@@ -1250,6 +1268,21 @@ mod tests {
 
     fn err(body: &str) -> BulkError {
         parse_bulk(body.as_bytes(), None, L).unwrap_err()
+    }
+
+    #[test]
+    fn an_id_longer_than_512_bytes_is_refused_per_item() {
+        let long = "\u{e9}".repeat(257); // 514 bytes of UTF-8
+        let body = format!(
+            "{{\"create\":{{\"_index\":\"a\",\"_id\":\"{long}\"}}}}\n{{\"x\":1}}\n\
+             {{\"create\":{{\"_index\":\"a\",\"_id\":\"{}\"}}}}\n{{\"x\":2}}\n",
+            "i".repeat(512)
+        );
+        let items = ok(&body, None);
+        let p = items[0].problem.as_ref().expect("refused");
+        assert_eq!(p.kind, "action_request_validation_exception");
+        assert!(p.reason.ends_with("but was: 514;"), "{}", p.reason);
+        assert_eq!(items[1].problem, None, "512 bytes is allowed");
     }
 
     #[test]

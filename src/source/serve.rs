@@ -264,13 +264,23 @@ pub(crate) fn gunzip(body: &[u8], max: usize) -> std::result::Result<Vec<u8>, Bo
     Ok(out)
 }
 
-/// Whether the request carries exactly the `Authorization` value `expected`, compared in
-/// constant time (see [`super::http::constant_time_eq`]).
+/// Whether the request carries the `Authorization` value `expected` (`<scheme>
+/// <credentials>`): the scheme compared without regard to case (RFC 9110 section 11.1),
+/// the credentials exactly and in constant time (see [`super::http::constant_time_eq`]).
 pub(crate) fn authorized(headers: &HeaderMap, expected: &str) -> bool {
     let given = headers
         .get(hyper::header::AUTHORIZATION)
         .map_or(&[][..], |v| v.as_bytes());
-    super::http::constant_time_eq(given, expected.as_bytes())
+    let split = |v: &[u8]| -> (Vec<u8>, Vec<u8>) {
+        match v.iter().position(|&c| c == b' ') {
+            Some(i) => (v[..i].to_ascii_lowercase(), v[i..].to_vec()),
+            None => (Vec::new(), v.to_vec()),
+        }
+    };
+    let ((gs, gc), (es, ec)) = (split(given), split(expected.as_bytes()));
+    // Both halves are always compared, so the time taken does not tell which one differed.
+    let scheme = gs == es;
+    super::http::constant_time_eq(&gc, &ec) & scheme
 }
 
 /// Waits until every batch sent on `stream` so far was delivered, dead-lettered or given
@@ -293,6 +303,31 @@ pub(crate) async fn settle(stream: &Stream, cx: &SourceContext) -> Watermark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auth_scheme_is_compared_without_case_and_the_credentials_exactly() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(hyper::header::AUTHORIZATION, v.parse().unwrap());
+            m
+        };
+        let want = "Basic dTpw";
+        for ok in ["Basic dTpw", "basic dTpw", "BASIC dTpw"] {
+            assert!(authorized(&h(ok), want), "{ok}");
+        }
+        for bad in [
+            "Basic dTpX",
+            "Basic dtpw",
+            "Bearer dTpw",
+            "BasicdTpw",
+            "Basic  dTpw",
+            "",
+        ] {
+            assert!(!authorized(&h(bad), want), "{bad:?}");
+        }
+        assert!(!authorized(&HeaderMap::new(), want));
+        assert!(authorized(&h("apikey abc"), "ApiKey abc"));
+    }
 
     #[test]
     fn gunzip_round_trips_and_stops_at_the_limit() {
