@@ -546,12 +546,7 @@ impl ElasticsearchSinkConfig {
         });
         let http = BlockingHttp::new("elasticsearch runtime", tls.as_ref())?;
         Ok(ElasticsearchSink {
-            index: IndexName {
-                dates_only: segs.iter().all(|s| !matches!(s, Seg::Field(_))),
-                segs,
-                fallback,
-                last: None,
-            },
+            index: IndexName::new(segs, fallback),
             id,
             max_bytes: self.batch_max_bytes,
             max_events: self.batch_max_events,
@@ -1178,6 +1173,15 @@ struct IndexName {
 }
 
 impl IndexName {
+    fn new(segs: Vec<Seg>, fallback: Option<Vec<Seg>>) -> Self {
+        IndexName {
+            dates_only: segs.iter().all(|s| !matches!(s, Seg::Field(_))),
+            segs,
+            fallback,
+            last: None,
+        }
+    }
+
     /// Appends the index name for `e` (JSON string content) to `out`; false when neither the
     /// template nor the fallback names one (a `{{ field }}` missing or not a string or number).
     fn render(&mut self, e: &OutEvent<'_>, out: &mut Vec<u8>) -> bool {
@@ -1480,25 +1484,15 @@ mod tests {
     #[test]
     fn index_names_follow_each_events_date_and_fields() {
         let name = |template: &str, fallback: Option<&str>| {
-            let segs = parse_template(template).unwrap();
-            IndexName {
-                dates_only: segs.iter().all(|s| !matches!(s, Seg::Field(_))),
-                segs,
-                fallback: fallback.map(|f| parse_template(f).unwrap()),
-                last: None,
-            }
-        };
-        let ev = |bytes: &'static [u8]| OutEvent {
-            bytes,
-            line: 1,
-            offset: 0,
-            route: None,
-            unchanged: false,
-            structurals: &[],
+            IndexName::new(
+                parse_template(template).unwrap(),
+                fallback.map(|f| parse_template(f).unwrap()),
+            )
         };
         let render = |n: &mut IndexName, bytes: &'static [u8]| {
             let mut out = b"x".to_vec();
-            n.render(&ev(bytes), &mut out).then(|| out[1..].to_vec())
+            n.render(&OutEvent::scanned(bytes), &mut out)
+                .then(|| out[1..].to_vec())
         };
         let mut hourly = name("logs-%Y.%m.%d-%H", None);
         for (e, want) in [

@@ -945,14 +945,7 @@ mod tests {
     fn field_text_decodes_strings_and_keeps_scalars_as_written() {
         let bytes =
             br#"{"s":"a\u00e9\"b","n":1.5e3,"t":true,"z":null,"o":{"k":"v"},"a":[1],"d.e":"dot"}"#;
-        let ev = crate::sink::OutEvent {
-            bytes,
-            line: 1,
-            offset: 0,
-            route: None,
-            unchanged: true,
-            structurals: &[],
-        };
+        let ev = crate::sink::OutEvent::scanned(bytes);
         let text = |p: &str| field_text(&ev, p);
         assert_eq!(text("s").as_deref(), Some("a\u{e9}\"b"));
         assert_eq!(text("n").as_deref(), Some("1.5e3"));

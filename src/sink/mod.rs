@@ -263,6 +263,22 @@ impl<'a> OutEvent<'a> {
     }
 }
 
+#[cfg(test)]
+impl<'a> OutEvent<'a> {
+    /// An event at line 1, offset 0, with no structural positions (as a filter's edit
+    /// leaves it): its fields are found by scanning its bytes.
+    pub(crate) fn scanned(bytes: &'a [u8]) -> Self {
+        OutEvent {
+            bytes,
+            line: 1,
+            offset: 0,
+            route: None,
+            unchanged: false,
+            structurals: &[],
+        }
+    }
+}
+
 impl<'a> Output<'a> {
     /// Takes a hold on this batch's acknowledgement: it completes only once the returned
     /// [`Ack`] is resolved (see the module docs).
@@ -390,14 +406,7 @@ mod tests {
     use super::*;
 
     fn ev(bytes: &[u8]) -> OutEvent<'_> {
-        OutEvent {
-            bytes,
-            line: 1,
-            offset: 0,
-            route: None,
-            unchanged: false,
-            structurals: &[],
-        }
+        OutEvent::scanned(bytes)
     }
 
     #[test]
