@@ -829,6 +829,7 @@ impl Running {
             join_by(r, &mut timed_out);
         }
         let mut components = Vec::new();
+        let mut unfinished = Vec::new();
         for h in std::mem::take(&mut self.sink_threads) {
             while !h.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -842,6 +843,14 @@ impl Running {
                 }
             } else {
                 timed_out = true;
+                // The thread is named after its sink (`output::spawn_sink`).
+                if let Some(name) = h
+                    .thread()
+                    .name()
+                    .and_then(|n| n.strip_prefix("sluicebox-sink-"))
+                {
+                    unfinished.push(name.to_string());
+                }
             }
         }
         errors.extend(
@@ -851,7 +860,7 @@ impl Running {
                 .drain(..),
         );
         self.shutdown.trigger();
-        let mut all = output::component_reports(&self.metrics, &components);
+        let mut all = output::component_reports(&self.metrics, &components, &unfinished);
         all.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
         Ok(RunReport {
             components: all,

@@ -69,14 +69,28 @@ impl ComponentReport {
 }
 
 /// Reports of every component registered in `metrics`: the sinks' own (with their errors),
+/// the sinks named in `unfinished` (still delivering when the drain deadline passed) from
+/// their counters, what they had not resolved counted as failed (it stays unacknowledged),
 /// and sources and transforms from their counters.
 pub(crate) fn component_reports(
     metrics: &Metrics,
     sinks: &[ComponentReport],
+    unfinished: &[String],
 ) -> Vec<ComponentReport> {
     let mut out: Vec<ComponentReport> = sinks.to_vec();
     for (name, kind, m) in metrics.components() {
         if kind == "sink" {
+            if unfinished.contains(&name) {
+                let mut r = ComponentReport::from_metrics(&name, &kind, &m);
+                let open = (r.received + r.created)
+                    .saturating_sub(r.sent + r.discarded + r.failed + r.dead_lettered);
+                r.failed += open;
+                r.error = Some(format!(
+                    "still delivering when the drain deadline passed: {open} events stay \
+                     unacknowledged"
+                ));
+                out.push(r);
+            }
             continue;
         }
         out.push(ComponentReport::from_metrics(&name, &kind, &m));

@@ -985,3 +985,48 @@ proptest::proptest! {
         }
     }
 }
+
+/// A sink that takes a long time over each batch (and then delivers it).
+struct Sluggish(std::time::Duration);
+
+impl Sink for Sluggish {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        std::thread::sleep(self.0);
+        out.ack().delivered();
+        Ok(Flow::Continue)
+    }
+}
+
+/// A sink still writing when the drain deadline passes is in the report all the same, with
+/// what it had not resolved counted as failed (unacknowledged) and an error saying so, so
+/// the counts still balance. Before, it was left out of the report.
+#[test]
+fn a_sink_still_busy_at_the_drain_deadline_is_reported_with_its_open_events_failed() {
+    let mut s = settings(1);
+    s.drain_timeout = std::time::Duration::from_millis(300);
+    let events: String = (0..10).map(|n| line("INFO", n) + "\n").collect();
+    let report = Topology::new(s)
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(ReaderSource::new("x", std::io::Cursor::new(events))),
+        ))
+        .sink(SinkSpec::new(
+            "slow",
+            "test",
+            vec!["in".into()],
+            Box::new(Sluggish(std::time::Duration::from_secs(3))),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(report.timed_out, "{report:?}");
+    let slow = report.component("slow").expect("the busy sink is reported");
+    assert_eq!((slow.received, slow.sent, slow.failed), (10, 0, 10), "{slow:?}");
+    assert!(
+        slow.error.as_deref().unwrap_or("").contains("drain deadline"),
+        "{slow:?}"
+    );
+    assert!(report.is_balanced(), "{report:?}");
+}
