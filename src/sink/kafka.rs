@@ -13,7 +13,8 @@
 //! Before a batch is sent, an event that cannot become a record goes to the run's dead
 //! letter with the reason and its origin, and its neighbours go on: one whose `topic`
 //! template names a field it lacks (`topic_field_missing`), one whose field makes a name
-//! Kafka refuses (`topic_invalid`: 1 to 249 of `a-z A-Z 0-9 . _ -`), and one larger than
+//! Kafka refuses (`topic_invalid`: 1 to 249 of `a-z A-Z 0-9 . _ -`), one naming a topic the
+//! cluster does not have (`topic_unknown`, asked once per name), and one larger than
 //! `max_message_bytes` (`message_too_large`: the broker would refuse it, and its refusal
 //! would stop the sink). When no dead letter takes them, the batch stays unacknowledged
 //! (replayed after a restart) and `component_errors_total{error_type="no_dead_letter"}`
@@ -250,6 +251,7 @@ impl KafkaSinkConfig {
             slots: Arc::new(tokio::sync::Semaphore::new(self.max_in_flight)),
             max_in_flight: self.max_in_flight,
             max_message: self.max_message_bytes,
+            topics: std::collections::HashMap::new(),
             failed: Arc::new(Mutex::new(None)),
             name: cx.name.clone(),
             outlet: cx.dead_letters.clone(),
@@ -322,6 +324,25 @@ enum Unsendable {
     NoTopic,
     /// The `topic` template makes a name Kafka refuses.
     BadTopic,
+    /// The `topic` template names a topic the cluster does not have.
+    NoSuchTopic,
+}
+
+/// How long the cluster's answer that a topic does not exist is trusted before it is asked
+/// again (the topic may have been created since).
+const MISSING_TOPIC_RECHECK: Duration = Duration::from_secs(30);
+/// How long the sink waits for the cluster to say whether a topic exists.
+const TOPIC_CHECK: Duration = Duration::from_secs(5);
+/// Topic names remembered; past this the memory starts again (a template with a field of
+/// unbounded values).
+const TOPICS_KEPT: usize = 10_000;
+
+/// What the sink knows of a topic a template named.
+#[derive(Debug, Clone, Copy)]
+enum TopicState {
+    Exists,
+    /// The cluster said it has no such topic, at this moment.
+    Missing(std::time::Instant),
 }
 
 /// Whether Kafka accepts `t` as a topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, and not
@@ -359,6 +380,8 @@ struct Settings {
 /// The only place krafka's producer appears.
 struct Producer {
     inner: krafka::producer::Producer,
+    /// For asking whether a topic a template named exists.
+    admin: krafka::admin::AdminClient,
 }
 
 impl Producer {
@@ -370,6 +393,7 @@ impl Producer {
             .request_timeout(s.request_timeout)
             .connect()
             .await?;
+        let admin = kafka.admin();
         let inner = kafka
             .producer()
             .acks(krafka::producer::Acks::All)
@@ -387,7 +411,7 @@ impl Producer {
             .max_block(s.request_timeout)
             .build()
             .await?;
-        Ok(Self { inner })
+        Ok(Self { inner, admin })
     }
 }
 
@@ -684,6 +708,8 @@ struct KafkaSink {
     max_in_flight: usize,
     /// `max_message_bytes`.
     max_message: usize,
+    /// Topics a template named, and whether the cluster has them.
+    topics: std::collections::HashMap<String, TopicState>,
     /// The refusal that stopped the sink, from a delivery task.
     failed: Arc<Mutex<Option<String>>>,
     name: String,
@@ -692,6 +718,46 @@ struct KafkaSink {
 }
 
 impl KafkaSink {
+    /// Whether the cluster has `topic` (a name a template made), asking it once per name
+    /// (a missing one again after [`MISSING_TOPIC_RECHECK`]). When the cluster cannot be
+    /// asked (the broker is away), the answer is yes: the records then wait in the
+    /// producer's retries like any other, instead of going to the dead letter.
+    ///
+    /// Cost: a map lookup; one metadata request per new name.
+    fn topic_exists(&mut self, topic: &str) -> bool {
+        match self.topics.get(topic) {
+            Some(TopicState::Exists) => return true,
+            Some(TopicState::Missing(at)) if at.elapsed() < MISSING_TOPIC_RECHECK => return false,
+            _ => {}
+        }
+        let producer = self.courier.link.get();
+        let asked = self.rt.block_on(async {
+            let options = krafka::admin::DescribeTopicsOptions::default().timeout(TOPIC_CHECK);
+            tokio::time::timeout(
+                TOPIC_CHECK,
+                producer.admin.describe_topics([topic], options),
+            )
+            .await
+        });
+        let state = match asked {
+            Ok(Ok(answers)) => match answers.get(topic) {
+                Some(Ok(_)) => TopicState::Exists,
+                Some(Err(krafka::KrafkaError::Broker {
+                    code: krafka::error::ErrorCode::UnknownTopicOrPartition,
+                    ..
+                })) => TopicState::Missing(std::time::Instant::now()),
+                // No answer for it, or another error: not decided here.
+                _ => return true,
+            },
+            _ => return true,
+        };
+        if self.topics.len() >= TOPICS_KEPT {
+            self.topics.clear();
+        }
+        self.topics.insert(topic.to_string(), state);
+        matches!(state, TopicState::Exists)
+    }
+
     /// Hands the events that cannot become records to the run's dead letter, each with its
     /// reason, and notes them on `ack`; false when it refused them (no dead letter, or it
     /// stopped), and the batch must stay unacknowledged.
@@ -710,6 +776,9 @@ impl KafkaSink {
                     .into(),
                 Unsendable::BadTopic => "kafka: topic_invalid: the `topic` template makes a name \
                      Kafka refuses (1 to 249 of a-z A-Z 0-9 . _ -)"
+                    .into(),
+                Unsendable::NoSuchTopic => "kafka: topic_unknown: the `topic` template names a \
+                     topic the cluster does not have"
                     .into(),
             };
             let why = why.as_str();
@@ -756,13 +825,15 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn write(&mut self, out: &Output<'_>) -> Result<Flow> {
         self.check_failed()?;
-        let who = &self.courier.who;
+        let courier = self.courier.clone();
+        let who = &courier.who;
         let mut records = Vec::with_capacity(out.len());
         // Events that cannot become records, per reason: (bytes, line, offset).
-        let mut dead: [(Unsendable, Vec<Origin<'_>>); 3] = [
+        let mut dead: [(Unsendable, Vec<Origin<'_>>); 4] = [
             (Unsendable::TooLarge, Vec::new()),
             (Unsendable::NoTopic, Vec::new()),
             (Unsendable::BadTopic, Vec::new()),
+            (Unsendable::NoSuchTopic, Vec::new()),
         ];
         for ev in out.iter() {
             let origin = (ev.bytes, ev.line, ev.offset);
@@ -776,6 +847,10 @@ impl Sink for KafkaSink {
             };
             if !self.topic.is_static() && !valid_topic(&topic) {
                 dead[2].1.push(origin);
+                continue;
+            }
+            if !self.topic.is_static() && !self.topic_exists(&topic) {
+                dead[3].1.push(origin);
                 continue;
             }
             let mut r = krafka::Record::new(topic, bytes::Bytes::copy_from_slice(ev.bytes));

@@ -1256,8 +1256,9 @@ impl sluicebox::sink::Sink for Kept {
 }
 
 /// Events that cannot become records (a `topic` field missing, a field that makes a name
-/// Kafka refuses, an event above `max_message_bytes`) go to the dead letter with their
-/// reason and origin; their neighbours reach the topic, and the run goes on.
+/// Kafka refuses, a topic the cluster does not have, an event above `max_message_bytes`)
+/// go to the dead letter with their reason and origin; their neighbours reach the topic,
+/// and the run goes on (an unknown topic used to hold the sink 30 s, then stop the run).
 #[test]
 fn kafka_sink_dead_letters_events_it_cannot_send() {
     use sluicebox::source::reader::ReaderSource;
@@ -1266,8 +1267,9 @@ fn kafka_sink_dead_letters_events_it_cannot_send() {
     let pad = "x".repeat(3000);
     let mut input = String::new();
     let mut want = Vec::new();
-    for n in 0..60 {
-        let line = match n % 6 {
+    for n in 0..70 {
+        let line = match n % 7 {
+            6 => format!(r#"{{"t":"nosuch","n":{n}}}"#),
             1 => format!(r#"{{"n":{n}}}"#),
             2 => format!(r#"{{"t":"no such/topic","n":{n}}}"#),
             3 => format!(r#"{{"t":"out","n":{n},"pad":"{pad}"}}"#),
@@ -1313,7 +1315,7 @@ fn kafka_sink_dead_letters_events_it_cannot_send() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.is_balanced(), "{report:?}");
     let k = report.component("kout").unwrap();
-    assert_eq!((k.received, k.sent, k.dead_lettered), (60, 20, 40), "{k:?}");
+    assert_eq!((k.received, k.sent, k.dead_lettered), (70, 20, 50), "{k:?}");
 
     assert_eq!(
         read_output(&b, want.len()),
@@ -1335,8 +1337,9 @@ fn kafka_sink_dead_letters_events_it_cannot_send() {
         })
         .collect();
     let mut expect = Vec::new();
-    for n in 0..60u64 {
-        let why = match n % 6 {
+    for n in 0..70u64 {
+        let why = match n % 7 {
+            6 => "topic_unknown",
             1 | 4 => "topic_field_missing",
             2 => "topic_invalid",
             3 => "message_too_large",

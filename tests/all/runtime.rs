@@ -1023,9 +1023,16 @@ fn a_sink_still_busy_at_the_drain_deadline_is_reported_with_its_open_events_fail
         .unwrap();
     assert!(report.timed_out, "{report:?}");
     let slow = report.component("slow").expect("the busy sink is reported");
-    assert_eq!((slow.received, slow.sent, slow.failed), (10, 0, 10), "{slow:?}");
+    assert_eq!(
+        (slow.received, slow.sent, slow.failed),
+        (10, 0, 10),
+        "{slow:?}"
+    );
     assert!(
-        slow.error.as_deref().unwrap_or("").contains("drain deadline"),
+        slow.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("drain deadline"),
         "{slow:?}"
     );
     assert!(report.is_balanced(), "{report:?}");
