@@ -435,26 +435,34 @@ impl Topology {
             let m = metrics.component(&spec.name, "sink", &spec.kind);
             let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
             sink_txs.push((tx, m.clone()));
-            sink_threads.push(output::spawn_sink(
-                spec.name,
-                spec.sink,
-                rx,
-                m,
-                shutdown.clone(),
-                self.settings.flush_interval,
+            let name = spec.name.clone();
+            sink_threads.push((
+                name,
+                output::spawn_sink(
+                    spec.name,
+                    spec.sink,
+                    rx,
+                    m,
+                    shutdown.clone(),
+                    self.settings.flush_interval,
+                ),
             ));
         }
         let dead_tx = match self.dead_letter {
             Some(spec) => {
                 let m = metrics.component(&spec.name, "sink", &spec.kind);
                 let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
-                sink_threads.push(output::spawn_sink(
-                    spec.name,
-                    spec.sink,
-                    rx,
-                    m.clone(),
-                    shutdown.clone(),
-                    self.settings.flush_interval,
+                let name = spec.name.clone();
+                sink_threads.push((
+                    name,
+                    output::spawn_sink(
+                        spec.name,
+                        spec.sink,
+                        rx,
+                        m.clone(),
+                        shutdown.clone(),
+                        self.settings.flush_interval,
+                    ),
                 ));
                 if let Some(o) = &self.outlet {
                     o.connect(tx.clone(), m.clone());
@@ -710,7 +718,8 @@ pub struct Running {
     source_metrics: Vec<ComponentMetrics>,
     worker_threads: Vec<std::thread::JoinHandle<()>>,
     router: Option<std::thread::JoinHandle<()>>,
-    sink_threads: Vec<std::thread::JoinHandle<ComponentReport>>,
+    /// Each sink's name and thread.
+    sink_threads: Vec<(String, std::thread::JoinHandle<ComponentReport>)>,
     errors: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     started: Instant,
     drain_timeout: Duration,
@@ -830,7 +839,7 @@ impl Running {
         }
         let mut components = Vec::new();
         let mut unfinished = Vec::new();
-        for h in std::mem::take(&mut self.sink_threads) {
+        for (name, h) in std::mem::take(&mut self.sink_threads) {
             while !h.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -843,14 +852,7 @@ impl Running {
                 }
             } else {
                 timed_out = true;
-                // The thread is named after its sink (`output::spawn_sink`).
-                if let Some(name) = h
-                    .thread()
-                    .name()
-                    .and_then(|n| n.strip_prefix("sluicebox-sink-"))
-                {
-                    unfinished.push(name.to_string());
-                }
+                unfinished.push(name);
             }
         }
         errors.extend(

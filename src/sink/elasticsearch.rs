@@ -1168,6 +1168,8 @@ struct IndexName {
     fallback: Option<Vec<Seg>>,
     /// `segs` has no `{{ field }}`.
     dates_only: bool,
+    /// `segs` has a date part (else, with `dates_only`, the name is one literal).
+    dated: bool,
     /// The last name rendered from `segs` when `dates_only`, with its date.
     last: Option<(Hour, Vec<u8>)>,
 }
@@ -1176,6 +1178,7 @@ impl IndexName {
     fn new(segs: Vec<Seg>, fallback: Option<Vec<Seg>>) -> Self {
         IndexName {
             dates_only: segs.iter().all(|s| !matches!(s, Seg::Field(_))),
+            dated: segs.iter().any(|s| matches!(s, Seg::Date(_))),
             segs,
             fallback,
             last: None,
@@ -1188,7 +1191,7 @@ impl IndexName {
         let at = out.len();
         if self.dates_only {
             // A template of literals alone has one name.
-            let d = if self.segs.iter().any(|s| matches!(s, Seg::Date(_))) {
+            let d = if self.dated {
                 event_date(e)
             } else {
                 (0, 0, 0, 0)

@@ -316,7 +316,7 @@ impl Template {
 type Origin<'a> = (&'a [u8], u64, u64);
 
 /// Why an event cannot become a record (it goes to the dead letter instead).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unsendable {
     /// Larger than `max_message_bytes`.
     TooLarge,
@@ -328,9 +328,9 @@ enum Unsendable {
     NoSuchTopic,
 }
 
-/// How long the cluster's answer that a topic does not exist is trusted before it is asked
-/// again (the topic may have been created since).
-const MISSING_TOPIC_RECHECK: Duration = Duration::from_secs(30);
+/// How long the cluster's answer that a topic does not exist (or its silence) is trusted
+/// before it is asked again: the topic may have been created, or the broker come back.
+const TOPIC_RECHECK: Duration = Duration::from_secs(30);
 /// How long the sink waits for the cluster to say whether a topic exists.
 const TOPIC_CHECK: Duration = Duration::from_secs(5);
 /// Topic names remembered; past this the memory starts again (a template with a field of
@@ -343,6 +343,9 @@ enum TopicState {
     Exists,
     /// The cluster said it has no such topic, at this moment.
     Missing(std::time::Instant),
+    /// The cluster could not be asked (the broker away) at this moment: taken as existing,
+    /// so the records wait in the producer's retries, and not asked again per event.
+    Undecided(std::time::Instant),
 }
 
 /// Whether Kafka accepts `t` as a topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, and not
@@ -719,15 +722,17 @@ struct KafkaSink {
 
 impl KafkaSink {
     /// Whether the cluster has `topic` (a name a template made), asking it once per name
-    /// (a missing one again after [`MISSING_TOPIC_RECHECK`]). When the cluster cannot be
-    /// asked (the broker is away), the answer is yes: the records then wait in the
-    /// producer's retries like any other, instead of going to the dead letter.
+    /// (a missing one, or one it could not answer for, again after [`TOPIC_RECHECK`]). When
+    /// the cluster cannot be asked (the broker is away), the answer is yes: the records then
+    /// wait in the producer's retries like any other, instead of going to the dead letter.
     ///
-    /// Cost: a map lookup; one metadata request per new name.
+    /// Cost: a map lookup; one metadata request (at most [`TOPIC_CHECK`]) per name and
+    /// [`TOPIC_RECHECK`].
     fn topic_exists(&mut self, topic: &str) -> bool {
         match self.topics.get(topic) {
             Some(TopicState::Exists) => return true,
-            Some(TopicState::Missing(at)) if at.elapsed() < MISSING_TOPIC_RECHECK => return false,
+            Some(TopicState::Missing(at)) if at.elapsed() < TOPIC_RECHECK => return false,
+            Some(TopicState::Undecided(at)) if at.elapsed() < TOPIC_RECHECK => return true,
             _ => {}
         }
         let producer = self.courier.link.get();
@@ -739,30 +744,41 @@ impl KafkaSink {
             )
             .await
         });
+        let now = std::time::Instant::now();
         let state = match asked {
             Ok(Ok(answers)) => match answers.get(topic) {
                 Some(Ok(_)) => TopicState::Exists,
                 Some(Err(krafka::KrafkaError::Broker {
                     code: krafka::error::ErrorCode::UnknownTopicOrPartition,
                     ..
-                })) => TopicState::Missing(std::time::Instant::now()),
+                })) => TopicState::Missing(now),
                 // No answer for it, or another error: not decided here.
-                _ => return true,
+                _ => TopicState::Undecided(now),
             },
-            _ => return true,
+            _ => TopicState::Undecided(now),
         };
         if self.topics.len() >= TOPICS_KEPT {
             self.topics.clear();
         }
         self.topics.insert(topic.to_string(), state);
-        matches!(state, TopicState::Exists)
+        !matches!(state, TopicState::Missing(_))
     }
 
     /// Hands the events that cannot become records to the run's dead letter, each with its
     /// reason, and notes them on `ack`; false when it refused them (no dead letter, or it
     /// stopped), and the batch must stay unacknowledged.
-    fn dead_letter(&self, ack: &Ack, dead: &[(Unsendable, Vec<Origin<'_>>)]) -> bool {
-        for (what, events) in dead {
+    fn dead_letter(&self, ack: &Ack, dead: &[(Unsendable, Origin<'_>)]) -> bool {
+        for what in [
+            Unsendable::TooLarge,
+            Unsendable::NoTopic,
+            Unsendable::BadTopic,
+            Unsendable::NoSuchTopic,
+        ] {
+            let events: Vec<Origin<'_>> = dead
+                .iter()
+                .filter(|(w, _)| *w == what)
+                .map(|&(_, o)| o)
+                .collect();
             if events.is_empty() {
                 continue;
             }
@@ -828,29 +844,24 @@ impl Sink for KafkaSink {
         let courier = self.courier.clone();
         let who = &courier.who;
         let mut records = Vec::with_capacity(out.len());
-        // Events that cannot become records, per reason: (bytes, line, offset).
-        let mut dead: [(Unsendable, Vec<Origin<'_>>); 4] = [
-            (Unsendable::TooLarge, Vec::new()),
-            (Unsendable::NoTopic, Vec::new()),
-            (Unsendable::BadTopic, Vec::new()),
-            (Unsendable::NoSuchTopic, Vec::new()),
-        ];
+        // Events that cannot become records, with the reason.
+        let mut dead = Vec::new();
         for ev in out.iter() {
             let origin = (ev.bytes, ev.line, ev.offset);
             if ev.bytes.len() > self.max_message {
-                dead[0].1.push(origin);
+                dead.push((Unsendable::TooLarge, origin));
                 continue;
             }
             let Some(topic) = self.topic.render(&ev) else {
-                dead[1].1.push(origin);
+                dead.push((Unsendable::NoTopic, origin));
                 continue;
             };
             if !self.topic.is_static() && !valid_topic(&topic) {
-                dead[2].1.push(origin);
+                dead.push((Unsendable::BadTopic, origin));
                 continue;
             }
             if !self.topic.is_static() && !self.topic_exists(&topic) {
-                dead[3].1.push(origin);
+                dead.push((Unsendable::NoSuchTopic, origin));
                 continue;
             }
             let mut r = krafka::Record::new(topic, bytes::Bytes::copy_from_slice(ev.bytes));

@@ -211,18 +211,9 @@ impl<'a> OutEvent<'a> {
         crate::parse::index::lookup(self.bytes, self.structurals, path.as_bytes())
     }
 
-    /// The first top-level member whose key is one of `keys` (plain keys, no escapes), in
-    /// a walk of the members that stops there. Cost: the members before it (usually one
-    /// or two: loggers write their timestamp first). A repeated key's first occurrence
-    /// wins, unlike [`Self::field`] (last wins); the one caller, the Elasticsearch sink's
-    /// index date, does not care: the server refuses a document with a repeated key
-    /// whatever index it names.
-    ///
-    /// An event a filter edited has no structural positions: its bytes are scanned instead
-    /// (validating it again to walk its members cost about 570 ns per event).
     /// Asks the CPU to start loading the event's first bytes and structural positions, for
     /// a sink that will read them a few events from now (they were written on another
-    /// core). Cost: two prefetch hints; nothing on targets other than x86-64.
+    /// core). Cost: three prefetch hints; nothing on targets other than x86-64.
     #[inline]
     pub(crate) fn prefetch(&self) {
         #[cfg(target_arch = "x86_64")]
@@ -241,6 +232,15 @@ impl<'a> OutEvent<'a> {
         }
     }
 
+    /// The first top-level member whose key is one of `keys` (plain keys, no escapes), in
+    /// a walk of the members that stops there. Cost: the members before it (usually one
+    /// or two: loggers write their timestamp first). A repeated key's first occurrence
+    /// wins, unlike [`Self::field`] (last wins); the one caller, the Elasticsearch sink's
+    /// index date, does not care: the server refuses a document with a repeated key
+    /// whatever index it names.
+    ///
+    /// An event a filter edited has no structural positions: its bytes are scanned instead
+    /// (validating it again to walk its members cost about 570 ns per event).
     pub(crate) fn first_top_level(&self, keys: &[&[u8]]) -> Option<crate::FieldRef<'a>> {
         let bytes = self.bytes;
         if self.structurals.is_empty() {
