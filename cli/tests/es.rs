@@ -390,7 +390,15 @@ request_timeout_ms = 2000
         peak = peak.max(rss(pid));
         std::thread::sleep(Duration::from_millis(250));
     }
-    let after = scrape(api);
+    // The server counts a document before the sink has read the reply that acknowledges
+    // it: give the last reply a moment to be counted as sent.
+    let sent = |m: &str| metric_sum(m, &["component_sent_events_total", "component_id=\"es\""]);
+    let t = Instant::now();
+    let mut after = scrape(api);
+    while sent(&after) < total as f64 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        after = scrape(api);
+    }
     signal(pid, "TERM");
     drop(agent);
     let (count, per) = stored(&servers, port, "outage", total);
