@@ -23,6 +23,7 @@
 //! own work.
 
 pub(crate) mod graph;
+pub(crate) mod local;
 mod output;
 mod worker;
 
@@ -86,6 +87,7 @@ impl DeadLetterOutlet {
             metas: Vec::new(),
             token: token.cloned(),
             count: 0,
+            first: Vec::new(),
         };
         let stream = token.map(|t| t.stream().key().to_string());
         for (raw, line, offset) in events {
@@ -122,7 +124,7 @@ impl DeadLetterOutlet {
         true
     }
 }
-use worker::{SourceRunner, TransformProto};
+use worker::{DeadFormat, SourceRunner, TransformProto};
 
 /// Settings of a whole run.
 #[derive(Clone, Debug)]
@@ -291,6 +293,10 @@ pub struct Topology {
     metrics: Option<Metrics>,
     shutdown: Option<Shutdown>,
     outlet: Option<DeadLetterOutlet>,
+    /// A sink the caller drives on its own thread (name, inputs): see [`local`].
+    local: Option<(String, Vec<String>)>,
+    /// How dead letters are written.
+    dead_format: DeadFormat,
 }
 
 impl std::fmt::Debug for Topology {
@@ -395,6 +401,7 @@ impl Topology {
                 .sinks
                 .iter()
                 .map(|s| (s.name.clone(), s.inputs.clone()))
+                .chain(self.local.clone())
                 .collect(),
         }
     }
@@ -448,6 +455,15 @@ impl Topology {
                 ),
             ));
         }
+        // The caller's sink: its queue is handed out by `Running::take_local`; without a
+        // dead-letter sink, the dead letters go to it too (the caller writes or keeps them).
+        let mut local = None;
+        if let Some((name, _)) = &self.local {
+            let m = metrics.component(name, "sink", "local");
+            let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
+            sink_txs.push((tx, m.clone()));
+            local = Some(rx);
+        }
         let dead_tx = match self.dead_letter {
             Some(spec) => {
                 let m = metrics.component(&spec.name, "sink", &spec.kind);
@@ -469,7 +485,7 @@ impl Topology {
                 }
                 Some((tx, m))
             }
-            None => None,
+            None => sink_txs.last().filter(|_| local.is_some()).cloned(),
         };
 
         // Transforms (prototypes) and per-source plans.
@@ -512,6 +528,7 @@ impl Topology {
                     source_names[i].clone(),
                     source_metrics[i].clone(),
                     pool_tx.clone(),
+                    self.dead_format,
                 )?);
             }
             let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
@@ -548,7 +565,7 @@ impl Topology {
         drop((work_rx, done_tx));
 
         // The router.
-        let errors = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::<(String, Error)>::new()));
         let router = output::spawn_router(
             done_rx,
             sink_txs,
@@ -614,7 +631,7 @@ impl Topology {
             }),
         };
         Ok(Running {
-            rt,
+            rt: Some(rt),
             shutdown,
             metrics,
             swapper,
@@ -626,6 +643,7 @@ impl Topology {
             errors,
             started,
             drain_timeout: self.settings.drain_timeout,
+            local,
         })
     }
 }
@@ -710,7 +728,8 @@ impl Swapper {
 
 /// A started topology. Dropping it without [`Running::wait`] shuts it down and waits.
 pub struct Running {
-    rt: tokio::runtime::Runtime,
+    /// The tokio runtime of the sources; `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
     shutdown: Shutdown,
     metrics: Metrics,
     swapper: Swapper,
@@ -720,9 +739,12 @@ pub struct Running {
     router: Option<std::thread::JoinHandle<()>>,
     /// Each sink's name and thread.
     sink_threads: Vec<(String, std::thread::JoinHandle<ComponentReport>)>,
-    errors: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Errors that stopped the run from the router (a filter's breaker tripped).
+    errors: Arc<std::sync::Mutex<Vec<(String, Error)>>>,
     started: Instant,
     drain_timeout: Duration,
+    /// The queue of the sink the caller drives, until taken.
+    local: Option<crossbeam_channel::Receiver<SinkMsg>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -780,7 +802,10 @@ impl Running {
 
     /// A handle to the tokio runtime the sources run on.
     pub fn handle(&self) -> tokio::runtime::Handle {
-        self.rt.handle().clone()
+        match &self.rt {
+            Some(rt) => rt.handle().clone(),
+            None => unreachable!("the runtime is taken only when dropping"),
+        }
     }
 
     /// Stops the sources and drains (see [`Running::wait`]).
@@ -799,13 +824,21 @@ impl Running {
     /// # Errors
     /// Never for a component's failure: those are in [`RunReport::errors`]. Only when the
     /// runtime itself breaks (a thread panicked).
-    pub fn wait(mut self) -> Result<RunReport> {
+    pub fn wait(self) -> Result<RunReport> {
+        self.finish().map(|(report, _)| report)
+    }
+
+    /// [`Running::wait`], with the errors of the transforms that stopped the run kept as
+    /// they were (also in [`RunReport::errors`], as text).
+    pub(crate) fn finish(mut self) -> Result<(RunReport, Vec<(String, Error)>)> {
         let tasks = std::mem::take(&mut self.source_tasks);
         let shutdown = self.shutdown.clone();
         let drain = self.drain_timeout;
         let mut errors = Vec::new();
         for (i, (name, task)) in tasks.into_iter().enumerate() {
-            let r = self.rt.block_on(task);
+            // Not `block_on`: the caller may be on a thread that drives async tasks (a
+            // `Pipeline::run` inside a tokio runtime); the task runs on the run's threads.
+            let r = wait_for(task);
             self.source_metrics[i].up.set(0);
             match r {
                 Ok(Ok(())) => {}
@@ -855,26 +888,55 @@ impl Running {
                 unfinished.push(name);
             }
         }
-        errors.extend(
-            self.errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..),
-        );
+        let broken: Vec<(String, Error)> = self
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        errors.extend(broken.iter().map(|(c, e)| (c.clone(), e.to_string())));
         self.shutdown.trigger();
         let mut all = output::component_reports(&self.metrics, &components, &unfinished);
         all.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
-        Ok(RunReport {
+        let report = RunReport {
             components: all,
             errors,
             elapsed: self.started.elapsed(),
             timed_out,
-        })
+        };
+        Ok((report, broken))
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        // Dropping a runtime blocks until its tasks stop, which tokio refuses on a thread
+        // that drives async tasks: there, let it stop in the background.
+        if let Some(rt) = self.rt.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Waits on this thread for `fut`, whose work runs elsewhere (a task of the run's runtime),
+/// without entering a tokio runtime: so it may be called on any thread.
+fn wait_for<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
     }
 }

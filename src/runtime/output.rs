@@ -106,7 +106,7 @@ pub(crate) fn spawn_router(
     dead: Option<(Sender<SinkMsg>, ComponentMetrics)>,
     sources: usize,
     shutdown: Shutdown,
-    errors: Arc<Mutex<Vec<(String, String)>>>,
+    errors: Arc<Mutex<Vec<(String, crate::Error)>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("sluicebox-router".into())
@@ -142,14 +142,14 @@ fn route(
     sinks: &[(Sender<SinkMsg>, ComponentMetrics)],
     dead: &Option<(Sender<SinkMsg>, ComponentMetrics)>,
     shutdown: &Shutdown,
-    errors: &Mutex<Vec<(String, String)>>,
+    errors: &Mutex<Vec<(String, crate::Error)>>,
     logged: &mut usize,
 ) {
     if let Some((component, e)) = p.error {
         errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((component, e.to_string()));
+            .push((component, e));
         // A broken filter stops the run: its events stay unacknowledged and replay once
         // the filter is fixed.
         shutdown.trigger();
@@ -213,7 +213,7 @@ pub(crate) fn spawn_sink(
         .expect("spawning a sink thread")
 }
 
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())

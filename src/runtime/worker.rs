@@ -52,6 +52,9 @@ pub(crate) struct DeadBatch {
     pub(crate) metas: Vec<EventMeta>,
     pub(crate) token: Option<crate::ack::AckToken>,
     pub(crate) count: u64,
+    /// The first few letters themselves (at most [`crate::pipeline::REPORT_DEAD_LETTERS`]),
+    /// for a run that keeps them in its report instead of writing them to a sink.
+    pub(crate) first: Vec<DeadLetter>,
 }
 
 /// What a worker hands the router for one source batch.
@@ -75,6 +78,19 @@ pub(crate) struct SourceRunner {
     source_metrics: ComponentMetrics,
     node_metrics: Vec<ComponentMetrics>,
     pool: crossbeam_channel::Sender<Batch>,
+    /// How dead letters are written (see [`DeadFormat`]).
+    format: DeadFormat,
+}
+
+/// How a dead letter is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum DeadFormat {
+    /// `component`, `source` and `stream`, then the letter's own fields: a graph's.
+    #[default]
+    Graph,
+    /// The letter's own fields (`reason`, `line`, `offset`, `filter`, `raw`): a single
+    /// chain's ([`crate::Pipeline::run`]), whose user tests compare them line by line.
+    Chain,
 }
 
 /// A new filter instance for plan node `node` of a worker's source runner `runner`, built
@@ -101,6 +117,7 @@ impl SourceRunner {
         source_name: Arc<str>,
         source_metrics: ComponentMetrics,
         pool: crossbeam_channel::Sender<Batch>,
+        format: DeadFormat,
     ) -> Result<Self> {
         let mut filters = Vec::with_capacity(plan.nodes.len());
         let mut names = Vec::with_capacity(plan.nodes.len());
@@ -120,6 +137,7 @@ impl SourceRunner {
             source_metrics,
             node_metrics,
             pool,
+            format,
         })
     }
 
@@ -152,6 +170,7 @@ impl SourceRunner {
             metas: Vec::new(),
             token: batch.token.clone(),
             count: 0,
+            first: Vec::new(),
         };
         let framed = batch.stats.received;
         let started = std::time::Instant::now();
@@ -167,8 +186,7 @@ impl SourceRunner {
         render_dead(
             &mut dead,
             &mut batch.dead,
-            &name,
-            &name,
+            (&name, &name, self.format),
             batch.token.as_ref(),
         );
         let roots = self.plan.roots.clone();
@@ -280,8 +298,7 @@ impl SourceRunner {
         render_dead(
             dead,
             &mut batch.dead,
-            &name,
-            &self.source_name,
+            (&name, &self.source_name, self.format),
             batch.token.as_ref(),
         );
         let edges = self.plan.nodes[n].out.clone();
@@ -348,7 +365,12 @@ impl SourceRunner {
         batch.data = data;
         batch.stats.dead_lettered += letters.len() as u64;
         let token = batch.token.clone();
-        render_dead(dead, &mut letters, &name, &self.source_name, token.as_ref());
+        render_dead(
+            dead,
+            &mut letters,
+            (&name, &self.source_name, self.format),
+            token.as_ref(),
+        );
     }
 }
 
@@ -377,35 +399,40 @@ fn event_bytes(batch: &Batch) -> u64 {
     batch.events.iter().map(|m| u64::from(m.len)).sum()
 }
 
-/// Appends `letters` to the dead-letter batch as NDJSON objects naming the component that
-/// rejected them and the stream they came from.
+/// Appends `letters` to the dead-letter batch as NDJSON objects; in [`DeadFormat::Graph`],
+/// naming the component that rejected them (`who.0`) and the source (`who.1`) and stream they
+/// came from.
 fn render_dead(
     dead: &mut DeadBatch,
     letters: &mut Vec<DeadLetter>,
-    component: &str,
-    source: &str,
+    who: (&str, &str, DeadFormat),
     token: Option<&crate::ack::AckToken>,
 ) {
     if letters.is_empty() {
         return;
     }
+    let (component, source, format) = who;
     letters.sort_by_key(|d| d.line);
     let stream = token.map(|t| t.stream().key().to_string());
     for d in letters.drain(..) {
         let start = dead.text.len();
-        dead.text.extend_from_slice(b"{\"component\":");
-        json_str(component, &mut dead.text);
-        dead.text.extend_from_slice(b",\"source\":");
-        json_str(source, &mut dead.text);
-        if let Some(s) = &stream {
-            dead.text.extend_from_slice(b",\"stream\":");
-            json_str(s, &mut dead.text);
+        if format == DeadFormat::Graph {
+            dead.text.extend_from_slice(b"{\"component\":");
+            json_str(component, &mut dead.text);
+            dead.text.extend_from_slice(b",\"source\":");
+            json_str(source, &mut dead.text);
+            if let Some(s) = &stream {
+                dead.text.extend_from_slice(b",\"stream\":");
+                json_str(s, &mut dead.text);
+            }
+            dead.text.push(b',');
+            let at = dead.text.len();
+            d.to_json(&mut dead.text);
+            // to_json wrote a whole object: drop its opening brace.
+            dead.text.remove(at);
+        } else {
+            d.to_json(&mut dead.text);
         }
-        dead.text.push(b',');
-        let at = dead.text.len();
-        d.to_json(&mut dead.text);
-        // to_json wrote a whole object: drop its opening brace.
-        dead.text.remove(at);
         dead.metas.push(EventMeta {
             start: start as u32,
             len: (dead.text.len() - start) as u32,
@@ -415,6 +442,9 @@ fn render_dead(
             ..Default::default()
         });
         dead.count += 1;
+        if dead.first.len() < crate::pipeline::REPORT_DEAD_LETTERS {
+            dead.first.push(d);
+        }
     }
 }
 
