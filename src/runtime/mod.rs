@@ -293,7 +293,9 @@ pub struct Topology {
     metrics: Option<Metrics>,
     shutdown: Option<Shutdown>,
     outlet: Option<DeadLetterOutlet>,
-    /// A sink the caller drives on its own thread (name, inputs): see [`local`].
+    /// A sink the caller drives (name, inputs), in the mode of [`local`]: no worker threads
+    /// and no router; the caller's threads work the batches with the runners
+    /// [`Running`] hands out, and take the results from its `done` queue.
     local: Option<(String, Vec<String>)>,
     /// How dead letters are written.
     dead_format: DeadFormat,
@@ -424,12 +426,19 @@ impl Topology {
         let started = Instant::now();
         let metrics = self.metrics.clone().unwrap_or_default();
         let shutdown = self.shutdown.clone().unwrap_or_default();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sluicebox-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::new(Kind::Config, format!("cannot start the runtime: {e}")))?;
+        // The caller-driven mode runs no source task: no tokio runtime (and no thread of it
+        // waking on the caller's cores).
+        let rt = if self.local.is_some() {
+            None
+        } else {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("sluicebox-io")
+                .enable_all()
+                .build()
+                .map_err(|e| Error::new(Kind::Config, format!("cannot start the runtime: {e}")))?;
+            Some(rt)
+        };
         // Spare batches kept for reuse (their buffers stay allocated and warm).
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(64);
         let (work_tx, work_rx) = crossbeam_channel::unbounded::<crate::source::Work>();
@@ -455,15 +464,6 @@ impl Topology {
                 ),
             ));
         }
-        // The caller's sink: its queue is handed out by `Running::take_local`; without a
-        // dead-letter sink, the dead letters go to it too (the caller writes or keeps them).
-        let mut local = None;
-        if let Some((name, _)) = &self.local {
-            let m = metrics.component(name, "sink", "local");
-            let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
-            sink_txs.push((tx, m.clone()));
-            local = Some(rx);
-        }
         let dead_tx = match self.dead_letter {
             Some(spec) => {
                 let m = metrics.component(&spec.name, "sink", &spec.kind);
@@ -485,7 +485,7 @@ impl Topology {
                 }
                 Some((tx, m))
             }
-            None => sink_txs.last().filter(|_| local.is_some()).cloned(),
+            None => None,
         };
 
         // Transforms (prototypes) and per-source plans.
@@ -516,6 +516,7 @@ impl Topology {
         let workers = self.settings.pipeline.workers.max(1);
         let mut worker_threads = Vec::new();
         let mut swap_txs = Vec::with_capacity(workers);
+        let mut inline = Vec::new();
         for w in 0..workers {
             let (swap_tx, swap_rx) = crossbeam_channel::unbounded::<Vec<worker::Swap>>();
             swap_txs.push(swap_tx);
@@ -530,6 +531,13 @@ impl Topology {
                     pool_tx.clone(),
                     self.dead_format,
                 )?);
+            }
+            if self.local.is_some() {
+                inline.push(Inline {
+                    runners,
+                    done: done_tx.clone(),
+                });
+                continue;
             }
             let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
             let t = std::thread::Builder::new()
@@ -566,17 +574,23 @@ impl Topology {
 
         // The router.
         let errors = Arc::new(std::sync::Mutex::new(Vec::<(String, Error)>::new()));
-        let router = output::spawn_router(
-            done_rx,
-            sink_txs,
-            dead_tx,
-            self.sources.len(),
-            shutdown.clone(),
-            errors.clone(),
-        );
+        let (router, done) = if self.local.is_some() {
+            (None, Some(done_rx))
+        } else {
+            let router = output::spawn_router(
+                done_rx,
+                sink_txs,
+                dead_tx,
+                self.sources.len(),
+                shutdown.clone(),
+                errors.clone(),
+            );
+            (Some(router), None)
+        };
 
         // Sources.
         let mut source_tasks = Vec::new();
+        let mut lent = Vec::new();
         let mut budgets = Vec::new();
         for (i, spec) in self.sources.into_iter().enumerate() {
             let budget = Arc::new(Budget::new(spec.in_flight_bytes.max(1), spec.overflow));
@@ -599,12 +613,15 @@ impl Topology {
             );
             source_metrics[i].up.set(1);
             let name = spec.name.clone();
-            source_tasks.push((name, rt.spawn(spec.source.run(cx))));
+            match &rt {
+                Some(rt) => source_tasks.push((name, rt.spawn(spec.source.run(cx)))),
+                None => lent.push(cx),
+            }
         }
         drop(work_tx);
         // Gauges sampled once a second.
         let sampler_stop = shutdown.clone();
-        rt.spawn(async move {
+        let sampler = async move {
             loop {
                 for (_, b, m) in &budgets {
                     m.buffer_bytes.set(b.used() as i64);
@@ -622,7 +639,10 @@ impl Topology {
                     return;
                 }
             }
-        });
+        };
+        if let Some(rt) = &rt {
+            rt.spawn(sampler);
+        }
         let swapper = Swapper {
             inner: Arc::new(SwapperInner {
                 transforms: protos.iter().map(|t| t.name.to_string()).collect(),
@@ -631,19 +651,21 @@ impl Topology {
             }),
         };
         Ok(Running {
-            rt: Some(rt),
+            rt,
+            lent,
             shutdown,
             metrics,
             swapper,
             source_tasks,
             source_metrics,
             worker_threads,
-            router: Some(router),
+            router,
             sink_threads,
             errors,
             started,
             drain_timeout: self.settings.drain_timeout,
-            local,
+            done,
+            inline,
         })
     }
 }
@@ -728,8 +750,11 @@ impl Swapper {
 
 /// A started topology. Dropping it without [`Running::wait`] shuts it down and waits.
 pub struct Running {
-    /// The tokio runtime of the sources; `None` only while dropping.
+    /// The tokio runtime of the sources; `None` while dropping, and in the caller-driven
+    /// mode ([`local`]), whose sources do not run as tasks...
     rt: Option<tokio::runtime::Runtime>,
+    /// ...but lend their contexts to the caller, until taken.
+    lent: Vec<SourceContext>,
     shutdown: Shutdown,
     metrics: Metrics,
     swapper: Swapper,
@@ -743,8 +768,17 @@ pub struct Running {
     errors: Arc<std::sync::Mutex<Vec<(String, Error)>>>,
     started: Instant,
     drain_timeout: Duration,
-    /// The queue of the sink the caller drives, until taken.
-    local: Option<crossbeam_channel::Receiver<SinkMsg>>,
+    /// In the caller-driven mode ([`local`]): the workers' results, until taken...
+    done: Option<crossbeam_channel::Receiver<worker::Processed>>,
+    /// ...and one worker's runners per worker.
+    inline: Vec<Inline>,
+}
+
+/// What a caller's thread needs to work batches itself: a runner per source, and the
+/// router's queue.
+pub(crate) struct Inline {
+    pub(crate) runners: Vec<SourceRunner>,
+    pub(crate) done: crossbeam_channel::Sender<worker::Processed>,
 }
 
 impl std::fmt::Debug for Running {
@@ -804,7 +838,7 @@ impl Running {
     pub fn handle(&self) -> tokio::runtime::Handle {
         match &self.rt {
             Some(rt) => rt.handle().clone(),
-            None => unreachable!("the runtime is taken only when dropping"),
+            None => unreachable!("a started topology has its runtime until it is dropped"),
         }
     }
 

@@ -373,23 +373,20 @@ impl SourceContext {
         drop(stream.token(end));
     }
 
-    fn queue(&self, stream: &Stream, mut batch: Batch, end: u64, bytes: u64) -> bool {
-        let token = stream.token(end);
-        let budget = self.inner.budget.clone();
-        token.on_complete(Box::new(move || budget.release(bytes)));
-        batch.token = Some(token);
-        let mut seq = self.inner.order.lock().unwrap_or_else(|p| p.into_inner());
-        batch.seq = *seq;
-        *seq += 1;
-        // Under the drop policy a source never waits for the workers: its budget alone
-        // bounds it.
-        let queued = (self.inner.budget.policy() == OverflowPolicy::Block)
-            .then(|| QueueTicket(self.inner.queue.clone()));
-        let work = Work {
-            source: self.inner.index,
-            batch,
-            queued,
-        };
+    /// [`SourceContext::blocking_send`] for a reader that works its own batches (the
+    /// runtime with borrowed ends, [`crate::Pipeline::run`]): waits for the budget, gives the
+    /// batch its token and its place in the source's order, and hands it back instead of
+    /// queueing it for the workers. `None` once the run is shutting down.
+    pub(crate) fn blocking_take(&self, stream: &Stream, batch: Batch, end: u64) -> Option<Work> {
+        let bytes = batch.data.capacity() as u64;
+        if !self.inner.budget.take_blocking(bytes, &self.inner.shutdown) {
+            return None;
+        }
+        Some(self.work(stream, batch, end, bytes, false))
+    }
+
+    fn queue(&self, stream: &Stream, batch: Batch, end: u64, bytes: u64) -> bool {
+        let work = self.work(stream, batch, end, bytes, true);
         // A closed channel means the runtime stopped: the batch's token drops unsent
         // events as errored (see `Batch::abandon`).
         match self.inner.tx.send(work) {
@@ -399,6 +396,27 @@ impl SourceContext {
                 w.batch.abandon();
                 false
             }
+        }
+    }
+
+    /// The batch with its token (which gives the budget back when it completes) and its
+    /// sequence number; `queued`: it holds a place in the workers' queue.
+    fn work(&self, stream: &Stream, mut batch: Batch, end: u64, bytes: u64, queued: bool) -> Work {
+        let token = stream.token(end);
+        let budget = self.inner.budget.clone();
+        token.on_complete(Box::new(move || budget.release(bytes)));
+        batch.token = Some(token);
+        let mut seq = self.inner.order.lock().unwrap_or_else(|p| p.into_inner());
+        batch.seq = *seq;
+        *seq += 1;
+        // Under the drop policy a source never waits for the workers: its budget alone
+        // bounds it.
+        let queued = (queued && self.inner.budget.policy() == OverflowPolicy::Block)
+            .then(|| QueueTicket(self.inner.queue.clone()));
+        Work {
+            source: self.inner.index,
+            batch,
+            queued,
         }
     }
 }

@@ -70,9 +70,8 @@ fn read_all(src: ReaderSource, cx: &SourceContext) -> Result<()> {
 }
 
 /// Frames `input` to its end (or the shutdown) as the one stream `key` of `cx`'s source,
-/// blocking on the in-flight budget. Runs on a blocking thread: a `spawn_blocking` one for
-/// [`ReaderSource`], the caller's own for [`crate::Pipeline::run`].
-pub(crate) fn read_stream(key: &str, input: &mut dyn Read, cx: &SourceContext) -> Result<()> {
+/// blocking on the in-flight budget (on a `spawn_blocking` thread).
+fn read_stream(key: &str, input: &mut dyn Read, cx: &SourceContext) -> Result<()> {
     let stream = cx.stream(key, None);
     let mut decoder = cx.decoder(0);
     loop {
