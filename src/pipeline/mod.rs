@@ -89,7 +89,7 @@ impl Pipeline {
     /// [`crate::Kind::Input`] if reading fails, [`crate::Kind::Sink`] if the sink fails,
     /// [`crate::Kind::FilterBroken`] if a filter's breaker trips. Bad events are never errors.
     pub fn run<R: Read + Send, S: Sink>(&mut self, input: R, mut sink: S) -> Result<Report> {
-        crate::runtime::local::run(&self.config, &self.filters, input, &mut sink, None)
+        crate::runtime::local::run(&self.config, &mut self.filters, input, &mut sink, None)
     }
 
     /// Like [`Pipeline::run`], with rejected events rendered as NDJSON dead letters
@@ -105,7 +105,7 @@ impl Pipeline {
     ) -> Result<Report> {
         crate::runtime::local::run(
             &self.config,
-            &self.filters,
+            &mut self.filters,
             input,
             &mut sink,
             Some(&mut dead_letter),

@@ -61,12 +61,13 @@ struct Input<R> {
     error: Option<Error>,
 }
 
-/// Runs `input` through `filters` (forked: the caller keeps its own) into `sink`, on the
-/// runtime. The first error ends the run: the sink's, then a filter's (its breaker
-/// tripped), then the input's.
+/// Runs `input` through `filters` into `sink`, on the runtime. With one worker the run
+/// uses the filters themselves and gives them back; with more, each worker a fork of them.
+/// The first error ends the run: the sink's, then a filter's (its breaker tripped), then
+/// the input's.
 pub(crate) fn run(
     config: &PipelineConfig,
-    filters: &[Box<dyn Filter>],
+    filters: &mut Vec<Box<dyn Filter>>,
     input: impl Read + Send,
     sink: &mut dyn Sink,
     dead: Option<&mut dyn Sink>,
@@ -84,19 +85,30 @@ pub(crate) fn run(
         SourceSpec::new(INPUT, "reader", Box::new(Lent))
             .in_flight(in_flight, OverflowPolicy::Block),
     );
+    // With one worker the runtime lends the filters to its one runner: the chain is checked
+    // first, so that `start` (which, past its checks, cannot fail in this mode) never drops
+    // them.
+    let lend = config.workers <= 1;
+    config.validate()?;
     let mut upstream = INPUT.to_string();
-    for (i, f) in filters.iter().enumerate() {
+    let chain: Vec<Box<dyn Filter>> = if lend {
+        std::mem::take(filters)
+    } else {
+        filters.iter().map(|f| f.fork()).collect::<Result<_>>()?
+    };
+    for (i, f) in chain.into_iter().enumerate() {
         let name = format!("filter{i}");
         topology = topology.transform(TransformSpec::new(
             name.clone(),
             "filter",
             vec![upstream],
-            f.fork()?,
+            f,
         ));
         upstream = name;
     }
     topology.local = Some((OUTPUT.into(), vec![upstream]));
     topology.dead_format = DeadFormat::Chain;
+    debug_assert!(topology.check().is_empty(), "{:?}", topology.check());
     let mut running = topology.start()?;
     let done = running
         .done
@@ -136,7 +148,11 @@ pub(crate) fn run(
             let p = worker.runners[job.source].process(job.source, job.batch);
             driver.take(p);
         }
-        drop((cx, worker.runners));
+        drop(cx);
+        if let Some(runner) = worker.runners.pop() {
+            // The lent filters go back to the pipeline.
+            *filters = runner.into_filters();
+        }
     } else {
         std::thread::scope(|scope| {
             for (w, worker) in workers.into_iter().enumerate() {

@@ -489,13 +489,13 @@ impl Topology {
         };
 
         // Transforms (prototypes) and per-source plans.
-        let protos: Vec<TransformProto> = self
+        let mut protos: Vec<TransformProto> = self
             .transforms
             .into_iter()
             .map(|t| TransformProto {
                 metrics: metrics.component(&t.name, "transform", &t.kind),
                 name: t.name.into(),
-                filter: t.filter,
+                filter: Some(t.filter),
             })
             .collect();
         let source_names: Vec<Arc<str>> = self
@@ -517,6 +517,9 @@ impl Topology {
         let mut worker_threads = Vec::new();
         let mut swap_txs = Vec::with_capacity(workers);
         let mut inline = Vec::new();
+        // The caller-driven mode with one worker runs the caller's own filter instances (no
+        // fork: their state and their warm memory stay the caller's).
+        let lend = self.local.is_some() && workers == 1 && self.sources.len() == 1;
         for w in 0..workers {
             let (swap_tx, swap_rx) = crossbeam_channel::unbounded::<Vec<worker::Swap>>();
             swap_txs.push(swap_tx);
@@ -525,11 +528,12 @@ impl Topology {
                 runners.push(SourceRunner::new(
                     &self.settings.pipeline,
                     plan.clone(),
-                    &protos,
+                    &mut protos,
                     source_names[i].clone(),
                     source_metrics[i].clone(),
                     pool_tx.clone(),
                     self.dead_format,
+                    lend,
                 )?);
             }
             if self.local.is_some() {

@@ -102,10 +102,10 @@ pub(crate) struct Swap {
 }
 
 /// The runtime's view of a transform: its name and its filter prototype (forked per worker
-/// and per plan node).
+/// and per plan node; or lent to the one runner of the caller-driven mode, once).
 pub(crate) struct TransformProto {
     pub(crate) name: Arc<str>,
-    pub(crate) filter: Box<dyn Filter>,
+    pub(crate) filter: Option<Box<dyn Filter>>,
     pub(crate) metrics: ComponentMetrics,
 }
 
@@ -113,18 +113,26 @@ impl SourceRunner {
     pub(crate) fn new(
         config: &PipelineConfig,
         plan: Arc<SourcePlan>,
-        transforms: &[TransformProto],
+        transforms: &mut [TransformProto],
         source_name: Arc<str>,
         source_metrics: ComponentMetrics,
         pool: crossbeam_channel::Sender<Batch>,
         format: DeadFormat,
+        lend: bool,
     ) -> Result<Self> {
         let mut filters = Vec::with_capacity(plan.nodes.len());
         let mut names = Vec::with_capacity(plan.nodes.len());
         let mut node_metrics = Vec::with_capacity(plan.nodes.len());
         for n in &plan.nodes {
-            let t = &transforms[n.transform];
-            filters.push(t.filter.fork()?);
+            let t = &mut transforms[n.transform];
+            let filter = if lend {
+                t.filter.take()
+            } else {
+                t.filter.as_ref().map(|f| f.fork()).transpose()?
+            };
+            filters.push(filter.ok_or_else(|| {
+                crate::Error::config(format!("transform {}: its filter was lent twice", t.name))
+            })?);
             names.push(t.name.clone());
             node_metrics.push(t.metrics.clone());
         }
@@ -144,6 +152,11 @@ impl SourceRunner {
     /// Puts new filters in place of plan nodes' filters, between two batches: the batches
     /// this runner processed before ran on the old instances, every later one runs on the
     /// new. Costs a new parse stage (the declared fields may have changed).
+    /// The runner's filters, in plan node order (a lent chain's, back to its owner).
+    pub(crate) fn into_filters(self) -> Vec<Box<dyn Filter>> {
+        self.stage.into_filters()
+    }
+
     pub(crate) fn swap(&mut self, swaps: impl IntoIterator<Item = (usize, Box<dyn Filter>)>) {
         let old = std::mem::replace(&mut self.stage, Stage::new(&self.config, Vec::new()));
         let mut filters = old.into_filters();
