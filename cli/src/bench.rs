@@ -636,7 +636,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             s.secs.push(secs);
         }
     }
-    if a.rounds.max(1) % 2 == 0 {
+    if a.rounds.max(1).is_multiple_of(2) {
         // Back in the order of the table.
         scenarios.reverse();
     }

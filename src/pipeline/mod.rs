@@ -85,9 +85,20 @@ impl Pipeline {
     /// Runs `input` through the chain into `sink`; rejected events are counted and the
     /// first few kept in the [`Report`].
     ///
+    /// A facade over the runtime ([`crate::runtime`]): the input is one source with the
+    /// runtime's in-flight budget and acknowledgements, the chain one transform per filter,
+    /// the sink driven on the calling thread (so it need not be `Send`). With one worker the
+    /// whole run happens on the calling thread, on this pipeline's own filter instances
+    /// (their state carries over to the next run); with more, each worker thread reads,
+    /// parses and filters its own batches with forks of them, and the sink still sees the
+    /// input's order. A sink that holds [`crate::Ack`]s must resolve them as it goes: the
+    /// input waits for them once its budget (`4 × workers + 1` batches) is spent.
+    ///
     /// # Errors
-    /// [`crate::Kind::Input`] if reading fails, [`crate::Kind::Sink`] if the sink fails,
-    /// [`crate::Kind::FilterBroken`] if a filter's breaker trips. Bad events are never errors.
+    /// [`crate::Kind::Input`] if reading fails, [`crate::Kind::Sink`] if the sink fails or
+    /// panics (the run stops there), [`crate::Kind::FilterBroken`] if a filter's breaker
+    /// trips. Bad events are never errors. A sink's [`Flow::Stop`] ends the run without an
+    /// error: the report counts what the sink was handed.
     pub fn run<R: Read + Send, S: Sink>(&mut self, input: R, mut sink: S) -> Result<Report> {
         crate::runtime::local::run(&self.config, &mut self.filters, input, &mut sink, None)
     }

@@ -110,16 +110,18 @@ pub(crate) struct TransformProto {
 }
 
 impl SourceRunner {
+    /// A runner of `plan` for the source named `source.0`; `lend`: it takes the
+    /// prototypes' filters themselves instead of forks (each at most once).
     pub(crate) fn new(
         config: &PipelineConfig,
         plan: Arc<SourcePlan>,
         transforms: &mut [TransformProto],
-        source_name: Arc<str>,
-        source_metrics: ComponentMetrics,
+        source: (Arc<str>, ComponentMetrics),
         pool: crossbeam_channel::Sender<Batch>,
         format: DeadFormat,
         lend: bool,
     ) -> Result<Self> {
+        let (source_name, source_metrics) = source;
         let mut filters = Vec::with_capacity(plan.nodes.len());
         let mut names = Vec::with_capacity(plan.nodes.len());
         let mut node_metrics = Vec::with_capacity(plan.nodes.len());

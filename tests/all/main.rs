@@ -6,6 +6,7 @@ mod components;
 mod conformance;
 mod es;
 mod es_source;
+mod facade;
 mod guest_sdks;
 mod guests;
 mod hostile;
