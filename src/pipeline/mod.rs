@@ -91,8 +91,9 @@ impl Pipeline {
     /// whole run happens on the calling thread, on this pipeline's own filter instances
     /// (their state carries over to the next run); with more, each worker thread reads,
     /// parses and filters its own batches with forks of them, and the sink still sees the
-    /// input's order. A sink that holds [`crate::Ack`]s must resolve them as it goes: the
-    /// input waits for them once its budget (`4 × workers + 1` batches) is spent.
+    /// input's order. At most `4 × workers + 1` batches are read and not yet handed to the
+    /// sink; a sink may hold its [`crate::Ack`]s as long as it likes (until its `finish`,
+    /// even) without stalling the read.
     ///
     /// # Errors
     /// [`crate::Kind::Input`] if reading fails, [`crate::Kind::Sink`] if the sink fails or

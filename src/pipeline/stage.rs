@@ -68,6 +68,11 @@ impl Stage {
         }
     }
 
+    /// The name of filter `i`.
+    pub(crate) fn filter_name(&self, i: usize) -> &str {
+        self.filters[i].name()
+    }
+
     pub(crate) fn into_filters(self) -> Vec<Box<dyn Filter>> {
         self.filters
     }

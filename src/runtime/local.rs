@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::output::panic_text;
-use super::worker::{DeadFormat, Processed, Select};
+use super::worker::{Processed, Select, Shape};
 use super::{Inline, RuntimeSettings, SourceSpec, Topology, TransformSpec};
 use crate::ack::Stream;
 use crate::batch::{DeadLetter, EventMeta};
@@ -35,15 +35,17 @@ use crate::filter::Filter;
 use crate::frame::Decoder;
 use crate::pipeline::{PipelineConfig, REPORT_DEAD_LETTERS, Report, Stats};
 use crate::sink::{Flow, Output, Sink};
-use crate::source::{BoxFuture, OverflowPolicy, Shutdown, Source, SourceContext, Work};
+use crate::source::{BoxFuture, Budget, OverflowPolicy, Shutdown, Source, SourceContext, Work};
 
 /// The source's name (and its one stream's); dead letters and errors name it.
 const INPUT: &str = "input";
 /// The caller's sink's name.
 const OUTPUT: &str = "output";
-/// Batches of `max_batch_bytes` a run keeps in flight per worker (read ahead, being
-/// filtered, waiting for the sink): what the single-input pipeline always held, so its
-/// memory stays where it was (measured: 1.51x -> 1.69x on 2 cores against one per worker).
+/// Batches of `max_batch_bytes` a run may have read and not yet handed to the sink, per
+/// worker (read ahead, being filtered, waiting for their turn): what the single-input
+/// pipeline always held, so its memory stays where it was (measured: 1.51x -> 1.69x on 2
+/// cores against one per worker). The budget counts these, not unacknowledged batches
+/// (see `SourceContext::blocking_take`).
 const BATCHES_PER_WORKER: u64 = 4;
 
 /// The source of the caller-driven mode: never run, its context is lent to the caller's
@@ -113,7 +115,7 @@ pub(crate) fn run(
         upstream = name;
     }
     topology.local = Some((OUTPUT.into(), vec![upstream]));
-    topology.dead_format = DeadFormat::Chain;
+    topology.shape = Shape::Chain;
     debug_assert!(topology.check().is_empty(), "{:?}", topology.check());
     let mut running = topology.start()?;
     let done = running
@@ -144,14 +146,16 @@ pub(crate) fn run(
         stopped: false,
         shutdown: shutdown.clone(),
         dirty: false,
+        budget: cx.budget_handle(),
     };
     if workers.len() == 1 {
         // One worker: the calling thread reads, works and writes each batch in turn, with
         // nothing handed between threads.
         let mut worker = workers.remove(0);
         drop(worker.done);
-        while let Some(job) = next_job(&shared, &cx) {
-            let p = worker.runners[job.source].process(job.source, job.batch);
+        while let Some((job, held)) = next_job(&shared, &cx) {
+            let mut p = worker.runners[job.source].process(job.source, job.batch);
+            p.held = held;
             driver.take(p);
         }
         drop(cx);
@@ -195,7 +199,7 @@ pub(crate) fn run(
 /// Frames the next batch of the shared input and takes its budget, token and place in the
 /// order, all under the lock (so the order is the input's); `None` at the end of the input,
 /// on an error (kept), or once the run is stopping.
-fn next_job<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext) -> Option<Work> {
+fn next_job<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext) -> Option<(Work, u64)> {
     let mut batch = cx.batch();
     let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
     let s = &mut *guard;
@@ -212,8 +216,7 @@ fn next_job<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext) -> Option<Wor
         }
         Ok(Ok(false)) => None,
         Ok(Err(e)) => {
-            s.error
-                .get_or_insert(Error::new(Kind::Input, format!("{INPUT}: {}", e.message())));
+            s.error.get_or_insert(e);
             None
         }
         Err(p) => {
@@ -232,8 +235,9 @@ fn next_job<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext) -> Option<Wor
 /// core (the bytes it just read are in its cache) and hands the result to the caller's
 /// thread.
 fn work<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext, mut worker: Inline) {
-    while let Some(job) = next_job(shared, cx) {
-        let p = worker.runners[job.source].process(job.source, job.batch);
+    while let Some((job, held)) = next_job(shared, cx) {
+        let mut p = worker.runners[job.source].process(job.source, job.batch);
+        p.held = held;
         if worker.done.send(p).is_err() {
             return;
         }
@@ -259,6 +263,19 @@ struct Driver<'a, 'b> {
     shutdown: Shutdown,
     /// Written to since the last flush.
     dirty: bool,
+    /// The source's budget, given back batch by batch as the sink is handed them.
+    budget: std::sync::Arc<Budget>,
+}
+
+/// Gives `.1` bytes back to the budget when dropped (however the batch was handled).
+struct Held(std::sync::Arc<Budget>, u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            self.0.release(self.1);
+        }
+    }
 }
 
 impl Driver<'_, '_> {
@@ -295,9 +312,14 @@ impl Driver<'_, '_> {
 
     /// Writes one batch's dead letters and events (after the sink failed or asked to stop,
     /// only fails their acknowledgements).
-    fn take(&mut self, p: Processed) {
-        if let Some((_, e)) = p.error {
-            // Its batch was abandoned: nothing to write.
+    fn take(&mut self, mut p: Processed) {
+        // Read and not yet written: the input may read that much again once this is handled.
+        let _held = Held(self.budget.clone(), std::mem::take(&mut p.held));
+        if let Some((_, e)) = p.error.take()
+            && !self.ended()
+        {
+            // Its batch was abandoned: nothing to write. (After the sink asked to stop, the
+            // run has ended: a breaker tripping on a batch no one will write changes nothing.)
             self.broken.get_or_insert(e);
             self.shutdown.trigger();
         }

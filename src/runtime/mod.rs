@@ -124,7 +124,7 @@ impl DeadLetterOutlet {
         true
     }
 }
-use worker::{DeadFormat, SourceRunner, TransformProto};
+use worker::{Shape, SourceRunner, TransformProto};
 
 /// Settings of a whole run.
 #[derive(Clone, Debug)]
@@ -298,7 +298,7 @@ pub struct Topology {
     /// [`Running`] hands out, and take the results from its `done` queue.
     local: Option<(String, Vec<String>)>,
     /// How dead letters are written.
-    dead_format: DeadFormat,
+    shape: Shape,
 }
 
 impl std::fmt::Debug for Topology {
@@ -531,7 +531,7 @@ impl Topology {
                     &mut protos,
                     (source_names[i].clone(), source_metrics[i].clone()),
                     pool_tx.clone(),
-                    self.dead_format,
+                    self.shape,
                     lend,
                 )?);
             }

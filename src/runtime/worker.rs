@@ -52,8 +52,8 @@ pub(crate) struct DeadBatch {
     pub(crate) metas: Vec<EventMeta>,
     pub(crate) token: Option<crate::ack::AckToken>,
     pub(crate) count: u64,
-    /// The first few letters themselves (at most [`crate::pipeline::REPORT_DEAD_LETTERS`]),
-    /// for a run that keeps them in its report instead of writing them to a sink.
+    /// The first few letters themselves (at most [`crate::pipeline::REPORT_DEAD_LETTERS`] of
+    /// each component's), for a run that keeps them in its report instead of writing them.
     pub(crate) first: Vec<DeadLetter>,
 }
 
@@ -65,6 +65,9 @@ pub(crate) struct Processed {
     pub(crate) dead: Option<DeadBatch>,
     /// A fatal error of a component (a filter's breaker tripped).
     pub(crate) error: Option<(String, crate::Error)>,
+    /// Bytes of the source's budget the batch holds until the caller has written it (the
+    /// caller-driven mode; 0 when its acknowledgement gives them back).
+    pub(crate) held: u64,
 }
 
 /// A worker's state for one source: the parser and its own instances of the plan's filters.
@@ -78,18 +81,21 @@ pub(crate) struct SourceRunner {
     source_metrics: ComponentMetrics,
     node_metrics: Vec<ComponentMetrics>,
     pool: crossbeam_channel::Sender<Batch>,
-    /// How dead letters are written (see [`DeadFormat`]).
-    format: DeadFormat,
+    /// How dead letters are written (see [`Shape`]).
+    format: Shape,
 }
 
-/// How a dead letter is written.
+/// What the plan is, for what the single chain of [`crate::Pipeline::run`] keeps as it was.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum DeadFormat {
-    /// `component`, `source` and `stream`, then the letter's own fields: a graph's.
+pub(crate) enum Shape {
+    /// A graph: dead letters name their `component`, `source` and `stream`, then give the
+    /// letter's own fields; each transform sees its input's events unrouted.
     #[default]
     Graph,
-    /// The letter's own fields (`reason`, `line`, `offset`, `filter`, `raw`): a single
-    /// chain's ([`crate::Pipeline::run`]), whose user tests compare them line by line.
+    /// One chain of filters: dead letters are the letter's own fields (`reason`, `line`,
+    /// `offset`, `filter`, `raw`: user tests compare them line by line); a route an earlier
+    /// filter set stays on the event through the later ones, up to the sink; an edited
+    /// event checked again names the filter that edited it.
     Chain,
 }
 
@@ -118,7 +124,7 @@ impl SourceRunner {
         transforms: &mut [TransformProto],
         source: (Arc<str>, ComponentMetrics),
         pool: crossbeam_channel::Sender<Batch>,
-        format: DeadFormat,
+        format: Shape,
         lend: bool,
     ) -> Result<Self> {
         let (source_name, source_metrics) = source;
@@ -179,6 +185,7 @@ impl SourceRunner {
             deliveries: Vec::new(),
             dead: None,
             error: None,
+            held: 0,
         };
         let mut dead = DeadBatch {
             text: Vec::new(),
@@ -249,7 +256,9 @@ impl SourceRunner {
                 batch.clone().unwrap_or_default()
             };
             copy.dead.clear();
-            select_in_place(&mut copy, route);
+            if self.format == Shape::Graph || route.is_some() {
+                select_in_place(&mut copy, route);
+            }
             pending.push((n, copy));
         }
         if let Some(batch) = batch.filter(|_| !sinks.is_empty()) {
@@ -292,7 +301,10 @@ impl SourceRunner {
         let m = &m;
         m.received_events.inc_by(received);
         m.received_event_bytes.inc_by(event_bytes(&batch));
-        let prev = parent.map(|p| self.names[p].clone());
+        let prev: Option<Arc<str>> = parent.map(|p| match self.format {
+            Shape::Graph => self.names[p].clone(),
+            Shape::Chain => Arc::from(self.stage.filter_name(p)),
+        });
         let started = std::time::Instant::now();
         let r = self.stage.run_one(n, prev.as_deref(), &mut batch);
         m.wasm_call_seconds.observe(started.elapsed().as_secs_f64());
@@ -414,13 +426,13 @@ fn event_bytes(batch: &Batch) -> u64 {
     batch.events.iter().map(|m| u64::from(m.len)).sum()
 }
 
-/// Appends `letters` to the dead-letter batch as NDJSON objects; in [`DeadFormat::Graph`],
+/// Appends `letters` to the dead-letter batch as NDJSON objects; in [`Shape::Graph`],
 /// naming the component that rejected them (`who.0`) and the source (`who.1`) and stream they
 /// came from.
 fn render_dead(
     dead: &mut DeadBatch,
     letters: &mut Vec<DeadLetter>,
-    who: (&str, &str, DeadFormat),
+    who: (&str, &str, Shape),
     token: Option<&crate::ack::AckToken>,
 ) {
     if letters.is_empty() {
@@ -428,10 +440,12 @@ fn render_dead(
     }
     let (component, source, format) = who;
     letters.sort_by_key(|d| d.line);
+    // The first few of each call: together they hold the batch's first few in line order.
+    let kept = dead.first.len();
     let stream = token.map(|t| t.stream().key().to_string());
     for d in letters.drain(..) {
         let start = dead.text.len();
-        if format == DeadFormat::Graph {
+        if format == Shape::Graph {
             dead.text.extend_from_slice(b"{\"component\":");
             json_str(component, &mut dead.text);
             dead.text.extend_from_slice(b",\"source\":");
@@ -457,7 +471,7 @@ fn render_dead(
             ..Default::default()
         });
         dead.count += 1;
-        if dead.first.len() < crate::pipeline::REPORT_DEAD_LETTERS {
+        if dead.first.len() - kept < crate::pipeline::REPORT_DEAD_LETTERS {
             dead.first.push(d);
         }
     }

@@ -288,6 +288,11 @@ impl SourceContext {
         &self.inner.budget
     }
 
+    /// The in-flight budget, shared.
+    pub(crate) fn budget_handle(&self) -> Arc<Budget> {
+        self.inner.budget.clone()
+    }
+
     /// The shutdown signal: stop reading when it fires.
     pub fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
@@ -375,18 +380,27 @@ impl SourceContext {
 
     /// [`SourceContext::blocking_send`] for a reader that works its own batches (the
     /// runtime with borrowed ends, [`crate::Pipeline::run`]): waits for the budget, gives the
-    /// batch its token and its place in the source's order, and hands it back instead of
-    /// queueing it for the workers. `None` once the run is shutting down.
-    pub(crate) fn blocking_take(&self, stream: &Stream, batch: Batch, end: u64) -> Option<Work> {
+    /// batch its token and its place in the source's order, and hands it back with the bytes
+    /// it took instead of queueing it for the workers. Those bytes are not given back by the
+    /// acknowledgement: the caller gives them back once the sink has been handed the batch,
+    /// so the budget bounds what is read and not yet written, and a sink that holds its
+    /// acknowledgements (until its `finish`, even) never stalls the read. `None` once the run
+    /// is shutting down.
+    pub(crate) fn blocking_take(
+        &self,
+        stream: &Stream,
+        batch: Batch,
+        end: u64,
+    ) -> Option<(Work, u64)> {
         let bytes = batch.data.capacity() as u64;
         if !self.inner.budget.take_blocking(bytes, &self.inner.shutdown) {
             return None;
         }
-        Some(self.work(stream, batch, end, bytes, false))
+        Some((self.work(stream, batch, end, None), bytes))
     }
 
     fn queue(&self, stream: &Stream, batch: Batch, end: u64, bytes: u64) -> bool {
-        let work = self.work(stream, batch, end, bytes, true);
+        let work = self.work(stream, batch, end, Some(bytes));
         // A closed channel means the runtime stopped: the batch's token drops unsent
         // events as errored (see `Batch::abandon`).
         match self.inner.tx.send(work) {
@@ -399,19 +413,21 @@ impl SourceContext {
         }
     }
 
-    /// The batch with its token (which gives the budget back when it completes) and its
-    /// sequence number; `queued`: it holds a place in the workers' queue.
-    fn work(&self, stream: &Stream, mut batch: Batch, end: u64, bytes: u64, queued: bool) -> Work {
+    /// The batch with its token and its sequence number; `queued`: the budget bytes its
+    /// token gives back when it completes, and it holds a place in the workers' queue.
+    fn work(&self, stream: &Stream, mut batch: Batch, end: u64, queued: Option<u64>) -> Work {
         let token = stream.token(end);
-        let budget = self.inner.budget.clone();
-        token.on_complete(Box::new(move || budget.release(bytes)));
+        if let Some(bytes) = queued {
+            let budget = self.inner.budget.clone();
+            token.on_complete(Box::new(move || budget.release(bytes)));
+        }
         batch.token = Some(token);
         let mut seq = self.inner.order.lock().unwrap_or_else(|p| p.into_inner());
         batch.seq = *seq;
         *seq += 1;
         // Under the drop policy a source never waits for the workers: its budget alone
         // bounds it.
-        let queued = (queued && self.inner.budget.policy() == OverflowPolicy::Block)
+        let queued = (queued.is_some() && self.inner.budget.policy() == OverflowPolicy::Block)
             .then(|| QueueTicket(self.inner.queue.clone()));
         Work {
             source: self.inner.index,

@@ -165,3 +165,142 @@ fn a_run_inside_an_async_task_returns() {
         assert_eq!(stats.emitted, 5_000, "{workers}");
     }
 }
+
+/// Holds every acknowledgement until `finish`, as a sink that batches its own requests may.
+struct HoldsAcks {
+    acks: Vec<sluicebox::Ack>,
+    events: u64,
+}
+
+impl Sink for HoldsAcks {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        self.acks.push(out.ack());
+        self.events += out.len() as u64;
+        Ok(Flow::Continue)
+    }
+    fn finish(&mut self, _: &Stats) -> sluicebox::Result<()> {
+        for a in self.acks.drain(..) {
+            a.delivered();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_sink_holding_its_acknowledgements_until_finish_does_not_stall_the_run() {
+    for workers in [1, 2] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Small batches: the 20,000 events take about 200 of them, far past the
+            // in-flight budget of (4 x workers + 1) batches.
+            let mut p = Pipeline::new(PipelineConfig {
+                max_batch_bytes: 4096,
+                ..config(workers)
+            })
+            .unwrap();
+            let mut sink = HoldsAcks {
+                acks: Vec::new(),
+                events: 0,
+            };
+            let r = p
+                .run(&lines(20_000)[..], &mut sink)
+                .map(|r| r.stats.emitted);
+            let _ = tx.send((r, sink.events));
+        });
+        let (r, events) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{workers} worker(s): the run stalled"));
+        assert_eq!(r.unwrap(), 20_000, "{workers}");
+        assert_eq!(events, 20_000, "{workers}");
+    }
+}
+
+/// Routes the events whose `i` is even to `even`.
+#[derive(Clone)]
+struct RoutesEven;
+
+impl Filter for RoutesEven {
+    fn name(&self) -> &str {
+        "routes_even"
+    }
+    fn process(&mut self, events: &Events<'_>, d: &mut Decisions) -> sluicebox::Result<()> {
+        for (i, e) in events.iter().enumerate() {
+            let n = e.field("i").and_then(|f| f.as_i64()).unwrap_or(1);
+            if n % 2 == 0 {
+                d.route(i, "even");
+            }
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn Filter>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+/// Keeps each event's route.
+struct Routes(Vec<Option<String>>);
+
+impl Sink for Routes {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        self.0
+            .extend(out.iter().map(|e| e.route.map(str::to_string)));
+        Ok(Flow::Continue)
+    }
+    fn finish(&mut self, _: &Stats) -> sluicebox::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_route_an_earlier_filter_set_reaches_the_sink_through_a_later_filter() {
+    for workers in [1, 2] {
+        let mut p = Pipeline::new(config(workers))
+            .unwrap()
+            .with_filter(RoutesEven)
+            .with_filter(sluicebox::DropWhere::drop_debug());
+        let mut sink = Routes(Vec::new());
+        p.run(&lines(1_000)[..], &mut sink).unwrap();
+        assert_eq!(sink.0.len(), 1_000, "{workers}");
+        for (i, r) in sink.0.iter().enumerate() {
+            let want = (i % 2 == 0).then(|| "even".to_string());
+            assert_eq!(r, &want, "{workers}: event {i}");
+        }
+    }
+}
+
+/// Dead-letters the first event it is shown, once.
+#[derive(Clone)]
+struct FailsFirst(bool);
+
+impl Filter for FailsFirst {
+    fn name(&self) -> &str {
+        "fails_first"
+    }
+    fn process(&mut self, events: &Events<'_>, d: &mut Decisions) -> sluicebox::Result<()> {
+        if !self.0 && !events.is_empty() {
+            self.0 = true;
+            d.fail(0, "the first one");
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn Filter>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+#[test]
+fn the_report_keeps_the_first_dead_letters_in_line_order_across_stages() {
+    // Line 1 is valid and the filter rejects it; lines 2-7 are not JSON.
+    let mut input = b"{\"i\":0}\n".to_vec();
+    for _ in 0..6 {
+        input.extend_from_slice(b"not json\n");
+    }
+    input.extend_from_slice(&lines(10));
+    let mut p = Pipeline::new(config(1))
+        .unwrap()
+        .with_filter(FailsFirst(false));
+    let r = p.run(&input[..], sluicebox::CollectSink::new()).unwrap();
+    let got: Vec<u64> = r.first_dead_letters.iter().map(|d| d.line).collect();
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+    assert_eq!(r.stats.dead_lettered, 7);
+}
