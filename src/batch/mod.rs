@@ -188,6 +188,20 @@ impl Batch {
         self.events.is_empty()
     }
 
+    /// The batch's counts as a single-chain run reports them once its sink is handed the
+    /// batch: its own, plus one batch, its live events as emitted, the unchanged ones, and
+    /// the bytes out (each event's newline included). Cost: one pass over the events.
+    pub(crate) fn delivered_stats(&self) -> crate::Stats {
+        let mut s = self.stats;
+        s.batches = 1;
+        s.emitted = self.events.len() as u64;
+        for m in &self.events {
+            s.unchanged += u64::from(!m.changed);
+            s.bytes_out += u64::from(m.len) + 1;
+        }
+        s
+    }
+
     /// Clears the batch for reuse, keeping its allocations.
     pub(crate) fn clear(&mut self) {
         self.data.clear();

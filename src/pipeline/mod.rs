@@ -207,14 +207,7 @@ impl<'a, 'b> Outlet<'a, 'b> {
 
     /// Sends a processed batch's events and dead letters on, and counts them.
     fn deliver(&mut self, batch: &mut Batch) -> Result<Flow> {
-        let mut s = batch.stats;
-        s.batches = 1;
-        s.emitted = batch.events.len() as u64;
-        for m in &batch.events {
-            s.unchanged += u64::from(!m.changed);
-            s.bytes_out += u64::from(m.len) + 1;
-        }
-        self.stats.add(&s);
+        self.stats.add(&batch.delivered_stats());
         if !batch.dead.is_empty() {
             // The framer, the parser and each filter add their dead letters in turn: put
             // them back in input order (stable, so a line's own letters keep theirs).

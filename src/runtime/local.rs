@@ -344,14 +344,7 @@ impl Driver<'_, '_> {
         for d in p.deliveries {
             let b = &d.shared.batch;
             debug_assert!(matches!(d.select, Select::All));
-            let mut s = b.stats;
-            s.batches = 1;
-            s.emitted = b.events.len() as u64;
-            for m in &b.events {
-                s.unchanged += u64::from(!m.changed);
-                s.bytes_out += u64::from(m.len) + 1;
-            }
-            self.stats.add(&s);
+            self.stats.add(&b.delivered_stats());
             if b.events.is_empty() {
                 continue;
             }
