@@ -185,7 +185,7 @@ pub(crate) fn run(
         });
     }
     drop(done);
-    running.finish()?;
+    running.wait()?;
     if let Some(e) = driver.error.take().or(driver.broken.take()) {
         return Err(e);
     }
@@ -336,7 +336,7 @@ impl Driver<'_, '_> {
         }
         if let Some(db) = p.dead {
             let r = self.dead_letters(&db.text, &db.metas, db.first);
-            self.check(r.map(|r| r.map(|_| ())));
+            self.check(r);
             if self.ended() {
                 return;
             }
@@ -375,13 +375,10 @@ impl Driver<'_, '_> {
 
     /// Keeps a sink call's error (a panic becomes one) and stops the input.
     fn check(&mut self, r: std::thread::Result<Result<()>>) {
-        let e = match r {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e,
-            Err(p) => Error::new(Kind::Sink, format!("the sink panicked: {}", panic_text(p))),
-        };
-        self.error.get_or_insert(e);
-        self.shutdown.trigger();
+        if let Err(e) = sink_outcome(r) {
+            self.error.get_or_insert(e);
+            self.shutdown.trigger();
+        }
     }
 
     /// Writes a batch's dead letters in line order, or keeps the first few for the report.
@@ -390,12 +387,12 @@ impl Driver<'_, '_> {
         text: &[u8],
         metas: &[EventMeta],
         mut first: Vec<DeadLetter>,
-    ) -> std::thread::Result<Result<Flow>> {
+    ) -> std::thread::Result<Result<()>> {
         let Some(dead) = self.dead.as_deref_mut() else {
             first.sort_by_key(|d| d.line);
             let room = REPORT_DEAD_LETTERS.saturating_sub(self.first_dead.len());
             self.first_dead.extend(first.into_iter().take(room));
-            return Ok(Ok(Flow::Continue));
+            return Ok(Ok(()));
         };
         self.order.clear();
         self.order.extend_from_slice(metas);
@@ -409,19 +406,16 @@ impl Driver<'_, '_> {
             tally: None,
         };
         // A dead-letter sink's Stop ends nothing: only the output's does.
-        catch_unwind(AssertUnwindSafe(|| {
-            dead.write(&out).map(|_| Flow::Continue)
-        }))
+        catch_unwind(AssertUnwindSafe(|| dead.write(&out).map(|_| ())))
     }
 
     /// Finishes both sinks with the run's counters.
     fn finish(mut self, started: Instant) -> Result<Report> {
         let stats = self.stats;
         let sink = &mut *self.sink;
-        let r = catch_unwind(AssertUnwindSafe(|| sink.finish(&stats)));
-        finished(r)?;
+        sink_outcome(catch_unwind(AssertUnwindSafe(|| sink.finish(&stats))))?;
         if let Some(d) = self.dead.as_deref_mut() {
-            finished(catch_unwind(AssertUnwindSafe(|| d.finish(&stats))))?;
+            sink_outcome(catch_unwind(AssertUnwindSafe(|| d.finish(&stats))))?;
         }
         debug_assert!(stats.is_balanced(), "conservation law violated: {stats:?}");
         Ok(Report {
@@ -432,7 +426,8 @@ impl Driver<'_, '_> {
     }
 }
 
-fn finished(r: std::thread::Result<Result<()>>) -> Result<()> {
+/// A sink call's outcome: its own error, or a panic as a [`Kind::Sink`] error.
+fn sink_outcome(r: std::thread::Result<Result<()>>) -> Result<()> {
     match r {
         Ok(r) => r,
         Err(p) => Err(Error::new(

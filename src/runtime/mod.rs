@@ -297,7 +297,7 @@ pub struct Topology {
     /// and no router; the caller's threads work the batches with the runners
     /// [`Running`] hands out, and take the results from its `done` queue.
     local: Option<(String, Vec<String>)>,
-    /// How dead letters are written.
+    /// A graph's plan or a single chain's (see [`Shape`]).
     shape: Shape,
 }
 
@@ -444,49 +444,28 @@ impl Topology {
         let (work_tx, work_rx) = crossbeam_channel::unbounded::<crate::source::Work>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
 
-        // Sinks, each on its own thread.
-        let mut sink_txs = Vec::new();
+        // Sinks (and the dead-letter sink), each on its own thread.
         let mut sink_threads = Vec::new();
-        for spec in self.sinks {
+        let flush_interval = self.settings.flush_interval;
+        let mut start_sink = |spec: SinkSpec| {
             let m = metrics.component(&spec.name, "sink", &spec.kind);
             let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
-            sink_txs.push((tx, m.clone()));
-            let name = spec.name.clone();
-            sink_threads.push((
-                name,
-                output::spawn_sink(
-                    spec.name,
-                    spec.sink,
-                    rx,
-                    m,
-                    shutdown.clone(),
-                    self.settings.flush_interval,
-                ),
-            ));
-        }
-        let dead_tx = match self.dead_letter {
-            Some(spec) => {
-                let m = metrics.component(&spec.name, "sink", &spec.kind);
-                let (tx, rx) = crossbeam_channel::unbounded::<SinkMsg>();
-                let name = spec.name.clone();
-                sink_threads.push((
-                    name,
-                    output::spawn_sink(
-                        spec.name,
-                        spec.sink,
-                        rx,
-                        m.clone(),
-                        shutdown.clone(),
-                        self.settings.flush_interval,
-                    ),
-                ));
-                if let Some(o) = &self.outlet {
-                    o.connect(tx.clone(), m.clone());
-                }
-                Some((tx, m))
-            }
-            None => None,
+            let thread = output::spawn_sink(
+                spec.name.clone(),
+                spec.sink,
+                rx,
+                m.clone(),
+                shutdown.clone(),
+                flush_interval,
+            );
+            sink_threads.push((spec.name, thread));
+            (tx, m)
         };
+        let sink_txs: Vec<_> = self.sinks.into_iter().map(&mut start_sink).collect();
+        let dead_tx = self.dead_letter.map(&mut start_sink);
+        if let (Some(o), Some((tx, m))) = (&self.outlet, &dead_tx) {
+            o.connect(tx.clone(), m.clone());
+        }
 
         // Transforms (prototypes) and per-source plans.
         let mut protos: Vec<TransformProto> = self
@@ -576,7 +555,7 @@ impl Topology {
         drop((work_rx, done_tx));
 
         // The router.
-        let errors = Arc::new(std::sync::Mutex::new(Vec::<(String, Error)>::new()));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
         let (router, done) = if self.local.is_some() {
             (None, Some(done_rx))
         } else {
@@ -767,8 +746,7 @@ pub struct Running {
     router: Option<std::thread::JoinHandle<()>>,
     /// Each sink's name and thread.
     sink_threads: Vec<(String, std::thread::JoinHandle<ComponentReport>)>,
-    /// Errors that stopped the run from the router (a filter's breaker tripped).
-    errors: Arc<std::sync::Mutex<Vec<(String, Error)>>>,
+    errors: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     started: Instant,
     drain_timeout: Duration,
     /// In the caller-driven mode ([`local`]): the workers' results, until taken...
@@ -778,7 +756,7 @@ pub struct Running {
 }
 
 /// What a caller's thread needs to work batches itself: a runner per source, and the
-/// router's queue.
+/// queue of results the caller takes in order.
 pub(crate) struct Inline {
     pub(crate) runners: Vec<SourceRunner>,
     pub(crate) done: crossbeam_channel::Sender<worker::Processed>,
@@ -861,13 +839,7 @@ impl Running {
     /// # Errors
     /// Never for a component's failure: those are in [`RunReport::errors`]. Only when the
     /// runtime itself breaks (a thread panicked).
-    pub fn wait(self) -> Result<RunReport> {
-        self.finish().map(|(report, _)| report)
-    }
-
-    /// [`Running::wait`], with the errors of the transforms that stopped the run kept as
-    /// they were (also in [`RunReport::errors`], as text).
-    pub(crate) fn finish(mut self) -> Result<(RunReport, Vec<(String, Error)>)> {
+    pub fn wait(mut self) -> Result<RunReport> {
         let tasks = std::mem::take(&mut self.source_tasks);
         let shutdown = self.shutdown.clone();
         let drain = self.drain_timeout;
@@ -925,23 +897,21 @@ impl Running {
                 unfinished.push(name);
             }
         }
-        let broken: Vec<(String, Error)> = self
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
-        errors.extend(broken.iter().map(|(c, e)| (c.clone(), e.to_string())));
+        errors.extend(
+            self.errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..),
+        );
         self.shutdown.trigger();
         let mut all = output::component_reports(&self.metrics, &components, &unfinished);
         all.sort_by(|a, b| a.kind.cmp(&b.kind).then(a.name.cmp(&b.name)));
-        let report = RunReport {
+        Ok(RunReport {
             components: all,
             errors,
             elapsed: self.started.elapsed(),
             timed_out,
-        };
-        Ok((report, broken))
+        })
     }
 }
 

@@ -106,7 +106,7 @@ pub(crate) fn spawn_router(
     dead: Option<(Sender<SinkMsg>, ComponentMetrics)>,
     sources: usize,
     shutdown: Shutdown,
-    errors: Arc<Mutex<Vec<(String, crate::Error)>>>,
+    errors: Arc<Mutex<Vec<(String, String)>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("sluicebox-router".into())
@@ -142,14 +142,14 @@ fn route(
     sinks: &[(Sender<SinkMsg>, ComponentMetrics)],
     dead: &Option<(Sender<SinkMsg>, ComponentMetrics)>,
     shutdown: &Shutdown,
-    errors: &Mutex<Vec<(String, crate::Error)>>,
+    errors: &Mutex<Vec<(String, String)>>,
     logged: &mut usize,
 ) {
     if let Some((component, e)) = p.error {
         errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((component, e));
+            .push((component, e.to_string()));
         // A broken filter stops the run: its events stay unacknowledged and replay once
         // the filter is fixed.
         shutdown.trigger();

@@ -81,8 +81,8 @@ pub(crate) struct SourceRunner {
     source_metrics: ComponentMetrics,
     node_metrics: Vec<ComponentMetrics>,
     pool: crossbeam_channel::Sender<Batch>,
-    /// How dead letters are written (see [`Shape`]).
-    format: Shape,
+    /// A graph's plan or a single chain's (see [`Shape`]).
+    shape: Shape,
 }
 
 /// What the plan is, for what the single chain of [`crate::Pipeline::run`] keeps as it was.
@@ -124,7 +124,7 @@ impl SourceRunner {
         transforms: &mut [TransformProto],
         source: (Arc<str>, ComponentMetrics),
         pool: crossbeam_channel::Sender<Batch>,
-        format: Shape,
+        shape: Shape,
         lend: bool,
     ) -> Result<Self> {
         let (source_name, source_metrics) = source;
@@ -153,18 +153,18 @@ impl SourceRunner {
             source_metrics,
             node_metrics,
             pool,
-            format,
+            shape,
         })
     }
 
-    /// Puts new filters in place of plan nodes' filters, between two batches: the batches
-    /// this runner processed before ran on the old instances, every later one runs on the
-    /// new. Costs a new parse stage (the declared fields may have changed).
     /// The runner's filters, in plan node order (a lent chain's, back to its owner).
     pub(crate) fn into_filters(self) -> Vec<Box<dyn Filter>> {
         self.stage.into_filters()
     }
 
+    /// Puts new filters in place of plan nodes' filters, between two batches: the batches
+    /// this runner processed before ran on the old instances, every later one runs on the
+    /// new. Costs a new parse stage (the declared fields may have changed).
     pub(crate) fn swap(&mut self, swaps: impl IntoIterator<Item = (usize, Box<dyn Filter>)>) {
         let old = std::mem::replace(&mut self.stage, Stage::new(&self.config, Vec::new()));
         let mut filters = old.into_filters();
@@ -208,7 +208,7 @@ impl SourceRunner {
         render_dead(
             &mut dead,
             &mut batch.dead,
-            (&name, &name, self.format),
+            (&name, &name, self.shape),
             batch.token.as_ref(),
         );
         let roots = self.plan.roots.clone();
@@ -256,7 +256,7 @@ impl SourceRunner {
                 batch.clone().unwrap_or_default()
             };
             copy.dead.clear();
-            if self.format == Shape::Graph || route.is_some() {
+            if self.shape == Shape::Graph || route.is_some() {
                 select_in_place(&mut copy, route);
             }
             pending.push((n, copy));
@@ -301,7 +301,7 @@ impl SourceRunner {
         let m = &m;
         m.received_events.inc_by(received);
         m.received_event_bytes.inc_by(event_bytes(&batch));
-        let prev: Option<Arc<str>> = parent.map(|p| match self.format {
+        let prev: Option<Arc<str>> = parent.map(|p| match self.shape {
             Shape::Graph => self.names[p].clone(),
             Shape::Chain => Arc::from(self.stage.filter_name(p)),
         });
@@ -325,7 +325,7 @@ impl SourceRunner {
         render_dead(
             dead,
             &mut batch.dead,
-            (&name, &self.source_name, self.format),
+            (&name, &self.source_name, self.shape),
             batch.token.as_ref(),
         );
         let edges = self.plan.nodes[n].out.clone();
@@ -395,7 +395,7 @@ impl SourceRunner {
         render_dead(
             dead,
             &mut letters,
-            (&name, &self.source_name, self.format),
+            (&name, &self.source_name, self.shape),
             token.as_ref(),
         );
     }
@@ -428,7 +428,7 @@ fn event_bytes(batch: &Batch) -> u64 {
 
 /// Appends `letters` to the dead-letter batch as NDJSON objects; in [`Shape::Graph`],
 /// naming the component that rejected them (`who.0`) and the source (`who.1`) and stream they
-/// came from.
+/// came from; in [`Shape::Chain`], the letter's own fields alone.
 fn render_dead(
     dead: &mut DeadBatch,
     letters: &mut Vec<DeadLetter>,
@@ -438,14 +438,14 @@ fn render_dead(
     if letters.is_empty() {
         return;
     }
-    let (component, source, format) = who;
+    let (component, source, shape) = who;
     letters.sort_by_key(|d| d.line);
     // The first few of each call: together they hold the batch's first few in line order.
     let kept = dead.first.len();
     let stream = token.map(|t| t.stream().key().to_string());
     for d in letters.drain(..) {
         let start = dead.text.len();
-        if format == Shape::Graph {
+        if shape == Shape::Graph {
             dead.text.extend_from_slice(b"{\"component\":");
             json_str(component, &mut dead.text);
             dead.text.extend_from_slice(b",\"source\":");

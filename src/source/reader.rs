@@ -66,13 +66,7 @@ fn read_all(src: ReaderSource, cx: &SourceContext) -> Result<()> {
     let mut input = (src.open)().map_err(|e| {
         Error::new(Kind::Input, format!("{}: cannot open: {e}", src.key)).with_source(e)
     })?;
-    read_stream(&src.key, &mut input, cx)
-}
-
-/// Frames `input` to its end (or the shutdown) as the one stream `key` of `cx`'s source,
-/// blocking on the in-flight budget (on a `spawn_blocking` thread).
-fn read_stream(key: &str, input: &mut dyn Read, cx: &SourceContext) -> Result<()> {
-    let stream = cx.stream(key, None);
+    let stream = cx.stream(src.key.as_str(), None);
     let mut decoder = cx.decoder(0);
     loop {
         if cx.shutdown().is_triggered() {
@@ -80,8 +74,8 @@ fn read_stream(key: &str, input: &mut dyn Read, cx: &SourceContext) -> Result<()
         }
         let mut batch = cx.batch();
         let more = decoder
-            .fill(input, &mut batch)
-            .map_err(|e| Error::new(Kind::Input, format!("{key}: {}", e.message())))?;
+            .fill(&mut input, &mut batch)
+            .map_err(|e| Error::new(Kind::Input, format!("{}: {}", src.key, e.message())))?;
         if !more {
             return Ok(());
         }

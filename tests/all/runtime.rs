@@ -1037,3 +1037,34 @@ fn a_sink_still_busy_at_the_drain_deadline_is_reported_with_its_open_events_fail
     );
     assert!(report.is_balanced(), "{report:?}");
 }
+
+/// `Running::wait` waits for its source tasks without entering a tokio runtime, and its
+/// runtime stops in the background when dropped on a thread that drives async tasks: a
+/// service may start and wait on a topology from async code (tokio refused both before).
+#[test]
+fn a_topology_waited_on_inside_an_async_task_returns() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let report = rt.block_on(async {
+        let input = b"{\"level\":\"INFO\"}\n{\"level\":\"DEBUG\"}\n".to_vec();
+        Topology::new(RuntimeSettings::default())
+            .source(SourceSpec::new(
+                "in",
+                "reader",
+                Box::new(ReaderSource::new("mem", std::io::Cursor::new(input))),
+            ))
+            .sink(SinkSpec::new(
+                "out",
+                "collect",
+                vec!["in".into()],
+                Box::new(sluicebox::CollectSink::new()),
+            ))
+            .start()
+            .unwrap()
+            .wait()
+            .unwrap()
+    });
+    assert!(report.is_balanced(), "{report:?}");
+    assert_eq!(report.component("out").unwrap().sent, 2);
+}
