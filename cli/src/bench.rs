@@ -180,6 +180,8 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
 
     let config = PipelineConfig {
         workers: a.workers,
+        // The corpus is in memory.
+        input_never_blocks: true,
         ..PipelineConfig::default()
     };
     scenarios.push(sc(

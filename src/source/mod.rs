@@ -399,6 +399,17 @@ impl SourceContext {
         Some((self.work(stream, batch, end, None), bytes))
     }
 
+    /// [`SourceContext::blocking_take`] without the wait: the batch's bytes are taken
+    /// whether they fit or not. For a reader that also writes what the others read (the
+    /// calling thread of [`crate::Pipeline::run`] with several workers): waiting there for
+    /// room only it can make would never end. It checks for room before it reads, so the
+    /// budget is passed by one batch at most.
+    pub(crate) fn take_now(&self, stream: &Stream, batch: Batch, end: u64) -> (Work, u64) {
+        let bytes = batch.data.capacity() as u64;
+        self.inner.budget.take_anyway(bytes);
+        (self.work(stream, batch, end, None), bytes)
+    }
+
     fn queue(&self, stream: &Stream, batch: Batch, end: u64, bytes: u64) -> bool {
         let work = self.work(stream, batch, end, Some(bytes));
         // A closed channel means the runtime stopped: the batch's token drops unsent

@@ -15,9 +15,14 @@ fn lines(n: usize) -> Vec<u8> {
         .collect()
 }
 
-fn config(workers: usize) -> PipelineConfig {
+/// Worker counts, and whether the input is said never to block (several workers: the
+/// calling thread then works batches too).
+const MODES: [(usize, bool); 4] = [(1, false), (2, false), (2, true), (3, true)];
+
+fn config((workers, input_never_blocks): (usize, bool)) -> PipelineConfig {
     PipelineConfig {
         workers,
+        input_never_blocks,
         max_batch_events: 100,
         ..PipelineConfig::default()
     }
@@ -56,7 +61,7 @@ impl Sink for Breaks {
 
 #[test]
 fn a_sink_error_or_panic_ends_the_run_as_an_error_of_the_sink() {
-    for workers in [1, 2] {
+    for workers in MODES {
         for how in ["error", "panic"] {
             let mut p = Pipeline::new(config(workers)).unwrap();
             let mut sink = Breaks {
@@ -66,23 +71,23 @@ fn a_sink_error_or_panic_ends_the_run_as_an_error_of_the_sink() {
                 events: 0,
             };
             let e = p.run(&lines(10_000)[..], &mut sink).unwrap_err();
-            assert_eq!(e.kind(), Kind::Sink, "{workers} {how}: {e}");
+            assert_eq!(e.kind(), Kind::Sink, "{workers:?} {how}: {e}");
             let want = if how == "panic" {
                 "broke on purpose"
             } else {
                 "disk is full"
             };
-            assert!(e.to_string().contains(want), "{workers} {how}: {e}");
+            assert!(e.to_string().contains(want), "{workers:?} {how}: {e}");
             // Nothing was written after the failure.
-            assert_eq!(sink.batches, 3, "{workers} {how}");
-            assert_eq!(sink.events, 200, "{workers} {how}");
+            assert_eq!(sink.batches, 3, "{workers:?} {how}");
+            assert_eq!(sink.events, 200, "{workers:?} {how}");
         }
     }
 }
 
 #[test]
 fn a_sink_asking_to_stop_ends_the_run_with_what_it_took() {
-    for workers in [1, 2] {
+    for workers in MODES {
         let mut p = Pipeline::new(config(workers)).unwrap();
         let mut sink = Breaks {
             at: 2,
@@ -91,10 +96,10 @@ fn a_sink_asking_to_stop_ends_the_run_with_what_it_took() {
             events: 0,
         };
         let r = p.run(&lines(10_000)[..], &mut sink).unwrap();
-        assert_eq!(sink.batches, 2, "{workers}");
-        assert_eq!(r.stats.emitted, 200, "{workers}");
-        assert_eq!(r.stats.received, 200, "{workers}");
-        assert!(r.stats.is_balanced(), "{workers}: {:?}", r.stats);
+        assert_eq!(sink.batches, 2, "{workers:?}");
+        assert_eq!(r.stats.emitted, 200, "{workers:?}");
+        assert_eq!(r.stats.received, 200, "{workers:?}");
+        assert!(r.stats.is_balanced(), "{workers:?}: {:?}", r.stats);
     }
 }
 
@@ -131,10 +136,12 @@ impl Filter for Counts {
 #[test]
 fn with_one_worker_the_pipeline_keeps_its_own_filter_and_its_state_between_runs() {
     let all = Arc::new(AtomicU64::new(0));
-    let mut p = Pipeline::new(config(1)).unwrap().with_filter(Counts {
-        all: all.clone(),
-        mine: 0,
-    });
+    let mut p = Pipeline::new(config((1, false)))
+        .unwrap()
+        .with_filter(Counts {
+            all: all.clone(),
+            mine: 0,
+        });
     let mut out = sluicebox::CollectSink::new();
     // 3 events: the instance keeps the 1st and the 3rd (its counts 0 and 2)...
     let r = p.run(&lines(3)[..], &mut out).unwrap();
@@ -151,7 +158,7 @@ fn a_run_inside_an_async_task_returns() {
         .worker_threads(2)
         .build()
         .unwrap();
-    for workers in [1, 3] {
+    for workers in MODES {
         let report = rt.block_on(async move {
             tokio::spawn(async move {
                 let mut p = Pipeline::new(config(workers)).unwrap();
@@ -162,7 +169,7 @@ fn a_run_inside_an_async_task_returns() {
             .unwrap()
         });
         let stats = report.unwrap();
-        assert_eq!(stats.emitted, 5_000, "{workers}");
+        assert_eq!(stats.emitted, 5_000, "{workers:?}");
     }
 }
 
@@ -188,7 +195,7 @@ impl Sink for HoldsAcks {
 
 #[test]
 fn a_sink_holding_its_acknowledgements_until_finish_does_not_stall_the_run() {
-    for workers in [1, 2] {
+    for workers in MODES {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             // Small batches: the 20,000 events take about 200 of them, far past the
@@ -209,9 +216,9 @@ fn a_sink_holding_its_acknowledgements_until_finish_does_not_stall_the_run() {
         });
         let (r, events) = rx
             .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{workers} worker(s): the run stalled"));
-        assert_eq!(r.unwrap(), 20_000, "{workers}");
-        assert_eq!(events, 20_000, "{workers}");
+            .unwrap_or_else(|_| panic!("{workers:?} worker(s): the run stalled"));
+        assert_eq!(r.unwrap(), 20_000, "{workers:?}");
+        assert_eq!(events, 20_000, "{workers:?}");
     }
 }
 
@@ -253,17 +260,17 @@ impl Sink for Routes {
 
 #[test]
 fn a_route_an_earlier_filter_set_reaches_the_sink_through_a_later_filter() {
-    for workers in [1, 2] {
+    for workers in MODES {
         let mut p = Pipeline::new(config(workers))
             .unwrap()
             .with_filter(RoutesEven)
             .with_filter(sluicebox::DropWhere::drop_debug());
         let mut sink = Routes(Vec::new());
         p.run(&lines(1_000)[..], &mut sink).unwrap();
-        assert_eq!(sink.0.len(), 1_000, "{workers}");
+        assert_eq!(sink.0.len(), 1_000, "{workers:?}");
         for (i, r) in sink.0.iter().enumerate() {
             let want = (i % 2 == 0).then(|| "even".to_string());
-            assert_eq!(r, &want, "{workers}: event {i}");
+            assert_eq!(r, &want, "{workers:?}: event {i}");
         }
     }
 }
@@ -296,7 +303,7 @@ fn the_report_keeps_the_first_dead_letters_in_line_order_across_stages() {
         input.extend_from_slice(b"not json\n");
     }
     input.extend_from_slice(&lines(10));
-    let mut p = Pipeline::new(config(1))
+    let mut p = Pipeline::new(config((1, false)))
         .unwrap()
         .with_filter(FailsFirst(false));
     let r = p.run(&input[..], sluicebox::CollectSink::new()).unwrap();

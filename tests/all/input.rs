@@ -240,14 +240,23 @@ fn workers_keep_order_and_count() {
         vec![Box::new(DropWhere::drop_debug())],
         &input,
     );
-    let config = PipelineConfig {
-        workers: 3,
-        max_batch_events: 100,
-        ..Default::default()
-    };
-    let (multi, out3, _) = run_with(config, vec![Box::new(DropWhere::drop_debug())], &input);
-    assert_eq!(out1, out3);
-    assert_eq!(single.stats.emitted, multi.stats.emitted);
+    // With and without the calling thread working batches too.
+    for input_never_blocks in [false, true] {
+        let config = PipelineConfig {
+            workers: 3,
+            max_batch_events: 100,
+            input_never_blocks,
+            ..Default::default()
+        };
+        let (multi, out3, _) = run_with(config, vec![Box::new(DropWhere::drop_debug())], &input);
+        assert!(out1 == out3, "input_never_blocks={input_never_blocks}");
+        // The same counts (in more, smaller batches).
+        let stats = sluicebox::Stats {
+            batches: single.stats.batches,
+            ..multi.stats
+        };
+        assert_eq!(single.stats, stats, "{input_never_blocks}");
+    }
     assert!(single.stats.filtered > 0);
 }
 
