@@ -47,6 +47,8 @@ pub struct Framer {
     max_line: usize,
     raw_max: usize,
     flush_when_idle: bool,
+    /// The last read was short: the input had nothing more right then.
+    read_idle: bool,
 }
 
 /// What the caller must do next for [`Framer`].
@@ -77,6 +79,7 @@ impl Framer {
             max_line,
             raw_max,
             flush_when_idle: true,
+            read_idle: false,
         }
     }
 
@@ -125,6 +128,11 @@ impl Framer {
         }
         self.begin(batch);
         let mut need = self.step(batch);
+        if need == Need::Read && self.read_idle {
+            // Lines carried over from the last batch (it filled up) that came in a short
+            // read: they go now, not after a read that may wait until more input comes.
+            need = self.idle(batch);
+        }
         while need == Need::Read {
             let start = Framer::spare(batch);
             let n = loop {
@@ -209,6 +217,8 @@ impl Framer {
         batch.stats.bytes_in += n as u64;
         if n == 0 {
             self.eof = true;
+        } else {
+            self.read_idle = idle;
         }
         let need = self.frame(batch);
         if need == Need::Read && n > 0 && idle {

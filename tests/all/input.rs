@@ -343,3 +343,73 @@ fn a_slow_producers_events_leave_without_waiting_for_a_full_batch() {
         );
     }
 }
+
+/// Gives its input in bursts, each in one read, and the next burst only once the sink has
+/// seen every event of the earlier ones (or after a timeout, reported as a failure).
+struct Bursts {
+    bursts: Vec<(Vec<u8>, usize)>,
+    next: usize,
+    /// Events in the bursts given so far.
+    given: usize,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    waited_out: bool,
+}
+
+impl std::io::Read for Bursts {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        let Some((bytes, events)) = self.bursts.get(self.next) else {
+            return Ok(0);
+        };
+        let t0 = std::time::Instant::now();
+        while self.seen.load(Ordering::SeqCst) < self.given {
+            if t0.elapsed() > std::time::Duration::from_secs(5) {
+                self.waited_out = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(bytes.len() <= buf.len(), "a burst fits one read");
+        buf[..bytes.len()].copy_from_slice(bytes);
+        self.given += events;
+        self.next += 1;
+        Ok(bytes.len())
+    }
+}
+
+#[test]
+fn lines_left_over_from_a_full_batch_leave_before_the_next_read() {
+    // Bursts of 150 short lines, in one read each, into batches of at most 100 events: 50
+    // lines of each burst are left over when its first batch fills. They must not wait for
+    // the next burst (which a pipe gives only when the producer writes again).
+    for workers in [1, 2] {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let burst = |b: usize| {
+            let text: Vec<u8> = (0..150)
+                .flat_map(|i| format!("{{\"b\":{b},\"i\":{i}}}\n").into_bytes())
+                .collect();
+            (text, 150)
+        };
+        let mut source = Bursts {
+            bursts: (0..4).map(burst).collect(),
+            next: 0,
+            given: 0,
+            seen: seen.clone(),
+            waited_out: false,
+        };
+        let config = PipelineConfig {
+            workers,
+            max_batch_events: 100,
+            ..Default::default()
+        };
+        let r = sluicebox::Pipeline::new(config)
+            .unwrap()
+            .run(&mut source, Counting(seen.clone()))
+            .unwrap();
+        assert_eq!(r.stats.emitted, 600, "workers={workers}");
+        assert!(
+            !source.waited_out,
+            "workers={workers}: lines left over from a full batch waited for the next burst"
+        );
+    }
+}
