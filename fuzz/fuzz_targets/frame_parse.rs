@@ -1,4 +1,4 @@
-//! Property: any bytes, read in any chunking, with small batch and line limits, either JSON engine and one or two workers, go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
+//! Property: any bytes, read in any chunking, with small batch and line limits, either JSON engine and one or two workers (the calling thread working batches too or not), go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
 #![no_main]
 
 use std::io::Read;
@@ -48,6 +48,8 @@ fuzz_target!(|input: &[u8]| {
         max_line_bytes: 1 + usize::from(head[2]) * 2,
         dead_letter_raw_max: usize::from(head[3] % 64),
         workers: 1 + usize::from(head[5] % 8 == 7),
+        // The reader is in memory: with two workers, the calling thread may work batches too.
+        input_never_blocks: head[5] & 0x40 != 0,
         json_engine: if head[5] & 0x80 == 0 {
             JsonEngine::Sluice
         } else {

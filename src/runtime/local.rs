@@ -176,13 +176,20 @@ pub(crate) fn run(
         } else {
             None
         };
-        let first = usize::from(own.is_some());
+        let beside = own.is_some();
+        let first = usize::from(beside);
         std::thread::scope(|scope| {
             for (w, worker) in workers.into_iter().enumerate() {
                 let (shared, cx) = (&shared, cx.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("sluicebox-worker-{}", w + first))
-                    .spawn_scoped(scope, move || work(shared, &cx, worker));
+                    .spawn_scoped(scope, move || {
+                        if beside {
+                            work_beside(shared, &cx, worker)
+                        } else {
+                            work(shared, &cx, worker)
+                        }
+                    });
                 if let Err(e) = spawned {
                     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
                     s.error.get_or_insert(Error::new(
@@ -258,6 +265,30 @@ fn read_job<R: Read>(s: &mut Input<R>, cx: &SourceContext, wait: bool) -> Option
     job
 }
 
+/// [`work`] for an input whose reads never block, next to a calling thread that reads too:
+/// waits for room in the budget before it takes the lock (and then takes it anyway), so that
+/// no reader ever holds the lock while it waits for the calling thread to write.
+fn work_beside<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext, mut worker: Inline) {
+    let budget = cx.budget_handle();
+    loop {
+        if !budget.wait_for_room(cx.shutdown()) {
+            return;
+        }
+        let job = {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            read_job(&mut s, cx, false)
+        };
+        let Some((job, held)) = job else {
+            return;
+        };
+        let mut p = worker.runners[job.source].process(job.source, job.batch);
+        p.held = held;
+        if worker.done.send(p).is_err() {
+            return;
+        }
+    }
+}
+
 /// One of several worker threads: frames the next batch, then parses and filters it on this
 /// core (the bytes it just read are in its cache) and hands the result to the caller's
 /// thread.
@@ -306,11 +337,11 @@ impl Drop for Held {
 }
 
 impl Driver<'_, '_> {
-    /// The calling thread with several workers: reads and works batches as they do while
-    /// there is room in the budget and no one else is reading, and writes every result in
-    /// the input's order; otherwise waits for the others' results, flushing the sink when
-    /// none came for `flush_interval`. Never waits for the lock or the budget: the others
-    /// may be waiting for it to write.
+    /// The calling thread with several workers, on an input whose reads never block: reads
+    /// and works batches as they do while there is room in the budget, and writes every
+    /// result in the input's order; otherwise waits for the others' results, flushing the
+    /// sink when none came for `flush_interval`. It never waits for the budget (only it
+    /// gives the budget back), and waits for the lock only while another reader reads.
     fn work_and_drive<R: Read>(
         &mut self,
         shared: &Mutex<Input<R>>,
@@ -322,11 +353,6 @@ impl Driver<'_, '_> {
         let mut pending: BTreeMap<u64, Processed> = BTreeMap::new();
         let mut next = 0u64;
         let mut reading = true;
-        // The others have all ended (their senders dropped).
-        let mut alone = false;
-        // How long to wait for a result before trying the input again (doubling while
-        // another worker holds it).
-        let mut poll = std::time::Duration::from_micros(50);
         loop {
             while let Ok(p) = done.try_recv() {
                 pending.insert(p.seq, p);
@@ -335,46 +361,29 @@ impl Driver<'_, '_> {
                 next += 1;
                 self.take(p);
             }
-            if reading {
-                let guard = match shared.try_lock() {
-                    Ok(g) => Some(g),
-                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                    // Alone, no one else holds it for long.
-                    Err(std::sync::TryLockError::WouldBlock) if alone => {
-                        Some(shared.lock().unwrap_or_else(|p| p.into_inner()))
-                    }
-                    Err(std::sync::TryLockError::WouldBlock) => None,
-                };
-                if let Some(mut s) = guard {
-                    // Room checked with the lock held: only its holder takes from the budget.
-                    if self.budget.used() < self.budget.cap() {
-                        poll = std::time::Duration::from_micros(50);
-                        let job = read_job(&mut s, cx, false);
-                        drop(s);
-                        match job {
-                            Some((job, held)) => {
-                                let mut p = runners[job.source].process(job.source, job.batch);
-                                p.held = held;
-                                pending.insert(p.seq, p);
-                            }
-                            None => reading = false,
+            if reading && self.budget.used() < self.budget.cap() {
+                // No one holds the lock for long: every reader waits for room before it
+                // takes the lock, and reads never block in this mode.
+                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                // Room checked again with the lock held: only its holder takes from the
+                // budget, and the others give back.
+                if self.budget.used() < self.budget.cap() {
+                    let job = read_job(&mut s, cx, false);
+                    drop(s);
+                    match job {
+                        Some((job, held)) => {
+                            let mut p = runners[job.source].process(job.source, job.batch);
+                            p.held = held;
+                            pending.insert(p.seq, p);
                         }
-                        continue;
+                        None => reading = false,
                     }
+                    continue;
                 }
             }
-            if alone {
-                // The input ended, or the budget is held by batches waiting for one no one
-                // has (a worker stopped): nothing more will come.
-                break;
-            }
-            let wait = if reading { poll } else { flush_interval };
-            match done.recv_timeout(wait) {
+            match done.recv_timeout(flush_interval) {
                 Ok(p) => {
                     pending.insert(p.seq, p);
-                }
-                Err(RecvTimeoutError::Timeout) if reading && poll < flush_interval => {
-                    poll = (poll * 2).min(flush_interval);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if std::mem::take(&mut self.dirty) && !self.ended() {
@@ -383,7 +392,15 @@ impl Driver<'_, '_> {
                         self.check(r);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => alone = true,
+                // The others have all ended. The input ended, or the budget is held by
+                // batches waiting for one no one has (a worker stopped): nothing more will
+                // come.
+                Err(RecvTimeoutError::Disconnected) if !reading => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.budget.used() >= self.budget.cap() {
+                        break;
+                    }
+                }
             }
         }
         // What is left waited for a batch that never came (a worker stopped): failed.

@@ -112,6 +112,23 @@ impl Budget {
         true
     }
 
+    /// Waits until less than the cap is taken (without taking anything). False if
+    /// `shutdown` fired first.
+    pub(crate) fn wait_for_room(&self, shutdown: &Shutdown) -> bool {
+        let mut u = self.lock();
+        while *u >= self.cap {
+            if shutdown.is_triggered() {
+                return false;
+            }
+            u = self
+                .freed
+                .wait_timeout(u, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
     /// Takes `n` whether they fit or not (given back by [`Budget::release`] like any other).
     pub(crate) fn take_anyway(&self, n: u64) {
         *self.lock() += n;
