@@ -345,19 +345,6 @@ fn std_stream(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<File, Fail>
         .map_err(|e| Fail::io(&format!("cannot use {what}"), e))
 }
 
-/// Whether the input (`p`, or standard input) is a regular file, whose reads never wait
-/// for more to come (a pipe's or a terminal's may).
-fn reads_never_block(p: Option<&std::path::Path>) -> bool {
-    let meta = match p {
-        Some(p) => std::fs::metadata(p),
-        None => io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .and_then(|fd| File::from(fd).metadata()),
-    };
-    meta.is_ok_and(|m| m.is_file())
-}
-
 /// Where `p` is: the file it names when it exists (its device and inode, so links and other
 /// spellings agree), else its absolute path.
 enum Place {
@@ -418,18 +405,19 @@ fn distinct_paths(a: &FilterArgs) -> Result<(), Fail> {
 }
 
 fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
+    let input = match &a.input {
+        Some(p) => {
+            File::open(p).map_err(|e| Fail::io(&format!("cannot open input {}", p.display()), e))?
+        }
+        None => std_stream(io::stdin().as_fd(), "standard input")?,
+    };
     let mut config = a.tuning.pipeline_config();
-    config.input_never_blocks = reads_never_block(a.input.as_deref());
+    // A regular file's reads never wait for more to come (a pipe's or a terminal's may).
+    config.input_never_blocks = input.metadata().is_ok_and(|m| m.is_file());
     let mut pipeline = Pipeline::new(config)?;
     load_modules(&a.modules, &a.tuning, &mut pipeline)?;
     distinct_paths(&a)?;
-    let input: Box<dyn Read + Send> = match &a.input {
-        Some(p) => Box::new(
-            File::open(p)
-                .map_err(|e| Fail::io(&format!("cannot open input {}", p.display()), e))?,
-        ),
-        None => Box::new(std_stream(io::stdin().as_fd(), "standard input")?),
-    };
+    let input: Box<dyn Read + Send> = Box::new(input);
     let bar = io::stderr().is_terminal().then(|| {
         let len = a
             .input

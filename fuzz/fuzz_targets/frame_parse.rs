@@ -1,4 +1,4 @@
-//! Property: any bytes, read in any chunking, with small batch and line limits, either JSON engine and one or two workers (the calling thread working batches too or not), go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
+//! Property: any bytes, read in any chunking, with small batch and line limits, either JSON engine and one or two workers (the calling thread working batches too or not), go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), emitted events keep the input's order, an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
 #![no_main]
 
 use std::io::Read;
@@ -74,8 +74,12 @@ fuzz_target!(|input: &[u8]| {
     let lines = lines(data);
     // 0: not yet seen, 1: emitted, 2: dead-lettered.
     let mut seen = vec![0u8; lines.len()];
+    // Emitted in input order, whatever the workers.
+    let mut last = 0u64;
     for (bytes, line, route) in &out.events {
         assert!(route.is_none());
+        assert!(*line > last, "line {line} emitted after line {last}");
+        last = *line;
         let i = usize::try_from(*line)
             .unwrap()
             .checked_sub(1)

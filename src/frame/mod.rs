@@ -47,7 +47,8 @@ pub struct Framer {
     max_line: usize,
     raw_max: usize,
     flush_when_idle: bool,
-    /// The last read was short: the input had nothing more right then.
+    /// The last bytes committed came in a short read (or a chunk its decoder called idle):
+    /// the input had nothing more right then.
     read_idle: bool,
 }
 

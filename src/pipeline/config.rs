@@ -24,9 +24,10 @@ pub struct PipelineConfig {
     pub dead_letter_raw_max: usize,
     /// Worker threads that parse and filter, 1 to 255. Default 1: everything runs on the
     /// calling thread. With N > 1 the workers take turns reading and framing a batch, each
-    /// processes its own batches, bounded crossbeam channels carry them to the calling
-    /// thread, and the output keeps input order. Each wasm module then holds N + 1
-    /// instances, out of 256 per process.
+    /// processes its own batches, a channel carries them to the calling thread, and the
+    /// output keeps input order (with [`PipelineConfig::input_never_blocks`], the calling
+    /// thread is one of the N). Each wasm module then holds N + 1 instances, out of 256 per
+    /// process.
     pub workers: usize,
     /// When a read returns less than asked (a pipe or socket with nothing more to give right
     /// now), process the lines already read instead of waiting for a full batch. Default

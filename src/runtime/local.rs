@@ -12,9 +12,10 @@
 //! (`reason`, `line`, `offset`, `filter`, `raw`), or kept in the report without a
 //! dead-letter sink.
 //!
-//! Cost per run: the runtime's start (no thread with one worker; one per worker otherwise)
-//! and, with several workers, one fork of each filter per worker; per batch, a budget
-//! take, a token and two channel sends at most.
+//! Cost per run: the runtime's start (no thread with one worker; one per worker otherwise,
+//! or one fewer when the calling thread works batches too) and, with several workers, one
+//! fork of each filter per worker; per batch, a budget take, a token and two channel sends
+//! at most.
 
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -87,8 +88,8 @@ pub(crate) fn run(
     };
     let flush_interval = settings.flush_interval;
     // A batch's buffer is counted by its capacity, at least 64 KiB.
-    let in_flight = (BATCHES_PER_WORKER * config.workers.max(1) as u64 + 1)
-        * (config.max_batch_bytes as u64).max(64 << 10);
+    let unit = (config.max_batch_bytes as u64).max(64 << 10);
+    let in_flight = (BATCHES_PER_WORKER * config.workers.max(1) as u64 + 1) * unit;
     let mut topology = Topology::new(settings).source(
         SourceSpec::new(INPUT, "reader", Box::new(Lent))
             .in_flight(in_flight, OverflowPolicy::Block),
@@ -185,7 +186,7 @@ pub(crate) fn run(
                     .name(format!("sluicebox-worker-{}", w + first))
                     .spawn_scoped(scope, move || {
                         if beside {
-                            work_beside(shared, &cx, worker)
+                            work_beside(shared, &cx, worker, unit)
                         } else {
                             work(shared, &cx, worker)
                         }
@@ -201,7 +202,8 @@ pub(crate) fn run(
             }
             match own {
                 Some(mut runners) => {
-                    driver.work_and_drive(&shared, &cx, &mut runners, &done, flush_interval)
+                    let _stop = StopOnPanic(cx.shutdown());
+                    driver.work_and_drive(&shared, &cx, &mut runners, &done, flush_interval, unit)
                 }
                 None => driver.drive(&done, flush_interval),
             }
@@ -218,6 +220,19 @@ pub(crate) fn run(
         return Err(e);
     }
     driver.finish(started)
+}
+
+/// Stops the run when the thread holding it unwinds: the others then stop waiting for the
+/// budget (which the panicking thread's batch may never give back) and the run ends, with
+/// the panic passed on when the threads are joined.
+struct StopOnPanic<'a>(&'a Shutdown);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.trigger();
+        }
+    }
 }
 
 /// Frames the next batch of the shared input and takes its budget, token and place in the
@@ -268,10 +283,16 @@ fn read_job<R: Read>(s: &mut Input<R>, cx: &SourceContext, wait: bool) -> Option
 /// [`work`] for an input whose reads never block, next to a calling thread that reads too:
 /// waits for room in the budget before it takes the lock (and then takes it anyway), so that
 /// no reader ever holds the lock while it waits for the calling thread to write.
-fn work_beside<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext, mut worker: Inline) {
+fn work_beside<R: Read>(
+    shared: &Mutex<Input<R>>,
+    cx: &SourceContext,
+    mut worker: Inline,
+    unit: u64,
+) {
+    let _stop = StopOnPanic(cx.shutdown());
     let budget = cx.budget_handle();
     loop {
-        if !budget.wait_for_room(cx.shutdown()) {
+        if !budget.wait_for_room(unit, cx.shutdown()) {
             return;
         }
         let job = {
@@ -293,6 +314,7 @@ fn work_beside<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext, mut worker
 /// core (the bytes it just read are in its cache) and hands the result to the caller's
 /// thread.
 fn work<R: Read>(shared: &Mutex<Input<R>>, cx: &SourceContext, mut worker: Inline) {
+    let _stop = StopOnPanic(cx.shutdown());
     while let Some((job, held)) = next_job(shared, cx) {
         let mut p = worker.runners[job.source].process(job.source, job.batch);
         p.held = held;
@@ -349,6 +371,7 @@ impl Driver<'_, '_> {
         runners: &mut [SourceRunner],
         done: &Receiver<Processed>,
         flush_interval: std::time::Duration,
+        unit: u64,
     ) {
         let mut pending: BTreeMap<u64, Processed> = BTreeMap::new();
         let mut next = 0u64;
@@ -361,13 +384,12 @@ impl Driver<'_, '_> {
                 next += 1;
                 self.take(p);
             }
-            if reading && self.budget.used() < self.budget.cap() {
+            if reading && self.budget.has_room(unit) {
                 // No one holds the lock for long: every reader waits for room before it
                 // takes the lock, and reads never block in this mode.
                 let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                // Room checked again with the lock held: only its holder takes from the
-                // budget, and the others give back.
-                if self.budget.used() < self.budget.cap() {
+                // Room checked again with the lock held: a worker may have taken some since.
+                if self.budget.has_room(unit) {
                     let job = read_job(&mut s, cx, false);
                     drop(s);
                     match job {
@@ -397,7 +419,7 @@ impl Driver<'_, '_> {
                 // come.
                 Err(RecvTimeoutError::Disconnected) if !reading => break,
                 Err(RecvTimeoutError::Disconnected) => {
-                    if self.budget.used() >= self.budget.cap() {
+                    if !self.budget.has_room(unit) {
                         break;
                     }
                 }

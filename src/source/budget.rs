@@ -112,11 +112,16 @@ impl Budget {
         true
     }
 
-    /// Waits until less than the cap is taken (without taking anything). False if
-    /// `shutdown` fired first.
-    pub(crate) fn wait_for_room(&self, shutdown: &Shutdown) -> bool {
+    /// Whether `n` bytes would fit now (nothing is taken).
+    pub(crate) fn has_room(&self, n: u64) -> bool {
+        self.fits(*self.lock(), n)
+    }
+
+    /// Waits until `n` bytes would fit (without taking anything). False if `shutdown` fired
+    /// first.
+    pub(crate) fn wait_for_room(&self, n: u64, shutdown: &Shutdown) -> bool {
         let mut u = self.lock();
-        while *u >= self.cap {
+        while !self.fits(*u, n) {
             if shutdown.is_triggered() {
                 return false;
             }

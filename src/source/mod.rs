@@ -403,8 +403,9 @@ impl SourceContext {
     /// whether they fit or not. For a reader that also writes what the others read (the
     /// calling thread of [`crate::Pipeline::run`] with several workers, and the workers
     /// beside it): waiting there for room only it can make would never end. Each reader
-    /// checks for room before it reads, so the budget is passed by one batch per reader at
-    /// most.
+    /// checks for a batch's room (`max_batch_bytes`, 64 KiB at least) before it reads, so
+    /// the budget is passed only by batches larger than that (a long line), one per reader
+    /// at most.
     pub(crate) fn take_now(&self, stream: &Stream, batch: Batch, end: u64) -> (Work, u64) {
         let bytes = batch.data.capacity() as u64;
         self.inner.budget.take_anyway(bytes);

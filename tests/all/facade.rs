@@ -17,7 +17,7 @@ fn lines(n: usize) -> Vec<u8> {
 
 /// Worker counts, and whether the input is said never to block (several workers: the
 /// calling thread then works batches too).
-const MODES: [(usize, bool); 4] = [(1, false), (2, false), (2, true), (3, true)];
+const MODES: [(usize, bool); 5] = [(1, false), (2, false), (3, false), (2, true), (3, true)];
 
 fn config((workers, input_never_blocks): (usize, bool)) -> PipelineConfig {
     PipelineConfig {
@@ -81,6 +81,40 @@ fn a_sink_error_or_panic_ends_the_run_as_an_error_of_the_sink() {
             // Nothing was written after the failure.
             assert_eq!(sink.batches, 3, "{workers:?} {how}");
             assert_eq!(sink.events, 200, "{workers:?} {how}");
+        }
+    }
+}
+
+#[test]
+fn a_sink_stopping_or_failing_while_the_budget_is_spent_ends_the_run() {
+    // Small batches: the readers run into the in-flight budget (a few batches) long before
+    // the sink stops, so they are waiting for room when it does.
+    for workers in MODES {
+        for how in ["stop", "error"] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut p = Pipeline::new(PipelineConfig {
+                    max_batch_bytes: 4096,
+                    ..config(workers)
+                })
+                .unwrap();
+                let mut sink = Breaks {
+                    at: 3,
+                    how,
+                    batches: 0,
+                    events: 0,
+                };
+                let r = p.run(&lines(50_000)[..], &mut sink).map(|r| r.stats);
+                let _ = tx.send((r.map_err(|e| e.kind()), sink.batches));
+            });
+            let (r, batches) = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("{workers:?} {how}: the run did not end"));
+            assert_eq!(batches, 3, "{workers:?} {how}");
+            match how {
+                "stop" => assert!(r.unwrap().is_balanced(), "{workers:?}"),
+                _ => assert_eq!(r.unwrap_err(), Kind::Sink, "{workers:?}"),
+            }
         }
     }
 }
