@@ -97,19 +97,13 @@ impl Budget {
 
     /// [`Budget::take`] on a blocking thread (checks shutdown every 50 ms).
     pub fn take_blocking(&self, n: u64, shutdown: &Shutdown) -> bool {
-        let mut u = self.lock();
-        while !self.fits(*u, n) {
-            if shutdown.is_triggered() {
-                return false;
+        match self.wait_fit(n, shutdown) {
+            Some(mut u) => {
+                *u += n;
+                true
             }
-            u = self
-                .freed
-                .wait_timeout(u, std::time::Duration::from_millis(50))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            None => false,
         }
-        *u += n;
-        true
     }
 
     /// Whether `n` bytes would fit now (nothing is taken).
@@ -120,10 +114,16 @@ impl Budget {
     /// Waits until `n` bytes would fit (without taking anything). False if `shutdown` fired
     /// first.
     pub(crate) fn wait_for_room(&self, n: u64, shutdown: &Shutdown) -> bool {
+        self.wait_fit(n, shutdown).is_some()
+    }
+
+    /// Waits until `n` bytes fit, checking `shutdown` every 50 ms; the lock, held, or `None`
+    /// if `shutdown` fired first.
+    fn wait_fit(&self, n: u64, shutdown: &Shutdown) -> Option<std::sync::MutexGuard<'_, u64>> {
         let mut u = self.lock();
         while !self.fits(*u, n) {
             if shutdown.is_triggered() {
-                return false;
+                return None;
             }
             u = self
                 .freed
@@ -131,7 +131,7 @@ impl Budget {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        true
+        Some(u)
     }
 
     /// Takes `n` whether they fit or not (given back by [`Budget::release`] like any other).

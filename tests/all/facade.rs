@@ -28,6 +28,17 @@ fn config((workers, input_never_blocks): (usize, bool)) -> PipelineConfig {
     }
 }
 
+/// Runs `f` on a thread of its own and returns what it returned; fails the test, naming
+/// `what`, when that takes more than a minute (a run that stalled).
+fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what}: the run did not end"))
+}
+
 /// A sink that fails (or panics) at its `at`-th batch, or asks to stop there.
 struct Breaks {
     at: usize,
@@ -91,8 +102,7 @@ fn a_sink_stopping_or_failing_while_the_budget_is_spent_ends_the_run() {
     // the sink stops, so they are waiting for room when it does.
     for workers in MODES {
         for how in ["stop", "error"] {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
+            let (r, batches) = within_a_minute(&format!("{workers:?} {how}"), move || {
                 let mut p = Pipeline::new(PipelineConfig {
                     max_batch_bytes: 4096,
                     ..config(workers)
@@ -105,11 +115,8 @@ fn a_sink_stopping_or_failing_while_the_budget_is_spent_ends_the_run() {
                     events: 0,
                 };
                 let r = p.run(&lines(50_000)[..], &mut sink).map(|r| r.stats);
-                let _ = tx.send((r.map_err(|e| e.kind()), sink.batches));
+                (r.map_err(|e| e.kind()), sink.batches)
             });
-            let (r, batches) = rx
-                .recv_timeout(std::time::Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("{workers:?} {how}: the run did not end"));
             assert_eq!(batches, 3, "{workers:?} {how}");
             match how {
                 "stop" => assert!(r.unwrap().is_balanced(), "{workers:?}"),
@@ -230,8 +237,7 @@ impl Sink for HoldsAcks {
 #[test]
 fn a_sink_holding_its_acknowledgements_until_finish_does_not_stall_the_run() {
     for workers in MODES {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let (r, events) = within_a_minute(&format!("{workers:?}"), move || {
             // Small batches: the 20,000 events take about 200 of them, far past the
             // in-flight budget of (4 x workers + 1) batches.
             let mut p = Pipeline::new(PipelineConfig {
@@ -246,11 +252,8 @@ fn a_sink_holding_its_acknowledgements_until_finish_does_not_stall_the_run() {
             let r = p
                 .run(&lines(20_000)[..], &mut sink)
                 .map(|r| r.stats.emitted);
-            let _ = tx.send((r, sink.events));
+            (r, sink.events)
         });
-        let (r, events) = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{workers:?} worker(s): the run stalled"));
         assert_eq!(r.unwrap(), 20_000, "{workers:?}");
         assert_eq!(events, 20_000, "{workers:?}");
     }
