@@ -35,7 +35,7 @@ pub struct PipelineConfig {
     pub flush_when_idle: bool,
     /// The input's reads never wait for more to come (a regular file, bytes in memory).
     /// With several workers the calling thread then reads and works batches as the worker
-    /// threads do, besides writing them in order (measured 8-15% faster on 2 cores than
+    /// threads do, besides writing them in order (measured 8-28% faster on 2 cores than
     /// a calling thread that only writes). Default false, and it must stay false for a pipe
     /// or socket: a batch another worker finished would wait for the calling thread's read,
     /// that is, for the next input. `sluicebox filter` sets it for a regular file.

@@ -168,8 +168,9 @@ pub(crate) fn run(
         // Several: worker threads take turns reading a batch, each works what it read. When
         // reads never wait, the calling thread is one of them (it also writes every batch
         // in the input's order): a writing thread of its own, next to the workers, cost
-        // 8-15% more per event on 2 cores. Otherwise it only writes, so that a batch never
-        // waits for its read of a pipe that has nothing to give.
+        // 8-28% more per event on 2 cores (alternating bench runs). Otherwise it only
+        // writes, so that a batch never waits for its read of a pipe that has nothing to
+        // give.
         let own = if config.input_never_blocks {
             let Inline { runners, done: tx } = workers.remove(0);
             drop(tx);
