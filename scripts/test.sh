@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# Scratch files (Go's build dirs, the tests' temporary directories, the servers' data) go
+# under the target dir, on the disk that holds the build: a CI run once failed after 36 s
+# because the machine's /tmp was full. SLUICEBOX_TMPDIR overrides.
+export TMPDIR="${SLUICEBOX_TMPDIR:-${CARGO_TARGET_DIR:-$PWD/target}/tmp}"
+mkdir -p "$TMPDIR"
+
 GUEST_TESTS=1 bash scripts/build-guests.sh
 # The real servers the integration tests start (Kafka API, Elasticsearch API).
 bash scripts/install-servers.sh
