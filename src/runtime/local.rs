@@ -34,6 +34,7 @@ use crate::batch::{DeadLetter, EventMeta};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
 use crate::frame::Decoder;
+use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, REPORT_DEAD_LETTERS, Report, Stats};
 use crate::sink::{Flow, Output, Sink};
 use crate::source::{BoxFuture, Budget, OverflowPolicy, Shutdown, Source, SourceContext, Work};
@@ -77,6 +78,7 @@ struct Input<R> {
 pub(crate) fn run(
     config: &PipelineConfig,
     filters: &mut Vec<Box<dyn Filter>>,
+    metrics: &Metrics,
     input: impl Read + Send,
     sink: &mut dyn Sink,
     dead: Option<&mut dyn Sink>,
@@ -90,10 +92,12 @@ pub(crate) fn run(
     // A batch's buffer is counted by its capacity, at least 64 KiB.
     let unit = (config.max_batch_bytes as u64).max(64 << 10);
     let in_flight = (BATCHES_PER_WORKER * config.workers.max(1) as u64 + 1) * unit;
-    let mut topology = Topology::new(settings).source(
-        SourceSpec::new(INPUT, "reader", Box::new(Lent))
-            .in_flight(in_flight, OverflowPolicy::Block),
-    );
+    let mut topology = Topology::new(settings)
+        .with_metrics(metrics.clone())
+        .source(
+            SourceSpec::new(INPUT, "reader", Box::new(Lent))
+                .in_flight(in_flight, OverflowPolicy::Block),
+        );
     // With one worker the runtime lends the filters to its one runner: the chain is checked
     // first, so that `start` (which, past its checks, cannot fail in this mode) never drops
     // them.
@@ -226,7 +230,9 @@ pub(crate) fn run(
         drop(cx);
     }
     drop(done);
-    running.wait()?;
+    // No thread of the runtime's ran (the caller drove the run): nothing to wait for, and
+    // the per-component reports `wait` builds from the metrics would go unread.
+    drop(running);
     if let Some(e) = driver.error.take().or(driver.broken.take()) {
         return Err(e);
     }
