@@ -301,6 +301,30 @@ fn read_job<R: Read>(s: &mut Input<R>, cx: &SourceContext, wait: bool) -> Option
     job
 }
 
+/// How long a reader whose reads never block spins for the input before it sleeps: the
+/// holder is copying one batch (at most `max_batch_bytes` from memory or the page cache,
+/// ~50 µs for the default 1 MiB), and a sleep costs a futex wake and the sleeper's wake-up
+/// on an idle core, which cost 2 workers ~10% of their speed (`sluicebox bench --workers 2`).
+const READ_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The input's lock, for a reader whose reads never block: spins up to [`READ_SPIN`] for it,
+/// then waits asleep. Costs the spin's CPU only while the other reader is copying.
+fn lock_read<R>(shared: &Mutex<Input<R>>) -> std::sync::MutexGuard<'_, Input<R>> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            match shared.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        if start.elapsed() >= READ_SPIN {
+            return shared.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 /// [`work`] for an input whose reads never block, next to a calling thread that reads too:
 /// waits for room in the budget before it takes the lock (and then takes it anyway), so that
 /// no reader ever holds the lock while it waits for the calling thread to write.
@@ -317,7 +341,7 @@ fn work_beside<R: Read>(
             return;
         }
         let job = {
-            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = lock_read(shared);
             read_job(&mut s, cx, false)
         };
         let Some((job, held)) = job else {
@@ -408,7 +432,7 @@ impl Driver<'_, '_> {
             if reading && self.budget.has_room(unit) {
                 // No one holds the lock for long: every reader waits for room before it
                 // takes the lock, and reads never block in this mode.
-                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = lock_read(shared);
                 // Room checked again with the lock held: a worker may have taken some since.
                 if self.budget.has_room(unit) {
                     let job = read_job(&mut s, cx, false);
