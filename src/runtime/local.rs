@@ -309,7 +309,7 @@ const READ_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// The input's lock, for a reader whose reads never block: spins up to [`READ_SPIN`] for it,
 /// then waits asleep. Costs the spin's CPU only while the other reader is copying.
-fn lock_read<R>(shared: &Mutex<Input<R>>) -> std::sync::MutexGuard<'_, Input<R>> {
+fn lock_read<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -632,5 +632,47 @@ fn sink_outcome(r: std::thread::Result<Result<()>>) -> Result<()> {
             Kind::Sink,
             format!("the sink panicked: {}", panic_text(p)),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_read_waits_out_a_long_hold_and_takes_a_poisoned_lock() {
+        let m = std::sync::Arc::new(Mutex::new(0u32));
+        let held = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let holder = {
+            let (m, held) = (m.clone(), held.clone());
+            std::thread::spawn(move || {
+                let mut g = m.lock().unwrap();
+                held.wait();
+                // Held well past the spin: the reader has gone to sleep on the lock.
+                std::thread::sleep(READ_SPIN * 20);
+                *g = 1;
+            })
+        };
+        held.wait();
+        let t0 = Instant::now();
+        assert_eq!(
+            *lock_read(&m),
+            1,
+            "the reader got the lock before the holder let go"
+        );
+        assert!(t0.elapsed() >= READ_SPIN * 10);
+        holder.join().unwrap();
+
+        let poisoner = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let _g = m.lock().unwrap();
+                panic!("poison the lock");
+            })
+        };
+        assert!(poisoner.join().is_err());
+        assert!(m.is_poisoned());
+        *lock_read(&m) += 1;
+        assert_eq!(*lock_read(&m), 2);
     }
 }
