@@ -56,6 +56,12 @@ pub struct Pipeline {
     metrics: crate::metrics::Metrics,
 }
 
+// A pipeline moves between threads (a service builds it on one and runs it on another).
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Pipeline>();
+};
+
 impl Pipeline {
     /// A pipeline with no filters (it validates and passes events through).
     ///
