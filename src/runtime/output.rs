@@ -107,31 +107,29 @@ pub(crate) fn spawn_router(
     sources: usize,
     shutdown: Shutdown,
     errors: Arc<Mutex<Vec<(String, String)>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("sluicebox-router".into())
-        .spawn(move || {
-            let mut next = vec![0u64; sources];
-            let mut pending: Vec<BTreeMap<u64, Processed>> =
-                (0..sources).map(|_| BTreeMap::new()).collect();
-            let mut logged = 0usize;
-            for p in done.iter() {
-                let s = p.source;
-                pending[s].insert(p.seq, p);
-                while let Some(p) = pending[s].remove(&next[s]) {
-                    next[s] += 1;
-                    route(p, &sinks, &dead, &shutdown, &errors, &mut logged);
-                }
+) -> Tracked<()> {
+    Tracked::spawn("sluicebox-router".into(), move || {
+        let mut next = vec![0u64; sources];
+        let mut pending: Vec<BTreeMap<u64, Processed>> =
+            (0..sources).map(|_| BTreeMap::new()).collect();
+        let mut logged = 0usize;
+        for p in done.iter() {
+            let s = p.source;
+            pending[s].insert(p.seq, p);
+            while let Some(p) = pending[s].remove(&next[s]) {
+                next[s] += 1;
+                route(p, &sinks, &dead, &shutdown, &errors, &mut logged);
             }
-            // Whatever is left waited for a batch that never came (the runtime stopped
-            // while a source was sending): deliver it anyway, in order.
-            for map in pending {
-                for (_, p) in map {
-                    route(p, &sinks, &dead, &shutdown, &errors, &mut logged);
-                }
+        }
+        // Whatever is left waited for a batch that never came (the runtime stopped
+        // while a source was sending): deliver it anyway, in order.
+        for map in pending {
+            for (_, p) in map {
+                route(p, &sinks, &dead, &shutdown, &errors, &mut logged);
             }
-        })
-        .expect("spawning the router thread")
+        }
+    })
+    .expect("spawning the router thread")
 }
 
 /// How many dead letters are logged when the run has no dead-letter sink.
@@ -206,11 +204,47 @@ pub(crate) fn spawn_sink(
     metrics: ComponentMetrics,
     shutdown: Shutdown,
     flush_interval: Duration,
-) -> std::thread::JoinHandle<ComponentReport> {
-    std::thread::Builder::new()
-        .name(format!("sluicebox-sink-{name}"))
-        .spawn(move || drive_sink(name, sink, rx, metrics, shutdown, flush_interval))
-        .expect("spawning a sink thread")
+) -> Tracked<ComponentReport> {
+    Tracked::spawn(format!("sluicebox-sink-{name}"), move || {
+        drive_sink(name, sink, rx, metrics, shutdown, flush_interval)
+    })
+    .expect("spawning a sink thread")
+}
+
+/// A thread whose end can be waited for with a deadline, without polling: `ended`
+/// disconnects when the thread's closure has returned or unwound (its sender is dropped
+/// then). Costs one channel per thread.
+pub(crate) struct Tracked<T> {
+    handle: std::thread::JoinHandle<T>,
+    ended: Receiver<()>,
+}
+
+impl<T: Send + 'static> Tracked<T> {
+    /// Starts `f` on a thread named `name`.
+    pub(crate) fn spawn(
+        name: String,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, ended) = crossbeam_channel::bounded::<()>(0);
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            // Dropped after `f` returns (or while it unwinds): that is the signal.
+            let _ended = tx;
+            f()
+        })?;
+        Ok(Self { handle, ended })
+    }
+
+    /// The thread's result once its work has ended, or `None` at `deadline` (the thread is
+    /// then left to finish on its own).
+    pub(crate) fn join_by(self, deadline: std::time::Instant) -> Option<std::thread::Result<T>> {
+        match self.ended.recv_deadline(deadline) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            // Never sent on: only the disconnection comes.
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Some(self.handle.join())
+            }
+        }
+    }
 }
 
 pub(crate) fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
