@@ -111,14 +111,7 @@ impl Pipeline {
     /// trips. Bad events are never errors. A sink's [`Flow::Stop`] ends the run without an
     /// error: the report counts what the sink was handed.
     pub fn run<R: Read + Send, S: Sink>(&mut self, input: R, mut sink: S) -> Result<Report> {
-        crate::runtime::local::run(
-            &self.config,
-            &mut self.filters,
-            &self.metrics,
-            input,
-            &mut sink,
-            None,
-        )
+        self.run_local(input, &mut sink, None)
     }
 
     /// Like [`Pipeline::run`], with rejected events rendered as NDJSON dead letters
@@ -132,13 +125,23 @@ impl Pipeline {
         mut sink: S,
         mut dead_letter: D,
     ) -> Result<Report> {
+        self.run_local(input, &mut sink, Some(&mut dead_letter))
+    }
+
+    /// Both runs: the runtime with borrowed ends, on this pipeline's filters and metrics.
+    fn run_local(
+        &mut self,
+        input: impl Read + Send,
+        sink: &mut dyn Sink,
+        dead_letter: Option<&mut dyn Sink>,
+    ) -> Result<Report> {
         crate::runtime::local::run(
             &self.config,
             &mut self.filters,
             &self.metrics,
             input,
-            &mut sink,
-            Some(&mut dead_letter),
+            sink,
+            dead_letter,
         )
     }
 
