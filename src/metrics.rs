@@ -99,7 +99,8 @@ struct Families {
     reload_failures: Counter,
 }
 
-/// The metrics of one running topology. Cheap to clone (an `Arc`); `Send + Sync`.
+/// The metrics of one running topology (a [`crate::Pipeline`] keeps one set across its
+/// runs, which nothing reads). Cheap to clone (an `Arc`); `Send + Sync`.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<MetricsInner>,

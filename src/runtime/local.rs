@@ -140,7 +140,16 @@ pub(crate) fn run(
         done: false,
         error: None,
     });
+    // Spinning for the input's lock pays only while every reader has a core: with more
+    // readers than cores the holder may be the one waiting for a core.
+    let read_spin = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= config.workers
+    {
+        READ_SPIN
+    } else {
+        std::time::Duration::ZERO
+    };
     let mut driver = Driver {
+        read_spin,
         sink,
         dead,
         stats: Stats::default(),
@@ -183,6 +192,7 @@ pub(crate) fn run(
             None
         };
         let beside = own.is_some();
+        let spin = driver.read_spin;
         let first = usize::from(beside);
         std::thread::scope(|scope| {
             let mut threads = Vec::new();
@@ -192,7 +202,7 @@ pub(crate) fn run(
                     .name(format!("sluicebox-worker-{}", w + first))
                     .spawn_scoped(scope, move || {
                         if beside {
-                            work_beside(shared, &cx, worker, unit)
+                            work_beside(shared, &cx, worker, unit, spin)
                         } else {
                             work(shared, &cx, worker)
                         }
@@ -307,9 +317,10 @@ fn read_job<R: Read>(s: &mut Input<R>, cx: &SourceContext, wait: bool) -> Option
 /// on an idle core, which cost 2 workers ~10% of their speed (`sluicebox bench --workers 2`).
 const READ_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// The input's lock, for a reader whose reads never block: spins up to [`READ_SPIN`] for it,
-/// then waits asleep. Costs the spin's CPU only while the other reader is copying.
-fn lock_read<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The input's lock, for a reader whose reads never block: spins up to `spin` (at most
+/// [`READ_SPIN`]) for it, then waits asleep. Costs the spin's CPU only while another reader
+/// is copying.
+fn lock_read<T>(shared: &Mutex<T>, spin: std::time::Duration) -> std::sync::MutexGuard<'_, T> {
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -319,7 +330,7 @@ fn lock_read<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
                 Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
             }
         }
-        if start.elapsed() >= READ_SPIN {
+        if start.elapsed() >= spin {
             return shared.lock().unwrap_or_else(|p| p.into_inner());
         }
     }
@@ -333,6 +344,7 @@ fn work_beside<R: Read>(
     cx: &SourceContext,
     mut worker: Inline,
     unit: u64,
+    spin: std::time::Duration,
 ) {
     let _stop = StopOnPanic(cx.shutdown());
     let budget = cx.budget_handle();
@@ -341,7 +353,7 @@ fn work_beside<R: Read>(
             return;
         }
         let job = {
-            let mut s = lock_read(shared);
+            let mut s = lock_read(shared, spin);
             read_job(&mut s, cx, false)
         };
         let Some((job, held)) = job else {
@@ -388,6 +400,8 @@ struct Driver<'a, 'b> {
     shutdown: Shutdown,
     /// Written to since the last flush.
     dirty: bool,
+    /// How long this thread spins for the input's lock before it sleeps ([`lock_read`]).
+    read_spin: std::time::Duration,
     /// The source's budget, given back batch by batch as the sink is handed them.
     budget: std::sync::Arc<Budget>,
 }
@@ -432,7 +446,7 @@ impl Driver<'_, '_> {
             if reading && self.budget.has_room(unit) {
                 // No one holds the lock for long: every reader waits for room before it
                 // takes the lock, and reads never block in this mode.
-                let mut s = lock_read(shared);
+                let mut s = lock_read(shared, self.read_spin);
                 // Room checked again with the lock held: a worker may have taken some since.
                 if self.budget.has_room(unit) {
                     let job = read_job(&mut s, cx, false);
@@ -656,7 +670,7 @@ mod tests {
         held.wait();
         let t0 = Instant::now();
         assert_eq!(
-            *lock_read(&m),
+            *lock_read(&m, READ_SPIN),
             1,
             "the reader got the lock before the holder let go"
         );
@@ -672,7 +686,7 @@ mod tests {
         };
         assert!(poisoner.join().is_err());
         assert!(m.is_poisoned());
-        *lock_read(&m) += 1;
-        assert_eq!(*lock_read(&m), 2);
+        *lock_read(&m, READ_SPIN) += 1;
+        assert_eq!(*lock_read(&m, std::time::Duration::ZERO), 2);
     }
 }

@@ -728,7 +728,8 @@ impl Swapper {
     }
 }
 
-/// A started topology. Dropping it without [`Running::wait`] shuts it down and waits.
+/// A started topology. Dropping it without [`Running::wait`] signals the shutdown and does
+/// not wait: its threads finish on their own.
 pub struct Running {
     /// The tokio runtime of the sources; `None` while dropping, and in the caller-driven
     /// mode ([`local`]), whose sources do not run as tasks...
@@ -884,7 +885,13 @@ impl Running {
                     }
                     components.push(rep);
                 }
-                Some(Err(_)) => {}
+                // Outside the sink's own calls (those are caught): its drop, say.
+                Some(Err(p)) => {
+                    errors.push((
+                        name,
+                        format!("the sink's thread panicked: {}", output::panic_text(p)),
+                    ));
+                }
                 None => {
                     timed_out = true;
                     unfinished.push(name);

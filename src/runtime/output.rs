@@ -395,7 +395,18 @@ fn drive_sink(
         }
     }
     // Acks the sink still holds are resolved (failed) when it is dropped: count them first.
-    drop(sink);
+    // A panic in its drop is the sink's error, and its counts are still reported.
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(sink))) {
+        let what = format!("panicked when dropped: {}", panic_text(p));
+        match &mut error {
+            None => fail(&mut error, what),
+            Some(first) => {
+                tracing::error!("sink {name}: {what}");
+                first.push_str("; then ");
+                first.push_str(&what);
+            }
+        }
+    }
     m.up.set(0);
     let mut rep = ComponentReport::from_metrics(m.id(), "sink", &m);
     rep.error = error;

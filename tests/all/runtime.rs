@@ -997,6 +997,64 @@ impl Sink for Sluggish {
     }
 }
 
+/// Delivers everything, then panics when dropped.
+struct PanicsWhenDropped;
+
+impl Sink for PanicsWhenDropped {
+    fn write(&mut self, out: &Output<'_>) -> sluicebox::Result<Flow> {
+        out.ack().delivered();
+        Ok(Flow::Continue)
+    }
+}
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("a sink that panics when dropped");
+    }
+}
+
+/// A sink whose drop panics (outside its own calls, which are caught one by one) is still in
+/// the report, with its counts and the panic as its error, and among the run's errors. It
+/// used to vanish from the report without an error: its thread's report was lost with the
+/// unwinding.
+#[test]
+fn a_sink_that_panics_when_dropped_is_reported_with_its_counts_and_the_panic() {
+    let events: String = (0..10).map(|n| line("INFO", n) + "\n").collect();
+    let report = Topology::new(settings(1))
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(ReaderSource::new("x", std::io::Cursor::new(events))),
+        ))
+        .sink(SinkSpec::new(
+            "p",
+            "test",
+            vec!["in".into()],
+            Box::new(PanicsWhenDropped),
+        ))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    let p = report.component("p").expect("the sink is reported");
+    assert_eq!((p.received, p.sent), (10, 10), "{p:?}");
+    assert!(
+        p.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("panicked when dropped"),
+        "{p:?}"
+    );
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|(c, e)| c == "p" && e.contains("a sink that panics when dropped")),
+        "{report:?}"
+    );
+    assert!(report.is_balanced(), "{report:?}");
+}
+
 /// A sink still writing when the drain deadline passes is in the report all the same, with
 /// what it had not resolved counted as failed (unacknowledged) and an error saying so, so
 /// the counts still balance. Before, it was left out of the report.
