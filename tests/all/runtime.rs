@@ -997,6 +997,26 @@ impl Sink for Sluggish {
     }
 }
 
+/// Ten INFO lines from a reader source into `sink`, named `name`, and the run's report.
+fn ten_lines_into(
+    s: RuntimeSettings,
+    name: &str,
+    sink: Box<dyn Sink + Send>,
+) -> sluicebox::runtime::RunReport {
+    let events: String = (0..10).map(|n| line("INFO", n) + "\n").collect();
+    Topology::new(s)
+        .source(SourceSpec::new(
+            "in",
+            "reader",
+            Box::new(ReaderSource::new("x", std::io::Cursor::new(events))),
+        ))
+        .sink(SinkSpec::new(name, "test", vec!["in".into()], sink))
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap()
+}
+
 /// Delivers everything, then panics when dropped.
 struct PanicsWhenDropped;
 
@@ -1019,23 +1039,7 @@ impl Drop for PanicsWhenDropped {
 /// unwinding.
 #[test]
 fn a_sink_that_panics_when_dropped_is_reported_with_its_counts_and_the_panic() {
-    let events: String = (0..10).map(|n| line("INFO", n) + "\n").collect();
-    let report = Topology::new(settings(1))
-        .source(SourceSpec::new(
-            "in",
-            "reader",
-            Box::new(ReaderSource::new("x", std::io::Cursor::new(events))),
-        ))
-        .sink(SinkSpec::new(
-            "p",
-            "test",
-            vec!["in".into()],
-            Box::new(PanicsWhenDropped),
-        ))
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    let report = ten_lines_into(settings(1), "p", Box::new(PanicsWhenDropped));
     let p = report.component("p").expect("the sink is reported");
     assert_eq!((p.received, p.sent), (10, 10), "{p:?}");
     assert!(
@@ -1062,23 +1066,11 @@ fn a_sink_that_panics_when_dropped_is_reported_with_its_counts_and_the_panic() {
 fn a_sink_still_busy_at_the_drain_deadline_is_reported_with_its_open_events_failed() {
     let mut s = settings(1);
     s.drain_timeout = std::time::Duration::from_millis(300);
-    let events: String = (0..10).map(|n| line("INFO", n) + "\n").collect();
-    let report = Topology::new(s)
-        .source(SourceSpec::new(
-            "in",
-            "reader",
-            Box::new(ReaderSource::new("x", std::io::Cursor::new(events))),
-        ))
-        .sink(SinkSpec::new(
-            "slow",
-            "test",
-            vec!["in".into()],
-            Box::new(Sluggish(std::time::Duration::from_secs(3))),
-        ))
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    let report = ten_lines_into(
+        s,
+        "slow",
+        Box::new(Sluggish(std::time::Duration::from_secs(3))),
+    );
     assert!(report.timed_out, "{report:?}");
     let slow = report.component("slow").expect("the busy sink is reported");
     assert_eq!(
