@@ -140,16 +140,9 @@ pub(crate) fn run(
         done: false,
         error: None,
     });
-    // Spinning for the input's lock pays only while every reader has a core: with more
-    // readers than cores the holder may be the one waiting for a core.
-    let read_spin = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= config.workers
-    {
-        READ_SPIN
-    } else {
-        std::time::Duration::ZERO
-    };
     let mut driver = Driver {
-        read_spin,
+        // Set below when several readers share the input.
+        read_spin: std::time::Duration::ZERO,
         sink,
         dead,
         stats: Stats::default(),
@@ -192,6 +185,11 @@ pub(crate) fn run(
             None
         };
         let beside = own.is_some();
+        // Spinning for the input's lock pays only while every reader has a core: with more
+        // readers than cores the holder may be the one waiting for a core.
+        if beside && cores() >= config.workers {
+            driver.read_spin = READ_SPIN;
+        }
         let spin = driver.read_spin;
         let first = usize::from(beside);
         std::thread::scope(|scope| {
@@ -312,10 +310,17 @@ fn read_job<R: Read>(s: &mut Input<R>, cx: &SourceContext, wait: bool) -> Option
 }
 
 /// How long a reader whose reads never block spins for the input before it sleeps: the
-/// holder is copying one batch (at most `max_batch_bytes` from memory or the page cache,
-/// ~50 µs for the default 1 MiB), and a sleep costs a futex wake and the sleeper's wake-up
+/// holder is copying one batch from memory or the page cache (~50 µs for the bench's
+/// 1,024 events of ~335 bytes), and a sleep costs a futex wake and the sleeper's wake-up
 /// on an idle core, which cost 2 workers ~10% of their speed (`sluicebox bench --workers 2`).
 const READ_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The cores this process may use, asked once per process: the answer reads the cgroup's
+/// CPU quota (files under /proc and /sys).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// The input's lock, for a reader whose reads never block: spins up to `spin` (at most
 /// [`READ_SPIN`]) for it, then waits asleep. Costs the spin's CPU only while another reader
