@@ -15,7 +15,7 @@
 //!   explains the rejection precisely or accepts the valid JSON simd-json refuses (numbers
 //!   beyond `f64`, such as `1e400`).
 
-mod fast;
+pub(crate) mod fast;
 pub mod index;
 pub mod scalar;
 
