@@ -558,8 +558,8 @@ mod tests {
 
     #[test]
     fn the_newline_search_finds_what_memchr_finds() {
-        let mut searches: Vec<(&str, Box<dyn Fn(&[u8; 64]) -> u64>)> =
-            vec![("portable", Box::new(newlines_portable))];
+        type Search = Box<dyn Fn(&[u8; 64]) -> u64>;
+        let mut searches: Vec<(&str, Search)> = vec![("portable", Box::new(newlines_portable))];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
