@@ -237,7 +237,7 @@ impl Framer {
             use crate::parse::fast::{Level, level};
             match level() {
                 // SAFETY: `level()` found AVX-512F and AVX-512BW on this CPU.
-                Level::Avx512 => return unsafe { self.frame_avx512(batch) },
+                Level::Avx512 | Level::Avx512Vbmi2 => return unsafe { self.frame_avx512(batch) },
                 // SAFETY: `level()` found AVX2 on this CPU.
                 Level::Avx2 => return unsafe { self.frame_avx2(batch) },
                 Level::None => {}

@@ -30,6 +30,9 @@ pub(crate) enum Level {
     Avx2,
     /// AVX-512BW: one 64-byte block per step, masks straight from the compares.
     Avx512,
+    /// AVX-512BW, and AVX-512 VBMI2 for the structural positions: a compress of the block's
+    /// byte indices instead of a bit scan per position.
+    Avx512Vbmi2,
 }
 
 /// The stage 1 this process runs: the best this CPU supports, or a lower one named by the
@@ -42,6 +45,7 @@ pub(crate) fn level() -> Level {
         match std::env::var("SLUICEBOX_SIMD").as_deref() {
             Ok("scalar") => Level::None,
             Ok("avx2") if best != Level::None => Level::Avx2,
+            Ok("avx512bw") if best == Level::Avx512Vbmi2 => Level::Avx512,
             _ => best,
         }
     })
@@ -54,6 +58,9 @@ fn detected() -> Level {
         use std::arch::is_x86_feature_detected as has;
         let base = has!("bmi1") && has!("popcnt") && has!("pclmulqdq");
         if base && has!("avx512f") && has!("avx512bw") {
+            if has!("avx512vbmi2") {
+                return Level::Avx512Vbmi2;
+            }
             return Level::Avx512;
         }
         if base && has!("avx2") {
@@ -98,6 +105,10 @@ pub(crate) fn validate<H: FnMut(&[u8], u32, bool)>(
         // SAFETY: `level()` found AVX-512F, AVX-512BW, BMI1, POPCNT and PCLMULQDQ on this
         // CPU.
         Level::Avx512 => unsafe { stage1_avx512(padded, len, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level()` found AVX-512F, AVX-512BW, AVX-512 VBMI2, BMI1, POPCNT and
+        // PCLMULQDQ on this CPU.
+        Level::Avx512Vbmi2 => unsafe { stage1_avx512_vbmi2(padded, len, out) },
         _ => Stage1::Refused,
     };
     let ok = stage1 != Stage1::Refused
@@ -154,26 +165,32 @@ struct Masks {
 #[target_feature(enable = "avx2,bmi1,popcnt,pclmulqdq")]
 unsafe fn stage1_avx2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
     use std::arch::x86_64::*;
-    stage1(padded, len, out, |ptr| {
-        // SAFETY: `stage1` hands over a pointer to 64 readable bytes; AVX2 is enabled.
-        let (a, b) = unsafe {
-            (
-                classify(_mm256_loadu_si256(ptr.cast())),
-                classify(_mm256_loadu_si256(ptr.add(32).cast())),
-            )
-        };
-        // `black_box` keeps LLVM from fusing these masks into one 64-lane boolean vector,
-        // which it then scalarises byte by byte on the stack: measured 3x slower per event.
-        let join = |x: u32, y: u32| std::hint::black_box(u64::from(x) | u64::from(y) << 32);
-        Masks {
-            quote: join(a.quote, b.quote),
-            backslash: join(a.backslash, b.backslash),
-            low: join(a.low, b.low),
-            high: join(a.high, b.high),
-            ws: join(a.ws, b.ws),
-            ops: join(a.ops, b.ops),
-        }
-    })
+    stage1(
+        padded,
+        len,
+        out,
+        |ptr| {
+            // SAFETY: `stage1` hands over a pointer to 64 readable bytes; AVX2 is enabled.
+            let (a, b) = unsafe {
+                (
+                    classify(_mm256_loadu_si256(ptr.cast())),
+                    classify(_mm256_loadu_si256(ptr.add(32).cast())),
+                )
+            };
+            // `black_box` keeps LLVM from fusing these masks into one 64-lane boolean vector,
+            // which it then scalarises byte by byte on the stack: measured 3x slower per event.
+            let join = |x: u32, y: u32| std::hint::black_box(u64::from(x) | u64::from(y) << 32);
+            Masks {
+                quote: join(a.quote, b.quote),
+                backslash: join(a.backslash, b.backslash),
+                low: join(a.low, b.low),
+                high: join(a.high, b.high),
+                ws: join(a.ws, b.ws),
+                ops: join(a.ops, b.ops),
+            }
+        },
+        flatten,
+    )
 }
 
 /// Class bits of a byte, by nibble: a byte is in a class when the class's bit is set both in
@@ -194,45 +211,81 @@ const OPS_CLASS: u8 = 1 | 2 | 4;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,bmi1,popcnt,pclmulqdq")]
 unsafe fn stage1_avx512(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
+    // SAFETY: `stage1` hands over pointers to 64 readable bytes; AVX-512BW is enabled.
+    stage1(
+        padded,
+        len,
+        out,
+        |ptr| unsafe { classify_avx512(ptr) },
+        flatten,
+    )
+}
+
+/// Stage 1 with AVX-512BW, the structural positions written by a VBMI2 compress (see
+/// [`flatten_compress`]).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW, AVX-512 VBMI2, BMI1, POPCNT and PCLMULQDQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,bmi1,popcnt,pclmulqdq")]
+unsafe fn stage1_avx512_vbmi2(padded: &[u8], len: usize, out: &mut Vec<u32>) -> Stage1 {
+    stage1(
+        padded,
+        len,
+        out,
+        // SAFETY: `stage1` hands over pointers to 64 readable bytes; AVX-512BW is enabled.
+        |ptr| unsafe { classify_avx512(ptr) },
+        // SAFETY: AVX-512F, AVX-512BW and AVX-512 VBMI2 are enabled.
+        |bits, base, out| unsafe { flatten_compress(bits, base, out) },
+    )
+}
+
+/// The classes of the 64 bytes at `ptr`, with AVX-512BW.
+///
+/// # Safety
+/// `ptr` must point to 64 readable bytes, and the CPU must support AVX-512F and AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn classify_avx512(ptr: *const u8) -> Masks {
     use std::arch::x86_64::*;
-    stage1(padded, len, out, |ptr| {
-        // SAFETY: `stage1` hands over a pointer to 64 readable bytes; AVX-512 is enabled.
-        let v = unsafe { _mm512_loadu_si512(ptr.cast()) };
-        let eq = |c: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(c as i8));
-        // Whitespace and operators by two nibble lookups (the table of each class's
-        // nibbles is in `NIBBLE_LO` and `NIBBLE_HI`): four shuffle-port operations
-        // instead of eight compares.
-        // SAFETY: both tables are 16 readable bytes.
-        let (lo, hi) = unsafe {
-            (
-                _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLE_LO.as_ptr().cast())),
-                _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLE_HI.as_ptr().cast())),
-            )
-        };
-        // Bytes from 0x80 index with bit 7 set: the low lookup gives 0 for them.
-        let by_lo = _mm512_shuffle_epi8(lo, v);
-        let nibble = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
-        let class = _mm512_and_si512(by_lo, _mm512_shuffle_epi8(hi, nibble));
-        Masks {
-            quote: eq(b'"'),
-            backslash: eq(b'\\'),
-            low: _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
-            high: _mm512_movepi8_mask(v),
-            ws: _mm512_test_epi8_mask(class, _mm512_set1_epi8(WS_CLASS as i8)),
-            ops: _mm512_test_epi8_mask(class, _mm512_set1_epi8(OPS_CLASS as i8)),
-        }
-    })
+    // SAFETY: the caller hands over a pointer to 64 readable bytes.
+    let v = unsafe { _mm512_loadu_si512(ptr.cast()) };
+    let eq = |c: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(c as i8));
+    // Whitespace and operators by two nibble lookups (the table of each class's nibbles is
+    // in `NIBBLE_LO` and `NIBBLE_HI`): four shuffle-port operations instead of eight
+    // compares.
+    // SAFETY: both tables are 16 readable bytes.
+    let (lo, hi) = unsafe {
+        (
+            _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLE_LO.as_ptr().cast())),
+            _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLE_HI.as_ptr().cast())),
+        )
+    };
+    // Bytes from 0x80 index with bit 7 set: the low lookup gives 0 for them.
+    let by_lo = _mm512_shuffle_epi8(lo, v);
+    let nibble = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+    let class = _mm512_and_si512(by_lo, _mm512_shuffle_epi8(hi, nibble));
+    Masks {
+        quote: eq(b'"'),
+        backslash: eq(b'\\'),
+        low: _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
+        high: _mm512_movepi8_mask(v),
+        ws: _mm512_test_epi8_mask(class, _mm512_set1_epi8(WS_CLASS as i8)),
+        ops: _mm512_test_epi8_mask(class, _mm512_set1_epi8(OPS_CLASS as i8)),
+    }
 }
 
 /// Stage 1: appends the structural positions of `padded[..len]` to `out`, classifying each
 /// 64-byte block with `classify`. Refuses when a string is unterminated, holds a control
 /// character or a bad escape.
 #[inline(always)]
-fn stage1<C: FnMut(*const u8) -> Masks>(
+fn stage1<C: FnMut(*const u8) -> Masks, F: FnMut(u64, u32, &mut Vec<u32>)>(
     padded: &[u8],
     len: usize,
     out: &mut Vec<u32>,
     mut classify: C,
+    mut flatten: F,
 ) -> Stage1 {
     let input = &padded[..len];
     // Bit 63 of the previous block's masks, carried: inside a string at its end; its last
@@ -463,6 +516,57 @@ fn flatten(mut bits: u64, base: u32, out: &mut Vec<u32>) {
     unsafe { out.set_len(len + count) };
 }
 
+/// The byte indices 0 to 63, for [`flatten_compress`].
+#[cfg(target_arch = "x86_64")]
+static BYTE_INDICES: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// [`flatten`] with AVX-512 VBMI2: compresses the indices of the set bits into the low bytes
+/// of a vector, then widens and offsets them sixteen at a time, one store per sixteen
+/// positions instead of a bit scan and a store per position.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW and AVX-512 VBMI2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
+#[inline]
+unsafe fn flatten_compress(bits: u64, base: u32, out: &mut Vec<u32>) {
+    use std::arch::x86_64::*;
+    let count = bits.count_ones() as usize;
+    out.reserve(64);
+    let len = out.len();
+    // SAFETY: `BYTE_INDICES` is 64 readable bytes.
+    let indices = unsafe { _mm512_loadu_si512(BYTE_INDICES.as_ptr().cast()) };
+    let packed = _mm512_maskz_compress_epi8(bits, indices);
+    let base = _mm512_set1_epi32(base as i32);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u32>();
+    let write = |k: usize, part: __m128i| {
+        let wide = _mm512_add_epi32(_mm512_cvtepu8_epi32(part), base);
+        // SAFETY: `reserve(64)` made room for 64 elements past `len`, and `16 * k + 16 <= 64`.
+        unsafe { _mm512_storeu_si512(dst.add(16 * k).cast(), wide) };
+    };
+    write(0, _mm512_castsi512_si128(packed));
+    if count > 16 {
+        write(1, _mm512_extracti32x4_epi32::<1>(packed));
+        if count > 32 {
+            write(2, _mm512_extracti32x4_epi32::<2>(packed));
+            if count > 48 {
+                write(3, _mm512_extracti32x4_epi32::<3>(packed));
+            }
+        }
+    }
+    // SAFETY: the stores above initialised at least the first `count` (at most 64) of the
+    // 64 elements `reserve` made room for, in order.
+    unsafe { out.set_len(len + count) };
+}
+
 /// Stage 2: checks the grammar over the structural positions `s` of `input`. The loop
 /// reads a whole `"key" :` or `, "key" :` at once, so a typical member costs one round.
 fn stage2<H: FnMut(&[u8], u32, bool)>(
@@ -626,6 +730,7 @@ mod tests {
         // Every stage 1 this CPU runs (an AVX-512 CPU also runs AVX2), padded or not,
         // gives the same answer.
         let levels: &[Level] = match level() {
+            Level::Avx512Vbmi2 => &[Level::Avx512Vbmi2, Level::Avx512, Level::Avx2],
             Level::Avx512 => &[Level::Avx512, Level::Avx2],
             Level::Avx2 => &[Level::Avx2],
             Level::None => &[],

@@ -176,6 +176,7 @@ pub struct Parser {
 /// instruction sets on one machine. Benchmark figures should be quoted with it.
 pub fn simd_level() -> &'static str {
     match fast::level() {
+        fast::Level::Avx512Vbmi2 => "avx512vbmi2",
         fast::Level::Avx512 => "avx512bw",
         fast::Level::Avx2 => "avx2",
         fast::Level::None => "scalar",
