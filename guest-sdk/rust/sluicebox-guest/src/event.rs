@@ -49,6 +49,7 @@ fn le32(b: &[u8; NODE_LEN], at: usize) -> u32 {
 }
 
 /// Node `i` of a node table, or `None` past its end.
+#[inline]
 pub(crate) fn read_node(nodes: &[u8], i: usize) -> Option<RawNode> {
     let at = i.checked_mul(NODE_LEN)?;
     let b: &[u8; NODE_LEN] = nodes.get(at..at.checked_add(NODE_LEN)?)?.try_into().ok()?;
@@ -140,6 +141,7 @@ impl<'a> Event<'a> {
     /// declared `fields`, when `path` is not one of them).
     ///
     /// When a key repeats, the last occurrence wins.
+    #[inline]
     pub fn get(&self, path: &str) -> Option<Value<'a>> {
         match self.declared {
             Some(declared) => {
@@ -341,6 +343,7 @@ impl core::fmt::Debug for Value<'_> {
 }
 
 impl<'a> Value<'a> {
+    #[inline]
     fn from_node(
         node: RawNode,
         nodes: &'a [u8],
@@ -403,6 +406,7 @@ impl<'a> Value<'a> {
     }
 
     /// Whether the value is the string `s`, compared after decoding, without allocating.
+    #[inline]
     pub fn str_eq(&self, s: &str) -> bool {
         self.kind == Kind::String && json::key_matches(self.bytes, self.escaped, s.as_bytes())
     }

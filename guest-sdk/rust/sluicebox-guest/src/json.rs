@@ -117,6 +117,7 @@ pub(crate) fn body_to_str(bytes: &[u8], escaped: bool) -> Option<Cow<'_, str>> {
 
 /// Whether a key as written (`escaped` says whether it has escapes) equals `expected`, a key
 /// already decoded. Does not allocate.
+#[inline]
 pub(crate) fn key_matches(key: &[u8], escaped: bool, expected: &[u8]) -> bool {
     if !escaped {
         return sluicebox_abi::bytes_eq(key, expected);
