@@ -171,9 +171,10 @@ pub struct Parser {
     scalar_structurals: Vec<u32>,
 }
 
-/// The SIMD instruction set the parse stage runs on this machine: `"avx512bw"`, `"avx2"`,
-/// or `"scalar"` (no fast path). `SLUICEBOX_SIMD=avx2` or `=scalar` lowers it, to compare
-/// instruction sets on one machine. Benchmark figures should be quoted with it.
+/// The SIMD instruction set the parse stage runs on this machine: `"avx512vbmi2"`,
+/// `"avx512bw"`, `"avx2"`, or `"scalar"` (no fast path). `SLUICEBOX_SIMD=avx512bw`, `=avx2`
+/// or `=scalar` lowers it, to compare instruction sets on one machine. Benchmark figures
+/// should be quoted with it.
 pub fn simd_level() -> &'static str {
     match fast::level() {
         fast::Level::Avx512Vbmi2 => "avx512vbmi2",
