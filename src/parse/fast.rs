@@ -467,15 +467,16 @@ fn classify(v: std::arch::x86_64::__m256i) -> Classes {
 /// stage 1 functions, enable PCLMULQDQ) instead of six shift-and-XOR steps.
 ///
 /// Safe to call only where PCLMULQDQ is present: it is inlined into `stage1`, itself inlined
-/// only into `stage1_avx2` and `stage1_avx512` (unsafe, with the feature). Tried: this as a
+/// only into the `stage1_*` functions (unsafe, with the feature). Tried: this as a
 /// `#[target_feature]` function (which forbids `inline(always)`) and `stage1` as an
 /// `unsafe fn`: `pipeline.passthrough` 5-8% slower (241-245 vs 254-266 ns/event).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefix_xor(x: u64) -> u64 {
     use std::arch::x86_64::*;
-    // SAFETY: only reached from `stage1_avx2` and `stage1_avx512`, which enable PCLMULQDQ
-    // and are called only where `detected` found it; the intrinsics touch no memory.
+    // SAFETY: only reached from `stage1_avx2`, `stage1_avx512` and `stage1_avx512_vbmi2`,
+    // which enable PCLMULQDQ and are called only where `detected` found it; the intrinsics
+    // touch no memory.
     unsafe {
         let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
         _mm_cvtsi128_si64(product) as u64
@@ -731,9 +732,9 @@ mod tests {
     /// The fast path agrees with the scalar validator: when it accepts, the scalar one does
     /// too, with the same positions.
     fn agree(text: &[u8]) -> bool {
-        // Every stage 1 this CPU runs (an AVX-512 CPU also runs AVX2), padded or not,
-        // gives the same answer.
-        let levels: &[Level] = match level() {
+        // Every stage 1 this CPU can run (an AVX-512 CPU also runs AVX2), padded or not,
+        // gives the same answer; `SLUICEBOX_SIMD` does not narrow the test.
+        let levels: &[Level] = match detected() {
             Level::Avx512Vbmi2 => &[Level::Avx512Vbmi2, Level::Avx512, Level::Avx2],
             Level::Avx512 => &[Level::Avx512, Level::Avx2],
             Level::Avx2 => &[Level::Avx2],
