@@ -169,6 +169,7 @@ pub(crate) fn escape_into(s: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Appends `s` to `out` as a JSON string, quotes included.
+#[inline]
 pub(crate) fn write_string(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
     escape_into(s, out);
