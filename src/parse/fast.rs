@@ -86,7 +86,7 @@ fn detected() -> Level {
 /// `input` is `padded[..len]`. Reads go up to 63 bytes past `len` when `padded` has them (the
 /// batch buffer always does); the extra bytes do not affect the result.
 #[inline]
-pub(crate) fn validate<H: FnMut(&[u8], u32, bool)>(
+pub(crate) fn validate<H: TopKey>(
     level: Level,
     padded: &[u8],
     len: usize,
@@ -132,6 +132,22 @@ pub(crate) fn validate<H: FnMut(&[u8], u32, bool)>(
         Vouched::Plain
     } else {
         Vouched::Valid
+    }
+}
+
+/// What [`validate`] tells of each member of a top-level object: its key (raw, between the
+/// quotes), the index of its value's first structural, and whether the key may hold escapes
+/// (false: it compares as plain bytes). Any `FnMut(&[u8], u32, bool)` is one; a type with an
+/// `#[inline(always)]` method is inlined into the walk.
+pub(crate) trait TopKey {
+    /// One top-level member.
+    fn key(&mut self, key: &[u8], value: u32, escapes: bool);
+}
+
+impl<F: FnMut(&[u8], u32, bool)> TopKey for F {
+    #[inline(always)]
+    fn key(&mut self, key: &[u8], value: u32, escapes: bool) {
+        self(key, value, escapes)
     }
 }
 
@@ -574,7 +590,7 @@ unsafe fn flatten_compress(bits: u64, base: u32, out: &mut Vec<u32>) {
 
 /// Stage 2: checks the grammar over the structural positions `s` of `input`. The loop
 /// reads a whole `"key" :` or `, "key" :` at once, so a typical member costs one round.
-fn stage2<H: FnMut(&[u8], u32, bool)>(
+fn stage2<H: TopKey>(
     input: &[u8],
     s: &[u32],
     max_depth: usize,
@@ -607,7 +623,7 @@ fn stage2<H: FnMut(&[u8], u32, bool)>(
             if close <= open {
                 return false;
             }
-            top_key(&input[open + 1..close], j as u32 + 2, escapes);
+            top_key.key(&input[open + 1..close], j as u32 + 2, escapes);
         }
         true
     };
@@ -749,13 +765,19 @@ mod tests {
             text.len(),
             1024,
             &mut fast,
-            &mut |_, _, _| {},
+            &mut |_: &[u8], _: u32, _: bool| {},
         ) != Vouched::No;
         for &l in levels {
             for input in [text, &padded[..]] {
                 let mut again = vec![7];
-                let ok2 = validate(l, input, text.len(), 1024, &mut again, &mut |_, _, _| {})
-                    != Vouched::No;
+                let ok2 = validate(
+                    l,
+                    input,
+                    text.len(),
+                    1024,
+                    &mut again,
+                    &mut |_: &[u8], _: u32, _: bool| {},
+                ) != Vouched::No;
                 assert_eq!((ok, &fast), (ok2, &again), "{l:?} differs");
             }
         }
