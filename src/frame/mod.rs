@@ -266,9 +266,9 @@ impl Framer {
         self.frame_with(batch, &|block: &[u8; 64]| newlines_avx2(block))
     }
 
-    /// The framing loop, finding newlines with `newlines` (the `\n` bits of 64 bytes) one
-    /// 64-byte block at a time: one compare per block and a bit scan per line, where a
-    /// `memchr` call per line cost more than the copy of the bytes into the batch.
+    /// The framing loop, finding newlines with [`Newlines`] over `newlines` (the `\n` bits of
+    /// 64 bytes): 64 blocks compared in one loop, then a bit scan per line, where a `memchr`
+    /// call per line cost more than the copy of the bytes into the batch.
     #[inline(always)]
     fn frame_with<M: Fn(&[u8; 64]) -> u64>(&mut self, batch: &mut Batch, newlines: &M) -> Need {
         let mut blocks = Newlines::new();
