@@ -33,13 +33,14 @@ mod test_cmd;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Seek, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sluicebox::source::reader::ReadAt;
 use sluicebox::wasm::{LoadOptions, WasmModule, default_cache_dir};
 use sluicebox::{Kind, Pipeline, PipelineConfig, Report, WasmConfig, WriterSink};
 
@@ -335,6 +336,24 @@ impl<R: Read> Read for Progress<R> {
     }
 }
 
+impl ReadAt for Progress<File> {
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+
+    /// Moves the bar to the furthest byte read: the workers read their ranges at once.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let n = self.inner.read_at(buf, offset)?;
+        if let Some(b) = &self.bar {
+            let end = offset + n as u64;
+            if end > b.position() {
+                b.set_position(end);
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// A standard stream as a file of its own. std's `Stdin` and `Stdout` treat `EBADF` (a
 /// descriptor not open for that direction, such as a read-only stdout) as the end of the
 /// input and as a write that succeeded, which would lose the output silently; a duplicate
@@ -414,10 +433,12 @@ fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
     let mut config = a.tuning.pipeline_config();
     // A regular file's reads never wait for more to come (a pipe's or a terminal's may).
     config.input_never_blocks = input.metadata().is_ok_and(|m| m.is_file());
+    // A regular file read from its start is read by position: with several workers, each
+    // reads and frames its own byte ranges.
+    let positional = config.input_never_blocks && (&input).stream_position().is_ok_and(|p| p == 0);
     let mut pipeline = Pipeline::new(config)?;
     load_modules(&a.modules, &a.tuning, &mut pipeline)?;
     distinct_paths(&a)?;
-    let input: Box<dyn Read + Send> = Box::new(input);
     let bar = io::stderr().is_terminal().then(|| {
         let len = a
             .input
@@ -452,12 +473,14 @@ fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
         Some(p) => {
             let f = File::create(p)
                 .map_err(|e| Fail::io(&format!("cannot create dead letter {}", p.display()), e))?;
-            pipeline.run_with_dead_letter(
-                input,
-                sink,
-                WriterSink::new(f).described_as("writing dead letters"),
-            )?
+            let dead = WriterSink::new(f).described_as("writing dead letters");
+            if positional {
+                pipeline.run_at_with_dead_letter(&input, sink, dead)?
+            } else {
+                pipeline.run_with_dead_letter(input, sink, dead)?
+            }
         }
+        None if positional => pipeline.run_at(&input, sink)?,
         None => pipeline.run(input, sink)?,
     };
     if let Some(b) = bar {

@@ -1,4 +1,4 @@
-//! Property: any bytes, read in any chunking, with small batch and line limits, either JSON engine and one or two workers (the calling thread working batches too or not), go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), emitted events keep the input's order, an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
+//! Property: any bytes, read in any chunking or by position (split by byte ranges among two workers), with small batch and line limits, either JSON engine and one or two workers (the calling thread working batches too or not), go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), emitted events keep the input's order, an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
 #![no_main]
 
 use std::io::Read;
@@ -42,12 +42,14 @@ fuzz_target!(|input: &[u8]| {
     let (head, rest) = input.split_at(6);
     let nsizes = usize::from(head[4] % 8).min(rest.len());
     let (sizes, data) = rest.split_at(nsizes);
+    // Read by position (`run_at`), with two workers: each frames its own byte ranges.
+    let positional = head[5] & 0x30 == 0x30;
     let config = PipelineConfig {
         max_batch_events: 1 + usize::from(head[0] % 8),
         max_batch_bytes: 1 + usize::from(head[1]) * 4,
         max_line_bytes: 1 + usize::from(head[2]) * 2,
         dead_letter_raw_max: usize::from(head[3] % 64),
-        workers: 1 + usize::from(head[5] % 8 == 7),
+        workers: 1 + usize::from(head[5] % 8 == 7 || positional),
         // The reader is in memory: with two workers, the calling thread may work batches too.
         input_never_blocks: head[5] & 0x40 != 0,
         json_engine: if head[5] & 0x80 == 0 {
@@ -60,10 +62,13 @@ fuzz_target!(|input: &[u8]| {
     let max_line = config.max_line_bytes;
     let mut out = CollectSink::new();
     let mut dead = CollectSink::new();
-    let report = Pipeline::new(config)
-        .unwrap()
-        .run_with_dead_letter(Chunked { data, sizes, k: 0 }, &mut out, &mut dead)
-        .expect("a run without filters cannot fail");
+    let mut pipeline = Pipeline::new(config).unwrap();
+    let report = if positional {
+        pipeline.run_at_with_dead_letter(&data, &mut out, &mut dead)
+    } else {
+        pipeline.run_with_dead_letter(Chunked { data, sizes, k: 0 }, &mut out, &mut dead)
+    }
+    .expect("a run without filters cannot fail");
     let st = report.stats;
     assert!(st.is_balanced(), "{st:?}");
     assert_eq!(st.filtered, 0);

@@ -107,6 +107,17 @@ impl Framer {
         self.offset
     }
 
+    /// Lines per batch and bytes per batch, at most.
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        (self.max_events, self.max_bytes)
+    }
+
+    /// The number the next line framed will have (1-based; the lines framed so far, plus one,
+    /// for a framer that started at line 1).
+    pub(crate) fn next_line(&self) -> u64 {
+        self.line
+    }
+
     /// Whether the input has ended and everything was framed.
     pub fn finished(&self) -> bool {
         self.eof && self.carry.is_empty()

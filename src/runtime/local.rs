@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::output::panic_text;
+use super::split::Split;
 use super::worker::{Processed, Select, Shape, SourceRunner};
 use super::{Inline, RuntimeSettings, SourceSpec, Topology, TransformSpec};
 use crate::ack::Stream;
@@ -37,6 +38,7 @@ use crate::frame::Decoder;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, REPORT_DEAD_LETTERS, Report, Stats};
 use crate::sink::{Flow, Output, Sink};
+use crate::source::reader::ReadAt;
 use crate::source::{BoxFuture, Budget, OverflowPolicy, Shutdown, Source, SourceContext, Work};
 
 /// The source's name (and its one stream's); dead letters and errors name it.
@@ -80,6 +82,7 @@ pub(crate) fn run(
     filters: &mut Vec<Box<dyn Filter>>,
     metrics: &Metrics,
     input: impl Read + Send,
+    at: Option<&dyn ReadAt>,
     sink: &mut dyn Sink,
     dead: Option<&mut dyn Sink>,
 ) -> Result<Report> {
@@ -140,6 +143,11 @@ pub(crate) fn run(
         done: false,
         error: None,
     });
+    // With several workers, a positional input is split by byte ranges, each worker reading
+    // its own; otherwise they take turns at the one stream.
+    let split = at
+        .filter(|_| workers.len() > 1)
+        .map(|src| Split::new(src, &cx, INPUT));
     let mut driver = Driver {
         // Set below when several readers share the input.
         read_spin: std::time::Duration::ZERO,
@@ -177,7 +185,7 @@ pub(crate) fn run(
         // 8-28% more per event on 2 cores (alternating bench runs). Otherwise it only
         // writes, so that a batch never waits for its read of a pipe that has nothing to
         // give.
-        let own = if config.input_never_blocks {
+        let own = if config.input_never_blocks || split.is_some() {
             let Inline { runners, done: tx } = workers.remove(0);
             drop(tx);
             Some(runners)
@@ -192,6 +200,10 @@ pub(crate) fn run(
         }
         let spin = driver.read_spin;
         let first = usize::from(beside);
+        let feed: &dyn Feed = match &split {
+            Some(s) => s,
+            None => &shared,
+        };
         std::thread::scope(|scope| {
             let mut threads = Vec::new();
             for (w, worker) in workers.into_iter().enumerate() {
@@ -200,7 +212,7 @@ pub(crate) fn run(
                     .name(format!("sluicebox-worker-{}", w + first))
                     .spawn_scoped(scope, move || {
                         if beside {
-                            work_beside(shared, &cx, worker, unit, spin)
+                            work_beside(feed, &cx, worker, unit, spin)
                         } else {
                             work(shared, &cx, worker)
                         }
@@ -220,7 +232,7 @@ pub(crate) fn run(
             match own {
                 Some(mut runners) => {
                     let _stop = StopOnPanic(cx.shutdown());
-                    driver.work_and_drive(&shared, &cx, &mut runners, &done, flush_interval, unit)
+                    driver.work_and_drive(feed, &cx, &mut runners, &done, flush_interval, unit)
                 }
                 None => driver.drive(&done, flush_interval),
             }
@@ -245,7 +257,7 @@ pub(crate) fn run(
         return Err(e);
     }
     let input = shared.into_inner().unwrap_or_else(|p| p.into_inner());
-    if let Some(e) = input.error {
+    if let Some(e) = input.error.or(split.and_then(Split::into_error)) {
         return Err(e);
     }
     driver.finish(started)
@@ -344,8 +356,8 @@ fn lock_read<T>(shared: &Mutex<T>, spin: std::time::Duration) -> std::sync::Mute
 /// [`work`] for an input whose reads never block, next to a calling thread that reads too:
 /// waits for room in the budget before it takes the lock (and then takes it anyway), so that
 /// no reader ever holds the lock while it waits for the calling thread to write.
-fn work_beside<R: Read>(
-    shared: &Mutex<Input<R>>,
+fn work_beside(
+    feed: &dyn Feed,
     cx: &SourceContext,
     mut worker: Inline,
     unit: u64,
@@ -357,17 +369,80 @@ fn work_beside<R: Read>(
         if !budget.wait_for_room(unit, cx.shutdown()) {
             return;
         }
-        let job = {
-            let mut s = lock_read(shared, spin);
-            read_job(&mut s, cx, false)
-        };
-        let Some((job, held)) = job else {
+        let Next::Jobs(jobs) = feed.next(cx, &budget, unit, spin, false) else {
             return;
         };
-        let mut p = worker.runners[job.source].process(job.source, job.batch);
-        p.held = held;
-        if worker.done.send(p).is_err() {
-            return;
+        for (job, held) in jobs {
+            let mut p = worker.runners[job.source].process(job.source, job.batch);
+            p.held = held;
+            if worker.done.send(p).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Where the readers of an input whose reads never block get their batches: one stream
+/// behind a lock, or a positional input split by byte ranges ([`Split`]).
+trait Feed: Sync {
+    /// The next batches (in the input's order among themselves; maybe none), each with the
+    /// budget bytes it holds. `room`: check the budget first and read nothing without room
+    /// for `unit` bytes; `spin`: how long to spin for a lock before sleeping.
+    fn next(
+        &self,
+        cx: &SourceContext,
+        budget: &Budget,
+        unit: u64,
+        spin: std::time::Duration,
+        room: bool,
+    ) -> Next;
+}
+
+/// A reader's next turn at the input.
+enum Next {
+    /// Batches to work.
+    Jobs(Vec<(Work, u64)>),
+    /// The input has ended (or failed, or the run is stopping).
+    Ended,
+    /// No room in the budget (only when the reader asked for room).
+    NoRoom,
+}
+
+impl<R: Read + Send> Feed for Mutex<Input<R>> {
+    fn next(
+        &self,
+        cx: &SourceContext,
+        budget: &Budget,
+        unit: u64,
+        spin: std::time::Duration,
+        room: bool,
+    ) -> Next {
+        let mut s = lock_read(self, spin);
+        if room && !budget.has_room(unit) {
+            return Next::NoRoom;
+        }
+        match read_job(&mut s, cx, false) {
+            Some(job) => Next::Jobs(vec![job]),
+            None => Next::Ended,
+        }
+    }
+}
+
+impl Feed for Split<'_> {
+    fn next(
+        &self,
+        cx: &SourceContext,
+        budget: &Budget,
+        unit: u64,
+        _spin: std::time::Duration,
+        room: bool,
+    ) -> Next {
+        if room && !budget.has_room(unit) {
+            return Next::NoRoom;
+        }
+        match self.claim().and_then(|c| self.frame(cx, c)) {
+            Some(jobs) => Next::Jobs(jobs),
+            None => Next::Ended,
         }
     }
 }
@@ -428,9 +503,9 @@ impl Driver<'_, '_> {
     /// result in the input's order; otherwise waits for the others' results, flushing the
     /// sink when none came for `flush_interval`. It never waits for the budget (only it
     /// gives the budget back), and waits for the lock only while another reader reads.
-    fn work_and_drive<R: Read>(
+    fn work_and_drive(
         &mut self,
-        shared: &Mutex<Input<R>>,
+        feed: &dyn Feed,
         cx: &SourceContext,
         runners: &mut [SourceRunner],
         done: &Receiver<Processed>,
@@ -450,21 +525,22 @@ impl Driver<'_, '_> {
             }
             if reading && self.budget.has_room(unit) {
                 // No one holds the lock for long: every reader waits for room before it
-                // takes the lock, and reads never block in this mode.
-                let mut s = lock_read(shared, self.read_spin);
-                // Room checked again with the lock held: a worker may have taken some since.
-                if self.budget.has_room(unit) {
-                    let job = read_job(&mut s, cx, false);
-                    drop(s);
-                    match job {
-                        Some((job, held)) => {
+                // takes the lock, and reads never block in this mode. Room is checked again
+                // with the lock held: a worker may have taken some since.
+                match feed.next(cx, &self.budget, unit, self.read_spin, true) {
+                    Next::Jobs(jobs) => {
+                        for (job, held) in jobs {
                             let mut p = runners[job.source].process(job.source, job.batch);
                             p.held = held;
                             pending.insert(p.seq, p);
                         }
-                        None => reading = false,
+                        continue;
                     }
-                    continue;
+                    Next::Ended => {
+                        reading = false;
+                        continue;
+                    }
+                    Next::NoRoom => {}
                 }
             }
             match done.recv_timeout(flush_interval) {

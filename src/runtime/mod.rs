@@ -25,6 +25,7 @@
 pub(crate) mod graph;
 pub(crate) mod local;
 mod output;
+mod split;
 mod worker;
 
 use std::path::PathBuf;

@@ -239,6 +239,11 @@ impl SourceContext {
         self.inner.frame.decoder(offset)
     }
 
+    /// A line framer with this source's bounds whose stream starts at `offset`.
+    pub(crate) fn framer(&self, offset: u64) -> Framer {
+        self.inner.frame.framer(offset)
+    }
+
     /// A directory for this source's state (checkpoints), under the run's `data_dir`,
     /// created on first use. `None` when the run has no `data_dir`.
     ///

@@ -413,3 +413,158 @@ fn lines_left_over_from_a_full_batch_leave_before_the_next_read() {
         );
     }
 }
+
+/// Lines that cross range and batch bounds in every way: a byte order mark, blank and
+/// whitespace-only lines (one far longer than a range), CRLF endings, invalid lines, lines
+/// longer than the line limit and than a range, and a last line without a newline.
+fn awkward_input() -> Vec<u8> {
+    let mut v = b"\xEF\xBB\xBF".to_vec();
+    let corpus = sluicebox::loggen::corpus(6000, 11);
+    for (i, line) in corpus.split_inclusive(|&b| b == b'\n').enumerate() {
+        match i % 97 {
+            3 => v.extend_from_slice(b"\n"),
+            5 => v.extend_from_slice(b"   \r\n"),
+            7 => v.extend_from_slice(b"{\"broken\": }\n"),
+            11 => {
+                // This line with a CRLF ending instead.
+                v.extend_from_slice(&line[..line.len() - 1]);
+                v.extend_from_slice(b"\r\n");
+                continue;
+            }
+            13 => {
+                v.extend_from_slice(b"{\"big\":\"");
+                v.resize(v.len() + 70_000 + i, b'x');
+                v.extend_from_slice(b"\"}\n");
+            }
+            17 if i % 3 == 0 => {
+                v.resize(v.len() + 150_000, b' ');
+                v.push(b'\n');
+            }
+            _ => {}
+        }
+        v.extend_from_slice(line);
+    }
+    v.extend_from_slice(b"{\"last\":\"no newline\"}");
+    v
+}
+
+/// A run by position, with dead letters.
+fn run_at(
+    config: PipelineConfig,
+    input: &dyn sluicebox::source::reader::ReadAt,
+) -> sluicebox::Result<(sluicebox::Report, Vec<u8>, Vec<serde_json::Value>)> {
+    let mut p = sluicebox::Pipeline::new(config)
+        .unwrap()
+        .with_filter(DropWhere::drop_debug());
+    let mut out = sluicebox::CollectSink::new();
+    let mut dead = sluicebox::CollectSink::new();
+    let r = p.run_at_with_dead_letter(input, &mut out, &mut dead)?;
+    assert!(r.stats.is_balanced(), "{:?}", r.stats);
+    let dead = dead
+        .events
+        .iter()
+        .map(|(b, _, _)| serde_json::from_slice(b).expect("dead letter is JSON"))
+        .collect();
+    Ok((r, out.ndjson(), dead))
+}
+
+#[test]
+fn split_by_position_the_workers_give_what_one_stream_gives() {
+    let input = awkward_input();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &input).unwrap();
+    let opened = std::fs::File::open(file.path()).unwrap();
+    for (workers, events, bytes, line) in [
+        (2, 1024, 1 << 20, 1 << 20),
+        (3, 1024, 1 << 20, 1 << 20),
+        (2, 7, 1 << 20, 1 << 20),
+        (2, 1024, 1000, 1 << 20),
+        (3, 100, 5000, 60_000),
+        (2, 1024, 1 << 20, 200),
+    ] {
+        let config = PipelineConfig {
+            workers,
+            max_batch_events: events,
+            max_batch_bytes: bytes,
+            max_line_bytes: line,
+            ..Default::default()
+        };
+        let one = PipelineConfig {
+            workers: 1,
+            ..config.clone()
+        };
+        let what = format!("workers={workers} events={events} bytes={bytes} line={line}");
+        let (r1, out1, dead1) = run_with(one, vec![Box::new(DropWhere::drop_debug())], &input);
+        assert!(r1.stats.dead_lettered > 50, "{what}");
+        assert!(line < 1000 || r1.stats.filtered > 100, "{what}");
+        let from_memory = run_at(config.clone(), &input).unwrap();
+        let from_file = run_at(config, &opened).unwrap();
+        for (how, (r, out, dead)) in [("memory", from_memory), ("file", from_file)] {
+            assert!(out == out1, "{what} {how}: the output differs");
+            assert_eq!(dead, dead1, "{what} {how}: the dead letters differ");
+            let stats = sluicebox::Stats {
+                batches: r1.stats.batches,
+                ..r.stats
+            };
+            assert_eq!(stats, r1.stats, "{what} {how}");
+        }
+    }
+}
+
+/// Bytes in memory whose reads fail (or panic) from `at` on.
+struct FailingAt {
+    data: Vec<u8>,
+    at: u64,
+    panic: bool,
+}
+
+impl sluicebox::source::reader::ReadAt for FailingAt {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.data.len() as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(self.data.len().saturating_sub(offset as usize));
+        if offset + n as u64 > self.at {
+            assert!(!self.panic, "a read at {offset} panicked");
+            return Err(std::io::Error::other(format!("no read at {offset}")));
+        }
+        self.data.read_at(buf, offset)
+    }
+}
+
+#[test]
+fn a_positional_input_that_fails_stops_the_run_with_its_error_and_nothing_after_it() {
+    use sluicebox::source::reader::ReadAt;
+    let data = sluicebox::loggen::corpus(50_000, 5);
+    let (_, all, _) = run_at(PipelineConfig::default(), &data).unwrap();
+    for panic in [false, true] {
+        let input = FailingAt {
+            data: data.clone(),
+            at: data.len() as u64 / 2,
+            panic,
+        };
+        assert!(input.size().is_ok());
+        let config = PipelineConfig {
+            workers: 2,
+            ..Default::default()
+        };
+        let mut p = sluicebox::Pipeline::new(config)
+            .unwrap()
+            .with_filter(DropWhere::drop_debug());
+        let mut out = sluicebox::CollectSink::new();
+        let e = p.run_at(&input, &mut out).unwrap_err();
+        assert_eq!(e.kind(), sluicebox::Kind::Input, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(if panic { "panicked" } else { "no read at" }),
+            "{text}"
+        );
+        let got = out.ndjson();
+        // What went out is a prefix of the whole output, ending before the failed read.
+        assert!(all.starts_with(&got), "panic={panic}: not a prefix");
+        assert!(!got.is_empty() && got.len() < all.len(), "panic={panic}");
+    }
+}
