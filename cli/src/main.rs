@@ -457,7 +457,7 @@ fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
         );
         bar
     });
-    let input = Progress {
+    let mut input = Progress {
         inner: input,
         bar: bar.clone(),
     };
@@ -477,12 +477,17 @@ fn cmd_filter(a: FilterArgs) -> Result<(), Fail> {
             if positional {
                 pipeline.run_at_with_dead_letter(&input, sink, dead)?
             } else {
-                pipeline.run_with_dead_letter(input, sink, dead)?
+                pipeline.run_with_dead_letter(&mut input, sink, dead)?
             }
         }
         None if positional => pipeline.run_at(&input, sink)?,
-        None => pipeline.run(input, sink)?,
+        None => pipeline.run(&mut input, sink)?,
     };
+    if positional {
+        // Read by position, the file's offset did not move: leave it at the end, where a
+        // stream read leaves it, for whatever reads the same descriptor next.
+        let _ = (&input.inner).seek(io::SeekFrom::End(0));
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }

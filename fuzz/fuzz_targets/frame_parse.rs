@@ -1,10 +1,11 @@
-//! Property: any bytes, read in any chunking or by position (split by byte ranges among two workers), with small batch and line limits, either JSON engine and one or two workers (the calling thread working batches too or not), go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), emitted events keep the input's order, an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
+//! Property: any bytes, read in any chunking or by position in any read sizes (split by byte ranges among two workers), with small batch and line limits, either JSON engine and one or two workers (the calling thread working batches too or not), go through framing and parsing without a panic; every non-blank line is emitted xor dead-lettered (conservation), emitted events keep the input's order, an emitted event is byte for byte its input line and valid JSON object text, the pipeline accepts exactly the lines the strict scalar validator accepts, and dead letters name lines and offsets that exist.
 #![no_main]
 
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
 use sluicebox::parse::scalar;
+use sluicebox::source::reader::ReadAt;
 use sluicebox::{CollectSink, JsonEngine, Pipeline, PipelineConfig};
 use sluicebox_fuzz::lines::{is_blank, lines};
 
@@ -26,6 +27,29 @@ impl Read for Chunked<'_> {
         buf[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
         Ok(n)
+    }
+}
+
+/// The input read by position, each read at most the next of `sizes` bytes (cycling).
+struct ChunkedAt<'a> {
+    data: &'a [u8],
+    sizes: &'a [u8],
+    k: std::sync::atomic::AtomicUsize,
+}
+
+impl ReadAt for ChunkedAt<'_> {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.data.len() as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let k = self.k.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let want = match self.sizes.len() {
+            0 => usize::MAX,
+            n => usize::from(self.sizes[k % n]).max(1),
+        };
+        let n = want.min(buf.len());
+        self.data.read_at(&mut buf[..n], offset)
     }
 }
 
@@ -64,7 +88,12 @@ fuzz_target!(|input: &[u8]| {
     let mut dead = CollectSink::new();
     let mut pipeline = Pipeline::new(config).unwrap();
     let report = if positional {
-        pipeline.run_at_with_dead_letter(&data, &mut out, &mut dead)
+        let at = ChunkedAt {
+            data,
+            sizes,
+            k: Default::default(),
+        };
+        pipeline.run_at_with_dead_letter(&at, &mut out, &mut dead)
     } else {
         pipeline.run_with_dead_letter(Chunked { data, sizes, k: 0 }, &mut out, &mut dead)
     }

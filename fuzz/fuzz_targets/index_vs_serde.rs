@@ -304,7 +304,9 @@ fuzz_target!(|data: &[u8]| {
     paths.extend(["nope", "a.nope", ""].map(String::from));
     let expect: Vec<Found> = paths
         .iter()
-        .map(|p| lookup(data, &s, p.as_bytes()).map(|f| (f.kind.abi(), f.start, f.raw.len(), f.escaped)))
+        .map(|p| {
+            lookup(data, &s, p.as_bytes()).map(|f| (f.kind.abi(), f.start, f.raw.len(), f.escaped))
+        })
         .collect();
     for engine in [JsonEngine::Sluice, JsonEngine::SimdJson] {
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -220,12 +220,14 @@ pub(crate) fn run(
                 match spawned {
                     Ok(t) => threads.push(t),
                     Err(e) => {
-                        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        s.error.get_or_insert(Error::new(
-                            Kind::Input,
-                            format!("cannot start a worker: {e}"),
-                        ));
-                        s.done = true;
+                        let e = Error::new(Kind::Input, format!("cannot start a worker: {e}"));
+                        if let Some(split) = &split {
+                            split.fail(e);
+                        } else {
+                            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                            s.error.get_or_insert(e);
+                            s.done = true;
+                        }
                     }
                 }
             }
@@ -437,6 +439,9 @@ impl Feed for Split<'_> {
         _spin: std::time::Duration,
         room: bool,
     ) -> Next {
+        if cx.shutdown().is_triggered() {
+            return Next::Ended;
+        }
         if room && !budget.has_room(unit) {
             return Next::NoRoom;
         }

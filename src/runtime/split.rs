@@ -15,6 +15,7 @@
 
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,11 +23,11 @@ use super::output::panic_text;
 use crate::ack::Stream;
 use crate::batch::Batch;
 use crate::error::{Error, Kind, Result};
-use crate::source::reader::ReadAt;
+use crate::source::reader::{ReadAt, read_at_checked};
 use crate::source::{SourceContext, Work};
 
-/// The smallest range a worker claims (the first ones, before any line was seen).
-const MIN_RANGE: u64 = 64 << 10;
+/// The first ranges' size, before any line was seen: at most 128 bytes per line of a batch.
+const FIRST_RANGE: u64 = 64 << 10;
 
 /// A positional input shared by the workers.
 pub(crate) struct Split<'a> {
@@ -37,12 +38,17 @@ pub(crate) struct Split<'a> {
     claims: Mutex<Claims>,
     chain: Mutex<Chain>,
     turned: Condvar,
+    /// A read found the input's end (a real 0): no range after it is claimed, and no range
+    /// after the one that found it delivers (as a stream read stops at its first 0).
+    ended: AtomicBool,
 }
 
 /// The next range to claim.
 struct Claims {
     pos: u64,
     index: u64,
+    /// The input's size when last asked (asked again once `pos` reaches it).
+    size: u64,
     done: bool,
 }
 
@@ -52,9 +58,8 @@ struct Chain {
     turn: u64,
     /// Lines framed by the claims before `turn` (blank and oversized ones included).
     lines: u64,
-    /// Bytes and events of those claims, to size the next ranges.
-    bytes: u64,
-    events: u64,
+    /// Bytes and lines of the last turn that framed lines, to size the next ranges.
+    last: Option<(u64, u64)>,
     stream: Stream,
     /// Threads waiting for their turn.
     waiting: usize,
@@ -81,19 +86,20 @@ impl<'a> Split<'a> {
             claims: Mutex::new(Claims {
                 pos: 0,
                 index: 0,
+                size: 0,
                 done: false,
             }),
             chain: Mutex::new(Chain {
                 turn: 0,
                 lines: 0,
-                bytes: 0,
-                events: 0,
+                last: None,
                 stream: cx.stream(name.to_string(), None),
                 waiting: 0,
                 stopped: false,
                 error: None,
             }),
             turned: Condvar::new(),
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -109,47 +115,75 @@ impl<'a> Split<'a> {
         self.chain.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next range, sized to hold about 15/16 of a batch's lines at the average line
-    /// length seen so far (so that a range seldom spills into a second, small batch),
-    /// between 64 KiB and `max_bytes`; `None` once the input has ended or failed.
+    /// The next range, sized to hold about 15/16 of a batch's lines at the line length the
+    /// last turn saw (so that a range seldom spills into a second, small batch, and a range
+    /// after long lines holds few batches of short ones), at most `max_bytes`; `None` once
+    /// the input has ended or failed. The input ends at a read of 0 bytes, not at its size:
+    /// past the size it last gave, one byte is read to see whether there is more (a file
+    /// that grew, or one whose size says 0, as under /proc).
     pub(crate) fn claim(&self) -> Option<Claim> {
-        let (bytes, events, stopped) = {
+        let (last, stopped) = {
             let c = self.chain();
-            (c.bytes, c.events, c.stopped)
+            (c.last, c.stopped)
         };
         let mut s = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        if s.done || stopped {
+        if s.done || stopped || self.ended.load(Ordering::Acquire) {
             s.done = true;
             return None;
         }
-        let size = match catch_unwind(AssertUnwindSafe(|| self.src.size())) {
-            Ok(Ok(n)) => n,
-            failed => {
-                s.done = true;
-                drop(s);
-                self.fail(match failed {
-                    Ok(Err(e)) => Error::input(e),
-                    Err(p) => Error::new(
+        let pos = s.pos;
+        let mut bounded = pos < s.size;
+        if !bounded {
+            let asked = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<(u64, bool)> {
+                let size = self.src.size()?;
+                if pos < size {
+                    return Ok((size, true));
+                }
+                let mut probe = [0u8; 1];
+                Ok((size, read_at_checked(self.src, &mut probe, pos)? > 0))
+            }));
+            match asked {
+                Ok(Ok((size, more))) => {
+                    s.size = size;
+                    bounded = pos < size;
+                    if !more {
+                        s.done = true;
+                        return None;
+                    }
+                }
+                Ok(Err(e)) => {
+                    s.done = true;
+                    drop(s);
+                    self.fail(Error::input(e));
+                    return None;
+                }
+                Err(p) => {
+                    s.done = true;
+                    drop(s);
+                    self.fail(Error::new(
                         Kind::Input,
                         format!("reading the input's size panicked: {}", panic_text(p)),
-                    ),
-                    Ok(Ok(_)) => unreachable!("matched above"),
-                });
-                return None;
+                    ));
+                    return None;
+                }
             }
-        };
-        if s.pos >= size {
-            s.done = true;
-            return None;
         }
-        let want = bytes.checked_div(events).map_or(MIN_RANGE, |per_event| {
-            per_event.saturating_mul(self.max_events) / 16 * 15
-        });
-        let len = want.clamp(MIN_RANGE.min(self.max_bytes), self.max_bytes.max(1));
+        let want = match last {
+            Some((bytes, lines)) => {
+                (bytes / lines.max(1))
+                    .max(1)
+                    .saturating_mul(self.max_events)
+                    / 16
+                    * 15
+            }
+            None => FIRST_RANGE.min(self.max_events.saturating_mul(128)),
+        };
+        let len = want.clamp(1, self.max_bytes.max(1));
+        let end = pos.saturating_add(len);
         let claim = Claim {
             index: s.index,
-            start: s.pos,
-            end: size.min(s.pos.saturating_add(len)),
+            start: pos,
+            end: if bounded { end.min(s.size) } else { end },
         };
         s.index += 1;
         s.pos = claim.end;
@@ -157,7 +191,7 @@ impl<'a> Split<'a> {
     }
 
     /// Keeps the first error and stops every later claim.
-    fn fail(&self, e: Error) {
+    pub(crate) fn fail(&self, e: Error) {
         let mut c = self.chain();
         c.error.get_or_insert(e);
         c.stopped = true;
@@ -178,11 +212,12 @@ impl<'a> Split<'a> {
         let framed = catch_unwind(AssertUnwindSafe(|| {
             self.read_lines(cx, &claim, &mut batches)
         }));
-        let (lines, failed) = match framed {
-            Ok(Ok(lines)) => (lines, None),
-            Ok(Err(e)) => (0, Some(e)),
+        let (lines, saw_end, failed) = match framed {
+            Ok(Ok((lines, saw_end))) => (lines, saw_end, None),
+            Ok(Err(e)) => (0, false, Some(e)),
             Err(p) => (
                 0,
+                false,
                 Some(Error::new(
                     Kind::Input,
                     format!("reading the input panicked: {}", panic_text(p)),
@@ -192,6 +227,7 @@ impl<'a> Split<'a> {
         let mut c = self.wait_turn(cx, claim.index)?;
         let base = c.lines;
         let mut jobs = Vec::with_capacity(batches.len());
+        let mut bytes = 0;
         for (mut batch, end) in batches {
             for m in &mut batch.events {
                 m.line += base;
@@ -199,15 +235,22 @@ impl<'a> Split<'a> {
             for d in &mut batch.dead {
                 d.line += base;
             }
-            c.events += batch.stats.received;
-            c.bytes += batch.stats.bytes_in;
+            bytes += batch.stats.bytes_in;
             let stream = c.stream.clone();
             jobs.push(cx.take_now(&stream, batch, end));
         }
         c.lines += lines;
+        if lines > 0 {
+            c.last = Some((bytes, lines));
+        }
         c.turn += 1;
         if let Some(e) = failed {
             c.error.get_or_insert(e);
+            c.stopped = true;
+        }
+        // The input ended in this range: the ranges after it deliver nothing, as a stream
+        // read stops at its first 0 (if the input grows meanwhile, theirs are later bytes).
+        if saw_end {
             c.stopped = true;
         }
         let wake = c.waiting > 0;
@@ -222,6 +265,9 @@ impl<'a> Split<'a> {
     /// Waits until the claims before `index` have had their turns: the chain, held. `None`
     /// when one of them failed or the run is stopping.
     fn wait_turn(&self, cx: &SourceContext, index: u64) -> Option<MutexGuard<'_, Chain>> {
+        if cx.shutdown().is_triggered() {
+            return None;
+        }
         let mut c = self.chain();
         while c.turn != index && !c.stopped {
             if cx.shutdown().is_triggered() {
@@ -239,15 +285,18 @@ impl<'a> Split<'a> {
     }
 
     /// Frames the lines that start in the claim's range into `batches` (each with the input
-    /// position just past it), line numbers counted from 1; the number of lines framed.
+    /// position just past it), line numbers counted from 1: the number of lines framed, and
+    /// whether a read found the input's end.
     fn read_lines(
         &self,
         cx: &SourceContext,
         claim: &Claim,
         batches: &mut Vec<(Batch, u64)>,
-    ) -> Result<u64> {
-        let Some(first) = self.first_line(claim)? else {
-            return Ok(0);
+    ) -> Result<(u64, bool)> {
+        let first = match self.first_line(claim)? {
+            First::At(p) => p,
+            First::Nothing => return Ok((0, false)),
+            First::End => return Ok((0, self.saw_end())),
         };
         let mut framer = cx.framer(first).flush_when_idle(false);
         let mut span = Span {
@@ -257,6 +306,7 @@ impl<'a> Split<'a> {
             last: b'\n',
             past: 0,
             done: false,
+            saw_end: false,
         };
         // A batch is taken only while bytes are left: one taken and dropped unused would
         // leave the pool, and a new one costs its buffer's zeroing.
@@ -267,15 +317,23 @@ impl<'a> Split<'a> {
             }
             batches.push((batch, framer.position()));
         }
-        Ok(framer.next_line() - 1)
+        // (A last line without a newline that is dead-lettered as oversized is not counted
+        // by the framer; it is the input's last line, so no range after it needs the count.)
+        let saw_end = span.saw_end && self.saw_end();
+        Ok((framer.next_line() - 1, saw_end))
+    }
+
+    /// Notes that a read found the input's end: no more ranges are claimed. True.
+    fn saw_end(&self) -> bool {
+        self.ended.store(true, Ordering::Release);
+        true
     }
 
     /// Where the first line that starts in the claim's range starts: the range's start at
-    /// the input's start or after a newline, else just past the next newline; `None` when
-    /// no line starts in the range (a long line crosses it).
-    fn first_line(&self, claim: &Claim) -> Result<Option<u64>> {
+    /// the input's start or after a newline, else just past the next newline.
+    fn first_line(&self, claim: &Claim) -> Result<First> {
         if claim.start == 0 {
-            return Ok(Some(0));
+            return Ok(First::At(0));
         }
         let mut buf = [0u8; 4096];
         let mut pos = claim.start - 1;
@@ -283,21 +341,31 @@ impl<'a> Split<'a> {
         let mut want = 512;
         while pos < claim.end {
             let want = std::mem::replace(&mut want, buf.len()).min((claim.end - pos) as usize);
-            let n = self
-                .src
-                .read_at(&mut buf[..want], pos)
-                .map_err(Error::input)?;
+            let n = read_at_checked(self.src, &mut buf[..want], pos).map_err(Error::input)?;
             if n == 0 {
-                return Ok(None);
+                return Ok(First::End);
             }
             if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
                 let start = pos + i as u64 + 1;
-                return Ok((start < claim.end).then_some(start));
+                return Ok(if start < claim.end {
+                    First::At(start)
+                } else {
+                    First::Nothing
+                });
             }
             pos += n as u64;
         }
-        Ok(None)
+        Ok(First::Nothing)
     }
+}
+
+/// Where a range's first line starts.
+enum First {
+    At(u64),
+    /// No line starts in the range (a long line crosses it).
+    Nothing,
+    /// The input ended before the range's first line.
+    End,
 }
 
 /// Stops the later claims when a worker leaves its turn untaken (it panicked, or the run
@@ -329,6 +397,8 @@ struct Span<'a> {
     /// Reads past `end` so far.
     past: u32,
     done: bool,
+    /// A read returned 0: the input's end.
+    saw_end: bool,
 }
 
 impl Read for Span<'_> {
@@ -340,15 +410,18 @@ impl Read for Span<'_> {
             let want = buf
                 .len()
                 .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
-            self.src.read_at(&mut buf[..want], self.pos)?
+            let n = read_at_checked(self.src, &mut buf[..want], self.pos)?;
+            self.saw_end = n == 0;
+            n
         } else if self.last == b'\n' {
             0
         } else {
             // The rest of a line: a little at a time (1 KiB, doubling to 64 KiB), as the
             // bytes read past its newline are read again by the next range.
             let want = buf.len().min(1024 << self.past.min(6));
-            self.past += 1;
-            let n = self.src.read_at(&mut buf[..want], self.pos)?;
+            self.past = self.past.saturating_add(1);
+            let n = read_at_checked(self.src, &mut buf[..want], self.pos)?;
+            self.saw_end = n == 0;
             match memchr::memchr(b'\n', &buf[..n]) {
                 Some(i) => {
                     self.done = true;

@@ -410,7 +410,9 @@ impl SourceContext {
     /// beside it): waiting there for room only it can make would never end. Each reader
     /// checks for a batch's room (`max_batch_bytes`, 64 KiB at least) before it reads, so
     /// the budget is passed only by batches larger than that (a long line), one per reader
-    /// at most.
+    /// at most; or, for a positional input split by byte ranges, by the batches of one range
+    /// beyond the first (a range holds about one batch of lines, sized from the last range's
+    /// line length, so more only where short lines follow long ones).
     pub(crate) fn take_now(&self, stream: &Stream, batch: Batch, end: u64) -> (Work, u64) {
         let bytes = batch.data.capacity() as u64;
         self.inner.budget.take_anyway(bytes);

@@ -172,8 +172,34 @@ impl<'a> AtReader<'a> {
 
 impl Read for AtReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.src.read_at(buf, self.pos)?;
+        let n = read_at_checked(self.src, buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+/// [`ReadAt::read_at`], retried when interrupted, with a count that cannot be true (more
+/// than the buffer holds, or past the largest offset) turned into an error: framing bytes
+/// the buffer held from before would pass them off as input.
+pub(crate) fn read_at_checked(
+    src: &dyn ReadAt,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<usize> {
+    loop {
+        match src.read_at(buf, offset) {
+            Ok(n) if n <= buf.len() && offset.checked_add(n as u64).is_some() => return Ok(n),
+            Ok(n) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the input said it read {n} bytes into {} at offset {offset}",
+                        buf.len()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
 }

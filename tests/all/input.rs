@@ -568,3 +568,146 @@ fn a_positional_input_that_fails_stops_the_run_with_its_error_and_nothing_after_
         assert!(!got.is_empty() && got.len() < all.len(), "panic={panic}");
     }
 }
+
+/// Bytes in memory behind a `ReadAt` that misbehaves as asked: short reads, a size that
+/// lies, one spurious end, counts larger than the buffer. Counts the bytes handed out.
+#[derive(Default)]
+struct Odd {
+    data: Vec<u8>,
+    /// Most bytes per read.
+    short: Option<usize>,
+    /// The size it claims.
+    size: Option<u64>,
+    /// A read at this offset returns 0 (reads before it stop there, reads after it do not:
+    /// a stream read ends there, and so must a read by position).
+    zero_at: Option<u64>,
+    /// Says it read one byte more than it did.
+    over: bool,
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl sluicebox::source::reader::ReadAt for Odd {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.size.unwrap_or(self.data.len() as u64))
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        if self.zero_at == Some(offset) {
+            // Slowly: the other worker claims and reads the ranges after it meanwhile.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            return Ok(0);
+        }
+        let want = buf.len().min(self.short.unwrap_or(usize::MAX));
+        let want = match self.zero_at {
+            Some(z) if offset < z => want.min((z - offset) as usize),
+            _ => want,
+        };
+        let n = self.data.read_at(&mut buf[..want], offset)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(if self.over && n > 0 { n + 1 } else { n })
+    }
+}
+
+#[test]
+fn a_misbehaving_positional_input_gives_what_its_stream_gives_or_an_error() {
+    let data = sluicebox::loggen::corpus(20_000, 13);
+    let two = |bytes| PipelineConfig {
+        workers: 2,
+        max_batch_events: 100,
+        max_batch_bytes: bytes,
+        ..Default::default()
+    };
+    let one = PipelineConfig {
+        max_batch_events: 100,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "short reads",
+            Odd {
+                short: Some(77),
+                ..Default::default()
+            },
+        ),
+        (
+            "a size of 0",
+            Odd {
+                size: Some(0),
+                ..Default::default()
+            },
+        ),
+        (
+            "a size too large",
+            Odd {
+                size: Some(u64::MAX),
+                ..Default::default()
+            },
+        ),
+        (
+            "a spurious end",
+            Odd {
+                zero_at: Some(data.len() as u64 / 3),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (what, mut odd) in cases {
+        odd.data = data.clone();
+        // What a stream read of it gives (one worker reads `run_at`'s input as a stream).
+        let (r1, out1, _) = run_at(one.clone(), &odd).unwrap();
+        if what == "a spurious end" {
+            assert!(out1.len() < data.len() / 2 && !out1.is_empty(), "{what}");
+        } else {
+            assert_eq!(r1.stats.bytes_in, data.len() as u64, "{what}");
+        }
+        for bytes in [1 << 20, 5000] {
+            let (r2, out2, _) = run_at(two(bytes), &odd).unwrap();
+            assert!(
+                out1 == out2,
+                "{what}, {bytes}-byte batches: the output differs"
+            );
+            assert_eq!(r1.stats.received, r2.stats.received, "{what}");
+            assert_eq!(r1.stats.bytes_in, r2.stats.bytes_in, "{what}");
+        }
+    }
+    // A read said to be longer than it was is an error, never the buffer's old bytes.
+    for config in [one, two(5000)] {
+        let odd = Odd {
+            data: data.clone(),
+            over: true,
+            ..Default::default()
+        };
+        let e = run_at(config, &odd).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), sluicebox::Kind::Input, "{e}");
+        assert!(e.to_string().contains("said it read"), "{e}");
+    }
+}
+
+#[test]
+fn a_sink_that_stops_stops_the_reading_of_a_positional_input() {
+    struct StopAfterOne;
+    impl sluicebox::Sink for StopAfterOne {
+        fn write(&mut self, _: &sluicebox::Output<'_>) -> sluicebox::Result<sluicebox::Flow> {
+            Ok(sluicebox::Flow::Stop)
+        }
+    }
+    let odd = Odd {
+        data: sluicebox::loggen::corpus(200_000, 17),
+        ..Default::default()
+    };
+    let config = PipelineConfig {
+        workers: 2,
+        ..Default::default()
+    };
+    let mut p = sluicebox::Pipeline::new(config).unwrap();
+    p.run_at(&odd, StopAfterOne).unwrap();
+    // A few ranges at most (of up to 1 MiB): the workers stop claiming once the sink stops
+    // (without that, this read 15 MB of the 67).
+    let read = odd.read.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        read < 8 << 20,
+        "read {read} of {} bytes after the sink stopped",
+        odd.data.len()
+    );
+}
