@@ -711,3 +711,46 @@ fn a_sink_that_stops_stops_the_reading_of_a_positional_input() {
         odd.data.len()
     );
 }
+
+#[test]
+fn sluicebox_filter_reads_a_file_by_position_as_it_streams_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, awkward_input()).unwrap();
+    let module = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wat/drop_debug.wat");
+    // (workers, read from the file by position or piped): stdout and dead letters.
+    let run = |workers: &str, file: bool| {
+        let dead = dir.path().join(format!("dead-{workers}-{file}"));
+        let script = format!(
+            "{} filter --module {module} --workers {workers} --dead-letter {} > out; cat > rest",
+            crate::common::sluicebox_bin().display(),
+            dead.display(),
+        );
+        let shell = if file {
+            format!("{{ {script}; }} < in.ndjson")
+        } else {
+            format!("cat in.ndjson | {{ {script}; }}")
+        };
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&shell)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{shell}");
+        let out = std::fs::read(dir.path().join("out")).unwrap();
+        // Whatever reads standard input next finds it at the end, as after a stream read.
+        let rest = std::fs::read(dir.path().join("rest")).unwrap();
+        assert!(rest.is_empty(), "{shell}: {} bytes left", rest.len());
+        (out, std::fs::read(dead).unwrap())
+    };
+    let (out, dead) = run("1", false);
+    assert!(out.len() > 1_000_000 && dead.len() > 10_000);
+    for workers in ["2", "3"] {
+        let (o, d) = run(workers, true);
+        assert!(o == out, "--workers {workers}: the output differs");
+        assert!(d == dead, "--workers {workers}: the dead letters differ");
+    }
+}
