@@ -18,10 +18,12 @@
 //!
 //! One event's path is **source → frame → parse → batch → filter → sink**:
 //!
-//! - A **source** is any [`std::io::Read`] ([`Pipeline::run`]) or [`tokio::io::AsyncRead`]
+//! - A **source** is any [`std::io::Read`] ([`Pipeline::run`]), an input read by position
+//!   ([`source::reader::ReadAt`]: bytes in memory, a file; [`Pipeline::run_at`], whose
+//!   workers each read and frame their own byte ranges) or a [`tokio::io::AsyncRead`]
 //!   ([`Pipeline::run_async`]).
 //! - The **frame** stage ([`frame::Framer`]) reads straight into a batch buffer and cuts
-//!   lines with `memchr`. Cheap: no copy of a well-formed line.
+//!   lines (SIMD compares, 4 KiB at a time). Cheap: no copy of a well-formed line.
 //! - The **parse** stage ([`parse::Parser`]) validates each event in place with a SIMD pass
 //!   (AVX-512 or AVX2; a strict scalar validator decides whatever it cannot vouch for) and
 //!   keeps its structural positions, so fields are found later without parsing again; the
