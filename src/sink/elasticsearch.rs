@@ -6,7 +6,7 @@
 //! answers 409 instead of duplicating documents.
 //!
 //! Delivery: the sink builds request bodies on its own thread; each full one is sent (and
-//! retried) by a [`Sender`], on that thread when `max_in_flight = 1` (the default), else on
+//! retried) by a `Sender`, on that thread when `max_in_flight = 1` (the default), else on
 //! one of `max_in_flight` sender threads, so that many requests are in flight at once and
 //! their replies come back in any order. A request never holds more than `batch_max_events`
 //! events or `batch_max_bytes` of body (a single larger event goes alone). A batch's
@@ -332,7 +332,7 @@ impl Doc {
 }
 
 /// The Elasticsearch sink built from [`ElasticsearchSinkConfig`]: builds request bodies on
-/// the sink's thread and hands each full one to its [`Sender`], on this thread
+/// the sink's thread and hands each full one to its `Sender`, on this thread
 /// (`max_in_flight = 1`) or on one of `max_in_flight` sender threads.
 pub struct ElasticsearchSink {
     index: IndexName,
