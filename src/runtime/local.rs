@@ -531,7 +531,8 @@ impl Driver<'_, '_> {
             if reading && self.budget.has_room(unit) {
                 // No one holds the lock for long: every reader waits for room before it
                 // takes the lock, and reads never block in this mode. Room is checked again
-                // with the lock held: a worker may have taken some since.
+                // with the lock held (a split input: right before its claim), as a worker
+                // may have taken some since.
                 match feed.next(cx, &self.budget, unit, self.read_spin, true) {
                     Next::Jobs(jobs) => {
                         for (job, held) in jobs {

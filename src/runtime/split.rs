@@ -9,8 +9,9 @@
 //! The batches hold the same lines, line numbers, offsets and dead letters as one framer
 //! reading the input from its start; only where batches end may differ.
 //!
-//! Cost per range: a lock for the claim, a positioned read of up to 4 KiB to find the first
-//! line that starts in it (none at the input's start), the reads and framing themselves,
+//! Cost per range: a lock for the claim, a positioned read of 512 bytes (then 4 KiB at a
+//! time) to find the first line that starts in it (none at the input's start), the reads
+//! and framing themselves,
 //! and a lock for the turn (a wake-up only when a worker waits for the one before it).
 
 use std::io::Read;
@@ -63,7 +64,8 @@ struct Chain {
     stream: Stream,
     /// Threads waiting for their turn.
     waiting: usize,
-    /// A claim failed (or its worker stopped): no later claim's batches go out.
+    /// A claim failed, its worker stopped, or a read found the input's end: no later
+    /// claim's batches go out.
     stopped: bool,
     error: Option<Error>,
 }

@@ -91,8 +91,9 @@ fn read_all(src: ReaderSource, cx: &SourceContext) -> Result<()> {
 ///
 /// Cost: one positioned read (`pread` for a file, a copy for memory) per 64 KiB framed.
 pub trait ReadAt: Sync {
-    /// The input's size now. A file that grows later is read to the size its last claim
-    /// saw.
+    /// The input's size now: it sizes the ranges. The input ends where a read returns 0
+    /// bytes (past the size, one byte is read to see whether there is more: a file that
+    /// grew, or one whose size says 0, as under /proc).
     ///
     /// # Errors
     /// When the size cannot be read.
@@ -137,12 +138,8 @@ impl ReadAt for std::fs::File {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        loop {
-            match std::os::unix::fs::FileExt::read_at(self, buf, offset) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        // Interrupted reads are retried by the caller (`read_at_checked`).
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
     }
 }
 
