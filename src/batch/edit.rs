@@ -756,6 +756,18 @@ mod tests {
             r#"{"n": 1e400,"msg":"hi \u00e9","x":{"y":1}}"#
         );
         assert_eq!(run(r#"{"a":1,"a":2}"#, &[Op::Remove(b"a")]), "{}");
+        assert_eq!(
+            run(r#"{"a":1,"b":0,"a":2}"#, &[Op::Remove(b"a")]),
+            r#"{"b":0}"#
+        );
+        assert_eq!(
+            run(r#"{"a":1,"b":0,"a":2}"#, &[Op::Rename(b"a", b"c")]),
+            r#"{"b":0,"c":2}"#
+        );
+        assert_eq!(
+            run(r#"{"a":1,"b":0,"a":2}"#, &[Op::Set(b"a", b"3")]),
+            r#"{"a":1,"b":0,"a":3}"#
+        );
         assert_eq!(run("{}", &[Op::Set(b"a\\.b", b"1")]), r#"{"a.b":1}"#);
     }
 }

@@ -602,31 +602,40 @@ fn stage2<H: TopKey>(
     // The byte at structural `j`, or 0 past the last one (0 is never a valid structural:
     // a NUL outside a string is a bad scalar).
     let byte = |j: usize| -> u8 {
-        s.get(j)
-            .and_then(|&p| input.get(p as usize))
-            .copied()
-            .unwrap_or(0)
+        match s.get(j) {
+            // SAFETY: `s` is what stage 1 wrote for `input` (see `validate`): every position
+            // in it is below `input.len()` (each one is a bit of a block mask and'ed with the
+            // block's valid bytes).
+            Some(&p) => unsafe { *input.get_unchecked(p as usize) },
+            None => 0,
+        }
     };
     // `"key" :` at structural `j`, in an object at `depth`; tells the hook at depth 1.
-    let mut key = |j: usize, depth: usize| -> bool {
-        if byte(j) != b'"' || byte(j + 1) != b':' {
-            return false;
-        }
-        if depth == 1 {
-            // The key's quotes: its opening one is structural `j`, its closing one the
-            // last quote before the colon.
-            let (open, colon) = (s[j] as usize, s[j + 1] as usize);
-            let mut close = colon - 1;
-            while close > open && input[close] != b'"' {
-                close -= 1;
+    // Inlined (a macro, not a closure): called as a function it cost a call per member.
+    macro_rules! key {
+        ($j:expr, $depth:expr) => {{
+            let (j, depth): (usize, usize) = ($j, $depth);
+            if byte(j) != b'"' || byte(j + 1) != b':' {
+                false
+            } else if depth == 1 {
+                // The key's quotes: its opening one is structural `j`, its closing one the
+                // last quote before the colon.
+                let (open, colon) = (s[j] as usize, s[j + 1] as usize);
+                let mut close = colon - 1;
+                while close > open && input[close] != b'"' {
+                    close -= 1;
+                }
+                if close <= open {
+                    false
+                } else {
+                    top_key.key(&input[open + 1..close], j as u32 + 2, escapes);
+                    true
+                }
+            } else {
+                true
             }
-            if close <= open {
-                return false;
-            }
-            top_key.key(&input[open + 1..close], j as u32 + 2, escapes);
-        }
-        true
-    };
+        }};
+    }
     // Bit d: level d is an object.
     let mut objects = 0u64;
     let mut depth = 0usize;
@@ -647,7 +656,7 @@ fn stage2<H: TopKey>(
                     depth -= 1;
                     j += 1;
                 } else if object {
-                    if !key(j, depth) {
+                    if !key!(j, depth) {
                         return false;
                     }
                     j += 2;
@@ -689,7 +698,7 @@ fn stage2<H: TopKey>(
                 b',' => {
                     j += 1;
                     if object {
-                        if !key(j, depth) {
+                        if !key!(j, depth) {
                             return false;
                         }
                         j += 2;
