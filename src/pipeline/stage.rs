@@ -292,6 +292,10 @@ impl Stage {
                         Ok(()) => {
                             m.start = start as u32;
                             m.len = (batch.data.len() - start) as u32;
+                            // A newline after it, outside the event (as after an input
+                            // line): edited events written one after another are then one
+                            // run of output bytes for a writer sink, not copied one by one.
+                            batch.data.push(b'\n');
                             m.s_len = STALE;
                             m.slot_start = NO_SLOTS;
                             m.changed = true;
@@ -321,6 +325,7 @@ impl Stage {
                         e.changed = true;
                         e.plain = false;
                         batch.data.extend_from_slice(r.b);
+                        batch.data.push(b'\n');
                         next.push(e);
                         k += 1;
                     }
