@@ -125,7 +125,9 @@ impl DeadLetter {
 #[derive(Default)]
 pub struct Batch {
     /// Event bytes back to back (separators and `\r` excluded from event ranges), then
-    /// [`PADDING`] bytes. Edited events are appended after.
+    /// [`PADDING`] bytes. Edited and emitted events are appended after, each followed by a
+    /// `\n` outside its range (as an input line is), so that a run of them is one slice of
+    /// output for a writer sink.
     pub(crate) data: Vec<u8>,
     pub(crate) events: Vec<EventMeta>,
     pub(crate) structurals: Vec<u32>,
