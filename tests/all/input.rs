@@ -217,6 +217,87 @@ fn native_filters_drop_and_edit() {
     );
 }
 
+/// Edits every event whose `i` is divisible by 3, emits two events for those divisible by 5
+/// (and not by 3), keeps the rest as they are.
+#[derive(Clone)]
+struct EditSome;
+
+impl sluicebox::Filter for EditSome {
+    fn name(&self) -> &str {
+        "edit_some"
+    }
+    fn process(
+        &mut self,
+        events: &sluicebox::Events<'_>,
+        d: &mut sluicebox::Decisions,
+    ) -> sluicebox::Result<()> {
+        for (k, e) in events.iter().enumerate() {
+            let n = e.field("i").and_then(|f| f.as_i64()).unwrap_or(1);
+            if n % 3 == 0 {
+                d.set(k, "edited", "true");
+                d.rename(k, "msg", "message");
+            } else if n % 5 == 0 {
+                d.emit(k, &format!("{{\"copy\":1,\"i\":{n}}}"));
+                d.emit(k, &format!("{{\"copy\":2,\"i\":{n}}}"));
+            }
+        }
+        Ok(())
+    }
+    fn fork(&self) -> sluicebox::Result<Box<dyn sluicebox::Filter>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+/// A writer sink writes, byte for byte, what the collecting sink collects when edited and
+/// emitted events (appended to the batch, each with a newline after it, outside its range)
+/// run next to each other and between unedited ones: CRLF, blank and unterminated lines,
+/// drops, one-event and many-event batches.
+#[test]
+fn a_writer_sink_writes_edited_emitted_and_unedited_events_as_collected() {
+    let mut input = Vec::new();
+    for i in 0..3000 {
+        let line = match i % 7 {
+            0 => format!("{{\"level\":\"DEBUG\",\"i\":{i}}}\n"),
+            1 => format!("{{\"level\":\"INFO\",\"msg\":\"m\",\"i\":{i}}}\r\n"),
+            2 => format!("  {{ \"msg\" : \"spaced\" , \"i\" : {i} }} \n"),
+            3 => "\n".to_string(),
+            _ => format!("{{\"i\":{i},\"msg\":\"x\"}}\n"),
+        };
+        input.extend_from_slice(line.as_bytes());
+    }
+    input.extend_from_slice(b"{\"i\":3003,\"msg\":\"last, no newline\"}");
+    for (events, bytes) in [(1, 1 << 20), (7, 1 << 20), (1024, 1 << 20), (3, 200)] {
+        let config = PipelineConfig {
+            max_batch_events: events,
+            max_batch_bytes: bytes,
+            ..Default::default()
+        };
+        let filters = || -> Vec<Box<dyn sluicebox::Filter>> {
+            vec![Box::new(DropWhere::drop_debug()), Box::new(EditSome)]
+        };
+        let (r, collected, dead) = run_with(config.clone(), filters(), &input);
+        assert!(dead.is_empty(), "{dead:?}");
+        assert!(r.stats.filtered > 0 && r.stats.created > 0, "{:?}", r.stats);
+        let mut p = sluicebox::Pipeline::new(config).unwrap();
+        for f in filters() {
+            p.push_filter(f);
+        }
+        let mut w = sluicebox::WriterSink::new(Vec::new());
+        p.run(&input[..], &mut w).unwrap();
+        let written = w.into_inner();
+        assert_eq!(
+            String::from_utf8_lossy(&written),
+            String::from_utf8_lossy(&collected),
+            "events={events} bytes={bytes}"
+        );
+        let has = |needle: &[u8]| written.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            has(b"\"edited\":true") && has(b"{\"copy\":2,"),
+            "events={events}"
+        );
+    }
+}
+
 #[test]
 fn many_batches_with_small_limits_keep_order() {
     let input = sluicebox::loggen::corpus(5000, 7);
