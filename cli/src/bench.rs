@@ -91,12 +91,24 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     };
     let events = lines.len() as u64;
     let bytes = corpus.len() as u64;
+    // With --config, the graph runs on its own `[runtime]` workers and batches, not on
+    // --workers (which the report then states).
+    let own = a
+        .config
+        .as_ref()
+        .and_then(|path| sluicebox::config::Config::load(path).ok())
+        .map(|c| (c.runtime.workers, c.runtime.batch_events));
+    let workers = own.map_or(a.workers, |o| o.0);
     if !a.json {
         errln!(
-            "sluicebox bench: {events} events, {:.1} MB, {} round(s), {} worker(s)",
+            "sluicebox bench: {events} events, {:.1} MB, {} round(s), {workers} worker(s){}",
             bytes as f64 / 1e6,
             a.rounds,
-            a.workers
+            if a.config.is_some() {
+                " (the pipeline file's [runtime] workers)"
+            } else {
+                ""
+            }
         );
     }
 
@@ -673,7 +685,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         let mut obj = serde_json::json!({
             "corpus": {"events": events, "bytes": bytes, "source": a.corpus.as_ref().map_or("generated".to_string(), |p| p.display().to_string())},
             "machine": machine(),
-            "config": {"workers": a.workers, "rounds": a.rounds, "batch_events": config.max_batch_events},
+            "config": {"workers": workers, "rounds": a.rounds, "batch_events": own.map_or(config.max_batch_events, |o| o.1)},
             "results": res,
         });
         if let Some((g, _)) = &graph {

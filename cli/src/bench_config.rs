@@ -153,8 +153,16 @@ impl ConfigBench {
             return (Vec::new(), serde_json::Value::Null);
         };
         let mut lines = vec![format!(
-            "{:<10} {:<20} {:>10} {:>10} {:>10} {:>10} {:>12}",
-            "kind", "component", "received", "sent", "discarded", "dead", "ns/event"
+            "{:<10} {:<20} {:>10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>12}",
+            "kind",
+            "component",
+            "received",
+            "created",
+            "sent",
+            "discarded",
+            "failed",
+            "dead",
+            "ns/event"
         )];
         let mut json = Vec::new();
         let (mut in_filters, mut in_parse) = (0.0, 0.0);
@@ -168,25 +176,28 @@ impl ConfigBench {
             }
             let ns = fsecs.map(|s| s * 1e9 / c.received.max(1) as f64);
             lines.push(format!(
-                "{:<10} {:<20} {:>10} {:>10} {:>10} {:>10} {:>12}",
+                "{:<10} {:<20} {:>10} {:>9} {:>10} {:>10} {:>9} {:>10} {:>12}",
                 c.kind,
                 sluicebox::printable(&c.name),
                 c.received,
+                c.created,
                 c.sent,
                 c.discarded,
+                c.failed,
                 c.dead_lettered,
                 ns.map(|n| format!("{n:.1}")).unwrap_or_else(|| "-".into())
             ));
             json.push(serde_json::json!({
-                "kind": c.kind, "component": c.name, "received": c.received, "sent": c.sent,
-                "discarded": c.discarded, "dead_lettered": c.dead_lettered,
+                "kind": c.kind, "component": c.name, "received": c.received,
+                "created": c.created, "sent": c.sent, "discarded": c.discarded,
+                "failed": c.failed, "dead_lettered": c.dead_lettered,
                 "own_ns_per_event": ns,
             }));
         }
         lines.push(
-            "ns/event: a transform's filter calls, a source's parse stage (on the workers), a \
-             sink's building of requests and reading of replies (elasticsearch); per event it \
-             received"
+            "each row: received + created = sent + discarded + failed + dead. ns/event: a \
+             transform's filter calls, a source's parse stage (on the workers), a sink's \
+             building of requests and reading of replies (elasticsearch); per event it received"
                 .to_string(),
         );
         let per = |x: f64| x * 1e9 / events.max(1) as f64;

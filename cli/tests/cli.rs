@@ -262,6 +262,107 @@ fn a_closed_standard_output_ends_quietly() {
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
 
+/// `sluicebox bench --config` with a flat-map filter on two workers: every component's
+/// row balances (received + created = sent + discarded + failed + dead), the events the
+/// filter made are counted, and the report states the pipeline file's worker count, not
+/// `--workers`.
+#[test]
+fn bench_config_counts_created_events_and_states_the_files_workers() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+        });
+    let explode = target.join("guests/rust/explode.wasm");
+    assert!(
+        explode.exists(),
+        "{} (run scripts/build-guests.sh)",
+        explode.display()
+    );
+    // Of every five events, three have two items, one an empty array (dropped), one none.
+    let corpus = tmp("explode-items.ndjson");
+    let mut text = String::new();
+    for i in 0..30 {
+        text.push_str(&match i % 5 {
+            0 => format!("{{\"n\":{i},\"items\":[]}}\n"),
+            1 => format!("{{\"n\":{i}}}\n"),
+            _ => format!("{{\"n\":{i},\"items\":[1,2]}}\n"),
+        });
+    }
+    std::fs::write(&corpus, text).unwrap();
+    let config = tmp("explode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime]\nworkers = 2\n[sources.in]\ntype = \"stdin\"\n\
+             [transforms.ex]\ntype = \"wasm\"\ninputs = [\"in\"]\nmodule = {:?}\n\
+             [sinks.out]\ntype = \"blackhole\"\ninputs = [\"ex\"]\n",
+            explode.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args([
+            "bench",
+            "--rounds",
+            "1",
+            "--json",
+            "--workers",
+            "1",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--corpus")
+        .arg(&corpus)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["config"]["workers"], 2);
+    let comps = v["graph"]["components"].as_array().unwrap();
+    for c in comps {
+        let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
+        assert_eq!(
+            n("received") + n("created"),
+            n("sent") + n("discarded") + n("failed") + n("dead_lettered"),
+            "{c}"
+        );
+    }
+    let get = |name: &str| comps.iter().find(|c| c["component"] == name).unwrap();
+    // 18 events with two items: 36 out, 18 made; 6 with an empty array dropped; 6 passed.
+    assert_eq!(get("ex")["received"], 30);
+    assert_eq!(get("ex")["created"], 18);
+    assert_eq!(get("ex")["discarded"], 6);
+    assert_eq!(get("ex")["sent"], 42);
+    assert_eq!(get("out")["received"], 42);
+    // The table says the same, with the file's workers in the header.
+    let out = bin()
+        .args(["bench", "--rounds", "1", "--workers", "1", "--config"])
+        .arg(&config)
+        .arg("--corpus")
+        .arg(&corpus)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 worker(s) (the pipeline file's [runtime] workers)"),
+        "{err}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("created"), "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("transform") && l.contains(" ex "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[2..8], ["30", "18", "42", "6", "0", "0"], "{table}");
+}
+
 /// `sluicebox bench --config`: the shipped routing pipeline is measured next to the
 /// baselines, with each component's counts (its sources fed the corpus, its sinks
 /// blackholes) and the filters' time.
