@@ -195,6 +195,12 @@ impl ConfigBench {
             }));
         }
         lines.push(
+            "sources and sinks were replaced (sources read the corpus, sinks discard or answer \
+             at once), so their own settings were not checked: `sluicebox validate FILE` checks \
+             them"
+                .to_string(),
+        );
+        lines.push(
             "each row: received + created = sent + discarded + failed + dead. ns/event: a \
              transform's filter calls, a source's parse stage (on the workers), a sink's \
              building of requests and reading of replies (elasticsearch); per event it received"
