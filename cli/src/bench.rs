@@ -53,7 +53,8 @@ pub(crate) struct BenchArgs {
     json: bool,
     /// Measure this pipeline file (`config.<file stem>`) next to the baselines: its filters
     /// and routes as configured, its sources replaced by the corpus and its sinks by
-    /// blackholes; prints each component's counts and filter time.
+    /// blackholes, on its own `[runtime]` workers; prints each component's counts and
+    /// filter time. The file is first checked as `sluicebox validate` checks it.
     #[arg(long)]
     config: Option<PathBuf>,
 }

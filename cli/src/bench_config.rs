@@ -4,7 +4,9 @@
 //! `http` sinks keep their settings but send to a local server that answers success at once
 //! (so their batching, encoding and reply parsing are measured, not a real server); every
 //! other sink and the dead letter become a `blackhole`. The `[api]` endpoint is off and the
-//! state goes to a temporary directory that is emptied before each round.
+//! state goes to a temporary directory that is emptied before each round. Before anything is
+//! replaced, the file is built once as `sluicebox validate` builds it (see [`check`]), so a
+//! file `run` refuses is refused here, with every problem.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,6 +49,7 @@ impl ConfigBench {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        check(&config, &config_dir, &scratch.join("check"))?;
         let state = scratch.join("state");
         config.data_dir = state.clone();
         config.api.enabled = false;
@@ -196,8 +199,8 @@ impl ConfigBench {
         }
         lines.push(
             "sources and sinks were replaced (sources read the corpus, sinks discard or answer \
-             at once), so their own settings were not checked: `sluicebox validate FILE` checks \
-             them"
+             at once) after the file was checked as `sluicebox validate` checks it, Kafka \
+             components excepted (building a Kafka client connects to its brokers)"
                 .to_string(),
         );
         lines.push(
@@ -221,6 +224,60 @@ impl ConfigBench {
             serde_json::json!({"components": json, "seconds": secs, "filter_seconds": in_filters, "parse_seconds": in_parse}),
         )
     }
+}
+
+/// Checks `config` as `sluicebox validate` does (every component built, every problem
+/// reported) before its sources and sinks are replaced, so that a file `run` would refuse
+/// is refused here too (Kafka components excepted: building one connects). Nothing it
+/// builds touches the user's files, ports or servers: the state and every `path` go under
+/// `scratch`, listening sources listen on port 0 of their host, and the API is off.
+/// Nothing is run.
+fn check(config: &Config, config_dir: &Path, scratch: &Path) -> Result<(), Fail> {
+    let mut check = config.clone();
+    check.data_dir = scratch.join("state");
+    check.api.enabled = false;
+    // A Kafka client connects to its brokers when it is built: the bench contacts no
+    // server, so Kafka components are checked by `sluicebox validate` only.
+    let kafka = |t: &toml::Table| t.get("type").and_then(|v| v.as_str()) == Some("kafka");
+    for table in check.sources.values_mut().filter(|t| kafka(t)) {
+        table.clear();
+        table.insert("type".into(), "stdin".into());
+    }
+    for table in check.sinks.values_mut().filter(|t| kafka(t)) {
+        let inputs = table.remove("inputs");
+        table.clear();
+        table.insert("type".into(), "blackhole".into());
+        if let Some(i) = inputs {
+            table.insert("inputs".into(), i);
+        }
+    }
+    for table in check.sources.values_mut() {
+        if let Some(toml::Value::String(address)) = table.get_mut("address") {
+            // `host:port` with a valid port: the same host, any free port. Anything else
+            // is left for the source to refuse.
+            if let Some((host, port)) = address.rsplit_once(':')
+                && port.parse::<u16>().is_ok()
+            {
+                *address = format!("{host}:0");
+            }
+        }
+    }
+    let mut n = 0;
+    let tables = check.sinks.values_mut().chain(check.dead_letter.as_mut());
+    for table in tables {
+        for key in ["path", "dead_letter_path"] {
+            if let Some(toml::Value::String(path)) = table.get_mut(key) {
+                n += 1;
+                *path = scratch.join(format!("{key}-{n}")).display().to_string();
+            }
+        }
+    }
+    check.build(config_dir).map(drop).map_err(|e| {
+        Fail::usage(format!(
+            "the pipeline file does not build:\n{}",
+            e.message()
+        ))
+    })
 }
 
 /// Sums the samples whose line starts with `prefix` (a metric name and `{`) per

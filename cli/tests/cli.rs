@@ -363,6 +363,67 @@ fn bench_config_counts_created_events_and_states_the_files_workers() {
     assert_eq!(row[2..8], ["30", "18", "42", "6", "0", "0"], "{table}");
 }
 
+/// `sluicebox bench --config` refuses a file `sluicebox validate` refuses, listing every
+/// problem (its sources and sinks are checked before they are replaced), and checking a good
+/// file neither listens on its ports, nor writes its files, nor needs its servers.
+#[test]
+fn bench_config_checks_the_file_as_validate_does() {
+    let bad = tmp("bench-bad.toml");
+    std::fs::write(
+        &bad,
+        "[sources.in]\ntype = \"stdin\"\nbogus = 1\n[sources.p]\ntype = \"carrier_pigeon\"\n\
+         [sinks.h]\ntype = \"http\"\ninputs = [\"in\", \"p\"]\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["bench", "--events", "100", "--rounds", "1", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for want in [
+        "sources.in: unknown field `bogus`",
+        "sources.p: key `type`: unknown source type",
+        "sinks.h: missing field `uri`",
+    ] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+    // A good file whose source's port is taken and whose sink writes a file.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let written = tmp("bench-should-not-exist.ndjson");
+    let good = tmp("bench-good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[sources.t]\ntype = \"tcp\"\naddress = \"{}\"\n[sinks.f]\ntype = \"file\"\n\
+             inputs = [\"t\"]\npath = {:?}\n[sinks.h]\ntype = \"http\"\ninputs = [\"t\"]\n\
+             uri = \"http://127.0.0.1:9/\"\n",
+            busy.local_addr().unwrap(),
+            written.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args([
+            "bench", "--events", "100", "--rounds", "1", "--json", "--config",
+        ])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let comps = v["graph"]["components"].as_array().unwrap();
+    let f = comps.iter().find(|c| c["component"] == "f").unwrap();
+    assert_eq!(f["sent"], 100);
+    assert!(!written.exists(), "the bench wrote {}", written.display());
+}
+
 /// `sluicebox bench --config`: the shipped routing pipeline is measured next to the
 /// baselines, with each component's counts (its sources fed the corpus, its sinks
 /// blackholes) and the filters' time.
