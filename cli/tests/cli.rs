@@ -9,6 +9,31 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d.join(name)
 }
 
+/// `sluicebox bench ARGS --json`, which must succeed: its one JSON object.
+fn bench_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = bin()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+/// The build's target directory (where `scripts/build-guests.sh` puts `guests/`).
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+        })
+}
+
 /// Parses `received=N emitted=N ...` from the summary line.
 fn counter(stderr: &str, name: &str) -> u64 {
     let key = format!("{name}=");
@@ -136,25 +161,15 @@ fn wasm_module_through_the_cli_and_load_errors_exit_2() {
 /// scenario under its stable name, each with positive figures.
 #[test]
 fn bench_json_names_every_scenario() {
-    let guests = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
-        })
-        .join("guests");
-    let out = bin()
-        .args([
-            "bench", "--events", "3000", "--rounds", "1", "--json", "--guests",
-        ])
-        .arg(&guests)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let guests = target_dir().join("guests");
+    let v = bench_json(&[
+        "--events".as_ref(),
+        "3000".as_ref(),
+        "--rounds".as_ref(),
+        "1".as_ref(),
+        "--guests".as_ref(),
+        guests.as_os_str(),
+    ]);
     assert_eq!(v["corpus"]["events"], 3000);
     assert!(v["corpus"]["bytes"].as_u64().unwrap() > 3000 * 200);
     assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
@@ -268,12 +283,7 @@ fn a_closed_standard_output_ends_quietly() {
 /// `--workers`.
 #[test]
 fn bench_config_counts_created_events_and_states_the_files_workers() {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
-        });
-    let explode = target.join("guests/rust/explode.wasm");
+    let explode = target_dir().join("guests/rust/explode.wasm");
     assert!(
         explode.exists(),
         "{} (run scripts/build-guests.sh)",
@@ -301,27 +311,16 @@ fn bench_config_counts_created_events_and_states_the_files_workers() {
         ),
     )
     .unwrap();
-    let out = bin()
-        .args([
-            "bench",
-            "--rounds",
-            "1",
-            "--json",
-            "--workers",
-            "1",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--corpus")
-        .arg(&corpus)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = bench_json(&[
+        "--rounds".as_ref(),
+        "1".as_ref(),
+        "--workers".as_ref(),
+        "1".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--corpus".as_ref(),
+        corpus.as_os_str(),
+    ]);
     assert_eq!(v["config"]["workers"], 2);
     let comps = v["graph"]["components"].as_array().unwrap();
     for c in comps {
@@ -405,19 +404,14 @@ fn bench_config_checks_the_file_as_validate_does() {
         ),
     )
     .unwrap();
-    let out = bin()
-        .args([
-            "bench", "--events", "100", "--rounds", "1", "--json", "--config",
-        ])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = bench_json(&[
+        "--events".as_ref(),
+        "100".as_ref(),
+        "--rounds".as_ref(),
+        "1".as_ref(),
+        "--config".as_ref(),
+        good.as_os_str(),
+    ]);
     let comps = v["graph"]["components"].as_array().unwrap();
     let f = comps.iter().find(|c| c["component"] == "f").unwrap();
     assert_eq!(f["sent"], 100);
@@ -429,22 +423,18 @@ fn bench_config_checks_the_file_as_validate_does() {
 /// blackholes) and the filters' time.
 #[test]
 fn bench_config_measures_a_users_pipeline() {
-    let out = bin()
-        .args([
-            "bench", "--events", "3000", "--rounds", "1", "--json", "--config",
-        ])
-        .arg(concat!(
+    let v = bench_json(&[
+        "--events".as_ref(),
+        "3000".as_ref(),
+        "--rounds".as_ref(),
+        "1".as_ref(),
+        "--config".as_ref(),
+        concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../examples/pipelines/routing.toml"
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        )
+        .as_ref(),
+    ]);
     let names: Vec<&str> = v["results"]
         .as_array()
         .unwrap()
