@@ -79,13 +79,14 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     let lines: Vec<(usize, usize)> = {
         let mut v = Vec::new();
         let mut start = 0;
+        // The events: lines with more than whitespace (the pipeline skips the others).
         for nl in memchr::memchr_iter(b'\n', &corpus) {
-            if nl > start {
+            if !corpus[start..nl].trim_ascii().is_empty() {
                 v.push((start, nl - start));
             }
             start = nl + 1;
         }
-        if start < corpus.len() {
+        if !corpus[start..].trim_ascii().is_empty() {
             v.push((start, corpus.len() - start));
         }
         v
@@ -726,7 +727,10 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
             );
         }
     }
-    if let Some((g, stem)) = &graph {
+    if let Some((g, stem)) = graph
+        .as_ref()
+        .filter(|(_, stem)| get(&format!("config.{stem}")).is_some())
+    {
         outln!("config.{stem}, per component (last round):");
         for line in g.borrow().breakdown(events).0 {
             outln!("  {line}");

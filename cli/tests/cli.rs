@@ -298,6 +298,10 @@ fn bench_config_counts_created_events_and_states_the_files_workers() {
             1 => format!("{{\"n\":{i}}}\n"),
             _ => format!("{{\"n\":{i},\"items\":[1,2]}}\n"),
         });
+        if i % 10 == 0 {
+            // Blank and whitespace-only lines are not events, to the pipeline or the bench.
+            text.push_str("\n \t\r\n");
+        }
     }
     std::fs::write(&corpus, text).unwrap();
     let config = tmp("explode.toml");
@@ -322,6 +326,7 @@ fn bench_config_counts_created_events_and_states_the_files_workers() {
         corpus.as_os_str(),
     ]);
     assert_eq!(v["config"]["workers"], 2);
+    assert_eq!(v["corpus"]["events"], 30);
     let comps = v["graph"]["components"].as_array().unwrap();
     for c in comps {
         let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
