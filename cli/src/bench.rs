@@ -93,12 +93,16 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
     };
     let events = lines.len() as u64;
     let bytes = corpus.len() as u64;
-    // With --config, the graph runs on its own `[runtime]` workers and batches, not on
-    // --workers (which the report then states).
-    let own = a
+    // The user's pipeline file, read once (a file that does not parse stops here). With
+    // it, the graph runs on its own `[runtime]` workers and batches, not on --workers
+    // (which the report then states).
+    let user = a
         .config
+        .as_deref()
+        .map(crate::bench_config::load)
+        .transpose()?;
+    let own = user
         .as_ref()
-        .and_then(|path| sluicebox::config::Config::load(path).ok())
         .map(|c| (c.runtime.workers, c.runtime.batch_events));
     let workers = own.map_or(a.workers, |o| o.0);
     if !a.json {
@@ -323,10 +327,15 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Fail> {
         None
     };
     let instant_url = instant.as_ref().map_or("", |s| s.url.as_str());
-    let graph = match (&a.config, &corpus_path) {
-        (Some(path), Some(corpus_path)) => {
-            let g =
-                crate::bench_config::ConfigBench::new(path, corpus_path, &scratch.0, instant_url)?;
+    let graph = match (&a.config, user, &corpus_path) {
+        (Some(path), Some(user), Some(corpus_path)) => {
+            let g = crate::bench_config::ConfigBench::checked(
+                user,
+                path,
+                corpus_path,
+                &scratch.0,
+                instant_url,
+            )?;
             let stem = path.file_stem().map_or_else(
                 || "pipeline".to_string(),
                 |s| s.to_string_lossy().into_owned(),

@@ -35,21 +35,39 @@ pub(crate) struct ConfigBench {
 type Round = (RunReport, Vec<(String, f64)>, f64);
 
 impl ConfigBench {
-    /// Loads `path` and rewrites its sources to read `corpus` (a file), its network sinks to
-    /// send to `instant` (see [`crate::bench_server`]) and its other sinks to discard.
+    /// Loads `path` (a file the bench wrote) and rewrites its sources to read `corpus` (a
+    /// file), its network sinks to send to `instant` (see [`crate::bench_server`]) and its
+    /// other sinks to discard.
     pub(crate) fn new(
         path: &Path,
         corpus: &Path,
         scratch: &Path,
         instant: &str,
     ) -> Result<Self, Fail> {
-        let mut config = Config::load(path).map_err(|e| Fail::usage(e.message().to_string()))?;
-        let config_dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        check(&config, &config_dir, &scratch.join("check"))?;
+        Self::with_config(load(path)?, path, corpus, scratch, instant)
+    }
+
+    /// [`ConfigBench::new`] for the user's file, `config` as [`load`] read it from `path`:
+    /// first checked as `sluicebox validate` checks it (see [`check`]).
+    pub(crate) fn checked(
+        config: Config,
+        path: &Path,
+        corpus: &Path,
+        scratch: &Path,
+        instant: &str,
+    ) -> Result<Self, Fail> {
+        check(&config, &config_dir(path), &scratch.join("check"))?;
+        Self::with_config(config, path, corpus, scratch, instant)
+    }
+
+    fn with_config(
+        mut config: Config,
+        path: &Path,
+        corpus: &Path,
+        scratch: &Path,
+        instant: &str,
+    ) -> Result<Self, Fail> {
+        let config_dir = config_dir(path);
         let state = scratch.join("state");
         config.data_dir = state.clone();
         config.api.enabled = false;
@@ -82,14 +100,7 @@ impl ConfigBench {
                         table.remove(k);
                     }
                 }
-                _ => {
-                    let inputs = table.remove("inputs");
-                    table.clear();
-                    table.insert("type".into(), "blackhole".into());
-                    if let Some(i) = inputs {
-                        table.insert("inputs".into(), i);
-                    }
-                }
+                _ => blackhole(table),
             }
         }
         let mut dead = toml::Table::new();
@@ -226,6 +237,29 @@ impl ConfigBench {
     }
 }
 
+/// Reads the pipeline file `path`.
+pub(crate) fn load(path: &Path) -> Result<Config, Fail> {
+    Config::load(path).map_err(|e| Fail::usage(e.message().to_string()))
+}
+
+/// The directory the file `path`'s relative paths resolve against.
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Turns the sink `table` into a blackhole with the same inputs.
+fn blackhole(table: &mut toml::Table) {
+    let inputs = table.remove("inputs");
+    table.clear();
+    table.insert("type".into(), "blackhole".into());
+    if let Some(i) = inputs {
+        table.insert("inputs".into(), i);
+    }
+}
+
 /// Checks `config` as `sluicebox validate` does (every component built, every problem
 /// reported) before its sources and sinks are replaced, so that a file `run` would refuse
 /// is refused here too (Kafka components excepted: building one connects). Nothing it
@@ -244,12 +278,7 @@ fn check(config: &Config, config_dir: &Path, scratch: &Path) -> Result<(), Fail>
         table.insert("type".into(), "stdin".into());
     }
     for table in check.sinks.values_mut().filter(|t| kafka(t)) {
-        let inputs = table.remove("inputs");
-        table.clear();
-        table.insert("type".into(), "blackhole".into());
-        if let Some(i) = inputs {
-            table.insert("inputs".into(), i);
-        }
+        blackhole(table);
     }
     for table in check.sources.values_mut() {
         if let Some(toml::Value::String(address)) = table.get_mut("address") {
