@@ -80,11 +80,36 @@ pub enum Edit<'a> {
 /// Applies `edits` in order to the JSON object `text` with the pipeline's editor (after the
 /// scalar validator computes its structural positions) and returns the edited event.
 ///
+/// Where the parse's fast path vouches for `text`, the edits are applied a second time
+/// starting from the top-level members the parse notes (as the pipeline does once a filter
+/// edits), and the two results must be the same bytes.
+///
 /// # Errors
 /// `text` is not a JSON object within `max_depth`, or the editor refuses an edit.
+///
+/// # Panics
+/// The two ways give different results.
 pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<Vec<u8>, String> {
     let mut s = Vec::new();
     crate::parse::scalar::validate(text, max_depth, &mut s).map_err(|e| e.to_string())?;
+    let walked = edit_once(text, &s, None, edits);
+    if let Some((s, tops)) = crate::parse::noted_tops(text, max_depth) {
+        let noted = edit_once(text, &s, Some(&tops), edits);
+        assert_eq!(
+            walked, noted,
+            "edits from the noted members differ from edits after a walk"
+        );
+    }
+    walked
+}
+
+/// The editor as the pipeline calls it, on `text` with structural positions `s`.
+fn edit_once(
+    text: &[u8],
+    s: &[u32],
+    tops: Option<&[u32]>,
+    edits: &[Edit<'_>],
+) -> Result<Vec<u8>, String> {
     let ops = edits.iter().map(|e| match *e {
         Edit::Set(p, v) => Op::Set(p.as_bytes(), v.as_bytes()),
         Edit::Remove(p) => Op::Remove(p.as_bytes()),
@@ -96,8 +121,9 @@ pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<
         &mut Default::default(),
         &mut data,
         0..text.len(),
-        &s,
+        s,
         false,
+        tops,
         ops,
         crate::batch::EDIT_WORK_PER_EVENT,
     )?;

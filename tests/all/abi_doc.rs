@@ -2,6 +2,7 @@
 //! exact bytes the edit semantics promise and matches the native `TagService`, and every
 //! ```wat block of the document is a module the host accepts (so the document cannot rot).
 
+use sluicebox::fuzzing::{Edit, apply_edits};
 use sluicebox::{PipelineConfig, TagService, WasmConfig, wasm::WasmModule};
 
 use crate::common::*;
@@ -82,6 +83,50 @@ fn tag_service_wat_matches_the_native_filter() {
 }
 
 /// The ```wat blocks of `md`, in order.
+/// Once a filter has edited, the parse notes each event's top-level members and the editor
+/// starts from them (splicing compact events, loading the rest); every event must still come
+/// out as the walk's editor writes it (`fuzzing::apply_edits`), whatever its shape: compact
+/// or not, keys with escapes, duplicates, more members than the parse notes, non-ASCII
+/// text, escaped quotes in values, the target keys already present.
+#[test]
+fn edits_after_the_first_batch_are_the_walks_bytes_for_every_event_shape() {
+    let many: String = (0..70).map(|i| format!(r#""k{i}":{i},"#)).collect();
+    let shapes = [
+        r#"{"level":"INFO","msg":"hi","http":{"a":[1,{"b":2}]},"n":1}"#.to_string(),
+        r#"{ "msg" : "spaced" , "n" : 1 }"#.to_string(),
+        r#"{"msg":"a","msg":"b","env":"dev"}"#.to_string(),
+        r#"{"m\u0073g":"escaped key","x":1}"#.to_string(),
+        r#"{"msg":"quote \" inside","é":"ü"}"#.to_string(),
+        r#"{"message":"old","msg":"new"}"#.to_string(),
+        format!(r#"{{{many}"msg":"last"}}"#),
+        "{}".to_string(),
+        r#"{"a":1 ,"msg":2}"#.to_string(),
+    ];
+    let input: String = (0..5)
+        .flat_map(|_| shapes.iter())
+        .map(|e| format!("{e}\n"))
+        .collect();
+    let edits = [Edit::Set("env", "\"prod\""), Edit::Rename("msg", "message")];
+    for max_batch_events in [1, 4, 1024] {
+        let config = PipelineConfig {
+            max_batch_events,
+            ..Default::default()
+        };
+        let (_, out, _) = run_with(config, vec![Box::new(TagService)], input.as_bytes());
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5 * shapes.len());
+        for (line, shape) in lines.iter().zip((0..5).flat_map(|_| shapes.iter())) {
+            let want = apply_edits(shape.as_bytes(), &edits, 1024).unwrap();
+            assert_eq!(
+                *line,
+                String::from_utf8(want).unwrap(),
+                "batch {max_batch_events}"
+            );
+        }
+    }
+}
+
 fn wat_blocks(md: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
