@@ -5,7 +5,7 @@
 
 #![doc(hidden)]
 
-use crate::batch::{Batch, EventMeta, ObjEditor, Op, PADDING};
+use crate::batch::{Batch, EventMeta, ObjEditor, Op, PADDING, TopEditor};
 use crate::parse::Parser;
 
 /// Runs the real parse stage (simd-json in place, scalar fallback, object check) on one
@@ -80,9 +80,9 @@ pub enum Edit<'a> {
 /// Applies `edits` in order to the JSON object `text` with the pipeline's editor (after the
 /// scalar validator computes its structural positions) and returns the edited event.
 ///
-/// Where the parse's fast path vouches for `text`, the edits are applied a second time
-/// starting from the top-level members the parse notes (as the pipeline does once a filter
-/// edits), and the two results must be the same bytes.
+/// The edits are applied twice: by the editor as the pipeline runs it (a compact event takes
+/// the shorter splicing path), and by the member walk alone; the two must give the same
+/// bytes.
 ///
 /// # Errors
 /// `text` is not a JSON object within `max_depth`, or the editor refuses an edit.
@@ -92,14 +92,13 @@ pub enum Edit<'a> {
 pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<Vec<u8>, String> {
     let mut s = Vec::new();
     crate::parse::scalar::validate(text, max_depth, &mut s).map_err(|e| e.to_string())?;
-    let walked = edit_once(text, &s, None, edits);
-    if let Some((s, tops)) = crate::parse::noted_tops(text, max_depth) {
-        let noted = edit_once(text, &s, Some(&tops), edits);
-        assert_eq!(
-            walked, noted,
-            "edits from the noted members differ from edits after a walk"
-        );
-    }
+    let plain = memchr::memchr(b'\\', text).is_none();
+    let walked = edit_once(text, &s, plain, TopEditor::without_splice(), edits);
+    let spliced = edit_once(text, &s, plain, TopEditor::default(), edits);
+    assert_eq!(
+        walked, spliced,
+        "the splicing path differs from the member walk"
+    );
     walked
 }
 
@@ -107,7 +106,8 @@ pub fn apply_edits(text: &[u8], edits: &[Edit<'_>], max_depth: usize) -> Result<
 fn edit_once(
     text: &[u8],
     s: &[u32],
-    tops: Option<&[u32]>,
+    plain: bool,
+    mut top: TopEditor,
     edits: &[Edit<'_>],
 ) -> Result<Vec<u8>, String> {
     let ops = edits.iter().map(|e| match *e {
@@ -118,12 +118,11 @@ fn edit_once(
     let mut data = text.to_vec();
     crate::batch::apply_edits(
         &mut ObjEditor::default(),
-        &mut Default::default(),
+        &mut top,
         &mut data,
         0..text.len(),
         s,
-        false,
-        tops,
+        plain,
         ops,
         crate::batch::EDIT_WORK_PER_EVENT,
     )?;

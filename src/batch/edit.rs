@@ -315,7 +315,7 @@ fn with_comps<R>(path: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> R {
 
 /// One top-level member for [`TopEditor`]: byte ranges of its key (between the quotes) and
 /// value, each in the event text or in the editor's own buffer.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct TopMember {
     key: (u32, u32),
     val: (u32, u32),
@@ -338,11 +338,22 @@ struct TopMember {
 pub(crate) struct TopEditor {
     members: Vec<TopMember>,
     own: Vec<u8>,
-    /// The shorter path for compact events whose members the parse noted.
+    /// The shorter path for compact events (see [`super::splice`]).
     splicer: super::splice::Splicer,
+    /// Never take the shorter path (the reference it is checked against).
+    no_splice: bool,
 }
 
 impl TopEditor {
+    /// An editor that never takes the shorter path of [`super::splice`]: what the tests and
+    /// the `edits` fuzzer compare it with.
+    pub(crate) fn without_splice() -> Self {
+        Self {
+            no_splice: true,
+            ..Self::default()
+        }
+    }
+
     /// Loads the top-level members of the object `text`; false if it is not one. One step
     /// per member (`"key" : value`), plus one per structural inside nested values.
     fn load(&mut self, text: &[u8], s: &[u32], plain: bool) -> bool {
@@ -412,55 +423,6 @@ impl TopEditor {
             }
             j = k + 1;
         }
-    }
-
-    /// Loads the top-level members the parse noted of the object `text` with structural
-    /// positions `s` (`tops`: the structural index of each member's value, see
-    /// [`crate::parse::Parser::note_tops`]): the same members as [`TopEditor::load`], for a
-    /// few steps per member instead of a walk over every structural (nested values
-    /// included). False if `tops` do not fit `s` (never for what the parse noted).
-    fn load_noted(&mut self, text: &[u8], s: &[u32], tops: &[u32], plain: bool) -> bool {
-        self.members.clear();
-        self.own.clear();
-        let at = |j: usize| s.get(j).map_or(0, |&p| p as usize);
-        let last = tops.len().wrapping_sub(1);
-        let mut bad = false;
-        // One exact-size pass (no capacity check per member). Each member: its key's quote
-        // and the colon are the two structurals before its value; the separator after it is
-        // the third before the next member's value, or the event's last structural (the
-        // closing brace).
-        self.members.extend((0..tops.len()).map(|t| {
-            let v = tops[t] as usize;
-            let sep = if t == last {
-                s.len().wrapping_sub(1)
-            } else {
-                (tops[t + 1] as usize).wrapping_sub(3)
-            };
-            let (open, colon, vs, mut ve) =
-                (at(v.wrapping_sub(2)), at(v.wrapping_sub(1)), at(v), at(sep));
-            let mut close = colon.wrapping_sub(1);
-            while close > open && text.get(close) != Some(&b'"') {
-                close -= 1;
-            }
-            if !(open < close && close < colon && colon < vs && vs < ve && ve < text.len()) {
-                bad = true;
-                return TopMember::default();
-            }
-            while ve > vs && matches!(text[ve - 1], b' ' | b'\t' | b'\n' | b'\r') {
-                ve -= 1;
-            }
-            let key = &text[open + 1..close];
-            TopMember {
-                key: (open as u32 + 1, close as u32),
-                val: (vs as u32, ve as u32),
-                key_own: false,
-                val_own: false,
-                untouched: true,
-                plain: plain || !index::has_backslash(key),
-                first: key.first().copied().unwrap_or(0),
-            }
-        }));
-        !bad
     }
 
     /// Records the member whose key opens at `open`, whose colon is at `colon`, whose value
@@ -663,8 +625,9 @@ pub(crate) const EDIT_WORK_PER_BATCH: u64 = 1 << 28;
 /// [`TopEditor`]'s fast path, which costs a step per member per edit and writes the event
 /// once, copying its untouched runs within `data`; anything else goes through
 /// [`ObjEditor`], which may rescan the whole event for each edit and writes through a
-/// scratch buffer. `plain` promises the text has no backslash; `tops`, when given, are the
-/// event's top-level members as the parse noted them (whose keys have no backslash).
+/// scratch buffer. `plain` promises the text has no backslash. Before both, a compact event
+/// with few edits of plain top-level keys takes [`super::splice`]'s shorter path, which
+/// writes the same bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_edits<'a>(
     ed: &mut ObjEditor,
@@ -673,7 +636,6 @@ pub(crate) fn apply_edits<'a>(
     at: std::ops::Range<usize>,
     s: &[u32],
     plain: bool,
-    tops: Option<&[u32]>,
     ops: impl Iterator<Item = Op<'a>> + Clone,
     budget: u64,
 ) -> Result<u64, String> {
@@ -701,32 +663,21 @@ pub(crate) fn apply_edits<'a>(
             at.len()
         )
     };
-    // Noted members promise keys without a backslash (see `Parser::note_tops`).
-    if simple
-        && n as usize <= SPLICE_OPS_MAX
-        && let Some(tops) = tops
-    {
-        let cost = n
-            .saturating_mul(tops.len() as u64 + n)
-            .saturating_add(bytes);
-        if cost > budget {
-            return Err(over(cost));
-        }
+    let cost_of = |members: usize| n.saturating_mul(members as u64 + n).saturating_add(bytes);
+    if simple && !top.no_splice && n as usize <= SPLICE_OPS_MAX {
         let few = &few[..n as usize];
-        if top.splicer.splice(data, at.clone(), s, tops, few) {
+        if let Some(plan) = top.splicer.plan(&data[at.clone()], s, plain, few) {
+            let cost = cost_of(plan.members);
+            if cost > budget {
+                return Err(over(cost));
+            }
+            top.splicer.write(data, at.start, plan, few);
             return Ok(cost);
         }
     }
     let text = &data[at.clone()];
-    let loaded = simple
-        && match tops {
-            Some(tops) => top.load_noted(text, s, tops, plain),
-            None => top.load(text, s, plain),
-        };
-    if loaded {
-        let cost = n
-            .saturating_mul(top.members.len() as u64 + n)
-            .saturating_add(bytes);
+    if simple && top.load(text, s, plain) {
+        let cost = cost_of(top.members.len());
         if cost > budget {
             return Err(over(cost));
         }
@@ -766,41 +717,28 @@ mod tests {
     fn run(text: &str, ops: &[Op<'_>]) -> String {
         let mut s = Vec::new();
         scalar::validate(text.as_bytes(), 1024, &mut s).unwrap();
-        let mut data = text.as_bytes().to_vec();
-        apply_edits(
-            &mut ObjEditor::default(),
-            &mut TopEditor::default(),
-            &mut data,
-            0..text.len(),
-            &s,
-            !text.contains('\\'),
-            None,
-            ops.iter().copied(),
-            EDIT_WORK_PER_EVENT,
-        )
-        .unwrap();
-        let out = data.split_off(text.len());
-        // Starting from the members the parse notes gives the same bytes as the walk.
-        if let Some((noted_s, tops)) = crate::parse::noted_tops(text.as_bytes(), 1024) {
-            let mut noted = text.as_bytes().to_vec();
+        let edit = |top: &mut TopEditor| {
+            let mut data = text.as_bytes().to_vec();
             apply_edits(
                 &mut ObjEditor::default(),
-                &mut TopEditor::default(),
-                &mut noted,
+                top,
+                &mut data,
                 0..text.len(),
-                &noted_s,
+                &s,
                 !text.contains('\\'),
-                Some(&tops),
                 ops.iter().copied(),
                 EDIT_WORK_PER_EVENT,
             )
             .unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&noted[text.len()..]),
-                "noted members and walk differ"
-            );
-        }
+            data.split_off(text.len())
+        };
+        let out = edit(&mut TopEditor::default());
+        // The shorter path for compact events gives the same bytes as the member walk.
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&edit(&mut TopEditor::without_splice())),
+            "splice and walk differ"
+        );
         // The general editor gives the same bytes as the top-level fast path.
         let mut ed = ObjEditor::default();
         ed.load(text.as_bytes(), &s).unwrap();

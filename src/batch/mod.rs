@@ -21,9 +21,8 @@ pub const PADDING: usize = simd_json::INPUT_PADDING;
 /// (it was edited and no later stage has needed them).
 pub(crate) const STALE: u32 = u32::MAX;
 
-/// Where one event's bytes and structural positions live inside its [`Batch`]. 48 bytes
-/// (a test checks).
-#[derive(Clone, Copy, Debug)]
+/// Where one event's bytes and structural positions live inside its [`Batch`]. 40 bytes.
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct EventMeta {
     /// Offset of the event's bytes in `Batch::data`.
     pub start: u32,
@@ -46,38 +45,7 @@ pub(crate) struct EventMeta {
     pub plain: bool,
     /// Index of the event's first projection slot in `Batch::slots`, or [`NO_SLOTS`].
     pub slot_start: u32,
-    /// Index of the event's first top-level member in `Batch::tops`, or [`NO_TOPS`] when
-    /// the parse did not note them (or the event changed since).
-    pub t_start: u32,
-    /// Number of its top-level members there (an event with more than `u16::MAX` has
-    /// them not noted).
-    pub t_len: u16,
 }
-
-const _: () = assert!(std::mem::size_of::<EventMeta>() == 48);
-
-impl Default for EventMeta {
-    /// Zeros, with no top-level members noted.
-    fn default() -> Self {
-        Self {
-            start: 0,
-            len: 0,
-            s_start: 0,
-            s_len: 0,
-            line: 0,
-            offset: 0,
-            route: 0,
-            changed: false,
-            plain: false,
-            slot_start: 0,
-            t_start: NO_TOPS,
-            t_len: 0,
-        }
-    }
-}
-
-/// Sentinel for [`EventMeta::t_start`]: the event's top-level members were not noted.
-pub(crate) const NO_TOPS: u32 = u32::MAX;
 
 /// Sentinel for [`EventMeta::slot_start`]: no slots computed for this event.
 pub(crate) const NO_SLOTS: u32 = u32::MAX;
@@ -175,10 +143,6 @@ pub struct Batch {
     /// The paths indexed at parse time, and one slot per path per event.
     pub(crate) projection: std::sync::Arc<Projection>,
     pub(crate) slots: Vec<Slot>,
-    /// Each parsed event's top-level members, when the parse notes them (see
-    /// [`crate::parse::Parser::note_tops`]): the structural index of each one's value. The
-    /// editor then starts from them instead of walking the event's structurals.
-    pub(crate) tops: Vec<u32>,
     /// How many bytes of `data`'s current allocation are known initialised, and the
     /// capacity that knowledge belongs to (see `Framer::spare`).
     pub(crate) init_len: usize,
@@ -206,7 +170,6 @@ impl Clone for Batch {
             next_events: Vec::new(),
             projection: self.projection.clone(),
             slots: self.slots.clone(),
-            tops: self.tops.clone(),
             token: self.token.clone(),
         }
     }
@@ -252,7 +215,6 @@ impl Batch {
         self.stats = crate::Stats::default();
         self.next_events.clear();
         self.slots.clear();
-        self.tops.clear();
         self.token = None;
     }
 

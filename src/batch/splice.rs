@@ -8,6 +8,7 @@
 //! the `edits` fuzzer compare them.
 
 use super::edit::{Op, push_key};
+use crate::parse::index;
 
 /// Where a key or value's bytes are: in the event, or an operand of one of the edits.
 #[derive(Clone, Copy, Debug)]
@@ -43,48 +44,44 @@ pub(crate) struct Splicer {
     named: Vec<Named>,
 }
 
+/// What [`Splicer::plan`] found: the event's braces and its number of top-level members.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    brace: usize,
+    close: usize,
+    /// How many top-level members the event has.
+    pub(crate) members: usize,
+}
+
 /// The most edits one event may have for the short path (its key tests are per edit key).
 pub(crate) const SPLICE_OPS_MAX: usize = 8;
 
 impl Splicer {
-    /// Applies `ops` to the object at `data[at]` (structural positions `s`, the parse's
-    /// noted members `tops`: each one's value's structural index) and appends the result to
-    /// `data`: `{`, the members joined by `,`, `}`, the runs of members no edit names copied
-    /// as they are (the event is compact, so a run is one slice of it). False, with `data`
-    /// untouched, when the short path does not apply: the event has whitespace between
-    /// members or next to its braces, or more than [`SPLICE_OPS_MAX`] edits; the caller then
-    /// takes the general path.
+    /// Finds the members `ops` name in the object `text` (structural positions `s`) and
+    /// applies `ops` to them, ready for [`Splicer::write`]. `None` when the short path does
+    /// not apply: the event has whitespace between members or next to its braces (the
+    /// output form has none there, so the runs could not be copied), a top-level key with a
+    /// backslash (keys are compared as plain bytes), or more than [`SPLICE_OPS_MAX`] edits;
+    /// the caller then takes the general path. `plain` promises the text has no backslash.
     ///
-    /// The caller promises that every path of `ops` is one plain top-level key, and that
-    /// no top-level key of the event has a backslash (so keys compare as plain bytes).
-    pub(crate) fn splice(
+    /// The caller promises that every path of `ops` is one plain top-level key.
+    pub(crate) fn plan<'o>(
         &mut self,
-        data: &mut Vec<u8>,
-        at: std::ops::Range<usize>,
+        text: &[u8],
         s: &[u32],
-        tops: &[u32],
-        ops: &[Op<'_>],
-    ) -> bool {
+        plain: bool,
+        ops: &[Op<'o>],
+    ) -> Option<Plan> {
         if ops.len() > SPLICE_OPS_MAX {
-            return false;
+            return None;
         }
-        let Some(close) = self.plan(&data[at.clone()], s, tops, ops) else {
-            return false;
-        };
-        self.write(data, at.start, s, tops, close, ops);
-        true
-    }
-
-    /// Finds the members the edits name and applies the edits to them; returns the position
-    /// of the closing brace, or `None` when the event is not compact.
-    fn plan<'o>(&mut self, text: &[u8], s: &[u32], tops: &[u32], ops: &[Op<'o>]) -> Option<usize> {
         // The distinct keys the edits name (each edit's path, and a RENAME's target), each
         // edit's by index, and a bit per length among them.
         let mut keys: [&[u8]; 2 * SPLICE_OPS_MAX] = [&[]; 2 * SPLICE_OPS_MAX];
         let mut ids = [(0u8, 0u8); SPLICE_OPS_MAX];
         let (mut nk, mut lens) = (0usize, 0u64);
         let mut intern = |k: &'o [u8]| -> u8 {
-            match keys[..nk].iter().position(|&x| x == k) {
+            match keys[..nk].iter().position(|&x| same(x, k)) {
                 Some(i) => i as u8,
                 None => {
                     keys[nk] = k;
@@ -101,69 +98,87 @@ impl Splicer {
             };
         }
         let keys = &keys[..nk];
-        let at = |j: usize| s.get(j).map_or(0, |&p| p as usize);
-        let byte = |p: usize| text.get(p).copied().unwrap_or(0);
+        // Every read below is checked: a position or index out of range declines (`?`).
+        let at = |j: usize| s.get(j).map(|&p| p as usize);
+        let byte = |p: usize| text.get(p).copied();
         let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
-        let (open_brace, close) = (at(0), at(s.len().wrapping_sub(1)));
-        if byte(open_brace) != b'{' || byte(close) != b'}' {
-            return None;
-        }
-        if tops.is_empty() && close != open_brace + 1 {
+        let last = s.len().checked_sub(1)?;
+        let (brace, close) = (at(0)?, at(last)?);
+        if byte(brace)? != b'{' || byte(close)? != b'}' {
             return None;
         }
         self.named.clear();
-        // Each member: `sep` (the `{` or `,` before it), its key's opening quote, its colon.
-        // Compact: the quote right after `sep`, the key's closing quote right before the
-        // colon, and (after the first) no whitespace between the previous value and `sep`.
-        // Each member's value is at least three structurals after the previous one's
-        // (`, "key" :`): checked, so that every range below is in order.
-        let mut min_v = 3usize;
-        for (t, &v) in tops.iter().enumerate() {
-            let v = v as usize;
-            if v < min_v || v + 1 >= s.len() {
+        let mut members = 0usize;
+        if last == 1 {
+            // `{}`, compact only without whitespace inside.
+            if close != brace + 1 {
                 return None;
             }
-            min_v = v + 3;
-            let (sep, open, colon) = (
-                at(v.wrapping_sub(3)),
-                at(v.wrapping_sub(2)),
-                at(v.wrapping_sub(1)),
-            );
-            if open != sep + 1
-                || colon < open + 2
-                || byte(colon - 1) != b'"'
-                || (t == 0 && sep != open_brace)
-                || (t > 0 && ws(byte(sep - 1)))
-            {
-                return None;
-            }
-            let len = colon - open - 2;
-            if lens & (1 << len.min(63)) == 0 {
-                continue;
-            }
-            let key = text.get(open + 1..colon - 1)?;
-            if let Some(id) = keys.iter().position(|&k| k == key) {
-                // The member ends where the next one's separator is, or at the brace.
-                let end = match tops.get(t + 1) {
-                    Some(&next) => at((next as usize).wrapping_sub(3)),
-                    None => close,
-                };
-                if end <= at(v) || end > close {
+        } else {
+            // Member by member: `"key" : value` at structurals j, j + 1, j + 2, then the
+            // separator. Compact: the key's quote right after the `{` or `,` before it, its
+            // closing quote right before the colon, no whitespace before the separator.
+            let mut j = 1usize;
+            let mut before = brace;
+            loop {
+                let (open, colon, vs) = (at(j)?, at(j + 1)?, at(j + 2)?);
+                if open != before + 1
+                    || colon < open + 2
+                    || byte(open)? != b'"'
+                    || byte(colon - 1)? != b'"'
+                    || byte(colon)? != b':'
+                {
                     return None;
                 }
-                self.named.push(Named {
-                    index: t as u32,
-                    whole: (open as u32, end as u32),
-                    key: Src::Text(open as u32 + 1, colon as u32 - 1),
-                    id: id as u8,
-                    val: Src::Text(at(v) as u32, end as u32),
-                    changed: false,
-                    removed: false,
-                });
+                // Past the value: a nested one's structurals up to its matching close.
+                let mut k = j + 3;
+                let first = byte(vs)?;
+                if first == b'{' || first == b'[' {
+                    let mut depth = 1usize;
+                    while depth > 0 {
+                        match byte(at(k)?)? {
+                            b'{' | b'[' => depth += 1,
+                            b'}' | b']' => depth -= 1,
+                            _ => {}
+                        }
+                        k += 1;
+                    }
+                }
+                let sep = at(k)?;
+                if ws(byte(sep - 1)?) {
+                    return None;
+                }
+                let key = &text[open + 1..colon - 1];
+                if !plain && index::has_backslash(key) {
+                    return None;
+                }
+                if lens & (1 << key.len().min(63)) != 0
+                    && let Some(id) = keys.iter().position(|&k| same(k, key))
+                {
+                    self.named.push(Named {
+                        index: members as u32,
+                        whole: (open as u32, sep as u32),
+                        key: Src::Text(open as u32 + 1, colon as u32 - 1),
+                        id: id as u8,
+                        val: Src::Text(vs as u32, sep as u32),
+                        changed: false,
+                        removed: false,
+                    });
+                }
+                members += 1;
+                if k >= last {
+                    // The closing brace ends the last member.
+                    if k != last {
+                        return None;
+                    }
+                    break;
+                }
+                if byte(sep)? != b',' {
+                    return None;
+                }
+                before = sep;
+                j = k + 1;
             }
-        }
-        if !tops.is_empty() && ws(byte(close - 1)) {
-            return None;
         }
         for (n, op) in ops.iter().enumerate() {
             let (a, b) = ids[n];
@@ -180,7 +195,11 @@ impl Splicer {
                 }
             }
         }
-        Some(close)
+        Some(Plan {
+            brace,
+            close,
+            members,
+        })
     }
 
     /// The last member with key `id` that is still there.
@@ -215,17 +234,15 @@ impl Splicer {
         });
     }
 
-    /// Appends the planned event to `data`, whose bytes `base..` hold its text.
-    fn write(
-        &self,
-        data: &mut Vec<u8>,
-        base: usize,
-        s: &[u32],
-        tops: &[u32],
-        close: usize,
-        ops: &[Op<'_>],
-    ) {
-        let at = |j: usize| s.get(j).map_or(0, |&p| p as usize);
+    /// Appends the planned event to `data`, whose bytes `base..` hold its text: `{`, the
+    /// members joined by `,`, `}`, the runs of members no edit names copied as they are (the
+    /// event is compact, so a run is one slice of it). `ops` are the edits `plan` was given.
+    pub(crate) fn write(&self, data: &mut Vec<u8>, base: usize, plan: Plan, ops: &[Op<'_>]) {
+        let Plan {
+            brace,
+            close,
+            members,
+        } = plan;
         let extra: usize = ops
             .iter()
             .map(|o| operands(o).0.len() + operands(o).1.len() + 4)
@@ -241,7 +258,7 @@ impl Splicer {
         };
         // The next original member not yet written, and where its text starts.
         let mut next = 0usize;
-        let mut from = at(0) + 1;
+        let mut from = brace + 1;
         for m in &self.named {
             if m.index != u32::MAX {
                 let i = m.index as usize;
@@ -264,10 +281,10 @@ impl Splicer {
                 if m.removed {
                     continue;
                 }
-                if next < tops.len() {
+                if next < members {
                     comma(data, &mut first);
                     data.extend_from_within(base + from..base + close);
-                    next = tops.len();
+                    next = members;
                 }
                 comma(data, &mut first);
             }
@@ -285,12 +302,19 @@ impl Splicer {
                 v => data.extend_from_slice(op_bytes(ops, v)),
             }
         }
-        if next < tops.len() {
+        if next < members {
             comma(data, &mut first);
             data.extend_from_within(base + from..base + close);
         }
         data.push(b'}');
     }
+}
+
+/// Whether two keys are the same bytes; most keys of another length or first byte are told
+/// apart without a call to compare them.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.first() == b.first() && a == b
 }
 
 /// An edit's path, and its second operand (empty for REMOVE).
@@ -315,19 +339,18 @@ mod tests {
     use super::*;
     use crate::batch::edit::{EDIT_WORK_PER_EVENT, ObjEditor, TopEditor, apply_edits};
 
-    /// The walk's editor (no noted members): the reference for the short path.
+    /// The member walk's editor: the reference for the short path.
     fn walked(text: &str, ops: &[Op<'_>]) -> String {
         let mut s = Vec::new();
         crate::parse::scalar::validate(text.as_bytes(), 64, &mut s).unwrap();
         let mut data = text.as_bytes().to_vec();
         apply_edits(
             &mut ObjEditor::default(),
-            &mut TopEditor::default(),
+            &mut TopEditor::without_splice(),
             &mut data,
             0..text.len(),
             &s,
             false,
-            None,
             ops.iter().copied(),
             EDIT_WORK_PER_EVENT,
         )
@@ -337,11 +360,13 @@ mod tests {
 
     /// The short path on its own; `None` when it declines.
     fn spliced(text: &str, ops: &[Op<'_>]) -> Option<String> {
-        let (s, tops) = crate::parse::noted_tops(text.as_bytes(), 64).unwrap();
+        let mut s = Vec::new();
+        crate::parse::scalar::validate(text.as_bytes(), 64, &mut s).unwrap();
         let mut data = text.as_bytes().to_vec();
-        Splicer::default()
-            .splice(&mut data, 0..text.len(), &s, &tops, ops)
-            .then(|| String::from_utf8(data.split_off(text.len())).unwrap())
+        let mut splicer = Splicer::default();
+        let plan = splicer.plan(text.as_bytes(), &s, !text.contains('\\'), ops)?;
+        splicer.write(&mut data, 0, plan, ops);
+        Some(String::from_utf8(data.split_off(text.len())).unwrap())
     }
 
     /// Every combination of a few compact events (duplicate keys, nested values, keys of

@@ -414,8 +414,6 @@ impl ContainerDecoder {
             changed: false,
             plain: false,
             slot_start: NO_SLOTS,
-            t_start: crate::batch::NO_TOPS,
-            t_len: 0,
         });
         out.stats.received += 1;
     }

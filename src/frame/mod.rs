@@ -382,8 +382,6 @@ impl Framer {
                     changed: false,
                     plain: false,
                     slot_start: crate::batch::NO_SLOTS,
-                    t_start: crate::batch::NO_TOPS,
-                    t_len: 0,
                 });
                 batch.stats.received += 1;
             }

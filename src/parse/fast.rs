@@ -85,7 +85,7 @@ fn detected() -> Level {
 ///
 /// `input` is `padded[..len]`. Reads go up to 63 bytes past `len` when `padded` has them (the
 /// batch buffer always does); the extra bytes do not affect the result.
-#[inline(always)]
+#[inline]
 pub(crate) fn validate<H: TopKey>(
     level: Level,
     padded: &[u8],
@@ -115,20 +115,23 @@ pub(crate) fn validate<H: TopKey>(
         Level::Avx512Vbmi2 => unsafe { stage1_avx512_vbmi2(padded, len, out) },
         _ => Stage1::Refused,
     };
-    // Whether a key or string may hold an escape.
-    let escapes = matches!(stage1, Stage1::Escapes | Stage1::NonAscii);
     let ok = stage1 != Stage1::Refused
-        && stage2(input, &out[base..], max_depth, escapes, top_key)
-        && (!matches!(stage1, Stage1::NonAscii | Stage1::NonAsciiPlain)
-            || std::str::from_utf8(input).is_ok());
+        && stage2(
+            input,
+            &out[base..],
+            max_depth,
+            stage1 != Stage1::Ascii,
+            top_key,
+        )
+        && (stage1 != Stage1::NonAscii || std::str::from_utf8(input).is_ok());
     if !ok {
         out.truncate(base);
         return Vouched::No;
     }
-    if escapes {
-        Vouched::Valid
-    } else {
+    if stage1 == Stage1::Ascii {
         Vouched::Plain
+    } else {
+        Vouched::Valid
     }
 }
 
@@ -155,7 +158,7 @@ pub(crate) enum Vouched {
     No,
     /// Valid JSON.
     Valid,
-    /// Valid JSON without a backslash: no key or string in it has an escape.
+    /// Valid JSON, all ASCII and without a backslash: no string in it has an escape.
     Plain,
 }
 
@@ -395,10 +398,8 @@ fn stage1<C: FnMut(*const u8) -> Masks, F: FnMut(u64, u32, &mut Vec<u32>)>(
     }
     if in_string != 0 || prev_escape {
         Stage1::Refused
-    } else if non_ascii != 0 && any_backslash != 0 {
-        Stage1::NonAscii
     } else if non_ascii != 0 {
-        Stage1::NonAsciiPlain
+        Stage1::NonAscii
     } else if any_backslash != 0 {
         Stage1::Escapes
     } else {
@@ -423,10 +424,8 @@ enum Stage1 {
     Ascii,
     /// Plausible, all ASCII, with backslashes (escapes, all checked).
     Escapes,
-    /// Plausible, with non-ASCII bytes still to be checked as UTF-8, and backslashes.
+    /// Plausible, with non-ASCII bytes still to be checked as UTF-8.
     NonAscii,
-    /// Plausible, with non-ASCII bytes still to be checked as UTF-8, no backslash.
-    NonAsciiPlain,
 }
 
 /// The classes of 32 bytes, one bit per byte (for [`stage1_avx2`]).
@@ -591,7 +590,6 @@ unsafe fn flatten_compress(bits: u64, base: u32, out: &mut Vec<u32>) {
 
 /// Stage 2: checks the grammar over the structural positions `s` of `input`. The loop
 /// reads a whole `"key" :` or `, "key" :` at once, so a typical member costs one round.
-#[inline(always)]
 fn stage2<H: TopKey>(
     input: &[u8],
     s: &[u32],
@@ -719,7 +717,7 @@ fn stage2<H: TopKey>(
 
 /// Whether `t` is exactly one RFC 8259 number:
 /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-#[inline(always)]
+#[inline]
 fn is_number(t: &[u8]) -> bool {
     let digits = |mut i: usize| {
         while t.get(i).is_some_and(u8::is_ascii_digit) {

@@ -21,7 +21,7 @@ pub mod scalar;
 
 use std::sync::Arc;
 
-use crate::batch::{Batch, DeadLetter, NO_TOPS, PADDING};
+use crate::batch::{Batch, DeadLetter, PADDING};
 
 /// Which validator the parse stage runs. Both accept and reject exactly the same lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,11 +154,6 @@ pub(crate) struct Slot {
     pub escaped: bool,
 }
 
-/// Most top-level members the parse notes for one event (see [`Parser::note_tops`]); the
-/// members of an event with more (or with a key that has a backslash) are found by the
-/// editor's walk.
-pub(crate) const NOTED_MAX: usize = 64;
-
 /// Reusable parser state. One per worker.
 ///
 /// Cost: a few buffers sized to the largest event seen; no allocation in the steady state.
@@ -177,12 +172,6 @@ pub struct Parser {
     tape: Option<simd_json::Tape<'static>>,
     scratch: Vec<u8>,
     scalar_structurals: Vec<u32>,
-    /// Whether to note each event's top-level members in `Batch::tops`.
-    note_tops: bool,
-    /// Whether the last event's members were noted (the fast path vouched for it).
-    noted: bool,
-    /// The last event's members as the walk notes them.
-    noted_at: [u32; NOTED_MAX],
 }
 
 /// The SIMD instruction set the parse stage runs on this machine: `"avx512vbmi2"`,
@@ -233,31 +222,6 @@ impl fast::TopKey for Tops<'_> {
     }
 }
 
-/// [`Tops`], and the structural index of every top-level member's value noted in `at` (the
-/// first [`NOTED_MAX`]; `n` counts them all). A store per member: the editor finds the rest
-/// from the structurals (the key's quote and colon are the two before the value, the
-/// separator the third before the next member's value).
-struct Noting<'a, 'b> {
-    tops: Tops<'a>,
-    at: &'b mut [u32; NOTED_MAX],
-    n: usize,
-    /// Some key has a backslash: the event's members are not noted (the editor's short
-    /// path compares keys as plain bytes).
-    escaped_key: bool,
-}
-
-impl fast::TopKey for Noting<'_, '_> {
-    #[inline(always)]
-    fn key(&mut self, key: &[u8], vi: u32, escapes: bool) {
-        self.tops.key(key, vi, escapes);
-        self.at[self.n % NOTED_MAX] = vi;
-        self.n += 1;
-        if escapes {
-            self.escaped_key |= index::has_backslash(key);
-        }
-    }
-}
-
 impl Parser {
     /// A parser that accepts nesting up to `max_depth` and keeps at most `raw_max` bytes of a
     /// rejected line in its dead letter.
@@ -289,17 +253,7 @@ impl Parser {
             tape: Some(simd_json::Tape::null()),
             scratch: Vec::new(),
             scalar_structurals: Vec::new(),
-            note_tops: false,
-            noted: false,
-            noted_at: [0; NOTED_MAX],
         }
-    }
-
-    /// From the next batch on, notes every event's top-level members (for the editor),
-    /// where the fast path vouches for the event and no top-level key has a backslash. A stage turns it on once one of its
-    /// filters has edited an event: a stage that only keeps and drops never pays for it.
-    pub(crate) fn note_tops(&mut self) {
-        self.note_tops = true;
     }
 
     /// The parse stage on its own: validates every event of a batch that [`Framer::fill`]
@@ -315,22 +269,9 @@ impl Parser {
     /// Validates every event of a freshly framed batch in place, recording structural
     /// positions and projection slots, and moving rejected events to the batch's dead letters.
     pub(crate) fn parse_batch(&mut self, batch: &mut Batch) {
-        // One copy of the loop per mode: the one that does not note members is the same
-        // code as before noting existed (measured: a shared loop cost every drop filter's
-        // parse about 3% of its instructions).
-        if self.note_tops {
-            self.parse_events::<true>(batch);
-        } else {
-            self.parse_events::<false>(batch);
-        }
-    }
-
-    #[inline(never)]
-    fn parse_events<const NOTE: bool>(&mut self, batch: &mut Batch) {
         let n = batch.events.len();
         batch.structurals.clear();
         batch.slots.clear();
-        batch.tops.clear();
         if !Arc::ptr_eq(&batch.projection, &self.projection) {
             batch.projection = self.projection.clone();
         }
@@ -341,24 +282,13 @@ impl Parser {
             let start = m.start as usize;
             let len = m.len as usize;
             let s_start = batch.structurals.len();
-            let t_start = if NOTE { batch.tops.len() } else { 0 };
-            if NOTE {
-                self.noted = false;
-            }
             let verdict = match self.engine {
-                JsonEngine::Sluice => self.validate_sluice::<NOTE>(batch, start, len),
+                JsonEngine::Sluice => self.validate_sluice(batch, start, len),
                 JsonEngine::SimdJson => self.validate_simd(batch, start, len).map(|()| true),
             };
             match verdict {
                 Ok(escapes) => {
                     m.plain = !escapes;
-                    (m.t_start, m.t_len) = (NO_TOPS, 0);
-                    if NOTE
-                        && self.noted
-                        && let Ok(n) = u16::try_from(batch.tops.len() - t_start)
-                    {
-                        (m.t_start, m.t_len) = (t_start as u32, n);
-                    }
                     m.s_start = s_start as u32;
                     m.s_len = (batch.structurals.len() - s_start) as u32;
                     if projecting {
@@ -374,9 +304,6 @@ impl Parser {
                 }
                 Err(reason) => {
                     batch.structurals.truncate(s_start);
-                    if NOTE {
-                        batch.tops.truncate(t_start);
-                    }
                     let raw = &batch.data[start..start + len];
                     let dead = DeadLetter::new(reason, m.line, m.offset, None, raw, self.raw_max);
                     batch.dead.push(dead);
@@ -390,8 +317,7 @@ impl Parser {
     /// The sluicebox validator: appends the positions to `batch.structurals` and notes the
     /// top-level keys of the projection in `self.tops`. `Ok(escapes)`: false when the event
     /// certainly has no backslash.
-    #[inline(always)]
-    fn validate_sluice<const NOTE: bool>(
+    fn validate_sluice(
         &mut self,
         batch: &mut Batch,
         start: usize,
@@ -409,39 +335,14 @@ impl Parser {
             lens: self.projection.top_lens,
             tops,
         };
-        let vouched = if NOTE {
-            let mut noting = Noting {
-                tops: hook,
-                at: &mut self.noted_at,
-                n: 0,
-                escaped_key: false,
-            };
-            let v = fast::validate(
-                self.fast,
-                &batch.data[start..],
-                len,
-                self.max_depth,
-                &mut batch.structurals,
-                &mut noting,
-            );
-            let (n, escaped_key) = (noting.n, noting.escaped_key);
-            hook = noting.tops;
-            self.noted = v != fast::Vouched::No && n <= NOTED_MAX && !escaped_key;
-            if self.noted {
-                batch.tops.extend_from_slice(&self.noted_at[..n]);
-            }
-            v
-        } else {
-            fast::validate(
-                self.fast,
-                &batch.data[start..],
-                len,
-                self.max_depth,
-                &mut batch.structurals,
-                &mut hook,
-            )
-        };
-        match vouched {
+        match fast::validate(
+            self.fast,
+            &batch.data[start..],
+            len,
+            self.max_depth,
+            &mut batch.structurals,
+            &mut hook,
+        ) {
             fast::Vouched::No => {}
             fast::Vouched::Valid => {
                 return check_object(line, &batch.structurals[base..]).map(|()| true);
@@ -523,37 +424,6 @@ impl Parser {
         self.tape = Some(tape.reset());
         ok
     }
-}
-
-/// The structural positions of the object `text` and its top-level members as the parse
-/// notes them (see [`Parser::note_tops`]), or `None` when the parse would not note them. For tests and the `edits` fuzzer.
-pub(crate) fn noted_tops(text: &[u8], max_depth: usize) -> Option<(Vec<u32>, Vec<u32>)> {
-    let mut padded = text.to_vec();
-    padded.resize(text.len() + PADDING, 0);
-    let (mut s, mut tops, mut at) = (Vec::new(), Vec::new(), [0; NOTED_MAX]);
-    let mut noting = Noting {
-        tops: Tops {
-            want: &[],
-            lens: 0,
-            tops: &mut tops,
-        },
-        at: &mut at,
-        n: 0,
-        escaped_key: false,
-    };
-    let v = fast::validate(
-        fast::level(),
-        &padded,
-        text.len(),
-        max_depth,
-        &mut s,
-        &mut noting,
-    );
-    let n = noting.n;
-    if v == fast::Vouched::No || n > NOTED_MAX || noting.escaped_key {
-        return None;
-    }
-    check_object(text, &s).ok().map(|()| (s, at[..n].to_vec()))
 }
 
 fn check_object(line: &[u8], s: &[u32]) -> Result<(), String> {

@@ -13,7 +13,7 @@
 use sluicebox_abi::{self as abi, Verdict};
 
 use crate::batch::{Batch, DeadLetter, Decisions, apply_edits, check_decisions};
-use crate::batch::{DecisionError, NO_SLOTS, NO_TOPS, STALE};
+use crate::batch::{DecisionError, NO_SLOTS, STALE};
 use crate::batch::{EDIT_WORK_PER_BATCH, EDIT_WORK_PER_EVENT};
 use crate::error::{Error, Kind, Result};
 use crate::filter::Filter;
@@ -244,8 +244,6 @@ impl Stage {
                     dead_letter(batch, &m, reason, name, self.raw_max);
                 }
                 Verdict::Edit => {
-                    // From the next batch on, the parse notes the members for the editor.
-                    self.parser.note_tops();
                     let ops = recs().filter_map(|r| match r.op {
                         abi::OP_SET => Some(crate::batch::Op::Set(r.a, r.b)),
                         abi::OP_REMOVE => Some(crate::batch::Op::Remove(r.a)),
@@ -267,11 +265,6 @@ impl Stage {
                             && r.b.contains(&b'.')
                             && path_components(r.b).count() > path_components(r.a).count()
                     });
-                    // The members the parse noted, while the event is its input's bytes.
-                    let t = m.t_start as usize;
-                    let tops = (m.t_start != NO_TOPS && !m.changed)
-                        .then(|| batch.tops.get(t..t + usize::from(m.t_len)))
-                        .flatten();
                     // The edited event is appended to the batch buffer, written once.
                     let start = batch.data.len();
                     let result = apply_edits(
@@ -281,7 +274,6 @@ impl Stage {
                         m.start as usize..(m.start + m.len) as usize,
                         s,
                         m.plain,
-                        tops,
                         ops,
                         EDIT_WORK_PER_EVENT.min(work_left),
                     )
@@ -306,7 +298,6 @@ impl Stage {
                             batch.data.push(b'\n');
                             m.s_len = STALE;
                             m.slot_start = NO_SLOTS;
-                            m.t_start = NO_TOPS;
                             m.changed = true;
                             m.plain = false;
                             next.push(m);
@@ -331,7 +322,6 @@ impl Stage {
                         e.len = r.b.len() as u32;
                         e.s_len = STALE;
                         e.slot_start = NO_SLOTS;
-                        e.t_start = NO_TOPS;
                         e.changed = true;
                         e.plain = false;
                         batch.data.extend_from_slice(r.b);

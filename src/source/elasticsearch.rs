@@ -791,8 +791,6 @@ impl Endpoint {
             changed: false,
             plain: false,
             slot_start: NO_SLOTS,
-            t_start: crate::batch::NO_TOPS,
-            t_len: 0,
         });
     }
 }

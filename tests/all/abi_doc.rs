@@ -83,13 +83,12 @@ fn tag_service_wat_matches_the_native_filter() {
 }
 
 /// The ```wat blocks of `md`, in order.
-/// Once a filter has edited, the parse notes each event's top-level members and the editor
-/// starts from them (splicing compact events, loading the rest); every event must still come
-/// out as the walk's editor writes it (`fuzzing::apply_edits`), whatever its shape: compact
-/// or not, keys with escapes, duplicates, more members than the parse notes, non-ASCII
-/// text, escaped quotes in values, the target keys already present.
+/// Compact events take the editor's splicing path, the others the member walk; every event
+/// must come out as the member walk alone writes it (`fuzzing::apply_edits`), whatever its
+/// shape: compact or not, keys with escapes, duplicates, many members, non-ASCII text,
+/// escaped quotes in values, the target keys already present, in batches of any size.
 #[test]
-fn edits_after_the_first_batch_are_the_walks_bytes_for_every_event_shape() {
+fn edits_are_the_member_walks_bytes_for_every_event_shape_and_batch_size() {
     let many: String = (0..70).map(|i| format!(r#""k{i}":{i},"#)).collect();
     let shapes = [
         r#"{"level":"INFO","msg":"hi","http":{"a":[1,{"b":2}]},"n":1}"#.to_string(),
