@@ -5,6 +5,8 @@
 //!
 //! Cost per edited event: one walk of its top-level structural positions, plus a rescan of
 //! any nested object an edit goes into. The top-level scratch is reused across events.
+//! A compact event edited at plain top-level keys takes the shorter path of
+//! [`super::splice`] first, which writes the same bytes.
 
 use super::splice::SPLICE_OPS_MAX;
 use crate::parse::index::{self, path_components};

@@ -1,11 +1,13 @@
-//! The editor's shortest path: edits of plain top-level keys on a compact event (no
-//! whitespace between its top-level members) whose members the parse noted. Only the members
-//! an edit names are looked at; the runs of members between them are copied whole.
+//! The editor's shortest path: at most [`SPLICE_OPS_MAX`] edits of plain top-level keys on a
+//! compact event (no whitespace between its top-level members or next to its braces, which
+//! the output form of docs/abi.md section 11 drops). Only the members an edit names are
+//! kept track of; the runs of members between them are copied whole.
 //!
-//! Cost per edited event: a few loads and a length test per top-level member (a key is read
-//! only when an edit names a key of its length), then one copy per run of untouched members.
-//! The same bytes as [`super::edit::TopEditor`] (docs/abi.md section 11): a unit test and
-//! the `edits` fuzzer compare them.
+//! Cost per edited event: one walk over its structural positions (a few loads and a length
+//! test per top-level member; a key is compared only when an edit names a key of its length),
+//! then one copy per run of untouched members. The same bytes as
+//! [`super::edit::TopEditor`]: a unit test, a pipeline test over every event shape, and the
+//! `edits` fuzzer compare them.
 
 use super::edit::{Op, push_key};
 use crate::parse::index;
