@@ -3,7 +3,7 @@
 //! ```wat block of the document is a module the host accepts (so the document cannot rot).
 
 use sluicebox::fuzzing::{Edit, apply_edits};
-use sluicebox::{PipelineConfig, TagService, WasmConfig, wasm::WasmModule};
+use sluicebox::{JsonEngine, PipelineConfig, TagService, WasmConfig, wasm::WasmModule};
 
 use crate::common::*;
 
@@ -86,7 +86,8 @@ fn tag_service_wat_matches_the_native_filter() {
 /// Compact events take the editor's splicing path, the others the member walk; every event
 /// must come out as the member walk alone writes it (`fuzzing::apply_edits`), whatever its
 /// shape: compact or not, keys with escapes, duplicates, many members, non-ASCII text,
-/// escaped quotes in values, the target keys already present, in batches of any size.
+/// escaped quotes in values, the target keys already present, in batches of any size, with
+/// either JSON engine's structural positions.
 #[test]
 fn edits_are_the_member_walks_bytes_for_every_event_shape_and_batch_size() {
     let many: String = (0..70).map(|i| format!(r#""k{i}":{i},"#)).collect();
@@ -106,9 +107,14 @@ fn edits_are_the_member_walks_bytes_for_every_event_shape_and_batch_size() {
         .map(|e| format!("{e}\n"))
         .collect();
     let edits = [Edit::Set("env", "\"prod\""), Edit::Rename("msg", "message")];
-    for max_batch_events in [1, 4, 1024] {
+    let engines = [JsonEngine::Sluice, JsonEngine::SimdJson];
+    for (max_batch_events, json_engine) in [1, 4, 1024]
+        .into_iter()
+        .flat_map(|b| engines.map(|e| (b, e)))
+    {
         let config = PipelineConfig {
             max_batch_events,
+            json_engine,
             ..Default::default()
         };
         let (_, out, _) = run_with(config, vec![Box::new(TagService)], input.as_bytes());
